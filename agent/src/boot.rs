@@ -1,0 +1,572 @@
+//! The boot path up to the switch of root: import the pool, read the state and the boot
+//! environments, decide, mount, check the init, and report. Everything here goes through the
+//! [`Zfs`] and [`Mounter`] traits and paths below `Env::root`, so the whole path runs in tests
+//! against fakes in a temporary directory; [`crate::initramfs`] adds what only PID 1 can do.
+
+use crate::cmdline::BootArgs;
+use crate::core::{self, BootPlan, Choice, Facts, Plan, Rescue};
+use crate::inventory::Inventory;
+use crate::layout;
+use crate::mounts::Mounter;
+use crate::names::{printable, BeName, PoolName};
+use crate::report::{self, Report};
+use crate::state::{self, EventKind, Loaded};
+use crate::zfs::{ImportError, Zfs};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Default for `bootenv.wait`: how long to wait for the pool's disks, in seconds.
+pub const DEFAULT_WAIT_SECS: u32 = 10;
+/// Where the new root is assembled, relative to the root.
+pub const STAGING: &str = "sysroot";
+/// Where the state dataset is mounted, relative to the root.
+pub const STATE_MOUNT: &str = "run/bootenv/state";
+
+/// What the boot path works on.
+pub struct Env<'a> {
+    /// `/` in the initramfs; a temporary directory in tests.
+    pub root: &'a Path,
+    /// ZFS.
+    pub zfs: &'a dyn Zfs,
+    /// Mounts.
+    pub mounter: &'a dyn Mounter,
+    /// Seconds since the kernel started (for the report).
+    pub uptime: &'a dyn Fn() -> f64,
+    /// Seconds since the epoch (for state events).
+    pub now: &'a dyn Fn() -> u64,
+}
+
+/// The pool is imported and read.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The pool.
+    pub pool: PoolName,
+    /// Its boot environments.
+    pub inventory: Inventory,
+    /// The state record as found.
+    pub state: Loaded,
+    /// Whether the state dataset is mounted (and the record can be written).
+    pub state_mounted: bool,
+    /// The hostid adopted from the pool's label, if one was.
+    pub hostid: Option<u32>,
+    /// Warnings for the report.
+    pub warnings: Vec<String>,
+}
+
+/// The new root is mounted and ready for the switch.
+#[derive(Debug)]
+pub struct Ready {
+    /// What is being booted and why.
+    pub plan: BootPlan,
+    /// The staging directory holding the new root.
+    pub newroot: PathBuf,
+    /// The report written to `/run/bootenv/boot` (without `init-exec`, added at the switch).
+    pub report: Report,
+}
+
+impl Env<'_> {
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// Imports the pool named on the command line, or the first pool found that holds boot
+    /// environments, waiting up to `bootenv.wait` seconds for disks to appear.
+    pub fn import(&self, args: &BootArgs) -> Result<(PoolName, Option<u32>), Rescue> {
+        let wait = args.wait_secs.unwrap_or(DEFAULT_WAIT_SECS);
+        let deadline = Instant::now() + Duration::from_secs(wait.into());
+        let mut hostid = None;
+        loop {
+            let attempt = match &args.pool {
+                Some(p) => self.import_one(p, &mut hostid).map(|()| p.clone()),
+                None => self.import_any(&mut hostid),
+            };
+            match attempt {
+                Ok(p) => return Ok((p, hostid)),
+                Err(ImportError::NotFound) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => return Err(core::import_rescue(args.pool.as_ref(), &e, wait)),
+            }
+        }
+    }
+
+    fn import_one(&self, pool: &PoolName, hostid: &mut Option<u32>) -> Result<(), ImportError> {
+        let other = |e: anyhow::Error| ImportError::Other(format!("{e:#}"));
+        if self.zfs.imported_pools().map_err(other)?.iter().any(|p| p == pool.as_str()) {
+            log::info!("pool {pool} is already imported");
+            return Ok(());
+        }
+        log::info!("importing pool {pool}");
+        match self.zfs.import(pool.as_str()).map_err(other)? {
+            Err(ImportError::Foreign { hostid: h }) => {
+                log::warn!(
+                    "pool {pool} was last imported by hostid {h:08x} and not exported; adopting that hostid (as ZFSBootMenu does) instead of forcing the import"
+                );
+                self.adopt_hostid(h).map_err(other)?;
+                *hostid = Some(h);
+                self.zfs.import(pool.as_str()).map_err(other)?
+            }
+            r => r,
+        }
+    }
+
+    fn import_any(&self, hostid: &mut Option<u32>) -> Result<PoolName, ImportError> {
+        let other = |e: anyhow::Error| ImportError::Other(format!("{e:#}"));
+        // Pools imported already (a retry after the rescue shell) come first.
+        for p in self.zfs.imported_pools().map_err(other)? {
+            if let Ok(pool) = PoolName::new(&p) {
+                if self.holds_bes(&pool) {
+                    return Ok(pool);
+                }
+            }
+        }
+        log::info!("no pool named on the kernel command line (bootenv.pool=); scanning the disks");
+        let found = self.zfs.scan().map_err(other)?;
+        let mut last_err = ImportError::NotFound;
+        for candidate in found {
+            let Ok(pool) = PoolName::new(&candidate.name) else {
+                log::warn!("skipping pool {}: not a name bootenv uses", printable(&candidate.name));
+                continue;
+            };
+            match self.import_one(&pool, hostid) {
+                Ok(()) if self.holds_bes(&pool) => return Ok(pool),
+                Ok(()) => {
+                    log::info!("pool {pool} holds no boot environments; exporting it again");
+                    if let Err(e) = self.zfs.export(pool.as_str()) {
+                        log::warn!("{e:#}");
+                    }
+                }
+                Err(e) => {
+                    log::warn!("pool {pool} could not be imported: {e}");
+                    last_err = e;
+                }
+            }
+        }
+        Err(last_err)
+    }
+
+    fn holds_bes(&self, pool: &PoolName) -> bool {
+        self.zfs
+            .list(&layout::root_container(pool))
+            .map(|l| l.datasets.iter().any(|d| d.name == layout::root_container(pool)))
+            .unwrap_or(false)
+    }
+
+    /// Makes `hostid` the system's hostid: `/etc/hostid` and the spl module parameter.
+    fn adopt_hostid(&self, hostid: u32) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let etc = self.path("etc");
+        std::fs::create_dir_all(&etc).context("creating /etc")?;
+        std::fs::write(etc.join("hostid"), hostid.to_le_bytes()).context("writing /etc/hostid")?;
+        let param = self.path("sys/module/spl/parameters/spl_hostid");
+        std::fs::write(&param, format!("0x{hostid:08x}\n"))
+            .with_context(|| format!("setting {}", param.display()))?;
+        Ok(())
+    }
+
+    /// Reads the state record and the boot environments of an imported pool.
+    pub fn prepare(&self, args: &BootArgs) -> Result<Prepared, Rescue> {
+        let (pool, hostid) = self.import(args)?;
+        let mut warnings = args.warnings.clone();
+        let (state, state_mounted) = self.mount_state(&pool, &mut warnings);
+        let bootfs = match self.zfs.pool_prop(pool.as_str(), "bootfs") {
+            Ok(v) => v,
+            Err(e) => {
+                warnings.push(format!("{e:#}"));
+                None
+            }
+        };
+        let listing = match self.zfs.list(&layout::root_container(&pool)) {
+            Ok(l) => l,
+            Err(e) => {
+                return Err(Rescue {
+                    reason: format!("the datasets of pool {pool} could not be listed: {e:#}"),
+                    hints: vec![format!("`zfs list -r {pool}` shows the error"), "type `exit` to try the boot again".into()],
+                })
+            }
+        };
+        let inventory = Inventory::from_listing(&pool, &listing, bootfs);
+        for i in &inventory.ignored {
+            log::warn!("{i}");
+            warnings.push(i.clone());
+        }
+        Ok(Prepared { pool, inventory, state, state_mounted, hostid, warnings })
+    }
+
+    fn mount_state(&self, pool: &PoolName, warnings: &mut Vec<String>) -> (Loaded, bool) {
+        let ds = layout::state_dataset(pool);
+        let dir = self.path(STATE_MOUNT);
+        let exists = self.zfs.list(&ds).map(|l| l.datasets.iter().any(|d| d.name == ds)).unwrap_or(false);
+        if !exists {
+            let w = format!("{ds} does not exist: no last known-good record (create it with `bootenv prepare-pool {pool}`)");
+            log::warn!("{w}");
+            warnings.push(w);
+            return (Loaded::Missing, false);
+        }
+        let mounted = std::fs::create_dir_all(&dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| self.mounter.mount_zfs(&ds, &dir, false));
+        if let Err(e) = mounted {
+            let w = format!("state dataset not mounted, booting without the last known-good record: {e:#}");
+            log::warn!("{w}");
+            warnings.push(w);
+            return (Loaded::Missing, false);
+        }
+        match state::load(&dir) {
+            Ok(l) => {
+                match &l {
+                    Loaded::Corrupt(why) => {
+                        let w = format!("the state record is unreadable ({why}); booting without the last known-good record; the next write keeps the old record as state.corrupt");
+                        log::warn!("{w}");
+                        warnings.push(w);
+                    }
+                    Loaded::Newer(v) => {
+                        let w = format!("the state record has format version {v}, newer than this agent; it is read as empty and left as it is");
+                        log::warn!("{w}");
+                        warnings.push(w);
+                    }
+                    _ => {}
+                }
+                (l, true)
+            }
+            Err(e) => {
+                warnings.push(format!("{e:#}"));
+                (Loaded::Missing, true)
+            }
+        }
+    }
+
+    /// Unmounts the state dataset (before the rescue shell, so that a retry starts clean).
+    pub fn release_state(&self) {
+        let dir = self.path(STATE_MOUNT);
+        if let Err(e) = self.mounter.unmount(&dir) {
+            log::debug!("{e:#}");
+        }
+    }
+
+    /// Decides, mounts the chosen boot environment, checks its init and writes the report. A
+    /// boot environment that fails is recorded and the decision is made again without it.
+    pub fn mount_chosen(&self, args: &BootArgs, p: &Prepared, agent_start: f64) -> Result<Ready, Rescue> {
+        let st = p.state.state();
+        let last_good = st.last_good.as_deref().and_then(|n| BeName::new(n).ok());
+        let mut failed: Vec<(BeName, String)> = Vec::new();
+        loop {
+            let facts = Facts { args, inventory: &p.inventory, last_good: last_good.clone(), failed: &failed };
+            let plan = match core::decide(&facts) {
+                Plan::Rescue(r) => return Err(r),
+                Plan::Boot(plan) => plan,
+            };
+            match &plan.choice {
+                Choice::Requested => log::info!("booting {} (asked for on the kernel command line)", plan.be),
+                Choice::Default(s) => log::info!("booting {} (the default, from {s})", plan.be),
+                Choice::Fallback { requested, reason, source } => log::warn!(
+                    "FALLBACK: booting {} (the default, from {source}) instead of {requested}: {reason}",
+                    plan.be
+                ),
+            }
+            match self.mount_plan(&plan) {
+                Ok(newroot) => {
+                    let report = Report::for_plan(&plan, p.pool.as_str(), p.hostid, agent_start, &p.warnings);
+                    self.write_report(&report);
+                    if let Choice::Fallback { requested, reason, .. } = &plan.choice {
+                        self.record_fallback(p, requested, plan.be.as_str(), reason);
+                    }
+                    return Ok(Ready { plan, newroot, report });
+                }
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    log::error!("boot environment {} cannot start: {why}", plan.be);
+                    failed.push((plan.be.clone(), why));
+                }
+            }
+        }
+    }
+
+    /// Mounts the root and members of `plan` at the staging directory and checks its init;
+    /// on failure, unmounts what it mounted.
+    fn mount_plan(&self, plan: &BootPlan) -> anyhow::Result<PathBuf> {
+        let newroot = self.path(STAGING);
+        std::fs::create_dir_all(&newroot)?;
+        self.mounter.mount_zfs(&plan.root, &newroot, false)?;
+        let mut mounted = vec![newroot.clone()];
+        let result = (|| {
+            for m in &plan.mounts {
+                let target = newroot.join(m.mountpoint.trim_start_matches('/'));
+                if !target.is_dir() {
+                    std::fs::create_dir_all(&target).map_err(|e| {
+                        anyhow::anyhow!("creating the mountpoint {} of {}: {e}", m.mountpoint, m.dataset)
+                    })?;
+                }
+                self.mounter.mount_zfs(&m.dataset, &target, false)?;
+                log::info!("mounted {} at {}", m.dataset, m.mountpoint);
+                mounted.push(target);
+            }
+            check_init(&newroot, &plan.init)
+        })();
+        if result.is_err() {
+            for t in mounted.iter().rev() {
+                if let Err(e) = self.mounter.unmount(t) {
+                    log::warn!("{e:#}");
+                }
+            }
+        }
+        result.map(|()| newroot)
+    }
+
+    /// Writes `/run/bootenv/boot` and, after a fallback, `/run/bootenv/fallback`.
+    pub fn write_report(&self, r: &Report) {
+        let dir = self.path(report::DIR);
+        let res = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join("boot"), r.render()))
+            .and_then(|()| match r.fallback_sentence() {
+                Some(s) => std::fs::write(dir.join("fallback"), s),
+                None => Ok(()),
+            });
+        if let Err(e) = res {
+            log::error!("could not write the boot report in {}: {e}", dir.display());
+        }
+    }
+
+    fn record_fallback(&self, p: &Prepared, requested: &str, booted: &str, reason: &str) {
+        if !p.state_mounted || matches!(p.state, Loaded::Newer(_)) {
+            return;
+        }
+        let mut st = p.state.state();
+        st.push(
+            (self.now)(),
+            EventKind::Fallback { requested: requested.into(), booted: booted.into(), reason: reason.into() },
+        );
+        if let Err(e) = state::store(&self.path(STATE_MOUNT), &st) {
+            log::warn!("could not record the fallback in the state record: {e:#}");
+        }
+    }
+}
+
+/// Checks that `init` can be executed in `newroot`: it exists (links followed inside the new
+/// root), is an executable file, and its interpreter (`#!` line or ELF `PT_INTERP`) exists too.
+pub fn check_init(newroot: &Path, init: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = crate::fsutil::resolve_in_root(newroot, init)?;
+    let meta = std::fs::metadata(&path).map_err(|_| anyhow::anyhow!("init {init} does not exist in it"))?;
+    anyhow::ensure!(meta.is_file(), "init {init} is not a file");
+    anyhow::ensure!(meta.permissions().mode() & 0o111 != 0, "init {init} is not executable");
+    let head = read_head(&path, 4096)?;
+    if let Some(interp) = interpreter(&head) {
+        let ip = crate::fsutil::resolve_in_root(newroot, &interp)?;
+        anyhow::ensure!(ip.is_file(), "init {init} needs {interp}, which does not exist in it");
+    }
+    Ok(())
+}
+
+fn read_head(path: &Path, n: usize) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(n);
+    std::fs::File::open(path)?.take(n as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// The interpreter a file asks for: the `#!` line's program, or the ELF64 `PT_INTERP` path.
+pub fn interpreter(head: &[u8]) -> Option<String> {
+    if let Some(rest) = head.strip_prefix(b"#!") {
+        let line = rest.split(|b| *b == b'\n').next()?;
+        let line = String::from_utf8_lossy(line);
+        return line.split_whitespace().next().map(str::to_owned);
+    }
+    // ELF64, little endian.
+    if head.len() < 64 || &head[..4] != b"\x7fELF" || head[4] != 2 || head[5] != 1 {
+        return None;
+    }
+    let u16_at = |o: usize| Some(u16::from_le_bytes(head.get(o..o + 2)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(head.get(o..o + 8)?.try_into().ok()?));
+    let phoff = u64_at(0x20)? as usize;
+    let phentsize = u16_at(0x36)? as usize;
+    let phnum = u16_at(0x38)? as usize;
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        let p_type = u32::from_le_bytes(head.get(ph..ph + 4)?.try_into().ok()?);
+        if p_type == 3 {
+            let off = u64_at(ph + 8)? as usize;
+            let len = u64_at(ph + 32)? as usize;
+            let bytes = head.get(off..off + len)?;
+            let s = bytes.split(|b| *b == 0).next()?;
+            return Some(String::from_utf8_lossy(s).into_owned());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mounts::FakeMounter;
+    use crate::zfs::fake::FakeZfs;
+
+    fn pool_with_bes(root: &Path) -> FakeZfs {
+        let z = FakeZfs::new().with_root(root.into());
+        z.add_pool("tank");
+        z.add_fs("tank/ROOT", &[("canmount", "off"), ("mountpoint", "none"), ("org.bootenv:layout", "1")]);
+        z.add_fs("tank/BOOTENV", &[("canmount", "noauto"), ("mountpoint", "legacy")]);
+        for be in ["v1", "v2", "v3"] {
+            z.add_fs(&format!("tank/ROOT/{be}"), &[("canmount", "noauto"), ("mountpoint", "/")]);
+            z.add_fs(
+                &format!("tank/ROOT/{be}/config"),
+                &[("canmount", "noauto"), ("mountpoint", "/etc/config"), ("org.bootenv:member", "config")],
+            );
+        }
+        z.put_pool_prop("tank", "bootfs", "tank/ROOT/v1");
+        z
+    }
+
+    fn mounter() -> FakeMounter {
+        let mut m = FakeMounter::new();
+        for be in ["v1", "v2", "v3"] {
+            m = m.file(&format!("tank/ROOT/{be}"), "sbin/init", b"#!/bin/sh\necho hi\n", 0o755).file(
+                &format!("tank/ROOT/{be}"),
+                "bin/sh",
+                b"",
+                0o755,
+            );
+        }
+        m
+    }
+
+    fn env<'a>(root: &'a Path, zfs: &'a FakeZfs, m: &'a FakeMounter) -> Env<'a> {
+        Env { root, zfs, mounter: m, uptime: &|| 1.0, now: &|| 1_700_000_000 }
+    }
+
+    fn boot(e: &Env, cmdline: &str) -> Result<Ready, Rescue> {
+        let args = BootArgs::parse(cmdline);
+        let p = e.prepare(&args)?;
+        e.mount_chosen(&args, &p, 0.5)
+    }
+
+    #[test]
+    fn boots_the_selected_be_and_mounts_only_its_datasets() {
+        let d = tempfile::tempdir().unwrap();
+        let z = pool_with_bes(d.path());
+        let m = mounter();
+        let e = env(d.path(), &z, &m);
+        let ready = boot(&e, "bootenv=v2 bootenv.pool=tank").unwrap();
+        assert_eq!(ready.plan.be.as_str(), "v2");
+        let mounted: Vec<String> = m.mounted().into_iter().map(|(ds, _)| ds).collect();
+        assert_eq!(mounted, vec!["tank/BOOTENV", "tank/ROOT/v2", "tank/ROOT/v2/config"]);
+        assert_eq!(m.mounted()[2].1, d.path().join("sysroot/etc/config"));
+        let r = std::fs::read_to_string(d.path().join("run/bootenv/boot")).unwrap();
+        assert!(r.contains("be=v2\n") && r.contains("choice=requested\n"), "{r}");
+        assert!(!d.path().join("run/bootenv/fallback").exists());
+        assert!(z.changes().is_empty(), "booting changed datasets: {:?}", z.changes());
+    }
+
+    #[test]
+    fn an_unknown_be_falls_back_and_says_why() {
+        let d = tempfile::tempdir().unwrap();
+        let z = pool_with_bes(d.path());
+        let m = mounter();
+        let e = env(d.path(), &z, &m);
+        let ready = boot(&e, "bootenv=nosuch bootenv.pool=tank").unwrap();
+        assert_eq!(ready.plan.be.as_str(), "v1");
+        let f = std::fs::read_to_string(d.path().join("run/bootenv/fallback")).unwrap();
+        assert!(f.contains("booted v1 instead of nosuch") && f.contains("does not exist"), "{f}");
+        let st = state::load(&d.path().join(STATE_MOUNT)).unwrap().state();
+        assert!(matches!(&st.events[0].kind, EventKind::Fallback { requested, .. } if requested == "nosuch"));
+    }
+
+    #[test]
+    fn a_be_that_fails_to_mount_or_lacks_init_is_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let z = pool_with_bes(d.path());
+        // v2's config will not mount.
+        let m = mounter().failing("tank/ROOT/v2/config", "Input/output error");
+        let e = env(d.path(), &z, &m);
+        let ready = boot(&e, "bootenv=v2 bootenv.pool=tank").unwrap();
+        assert_eq!(ready.plan.be.as_str(), "v1");
+        assert!(matches!(&ready.plan.choice, Choice::Fallback { reason, .. } if reason.contains("Input/output error")));
+        // Everything of v2 was unmounted again; only the state and v1 remain.
+        let mounted: Vec<String> = m.mounted().into_iter().map(|(ds, _)| ds).collect();
+        assert_eq!(mounted, vec!["tank/BOOTENV", "tank/ROOT/v1", "tank/ROOT/v1/config"]);
+    }
+
+    #[test]
+    fn missing_init_is_a_failed_be() {
+        let d = tempfile::tempdir().unwrap();
+        let z = pool_with_bes(d.path());
+        let m = FakeMounter::new().file("tank/ROOT/v1", "sbin/init", b"#!/bin/sh\n", 0o755).file("tank/ROOT/v1", "bin/sh", b"", 0o755);
+        let e = env(d.path(), &z, &m);
+        let ready = boot(&e, "bootenv=v3 bootenv.pool=tank").unwrap();
+        assert_eq!(ready.plan.be.as_str(), "v1");
+        assert!(matches!(&ready.plan.choice, Choice::Fallback { reason, .. } if reason.contains("init /sbin/init does not exist")));
+    }
+
+    #[test]
+    fn missing_pool_is_rescue_and_changes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let z = pool_with_bes(d.path());
+        let m = mounter();
+        let e = env(d.path(), &z, &m);
+        let r = boot(&e, "bootenv.pool=other bootenv.wait=0").unwrap_err();
+        assert!(r.reason.contains("pool other was not found"), "{}", r.reason);
+        assert!(m.mounted().is_empty());
+        assert!(z.changes().is_empty());
+        assert!(!z.is_imported("tank"));
+    }
+
+    #[test]
+    fn without_a_pool_name_the_disks_are_scanned() {
+        let d = tempfile::tempdir().unwrap();
+        let z = pool_with_bes(d.path());
+        z.add_pool("data");
+        let m = mounter();
+        let e = env(d.path(), &z, &m);
+        let ready = boot(&e, "").unwrap();
+        assert_eq!(ready.plan.be.as_str(), "v1");
+        assert!(z.is_imported("tank"));
+        assert!(!z.is_imported("data"), "a pool without boot environments is exported again");
+    }
+
+    #[test]
+    fn a_foreign_hostid_is_adopted_not_forced() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("sys/module/spl/parameters")).unwrap();
+        let z = pool_with_bes(d.path());
+        z.set_last_hostid("tank", 0x2d0b6f3f);
+        let m = mounter();
+        let e = env(d.path(), &z, &m);
+        let ready = boot(&e, "bootenv.pool=tank").unwrap();
+        assert_eq!(ready.report.get("hostid"), Some("2d0b6f3f"));
+        assert_eq!(std::fs::read(d.path().join("etc/hostid")).unwrap(), 0x2d0b6f3fu32.to_le_bytes());
+        // A pool in use elsewhere is never forced.
+        let d2 = tempfile::tempdir().unwrap();
+        let z2 = pool_with_bes(d2.path());
+        z2.set_in_use_elsewhere("tank");
+        let e2 = env(d2.path(), &z2, &m);
+        let r = boot(&e2, "bootenv.pool=tank").unwrap_err();
+        assert!(r.reason.contains("in use by another system"));
+    }
+
+    #[test]
+    fn a_corrupt_state_record_is_survived() {
+        let d = tempfile::tempdir().unwrap();
+        let z = pool_with_bes(d.path());
+        let m = mounter();
+        // The fake "mount" of the state dataset does not hide what is in the directory.
+        std::fs::create_dir_all(d.path().join(STATE_MOUNT)).unwrap();
+        std::fs::write(d.path().join(STATE_MOUNT).join("state"), b"\0\0garbage").unwrap();
+        let e = env(d.path(), &z, &m);
+        let ready = boot(&e, "bootenv=nosuch bootenv.pool=tank").unwrap();
+        assert_eq!(ready.plan.be.as_str(), "v1");
+        assert!(ready.report.all("warning").iter().any(|w| w.contains("state record is unreadable")));
+        assert_eq!(std::fs::read(d.path().join(STATE_MOUNT).join("state.corrupt")).unwrap(), b"\0\0garbage");
+    }
+
+    #[test]
+    fn interpreters_are_found() {
+        assert_eq!(interpreter(b"#!/bin/sh -e\nx").as_deref(), Some("/bin/sh"));
+        assert_eq!(interpreter(b"#!  /usr/bin/env bash\n").as_deref(), Some("/usr/bin/env"));
+        assert_eq!(interpreter(b"plain"), None);
+        // A real dynamic ELF: the test binary itself.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        if let Some(i) = interpreter(&me[..me.len().min(4096)]) {
+            assert!(i.contains("ld-linux"), "{i}");
+        }
+    }
+}

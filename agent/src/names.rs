@@ -1,0 +1,184 @@
+//! Validated names: boot environments and pools.
+//!
+//! Every name that reaches a command line, a mount, a GRUB menu or a log line passes through
+//! these types first. A dataset name on disk may hold anything ZFS allows (spaces, colons, very
+//! long names); bootenv only manages the ones that are safe everywhere it puts them, and reports
+//! the others instead of acting on them.
+
+use std::fmt;
+
+/// The longest boot environment name bootenv accepts.
+pub const MAX_BE_NAME: usize = 64;
+
+/// The name of a boot environment: the last component of `<pool>/ROOT/<name>`.
+///
+/// Allowed: ASCII letters, digits, `.`, `_` and `-`; it starts with a letter or digit and is at
+/// most [`MAX_BE_NAME`] bytes long. Such a name needs no quoting in a kernel command line, a
+/// GRUB script, a shell or a path.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BeName(String);
+
+/// The name of a ZFS pool, restricted like [`BeName`] but starting with a letter (a ZFS rule).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PoolName(String);
+
+/// Why a name was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameError {
+    /// What kind of name it was meant to be ("boot environment", "pool").
+    pub kind: &'static str,
+    /// The refused text, made printable.
+    pub text: String,
+    /// What is wrong with it.
+    pub why: &'static str,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {} name {:?}: {} (allowed: letters, digits, '.', '_', '-'; at most {} characters)",
+            self.kind, self.text, self.why, MAX_BE_NAME
+        )
+    }
+}
+
+impl std::error::Error for NameError {}
+
+fn check(kind: &'static str, s: &str, first_may_be_digit: bool) -> Result<(), NameError> {
+    let err = |why| NameError { kind, text: printable(s), why };
+    let first = match s.bytes().next() {
+        None => return Err(err("it is empty")),
+        Some(b) => b,
+    };
+    if s.len() > MAX_BE_NAME {
+        return Err(err("it is too long"));
+    }
+    let first_ok = first.is_ascii_alphabetic() || (first_may_be_digit && first.is_ascii_digit());
+    if !first_ok {
+        return Err(err(if first_may_be_digit {
+            "it must start with a letter or a digit"
+        } else {
+            "it must start with a letter"
+        }));
+    }
+    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        return Err(err("it holds a character that is not allowed"));
+    }
+    Ok(())
+}
+
+/// Makes arbitrary text safe to print on one log line: control characters are escaped and very
+/// long text is cut.
+pub fn printable(s: &str) -> String {
+    let mut out: String = s.chars().take(80).flat_map(char::escape_debug).collect();
+    if s.chars().count() > 80 {
+        out.push_str("...");
+    }
+    out
+}
+
+impl BeName {
+    /// Validates `s` as a boot environment name.
+    pub fn new(s: &str) -> Result<BeName, NameError> {
+        check("boot environment", s, true)?;
+        Ok(BeName(s.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PoolName {
+    /// Validates `s` as a pool name.
+    pub fn new(s: &str) -> Result<PoolName, NameError> {
+        check("pool", s, false)?;
+        Ok(PoolName(s.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for PoolName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for BeName {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        BeName::new(s)
+    }
+}
+
+impl std::str::FromStr for PoolName {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PoolName::new(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_names() {
+        for ok in ["v1", "2024.06-rc1", "factory", "a_b-c.d", &"x".repeat(64)] {
+            assert_eq!(BeName::new(ok).unwrap().as_str(), ok);
+        }
+        assert!(PoolName::new("rpool").is_ok());
+        assert!(PoolName::new("tank-2").is_ok());
+    }
+
+    #[test]
+    fn refuses_hostile_names() {
+        let hostile = [
+            "",
+            "-rf",
+            ".hidden",
+            "a b",
+            "a;reboot",
+            "a\nb",
+            "a$(x)",
+            "a`x`",
+            "a\"b",
+            "a'b",
+            "a/b",
+            "a@snap",
+            "a:b",
+            "a\\b",
+            "a{b}",
+            "é",
+            &"x".repeat(65),
+        ];
+        for bad in hostile {
+            let e = BeName::new(bad).unwrap_err();
+            assert!(!e.to_string().contains('\n'), "message must stay on one line: {e}");
+        }
+    }
+
+    #[test]
+    fn pool_must_start_with_a_letter() {
+        assert!(PoolName::new("1pool").is_err());
+        assert!(BeName::new("1be").is_ok());
+    }
+
+    #[test]
+    fn printable_escapes_control_characters_and_cuts() {
+        assert_eq!(printable("a\nb\x1b"), "a\\nb\\u{1b}");
+        assert!(printable(&"y".repeat(200)).ends_with("..."));
+    }
+}

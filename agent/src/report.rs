@@ -1,0 +1,167 @@
+//! What the agent tells the booted system: `/run/bootenv/boot` (always) and
+//! `/run/bootenv/fallback` (only after a fallback). A public format, version 1:
+//! `key=value` lines, values on one line, unknown keys to be ignored by readers.
+//!
+//! ```text
+//! version=1
+//! be=v2                      the boot environment that booted
+//! pool=tank
+//! dataset=tank/ROOT/v2
+//! choice=requested|default|fallback
+//! source=bootfs|last-good|only-one      (default and fallback)
+//! requested=nosuch                      (fallback)
+//! reason=...                            (fallback)
+//! hostid=2d0b6f3f                       (when the pool's hostid was adopted)
+//! init=/sbin/init
+//! agent-start=1.234          seconds since the kernel started, when the agent started
+//! init-exec=3.456            seconds since the kernel started, just before exec of init
+//! warning=...                (one line per warning)
+//! ```
+
+use crate::core::{BootPlan, Choice, DefaultSource};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Format version of the report.
+pub const VERSION: &str = "1";
+/// The report's directory, relative to the root.
+pub const DIR: &str = "run/bootenv";
+
+/// The boot report.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    /// `key=value` pairs in order; `warning` may repeat.
+    pub entries: Vec<(String, String)>,
+}
+
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
+fn source_name(s: DefaultSource) -> &'static str {
+    match s {
+        DefaultSource::Bootfs => "bootfs",
+        DefaultSource::LastGood => "last-good",
+        DefaultSource::OnlyOne => "only-one",
+    }
+}
+
+impl Report {
+    /// The report for a plan about to be carried out.
+    pub fn for_plan(plan: &BootPlan, pool: &str, hostid: Option<u32>, agent_start: f64, warnings: &[String]) -> Report {
+        let mut r = Report::default();
+        r.put("version", VERSION);
+        r.put("be", plan.be.as_str());
+        r.put("pool", pool);
+        r.put("dataset", &plan.root);
+        match &plan.choice {
+            Choice::Requested => r.put("choice", "requested"),
+            Choice::Default(s) => {
+                r.put("choice", "default");
+                r.put("source", source_name(*s));
+            }
+            Choice::Fallback { requested, reason, source } => {
+                r.put("choice", "fallback");
+                r.put("source", source_name(*source));
+                r.put("requested", requested);
+                r.put("reason", reason);
+            }
+        }
+        if let Some(h) = hostid {
+            r.put("hostid", &format!("{h:08x}"));
+        }
+        r.put("init", &plan.init);
+        r.put("agent-start", &format!("{agent_start:.3}"));
+        for w in warnings {
+            r.put("warning", w);
+        }
+        r
+    }
+
+    /// Appends a pair.
+    pub fn put(&mut self, k: &str, v: &str) {
+        self.entries.push((k.to_owned(), one_line(v)));
+    }
+
+    /// The first value of `k`.
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.entries.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `k`.
+    pub fn all(&self, k: &str) -> Vec<&str> {
+        self.entries.iter().filter(|(key, _)| key == k).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// The file's text.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in &self.entries {
+            let _ = writeln!(s, "{k}={v}");
+        }
+        s
+    }
+
+    /// Reads a report; lines without `=` are skipped.
+    pub fn parse(text: &str) -> Report {
+        Report {
+            entries: text
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+
+    /// The keys as a map (first value wins), for display.
+    pub fn map(&self) -> BTreeMap<&str, &str> {
+        let mut m = BTreeMap::new();
+        for (k, v) in &self.entries {
+            m.entry(k.as_str()).or_insert(v.as_str());
+        }
+        m
+    }
+
+    /// The one-line human sentence of `/run/bootenv/fallback`, for a fallback report.
+    pub fn fallback_sentence(&self) -> Option<String> {
+        if self.get("choice") != Some("fallback") {
+            return None;
+        }
+        Some(format!(
+            "bootenv: booted {} instead of {}: {}\n",
+            self.get("be").unwrap_or("?"),
+            self.get("requested").unwrap_or("?"),
+            self.get("reason").unwrap_or("?")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::BeName;
+
+    #[test]
+    fn fallback_report_round_trips() {
+        let plan = BootPlan {
+            be: BeName::new("v1").unwrap(),
+            root: "tank/ROOT/v1".into(),
+            mounts: vec![],
+            init: "/sbin/init".into(),
+            choice: Choice::Fallback {
+                requested: "nosuch".into(),
+                reason: "boot environment nosuch does not exist\nin pool tank".into(),
+                source: DefaultSource::Bootfs,
+            },
+        };
+        let mut r = Report::for_plan(&plan, "tank", Some(0xabc), 1.5, &["w1".into(), "w2".into()]);
+        r.put("init-exec", "2.000");
+        let back = Report::parse(&r.render());
+        assert_eq!(back, r);
+        assert_eq!(back.get("choice"), Some("fallback"));
+        assert_eq!(back.get("hostid"), Some("00000abc"));
+        assert_eq!(back.all("warning"), vec!["w1", "w2"]);
+        assert!(!back.get("reason").unwrap().contains('\n'));
+        assert!(back.fallback_sentence().unwrap().contains("booted v1 instead of nosuch"));
+    }
+}

@@ -1,0 +1,259 @@
+//! The one way bootenv runs another program.
+//!
+//! Every command is logged before it runs, gets a null stdin unless given input, may carry a
+//! timeout, and on failure yields an error that names the command line, how it ended and the
+//! tail of its stderr, so that an operator reading the console sees why without a second try.
+
+use std::fmt;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How many bytes of stderr an error keeps.
+const STDERR_TAIL: usize = 1024;
+
+/// A command to run.
+#[derive(Clone, Debug)]
+pub struct Cmd {
+    program: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    timeout: Option<Duration>,
+    input: Option<Vec<u8>>,
+}
+
+/// What a finished command left behind.
+#[derive(Clone, Debug)]
+pub struct Output {
+    /// The exit code, or `None` when a signal ended it.
+    pub code: Option<i32>,
+    /// Its standard output, lossily decoded.
+    pub stdout: String,
+    /// Its standard error, lossily decoded.
+    pub stderr: String,
+    /// Whether bootenv killed it at the timeout.
+    pub timed_out: bool,
+}
+
+/// A command that could not be started or did not succeed.
+#[derive(Clone, Debug)]
+pub struct CmdError {
+    /// The command line, as logged.
+    pub cmdline: String,
+    /// What went wrong: the exit status, the signal, the timeout, or why it could not start.
+    pub what: String,
+    /// The last bytes of its stderr.
+    pub stderr_tail: String,
+}
+
+impl fmt::Display for CmdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` {}", self.cmdline, self.what)?;
+        let tail = self.stderr_tail.trim();
+        if !tail.is_empty() {
+            write!(f, ": {}", tail.replace('\n', " | "))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CmdError {}
+
+impl Output {
+    /// Whether the command exited with status 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && !self.timed_out
+    }
+}
+
+fn tail(s: &str) -> String {
+    if s.len() <= STDERR_TAIL {
+        return s.to_owned();
+    }
+    let mut start = s.len() - STDERR_TAIL;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("...{}", &s[start..])
+}
+
+impl Cmd {
+    /// A command running `program` (looked up in `PATH` unless it holds a `/`).
+    pub fn new(program: impl Into<String>) -> Cmd {
+        Cmd { program: program.into(), args: Vec::new(), env: Vec::new(), timeout: None, input: None }
+    }
+
+    /// Adds one argument.
+    pub fn arg(mut self, a: impl Into<String>) -> Cmd {
+        self.args.push(a.into());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(mut self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable for the command.
+    pub fn env(mut self, k: &str, v: &str) -> Cmd {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Kills the command when it runs longer than `t`.
+    pub fn timeout(mut self, t: Duration) -> Cmd {
+        self.timeout = Some(t);
+        self
+    }
+
+    /// Feeds `data` to the command's stdin.
+    pub fn input(mut self, data: Vec<u8>) -> Cmd {
+        self.input = Some(data);
+        self
+    }
+
+    /// The command line as it is logged.
+    pub fn cmdline(&self) -> String {
+        let mut s = self.program.clone();
+        for a in &self.args {
+            s.push(' ');
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+                s.push_str(&format!("{a:?}"));
+            } else {
+                s.push_str(a);
+            }
+        }
+        s
+    }
+
+    /// Runs the command to its end; only a failure to start it is an error.
+    pub fn output(&self) -> Result<Output, CmdError> {
+        let cmdline = self.cmdline();
+        log::debug!("$ {cmdline}");
+        let started = Instant::now();
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .stdin(if self.input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().map_err(|e| CmdError {
+            cmdline: cmdline.clone(),
+            what: format!("could not start: {e}"),
+            stderr_tail: String::new(),
+        })?;
+        if let (Some(data), Some(mut stdin)) = (self.input.clone(), child.stdin.take()) {
+            // A writer thread, so that a command that does not read its input cannot block us.
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&data);
+            });
+        }
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let (killed_tx, killed_rx) = mpsc::channel::<bool>();
+        if let Some(limit) = self.timeout {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            std::thread::spawn(move || {
+                let killed = matches!(done_rx.recv_timeout(limit), Err(mpsc::RecvTimeoutError::Timeout));
+                if killed {
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+                let _ = killed_tx.send(killed);
+            });
+        }
+        let out = child.wait_with_output();
+        drop(done_tx);
+        let timed_out = self.timeout.is_some() && killed_rx.recv().unwrap_or(false);
+        let out = out.map_err(|e| CmdError {
+            cmdline: cmdline.clone(),
+            what: format!("could not be waited for: {e}"),
+            stderr_tail: String::new(),
+        })?;
+        let result = Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            timed_out,
+        };
+        log::debug!(
+            "  -> {} in {} ms",
+            result.code.map_or("signal".to_string(), |c| format!("exit {c}")),
+            started.elapsed().as_millis()
+        );
+        Ok(result)
+    }
+
+    /// Runs the command and returns its stdout; a nonzero exit is an error.
+    pub fn run(&self) -> Result<String, CmdError> {
+        let out = self.output()?;
+        self.check(out).map(|o| o.stdout)
+    }
+
+    /// Turns an unsuccessful [`Output`] of this command into an error.
+    pub fn check(&self, out: Output) -> Result<Output, CmdError> {
+        if out.success() {
+            return Ok(out);
+        }
+        let what = if out.timed_out {
+            format!("did not finish within {} s and was killed", self.timeout.unwrap_or_default().as_secs())
+        } else {
+            match out.code {
+                Some(c) => format!("failed with exit status {c}"),
+                None => "was killed by a signal".to_string(),
+            }
+        };
+        Err(CmdError { cmdline: self.cmdline(), what, stderr_tail: tail(&out.stderr) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_stdout_and_reports_stderr_tail() {
+        let out = Cmd::new("sh").args(["-c", "echo hello; echo oops >&2"]).run().unwrap();
+        assert_eq!(out, "hello\n");
+        let err = Cmd::new("sh").args(["-c", "echo 'bad thing' >&2; exit 3"]).run().unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("exit status 3"), "{msg}");
+        assert!(msg.contains("bad thing"), "{msg}");
+        assert!(msg.starts_with("`sh -c \"echo 'bad thing' >&2; exit 3\"`"), "{msg}");
+    }
+
+    #[test]
+    fn keeps_only_the_tail_of_long_stderr() {
+        let err = Cmd::new("sh").args(["-c", "head -c 5000 /dev/zero | tr '\\0' x >&2; echo END >&2; exit 1"]).run().unwrap_err();
+        assert!(err.stderr_tail.len() <= STDERR_TAIL + 3);
+        assert!(err.stderr_tail.trim_end().ends_with("END"));
+    }
+
+    #[test]
+    fn a_missing_program_is_named() {
+        let err = Cmd::new("/nonexistent/zpool").arg("list").run().unwrap_err();
+        assert!(err.to_string().contains("could not start"));
+        assert!(err.to_string().contains("/nonexistent/zpool list"));
+    }
+
+    #[test]
+    fn timeout_kills() {
+        let t = Instant::now();
+        let err = Cmd::new("sleep").arg("5").timeout(Duration::from_millis(200)).run().unwrap_err();
+        assert!(err.to_string().contains("did not finish"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(4));
+    }
+
+    #[test]
+    fn env_and_input_reach_the_command() {
+        let out = Cmd::new("sh").args(["-c", "echo $X; cat"]).env("X", "42").input(b"in".to_vec()).run().unwrap();
+        assert_eq!(out, "42\nin");
+    }
+}

@@ -1,0 +1,239 @@
+//! The agent's state record: what bootenv remembers across boots (the last known-good boot
+//! environment, recent events). A public on-disk format, version 1, documented in
+//! ARCHITECTURE.md.
+//!
+//! It lives in the file `state` of the dataset `<pool>/BOOTENV`, which the agent mounts at
+//! `/run/bootenv/state`. The file is a header, a postcard payload and a CRC-32:
+//!
+//! ```text
+//! 0   8   magic "BENVSTAT"
+//! 8   2   format version, little endian (1)
+//! 10  4   payload length n, little endian
+//! 14  n   payload: postcard encoding of `State`
+//! 14+n 4  CRC-32 (IEEE) of bytes 0 .. 14+n, little endian
+//! ```
+//!
+//! Writes replace the file atomically ([`crate::fsutil::atomic_write`]). A record that does not
+//! verify is never silently dropped: it is copied to `state.corrupt` before being replaced. A
+//! record of a newer version (written by a newer bootenv in another boot environment) is read
+//! as empty and never overwritten.
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Magic bytes at the start of the record.
+pub const MAGIC: &[u8; 8] = b"BENVSTAT";
+/// The format version this build reads and writes.
+pub const VERSION: u16 = 1;
+/// File name inside the state directory.
+pub const FILE: &str = "state";
+/// How many events the record keeps.
+pub const MAX_EVENTS: usize = 32;
+
+/// The state record, version 1. Fields are only ever appended in a new version.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The last boot environment known to be good (marked good after a boot).
+    pub last_good: Option<String>,
+    /// Recent events, oldest first, at most [`MAX_EVENTS`].
+    pub events: Vec<Event>,
+}
+
+/// Something bootenv did that an operator may want to know about later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Seconds since the epoch (the machine's clock, which may be wrong early in boot).
+    pub time: u64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// The kinds of [`Event`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// The agent booted another boot environment than the one asked for.
+    Fallback {
+        /// What the command line asked for.
+        requested: String,
+        /// What booted instead.
+        booted: String,
+        /// Why.
+        reason: String,
+    },
+    /// A boot environment was marked good.
+    MarkedGood {
+        /// Which.
+        be: String,
+    },
+}
+
+/// What reading the record found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Loaded {
+    /// No record yet.
+    Missing,
+    /// A valid record.
+    Valid(State),
+    /// A record that does not verify, with the reason.
+    Corrupt(String),
+    /// A record of a newer format version.
+    Newer(u16),
+}
+
+impl Loaded {
+    /// The state to act on: empty unless the record is valid.
+    pub fn state(&self) -> State {
+        match self {
+            Loaded::Valid(s) => s.clone(),
+            _ => State::default(),
+        }
+    }
+}
+
+impl State {
+    /// Appends an event, dropping the oldest beyond [`MAX_EVENTS`].
+    pub fn push(&mut self, time: u64, kind: EventKind) {
+        self.events.push(Event { time, kind });
+        let extra = self.events.len().saturating_sub(MAX_EVENTS);
+        self.events.drain(..extra);
+    }
+}
+
+/// Encodes a record.
+pub fn encode(state: &State) -> Vec<u8> {
+    let payload = postcard::to_stdvec(state).expect("serialising to a Vec cannot fail");
+    let mut out = Vec::with_capacity(18 + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&payload);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes a record.
+pub fn decode(bytes: &[u8]) -> Loaded {
+    if bytes.len() < 18 || &bytes[..8] != MAGIC {
+        return Loaded::Corrupt(format!("not a bootenv state record ({} bytes, bad magic)", bytes.len()));
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    let len = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]) as usize;
+    if bytes.len() != 18 + len {
+        return Loaded::Corrupt(format!("length {} does not match the header ({})", bytes.len(), 18 + len));
+    }
+    let crc = u32::from_le_bytes(bytes[14 + len..].try_into().expect("4 bytes"));
+    if crc32fast::hash(&bytes[..14 + len]) != crc {
+        return Loaded::Corrupt("checksum mismatch".into());
+    }
+    if version > VERSION {
+        return Loaded::Newer(version);
+    }
+    if version != VERSION {
+        return Loaded::Corrupt(format!("unknown format version {version}"));
+    }
+    match postcard::from_bytes(&bytes[14..14 + len]) {
+        Ok(s) => Loaded::Valid(s),
+        Err(e) => Loaded::Corrupt(format!("payload does not decode: {e}")),
+    }
+}
+
+/// Reads the record in `dir`.
+pub fn load(dir: &Path) -> anyhow::Result<Loaded> {
+    match std::fs::read(dir.join(FILE)) {
+        Ok(b) => Ok(decode(&b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Loaded::Missing),
+        Err(e) => Err(e).with_context(|| format!("reading {}", dir.join(FILE).display())),
+    }
+}
+
+/// Replaces the record in `dir` with `state`, crash-safely. Refuses to overwrite a newer
+/// version; keeps a copy of a corrupt record as `state.corrupt`.
+pub fn store(dir: &Path, state: &State) -> anyhow::Result<()> {
+    match load(dir)? {
+        Loaded::Newer(v) => bail!(
+            "the state record in {} has format version {v}, newer than this bootenv ({VERSION}); update bootenv in this boot environment",
+            dir.display()
+        ),
+        Loaded::Corrupt(why) => {
+            log::warn!("keeping the unreadable state record as {}/state.corrupt ({why})", dir.display());
+            let old = std::fs::read(dir.join(FILE)).context("reading the corrupt state record")?;
+            crate::fsutil::atomic_write(dir, "state.corrupt", &old)?;
+        }
+        Loaded::Missing | Loaded::Valid(_) => {}
+    }
+    crate::fsutil::atomic_write(dir, FILE, &encode(state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> State {
+        let mut s = State { last_good: Some("v1".into()), events: vec![] };
+        s.push(5, EventKind::Fallback { requested: "x".into(), booted: "v1".into(), reason: "gone".into() });
+        s
+    }
+
+    #[test]
+    fn round_trips() {
+        assert_eq!(decode(&encode(&sample())), Loaded::Valid(sample()));
+        assert_eq!(decode(&encode(&State::default())), Loaded::Valid(State::default()));
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_detected() {
+        let good = encode(&sample());
+        for i in 0..good.len() {
+            for bit in 0..8 {
+                let mut b = good.clone();
+                b[i] ^= 1 << bit;
+                assert!(!matches!(decode(&b), Loaded::Valid(_)), "flip at byte {i} bit {bit} went unnoticed");
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_detected() {
+        let good = encode(&sample());
+        for n in 0..good.len() {
+            assert!(matches!(decode(&good[..n]), Loaded::Corrupt(_)), "truncation to {n} bytes");
+        }
+    }
+
+    #[test]
+    fn newer_versions_are_recognised_and_never_overwritten() {
+        let mut b = encode(&sample());
+        b[8] = 9;
+        let n = b.len() - 4;
+        let crc = crc32fast::hash(&b[..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&b), Loaded::Newer(9));
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(FILE), &b).unwrap();
+        assert!(store(d.path(), &State::default()).unwrap_err().to_string().contains("newer"));
+        assert_eq!(std::fs::read(d.path().join(FILE)).unwrap(), b);
+    }
+
+    #[test]
+    fn corrupt_records_are_kept_aside() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(load(d.path()).unwrap(), Loaded::Missing);
+        std::fs::write(d.path().join(FILE), b"garbage").unwrap();
+        assert!(matches!(load(d.path()).unwrap(), Loaded::Corrupt(_)));
+        store(d.path(), &sample()).unwrap();
+        assert_eq!(load(d.path()).unwrap(), Loaded::Valid(sample()));
+        assert_eq!(std::fs::read(d.path().join("state.corrupt")).unwrap(), b"garbage");
+    }
+
+    #[test]
+    fn events_are_bounded() {
+        let mut s = State::default();
+        for i in 0..100 {
+            s.push(i, EventKind::MarkedGood { be: format!("b{i}") });
+        }
+        assert_eq!(s.events.len(), MAX_EVENTS);
+        assert_eq!(s.events[0].time, 100 - MAX_EVENTS as u64);
+    }
+}

@@ -1,0 +1,159 @@
+//! The real [`Zfs`]: runs `zpool` and `zfs`, machine-readable (`-H -p`) wherever they offer it.
+
+use super::{classify_import_error, list_columns, parse_list, parse_scan, ImportError, Importable, Listing, Zfs};
+use crate::run::Cmd;
+use anyhow::Context;
+use std::time::Duration;
+
+/// How long an import may take before it is killed and reported.
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// [`Zfs`] through the `zpool` and `zfs` programs.
+#[derive(Clone, Debug)]
+pub struct ZfsCli {
+    zpool: String,
+    zfs: String,
+    /// Where imports look for disks (`zpool import -d`); `None` uses zpool's default search.
+    search_dir: Option<String>,
+}
+
+impl Default for ZfsCli {
+    fn default() -> Self {
+        ZfsCli { zpool: "zpool".into(), zfs: "zfs".into(), search_dir: None }
+    }
+}
+
+impl ZfsCli {
+    /// Looks for pool disks in `dir` only (the initramfs has no udev links: `/dev`).
+    pub fn with_search_dir(mut self, dir: &str) -> ZfsCli {
+        self.search_dir = Some(dir.to_owned());
+        self
+    }
+
+    fn zpool(&self) -> Cmd {
+        // Without udev, libzfs would wait up to 30 s for device links that never come.
+        Cmd::new(&self.zpool).env("ZPOOL_IMPORT_UDEV_TIMEOUT_MS", "0")
+    }
+
+    fn zfs(&self) -> Cmd {
+        Cmd::new(&self.zfs)
+    }
+
+    fn search_args(&self) -> Vec<String> {
+        match &self.search_dir {
+            Some(d) => vec!["-d".into(), d.clone()],
+            None => vec![],
+        }
+    }
+}
+
+fn kv(props: &[(&str, &str)]) -> Vec<String> {
+    props.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+impl Zfs for ZfsCli {
+    fn imported_pools(&self) -> anyhow::Result<Vec<String>> {
+        let out = self.zpool().args(["list", "-H", "-o", "name"]).run().context("listing imported pools")?;
+        Ok(out.lines().map(str::to_owned).filter(|l| !l.is_empty()).collect())
+    }
+
+    fn scan(&self) -> anyhow::Result<Vec<Importable>> {
+        let out = self.zpool().arg("import").args(self.search_args()).timeout(IMPORT_TIMEOUT).output()?;
+        // Exit status 1 with "no pools available to import" is an empty scan, not an error.
+        Ok(parse_scan(&out.stdout))
+    }
+
+    fn import(&self, pool: &str) -> anyhow::Result<Result<(), ImportError>> {
+        let cmd = self
+            .zpool()
+            .args(["import", "-N", "-o", "cachefile=none"])
+            .args(self.search_args())
+            .arg(pool)
+            .timeout(IMPORT_TIMEOUT);
+        let out = cmd.output()?;
+        if out.success() {
+            return Ok(Ok(()));
+        }
+        if out.timed_out {
+            return Ok(Err(ImportError::Other(cmd.check(out).unwrap_err().to_string())));
+        }
+        Ok(Err(classify_import_error(&out.stderr)))
+    }
+
+    fn export(&self, pool: &str) -> anyhow::Result<()> {
+        self.zpool().args(["export", pool]).run().with_context(|| format!("exporting pool {pool}"))?;
+        Ok(())
+    }
+
+    fn pool_prop(&self, pool: &str, prop: &str) -> anyhow::Result<Option<String>> {
+        let out = self
+            .zpool()
+            .args(["get", "-H", "-p", "-o", "value", prop, pool])
+            .run()
+            .with_context(|| format!("reading property {prop} of pool {pool}"))?;
+        let v = out.trim_end_matches('\n');
+        Ok((v != "-" && !v.is_empty()).then(|| v.to_owned()))
+    }
+
+    fn set_pool_prop(&self, pool: &str, prop: &str, value: &str) -> anyhow::Result<()> {
+        self.zpool()
+            .args(["set", &format!("{prop}={value}"), pool])
+            .run()
+            .with_context(|| format!("setting {prop}={value} on pool {pool}"))?;
+        Ok(())
+    }
+
+    fn list(&self, dataset: &str) -> anyhow::Result<Listing> {
+        let cmd = self.zfs().args(["list", "-H", "-p", "-t", "filesystem", "-o", &list_columns(), "-r", dataset]);
+        let out = cmd.output()?;
+        if !out.success() && out.stderr.contains("dataset does not exist") {
+            return Ok(Listing::default());
+        }
+        let out = cmd.check(out).with_context(|| format!("listing datasets below {dataset}"))?;
+        Ok(parse_list(&out.stdout))
+    }
+
+    fn create(&self, dataset: &str, props: &[(&str, &str)]) -> anyhow::Result<()> {
+        let mut cmd = self.zfs().arg("create");
+        for p in kv(props) {
+            cmd = cmd.arg("-o").arg(p);
+        }
+        cmd.arg(dataset).run().with_context(|| format!("creating dataset {dataset}"))?;
+        Ok(())
+    }
+
+    fn set(&self, dataset: &str, props: &[(&str, &str)]) -> anyhow::Result<()> {
+        self.zfs()
+            .arg("set")
+            .args(kv(props))
+            .arg(dataset)
+            .run()
+            .with_context(|| format!("setting properties on {dataset}"))?;
+        Ok(())
+    }
+
+    fn snapshot(&self, dataset: &str, snap: &str, recursive: bool) -> anyhow::Result<()> {
+        let mut cmd = self.zfs().arg("snapshot");
+        if recursive {
+            cmd = cmd.arg("-r");
+        }
+        cmd.arg(format!("{dataset}@{snap}"))
+            .run()
+            .with_context(|| format!("snapshotting {dataset}@{snap}"))?;
+        Ok(())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> anyhow::Result<()> {
+        self.zfs().args(["rename", from, to]).run().with_context(|| format!("renaming {from} to {to}"))?;
+        Ok(())
+    }
+
+    fn destroy(&self, dataset: &str, recursive: bool) -> anyhow::Result<()> {
+        let mut cmd = self.zfs().arg("destroy");
+        if recursive {
+            cmd = cmd.arg("-r");
+        }
+        cmd.arg(dataset).run().with_context(|| format!("destroying {dataset}"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,403 @@
+//! An in-memory [`Zfs`] for tests: pools, filesystems, properties (with ZFS's inheritance of
+//! `mountpoint` and user properties), snapshots, and imports that honour the hostid.
+
+use super::{CanMount, Dataset, ImportError, Importable, Listing, Mountpoint, Zfs};
+use anyhow::{anyhow, bail};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, Default)]
+struct FakePool {
+    /// Whether its disks are attached.
+    present: bool,
+    imported: bool,
+    /// The hostid in the label of a pool that was not exported.
+    last_hostid: Option<u32>,
+    /// Active on another host (multihost).
+    in_use_elsewhere: bool,
+    props: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct FakeDs {
+    /// Local properties only; inheritance is computed on listing.
+    props: BTreeMap<String, String>,
+    creation: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    pools: BTreeMap<String, FakePool>,
+    datasets: BTreeMap<String, FakeDs>,
+    snapshots: BTreeSet<String>,
+    clock: u64,
+    /// Every mutating call, for assertions ("the rescue path changes nothing").
+    log: Vec<String>,
+}
+
+/// In-memory pools and datasets.
+#[derive(Debug, Default)]
+pub struct FakeZfs {
+    inner: RefCell<Inner>,
+    /// Where the fake reads the system's hostid (`<root>/sys/module/spl/parameters/spl_hostid`).
+    root: Option<PathBuf>,
+}
+
+impl FakeZfs {
+    /// An empty system.
+    pub fn new() -> FakeZfs {
+        FakeZfs::default()
+    }
+
+    /// Reads the hostid below `root`, as the agent writes it.
+    pub fn with_root(mut self, root: PathBuf) -> FakeZfs {
+        self.root = Some(root);
+        self
+    }
+
+    /// Adds an exported pool whose disks are attached, with its root dataset.
+    pub fn add_pool(&self, name: &str) {
+        let mut i = self.inner.borrow_mut();
+        i.pools.insert(name.into(), FakePool { present: true, ..Default::default() });
+        i.clock += 1;
+        let creation = i.clock;
+        i.datasets.insert(name.into(), FakeDs { props: BTreeMap::new(), creation });
+    }
+
+    /// Marks `pool` as last imported by `hostid` and not exported.
+    pub fn set_last_hostid(&self, pool: &str, hostid: u32) {
+        self.inner.borrow_mut().pools.get_mut(pool).expect("pool").last_hostid = Some(hostid);
+    }
+
+    /// Marks `pool` as active on another host.
+    pub fn set_in_use_elsewhere(&self, pool: &str) {
+        self.inner.borrow_mut().pools.get_mut(pool).expect("pool").in_use_elsewhere = true;
+    }
+
+    /// Adds a filesystem directly (test setup, not logged as a change).
+    pub fn add_fs(&self, name: &str, props: &[(&str, &str)]) {
+        let mut i = self.inner.borrow_mut();
+        i.clock += 1;
+        let creation = i.clock;
+        let props = props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        i.datasets.insert(name.into(), FakeDs { props, creation });
+    }
+
+    /// Sets a pool property directly (test setup).
+    pub fn put_pool_prop(&self, pool: &str, k: &str, v: &str) {
+        self.inner.borrow_mut().pools.get_mut(pool).expect("pool").props.insert(k.into(), v.into());
+    }
+
+    /// Whether `pool` is imported.
+    pub fn is_imported(&self, pool: &str) -> bool {
+        self.inner.borrow().pools.get(pool).is_some_and(|p| p.imported)
+    }
+
+    /// Whether a snapshot exists.
+    pub fn has_snapshot(&self, full: &str) -> bool {
+        self.inner.borrow().snapshots.contains(full)
+    }
+
+    /// A local or inherited property of a dataset.
+    pub fn get(&self, ds: &str, prop: &str) -> Option<String> {
+        self.effective(&self.inner.borrow(), ds, prop)
+    }
+
+    /// Every change made through the [`Zfs`] trait, in order.
+    pub fn changes(&self) -> Vec<String> {
+        self.inner.borrow().log.clone()
+    }
+
+    fn system_hostid(&self) -> u32 {
+        let Some(root) = &self.root else { return 0 };
+        let p = root.join("sys/module/spl/parameters/spl_hostid");
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| {
+                let s = s.trim();
+                match s.strip_prefix("0x") {
+                    Some(h) => u32::from_str_radix(h, 16).ok(),
+                    None => s.parse().ok(),
+                }
+            })
+            .unwrap_or(0)
+    }
+
+    fn effective(&self, i: &Inner, ds: &str, prop: &str) -> Option<String> {
+        let mut cur = ds.to_owned();
+        let mut suffix = String::new();
+        loop {
+            if let Some(v) = i.datasets.get(&cur).and_then(|d| d.props.get(prop)) {
+                if prop == "mountpoint" && !suffix.is_empty() && v.starts_with('/') {
+                    let base = v.trim_end_matches('/');
+                    return Some(format!("{base}{suffix}"));
+                }
+                return Some(v.clone());
+            }
+            match cur.rfind('/') {
+                Some(at) => {
+                    suffix = format!("{}{}", &cur[at..], suffix);
+                    cur.truncate(at);
+                }
+                None => {
+                    return match prop {
+                        "mountpoint" => Some(format!("/{cur}{suffix}")),
+                        _ => None,
+                    };
+                }
+            }
+        }
+    }
+
+    fn pool_of(name: &str) -> &str {
+        name.split(['/', '@']).next().unwrap_or(name)
+    }
+
+    fn check_imported(&self, i: &Inner, ds: &str) -> anyhow::Result<()> {
+        match i.pools.get(Self::pool_of(ds)) {
+            Some(p) if p.imported => Ok(()),
+            _ => bail!("cannot open '{ds}': pool is not imported"),
+        }
+    }
+}
+
+impl Zfs for FakeZfs {
+    fn imported_pools(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self.inner.borrow().pools.iter().filter(|(_, p)| p.imported).map(|(n, _)| n.clone()).collect())
+    }
+
+    fn scan(&self) -> anyhow::Result<Vec<Importable>> {
+        Ok(self
+            .inner
+            .borrow()
+            .pools
+            .iter()
+            .filter(|(_, p)| p.present && !p.imported)
+            .map(|(n, _)| Importable { name: n.clone(), state: "ONLINE".into() })
+            .collect())
+    }
+
+    fn import(&self, pool: &str) -> anyhow::Result<Result<(), ImportError>> {
+        let hostid = self.system_hostid();
+        let mut i = self.inner.borrow_mut();
+        let Some(p) = i.pools.get_mut(pool) else { return Ok(Err(ImportError::NotFound)) };
+        if !p.present {
+            return Ok(Err(ImportError::NotFound));
+        }
+        if p.imported {
+            return Ok(Err(ImportError::Other(format!("cannot import '{pool}': a pool with that name already exists"))));
+        }
+        if p.in_use_elsewhere {
+            return Ok(Err(ImportError::InUse(format!("cannot import '{pool}': pool is imported on host 'other'"))));
+        }
+        if let Some(h) = p.last_hostid {
+            if h != 0 && h != hostid {
+                return Ok(Err(ImportError::Foreign { hostid: h }));
+            }
+        }
+        p.imported = true;
+        p.last_hostid = Some(hostid);
+        Ok(Ok(()))
+    }
+
+    fn export(&self, pool: &str) -> anyhow::Result<()> {
+        let mut i = self.inner.borrow_mut();
+        let p = i.pools.get_mut(pool).ok_or_else(|| anyhow!("cannot open '{pool}': no such pool"))?;
+        p.imported = false;
+        p.last_hostid = None;
+        Ok(())
+    }
+
+    fn pool_prop(&self, pool: &str, prop: &str) -> anyhow::Result<Option<String>> {
+        let i = self.inner.borrow();
+        self.check_imported(&i, pool)?;
+        Ok(i.pools[pool].props.get(prop).cloned())
+    }
+
+    fn set_pool_prop(&self, pool: &str, prop: &str, value: &str) -> anyhow::Result<()> {
+        let mut i = self.inner.borrow_mut();
+        self.check_imported(&i, pool)?;
+        if prop == "bootfs" && !i.datasets.contains_key(value) {
+            bail!("cannot set property for '{pool}': '{value}' is an invalid name");
+        }
+        i.pools.get_mut(pool).expect("checked").props.insert(prop.into(), value.into());
+        i.log.push(format!("zpool set {prop}={value} {pool}"));
+        Ok(())
+    }
+
+    fn list(&self, dataset: &str) -> anyhow::Result<Listing> {
+        let i = self.inner.borrow();
+        self.check_imported(&i, dataset)?;
+        let prefix = format!("{dataset}/");
+        let datasets = i
+            .datasets
+            .iter()
+            .filter(|(n, _)| *n == dataset || n.starts_with(&prefix))
+            .map(|(n, d)| {
+                // canmount is not inherited in ZFS: only a local value counts.
+                let canmount = match d.props.get("canmount").map(String::as_str) {
+                    Some("off") => CanMount::Off,
+                    Some("noauto") => CanMount::NoAuto,
+                    _ => CanMount::On,
+                };
+                let mountpoint = match self.effective(&i, n, "mountpoint").as_deref() {
+                    Some("none") => Mountpoint::None,
+                    Some("legacy") => Mountpoint::Legacy,
+                    Some(p) => Mountpoint::Path(p.to_owned()),
+                    None => Mountpoint::None,
+                };
+                let user = crate::layout::LISTED_PROPS
+                    .iter()
+                    .filter_map(|p| self.effective(&i, n, p).map(|v| (p.to_string(), v)))
+                    .collect();
+                Dataset {
+                    name: n.clone(),
+                    canmount,
+                    mountpoint,
+                    creation: d.creation,
+                    origin: d.props.get("origin").cloned(),
+                    used: 0,
+                    user,
+                }
+            })
+            .collect();
+        Ok(Listing { datasets, tainted: Vec::new() })
+    }
+
+    fn create(&self, dataset: &str, props: &[(&str, &str)]) -> anyhow::Result<()> {
+        let mut i = self.inner.borrow_mut();
+        self.check_imported(&i, dataset)?;
+        if i.datasets.contains_key(dataset) {
+            bail!("cannot create '{dataset}': dataset already exists");
+        }
+        let parent = dataset.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+        if !i.datasets.contains_key(parent) {
+            bail!("cannot create '{dataset}': parent does not exist");
+        }
+        i.clock += 1;
+        let creation = i.clock;
+        let props = props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        i.datasets.insert(dataset.into(), FakeDs { props, creation });
+        i.log.push(format!("zfs create {dataset}"));
+        Ok(())
+    }
+
+    fn set(&self, dataset: &str, props: &[(&str, &str)]) -> anyhow::Result<()> {
+        let mut i = self.inner.borrow_mut();
+        self.check_imported(&i, dataset)?;
+        let d = i.datasets.get_mut(dataset).ok_or_else(|| anyhow!("cannot open '{dataset}': dataset does not exist"))?;
+        for (k, v) in props {
+            d.props.insert(k.to_string(), v.to_string());
+        }
+        let kvs: Vec<String> = props.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        i.log.push(format!("zfs set {} {dataset}", kvs.join(" ")));
+        Ok(())
+    }
+
+    fn snapshot(&self, dataset: &str, snap: &str, recursive: bool) -> anyhow::Result<()> {
+        let mut i = self.inner.borrow_mut();
+        self.check_imported(&i, dataset)?;
+        if !i.datasets.contains_key(dataset) {
+            bail!("cannot open '{dataset}': dataset does not exist");
+        }
+        let prefix = format!("{dataset}/");
+        let targets: Vec<String> = i
+            .datasets
+            .keys()
+            .filter(|n| *n == dataset || (recursive && n.starts_with(&prefix)))
+            .map(|n| format!("{n}@{snap}"))
+            .collect();
+        if let Some(t) = targets.iter().find(|t| i.snapshots.contains(*t)) {
+            bail!("cannot create snapshot '{t}': dataset already exists");
+        }
+        i.snapshots.extend(targets);
+        i.log.push(format!("zfs snapshot {}{dataset}@{snap}", if recursive { "-r " } else { "" }));
+        Ok(())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> anyhow::Result<()> {
+        let mut i = self.inner.borrow_mut();
+        self.check_imported(&i, from)?;
+        if !i.datasets.contains_key(from) {
+            bail!("cannot open '{from}': dataset does not exist");
+        }
+        if i.datasets.contains_key(to) {
+            bail!("cannot rename to '{to}': dataset already exists");
+        }
+        let prefix = format!("{from}/");
+        let moved: Vec<String> = i.datasets.keys().filter(|n| *n == from || n.starts_with(&prefix)).cloned().collect();
+        for old in moved {
+            let new = format!("{to}{}", &old[from.len()..]);
+            let ds = i.datasets.remove(&old).expect("listed");
+            i.datasets.insert(new, ds);
+        }
+        let snaps: Vec<String> = i
+            .snapshots
+            .iter()
+            .filter(|s| s.starts_with(&format!("{from}@")) || s.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for old in snaps {
+            i.snapshots.remove(&old);
+            i.snapshots.insert(format!("{to}{}", &old[from.len()..]));
+        }
+        i.log.push(format!("zfs rename {from} {to}"));
+        Ok(())
+    }
+
+    fn destroy(&self, dataset: &str, recursive: bool) -> anyhow::Result<()> {
+        let mut i = self.inner.borrow_mut();
+        self.check_imported(&i, dataset)?;
+        if !i.datasets.contains_key(dataset) {
+            bail!("cannot open '{dataset}': dataset does not exist");
+        }
+        let prefix = format!("{dataset}/");
+        let snap_prefix = format!("{dataset}@");
+        let children = i.datasets.keys().any(|n| n.starts_with(&prefix))
+            || i.snapshots.iter().any(|s| s.starts_with(&snap_prefix));
+        if children && !recursive {
+            bail!("cannot destroy '{dataset}': filesystem has children");
+        }
+        i.datasets.retain(|n, _| n != dataset && !n.starts_with(&prefix));
+        i.snapshots.retain(|s| !s.starts_with(&snap_prefix) && !s.starts_with(&prefix));
+        i.log.push(format!("zfs destroy {}{dataset}", if recursive { "-r " } else { "" }));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inheritance_follows_zfs() {
+        let z = FakeZfs::new();
+        z.add_pool("tank");
+        z.add_fs("tank/ROOT", &[("mountpoint", "none"), ("canmount", "off"), ("org.bootenv:layout", "1")]);
+        z.add_fs("tank/ROOT/v1", &[("mountpoint", "/"), ("canmount", "noauto")]);
+        z.add_fs("tank/ROOT/v1/config", &[("canmount", "noauto")]);
+        z.add_fs("tank/ROOT/v1/config/deep", &[]);
+        assert_eq!(z.get("tank/ROOT/v1/config", "mountpoint").unwrap(), "/config");
+        assert_eq!(z.get("tank/ROOT/v1/config/deep", "mountpoint").unwrap(), "/config/deep");
+        assert_eq!(z.get("tank/ROOT/v1", "org.bootenv:layout").unwrap(), "1");
+        assert_eq!(z.get("tank", "mountpoint").unwrap(), "/tank");
+    }
+
+    #[test]
+    fn import_honours_hostid_and_multihost() {
+        let dir = tempfile::tempdir().unwrap();
+        let z = FakeZfs::new().with_root(dir.path().into());
+        z.add_pool("tank");
+        z.set_last_hostid("tank", 0xabc);
+        assert_eq!(z.import("tank").unwrap(), Err(ImportError::Foreign { hostid: 0xabc }));
+        let p = dir.path().join("sys/module/spl/parameters");
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("spl_hostid"), "0xabc\n").unwrap();
+        assert_eq!(z.import("tank").unwrap(), Ok(()));
+        z.add_pool("busy");
+        z.set_in_use_elsewhere("busy");
+        assert!(matches!(z.import("busy").unwrap(), Err(ImportError::InUse(_))));
+        assert_eq!(z.import("nosuch").unwrap(), Err(ImportError::NotFound));
+    }
+}
