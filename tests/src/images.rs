@@ -1,0 +1,156 @@
+//! What the VMs boot: the kernel, bootenv's initramfs, and the golden test disk made by a
+//! builder VM with bootenv itself. Built once per run and cached by the hash of their inputs.
+
+use crate::disk;
+use crate::host::fnv64;
+use crate::qemu::{Boot, Vm, VmConfig};
+use anyhow::Context;
+use bootenv_initramfs::cpio::{Archive, Kind};
+use bootenv_initramfs::{self as initramfs, Kernel};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The guest's init for test boot environments.
+pub const BE_INIT: &str = include_str!("../guest/be-init.sh");
+/// The builder VM's init.
+pub const BUILDER: &str = include_str!("../guest/builder.sh");
+/// Modules the test initramfs carries beyond the standard set: pvpanic, so that a guest
+/// kernel panic ends QEMU with a distinct status.
+pub const TEST_MODULES: &[&str] = &["pvpanic_pci"];
+/// The test boot environments: (name, label).
+pub const TEST_BES: &[(&str, &str)] = &[("v1", "1.0"), ("v2", "2.0"), ("v3", "3.0")];
+/// The kernel command line every test boot starts with.
+pub const BASE_CMDLINE: &str = "console=ttyS0 panic=-1 quiet";
+/// Size of the golden disk, MiB.
+pub const DISK_MIB: u64 = 1024;
+
+/// Everything a scenario needs.
+#[derive(Clone, Debug)]
+pub struct Artifacts {
+    /// The guest kernel.
+    pub kernel: Kernel,
+    /// The static agent.
+    pub agent: PathBuf,
+    /// bootenv's initramfs, as the tests boot it.
+    pub initrd: PathBuf,
+    /// The golden disk: a pool `tank` with boot environments v1, v2, v3 (default v1) and a
+    /// shared dataset `tank/data`.
+    pub golden: PathBuf,
+    /// The work directory.
+    pub work: PathBuf,
+    /// `tcg` or `kvm`.
+    pub accel: String,
+}
+
+fn write_if_changed(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    if std::fs::read(path).ok().as_deref() != Some(data) {
+        std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Adds a small test system below `dest`: busybox, the test init, bootenv and the ZFS tools,
+/// and a config carrying this boot environment's factory defaults.
+pub fn add_test_be(a: &mut Archive, dest: &str, name: &str, label: &str, agent: &[u8]) -> anyhow::Result<()> {
+    let mut be = Archive::new();
+    for d in ["proc", "sys", "dev", "run", "tmp", "root", "mnt", "srv"] {
+        be.add(d, Kind::Dir, 0o755);
+    }
+    initramfs::add_busybox(&mut be, Path::new("/bin/busybox"))?;
+    be.add("sbin/init", Kind::File(BE_INIT.as_bytes().to_vec()), 0o755);
+    be.add("usr/sbin/bootenv", Kind::File(agent.to_vec()), 0o755);
+    for (d, src) in initramfs::zfs_tool_files()? {
+        be.add(&d, Kind::File(std::fs::read(&src)?), 0o755);
+    }
+    be.add("etc/bootenv-test/name", Kind::File(format!("{name}\n").into_bytes()), 0o644);
+    be.add("etc/bootenv-test/label", Kind::File(format!("{label}\n").into_bytes()), 0o644);
+    let conf = format!("version={name}\ngreeting=factory default of {label}\n");
+    be.add("etc/config/app.conf", Kind::File(conf.into_bytes()), 0o644);
+    for p in be.paths().map(str::to_owned).collect::<Vec<_>>() {
+        let e = be.get(&p).expect("listed").clone();
+        a.add(&format!("{dest}/{p}"), e.kind, e.mode);
+    }
+    Ok(())
+}
+
+fn log_step(what: &str) {
+    println!("==> {what}");
+}
+
+impl Artifacts {
+    /// Builds (or reuses) the initramfs and the golden disk in `work`.
+    pub fn prepare(work: &Path, agent: &Path, release: Option<&str>) -> anyhow::Result<Artifacts> {
+        std::fs::create_dir_all(work)?;
+        let kernel = Kernel::find(release)?;
+        let agent_bytes = std::fs::read(agent).with_context(|| format!("reading {}", agent.display()))?;
+        let opts = initramfs::Options {
+            kernel: kernel.clone(),
+            agent: agent.to_path_buf(),
+            extra_modules: TEST_MODULES.iter().map(|s| s.to_string()).collect(),
+        };
+        log_step(&format!("initramfs for kernel {}", kernel.release));
+        let base = initramfs::base(&opts)?;
+        let mut boot = base.clone();
+        boot.add("init", Kind::File(agent_bytes.clone()), 0o755);
+        let cpio = boot.write(initramfs::epoch());
+        let key = fnv64(&[&cpio]);
+        let initrd = work.join(format!("initrd-{key:016x}.cpio.zst"));
+        if !initrd.exists() {
+            let t = Instant::now();
+            let z = initramfs::compress(&cpio)?;
+            std::fs::write(&initrd, &z)?;
+            println!("    {} ({} bytes, from {} bytes, in {:.1} s)", initrd.display(), z.len(), cpio.len(), t.elapsed().as_secs_f64());
+        }
+        let accel = {
+            let probe_log = work.join("kvm-probe.log");
+            let mut probe = base.clone();
+            probe.add("init", Kind::File(b"#!/bin/sh\necho KVM-PROBE-OK\n/bin/busybox poweroff -f\n".to_vec()), 0o755);
+            let probe_img = work.join("probe.cpio");
+            write_if_changed(&probe_img, &probe.write(0))?;
+            crate::qemu::probe_accel(&kernel.vmlinuz, &probe_img, "KVM-PROBE-OK", &probe_log)
+        };
+        println!("    accelerator: {accel}");
+        let mut art = Artifacts { kernel, agent: agent.to_path_buf(), initrd, golden: PathBuf::new(), work: work.to_path_buf(), accel };
+        art.golden = art.golden_disk(&base, &agent_bytes)?;
+        Ok(art)
+    }
+
+    fn golden_disk(&self, base: &Archive, agent: &[u8]) -> anyhow::Result<PathBuf> {
+        let mut builder = base.clone();
+        builder.add("init", Kind::File(BUILDER.as_bytes().to_vec()), 0o755);
+        builder.add("usr/sbin/bootenv", Kind::File(agent.to_vec()), 0o755);
+        for (name, label) in TEST_BES {
+            add_test_be(&mut builder, &format!("payload/{name}"), name, label, agent)?;
+        }
+        let cpio = builder.write(0);
+        let key = fnv64(&[&cpio, &DISK_MIB.to_le_bytes()]);
+        let golden = self.work.join(format!("golden-{key:016x}.img"));
+        if golden.exists() {
+            log_step(&format!("golden disk {} (cached)", golden.display()));
+            return Ok(golden);
+        }
+        log_step("golden disk: pool and boot environments made by bootenv in a builder VM");
+        let t = Instant::now();
+        let builder_img = self.work.join("builder.cpio");
+        std::fs::write(&builder_img, &cpio)?;
+        let tmp = self.work.join("golden.tmp.img");
+        disk::gpt_disk(&tmp, DISK_MIB)?;
+        let cfg = VmConfig {
+            boot: Boot::Direct { kernel: self.kernel.vmlinuz.clone(), initrd: builder_img.clone(), append: BASE_CMDLINE.into() },
+            disks: vec![tmp.clone()],
+            log: self.work.join("builder.log"),
+            memory_mb: 1536,
+            limit: Duration::from_secs(600),
+            echo: false,
+            accel: self.accel.clone(),
+        };
+        let mut vm = Vm::start(&cfg)?;
+        vm.expect("BUILDER-OK|BUILDER-FAILED.*", Duration::from_secs(540))
+            .and_then(|m| if m[0] == "BUILDER-OK" { Ok(()) } else { anyhow::bail!("{} (log: {})", m[0], cfg.log.display()) })?;
+        vm.expect_poweroff(Duration::from_secs(60))?;
+        std::fs::rename(&tmp, &golden)?;
+        let _ = std::fs::remove_file(&builder_img);
+        println!("    {} in {:.1} s", golden.display(), t.elapsed().as_secs_f64());
+        Ok(golden)
+    }
+}

@@ -1,0 +1,258 @@
+//! The VM scenarios. Each boots the real Debian kernel with bootenv's initramfs on its own copy
+//! of the golden disk (real ZFS), asserts ordered markers on the serial console and the way the
+//! VM ends. The names are a contract: issues and CI refer to them.
+
+use crate::disk;
+use crate::images::{Artifacts, BASE_CMDLINE};
+use crate::qemu::{Boot, Vm, VmConfig};
+use anyhow::{bail, ensure};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long one boot may take to reach a marker under TCG.
+pub const BOOT: Duration = Duration::from_secs(150);
+/// How long a marker may take once the boot environment runs.
+pub const STEP: Duration = Duration::from_secs(60);
+
+/// One named scenario.
+pub struct Scenario {
+    /// The name (`boot-default`).
+    pub name: &'static str,
+    /// One line on what it shows.
+    pub about: &'static str,
+    /// The test.
+    pub run: fn(&mut Ctx) -> anyhow::Result<()>,
+}
+
+/// What a scenario works with.
+pub struct Ctx<'a> {
+    /// The shared artifacts.
+    pub art: &'a Artifacts,
+    /// This scenario's directory (disks, logs).
+    pub dir: PathBuf,
+    boots: usize,
+    /// Copy the console to the terminal.
+    pub echo: bool,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context for scenario `name`.
+    pub fn new(art: &'a Artifacts, name: &str, echo: bool) -> anyhow::Result<Ctx<'a>> {
+        let dir = art.work.join("scenarios").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Ctx { art, dir, boots: 0, echo })
+    }
+
+    /// A fresh copy (overlay) of the golden disk.
+    pub fn golden_copy(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let p = self.dir.join(format!("{name}.qcow2"));
+        disk::overlay(&self.art.golden, &p)?;
+        Ok(p)
+    }
+
+    /// A disk with the same partitions as the golden one, but no pool.
+    pub fn blank_disk(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let p = self.dir.join(format!("{name}.img"));
+        disk::gpt_disk(&p, 512)?;
+        Ok(p)
+    }
+
+    /// Boots the kernel and bootenv's initramfs directly on `disk`, with `cmdline` after
+    /// the base command line.
+    pub fn boot(&mut self, disk: &Path, cmdline: &str) -> anyhow::Result<Vm> {
+        self.boots += 1;
+        let append = format!("{BASE_CMDLINE} {cmdline}").trim().to_string();
+        let cfg = VmConfig {
+            boot: Boot::Direct { kernel: self.art.kernel.vmlinuz.clone(), initrd: self.art.initrd.clone(), append },
+            disks: vec![disk.to_path_buf()],
+            log: self.dir.join(format!("boot-{}.log", self.boots)),
+            memory_mb: 1024,
+            limit: Duration::from_secs(400),
+            echo: self.echo,
+            accel: self.art.accel.clone(),
+        };
+        Vm::start(&cfg)
+    }
+}
+
+/// Every scenario, in the order `vm-test` runs them.
+pub fn all() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "boot-default",
+            about: "no bootenv= on the command line: the pool's default boots (found by scanning the disks)",
+            run: boot_default,
+        },
+        Scenario {
+            name: "boot-select",
+            about: "three BEs; bootenv=v2 boots exactly v2, its config, and mounts nothing else",
+            run: boot_select,
+        },
+        Scenario {
+            name: "boot-config-mounted",
+            about: "the BE's config dataset is mounted writable at /etc/config; a write survives a reboot",
+            run: boot_config_mounted,
+        },
+        Scenario {
+            name: "boot-unknown-falls-back",
+            about: "bootenv=nosuch: the default boots and can tell that a fallback happened and why",
+            run: boot_unknown_falls_back,
+        },
+        Scenario {
+            name: "boot-missing-pool-rescue",
+            about: "a disk without the pool: the rescue shell starts naming the missing pool",
+            run: boot_missing_pool_rescue,
+        },
+    ]
+}
+
+/// Waits for a test boot environment to start and returns nothing; fails when another starts.
+fn expect_be(vm: &mut Vm, name: &str) -> anyhow::Result<()> {
+    let got = vm.expect(r"BOOTENV-TEST be-started name=(\S+)", BOOT)?;
+    ensure!(got[1] == name, "boot environment {} started, expected {name}", got[1]);
+    Ok(())
+}
+
+/// Waits for the test init to finish and the VM to power off cleanly.
+fn expect_done(vm: &mut Vm, name: &str) -> anyhow::Result<()> {
+    vm.expect(&format!("BOOTENV-TEST be-done name={name}"), STEP)?;
+    vm.expect_poweroff(STEP)?;
+    vm.refute("Kernel panic")
+}
+
+fn boot_default(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    // Nothing for bootenv on the command line: no pool, no boot environment.
+    let mut vm = cx.boot(&disk, "betest.action=activate:v3")?;
+    vm.expect(r"bootenv: no pool named on the kernel command line", BOOT)?;
+    vm.expect(r"bootenv: booting v1 \(the default, from the pool's bootfs property\)", BOOT)?;
+    expect_be(&mut vm, "v1")?;
+    vm.expect(r"BOOTENV-TEST report choice=default", STEP)?;
+    vm.expect(r"BOOTENV-TEST report source=bootfs", STEP)?;
+    vm.expect(r"BOOTENV-TEST activated v3", STEP)?;
+    expect_done(&mut vm, "v1")?;
+    // The default is the pool's, not a fixed name: after `bootenv activate v3`, v3 boots.
+    let mut vm = cx.boot(&disk, "")?;
+    vm.expect(r"bootenv: booting v3 \(the default, from the pool's bootfs property\)", BOOT)?;
+    expect_be(&mut vm, "v3")?;
+    expect_done(&mut vm, "v3")
+}
+
+fn zfs_mounts(vm: &mut Vm) -> anyhow::Result<BTreeSet<String>> {
+    let m = vm.expect(r"BOOTENV-TEST zfs-mounts=([^\r\n]*)", STEP)?;
+    Ok(m[1].split_whitespace().map(str::to_owned).collect())
+}
+
+fn boot_select(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = cx.boot(&disk, "bootenv=v2 bootenv.pool=tank")?;
+    vm.expect(r"bootenv: booting v2 \(asked for on the kernel command line\)", BOOT)?;
+    expect_be(&mut vm, "v2")?;
+    vm.expect(r"BOOTENV-TEST config=version=v2;greeting=factory default of 2\.0;", STEP)?;
+    vm.expect(r"BOOTENV-TEST cmdline=[^\r\n]*bootenv=v2", STEP)?;
+    let mounts = zfs_mounts(&mut vm)?;
+    let want: BTreeSet<String> = ["tank/ROOT/v2:/:rw", "tank/ROOT/v2/config:/etc/config:rw", "tank/BOOTENV:/run/bootenv/state:rw"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    ensure!(mounts == want, "mounted ZFS datasets {mounts:?}, expected exactly {want:?}");
+    vm.expect(r"BOOTENV-TEST report choice=requested", STEP)?;
+    expect_done(&mut vm, "v2")
+}
+
+fn boot_config_mounted(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = cx.boot(&disk, "bootenv=v3 bootenv.pool=tank betest.action=write-config")?;
+    expect_be(&mut vm, "v3")?;
+    let mounts = zfs_mounts(&mut vm)?;
+    ensure!(mounts.contains("tank/ROOT/v3/config:/etc/config:rw"), "config not mounted read-write: {mounts:?}");
+    let token = vm.expect(r"BOOTENV-TEST wrote-token (\S+)", STEP)?[1].clone();
+    expect_done(&mut vm, "v3")?;
+    // The write is still there on the next boot of the same boot environment...
+    let mut vm = cx.boot(&disk, "bootenv=v3 bootenv.pool=tank")?;
+    expect_be(&mut vm, "v3")?;
+    let seen = vm.expect(r"BOOTENV-TEST token=(\S+)", STEP)?[1].clone();
+    ensure!(seen == token, "v3's config holds token {seen}, expected {token}");
+    expect_done(&mut vm, "v3")?;
+    // ...and only in its own config: v2 has its own.
+    let mut vm = cx.boot(&disk, "bootenv=v2 bootenv.pool=tank")?;
+    expect_be(&mut vm, "v2")?;
+    vm.expect("BOOTENV-TEST cmdline=", STEP)?;
+    expect_done(&mut vm, "v2")?;
+    if vm.text().contains("BOOTENV-TEST token=") {
+        bail!("v3's config write shows in v2's config");
+    }
+    Ok(())
+}
+
+fn boot_unknown_falls_back(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = cx.boot(&disk, "bootenv=nosuch bootenv.pool=tank")?;
+    vm.expect(
+        r"bootenv: FALLBACK: booting v1 \(the default, from the pool's bootfs property\) instead of nosuch: boot environment nosuch does not exist in pool tank",
+        BOOT,
+    )?;
+    expect_be(&mut vm, "v1")?;
+    vm.expect(r"BOOTENV-TEST report choice=fallback", STEP)?;
+    vm.expect(r"BOOTENV-TEST report requested=nosuch", STEP)?;
+    vm.expect(r"BOOTENV-TEST report reason=boot environment nosuch does not exist in pool tank", STEP)?;
+    vm.expect(r"BOOTENV-TEST fallback-file bootenv: booted v1 instead of nosuch: boot environment nosuch does not exist", STEP)?;
+    vm.expect(r"BOOTENV-TEST kmsg-fallback bootenv: FALLBACK: booting v1", STEP)?;
+    vm.expect(r"BOOTENV-TEST status chosen: FALLBACK: nosuch was asked for but did not boot", STEP)?;
+    vm.expect(r"BOOTENV-TEST status event @\d+: fallback: booted v1 instead of nosuch", STEP)?;
+    expect_done(&mut vm, "v1")
+}
+
+fn boot_missing_pool_rescue(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.blank_disk("nopool")?;
+    let started = Instant::now();
+    let mut vm = cx.boot(&disk, "bootenv.pool=tank")?;
+    vm.expect(r"bootenv RESCUE: the system cannot boot", BOOT)?;
+    vm.expect(r"Reason: pool tank was not found on any disk \(waited 10 s\)", STEP)?;
+    vm.expect(r"bootenv.pool=<name>", STEP)?;
+    vm.expect(r"bootenv-rescue# ", STEP)?;
+    // The shell is live: it runs what is typed.
+    vm.send("echo rescue-$((40+2)); ls /dev/vda2 && echo disk-seen\n")?;
+    vm.expect(r"rescue-42", STEP)?;
+    vm.expect(r"disk-seen", STEP)?;
+    vm.send("poweroff -f\n")?;
+    vm.expect_poweroff(STEP)?;
+    vm.refute("Kernel panic")?;
+    ensure!(started.elapsed() < Duration::from_secs(300), "the rescue path took {:?}", started.elapsed());
+    Ok(())
+}
+
+/// Outcome of one scenario.
+pub struct Outcome {
+    /// Scenario name.
+    pub name: String,
+    /// `None` when it passed, else the reason.
+    pub failure: Option<String>,
+    /// Wall time in seconds.
+    pub secs: f64,
+}
+
+/// Runs the named scenarios (all when `names` is empty), printing PASS/FAIL lines.
+pub fn run(art: &Artifacts, names: &[String], echo: bool) -> anyhow::Result<Vec<Outcome>> {
+    let scenarios = all();
+    for n in names {
+        if !scenarios.iter().any(|s| s.name == n) {
+            bail!("no scenario named {n}; `cargo xtask vm-test --list` lists them");
+        }
+    }
+    let mut outcomes = Vec::new();
+    for s in scenarios.iter().filter(|s| names.is_empty() || names.iter().any(|n| n == s.name)) {
+        println!("--- {}: {}", s.name, s.about);
+        let t = Instant::now();
+        let result = Ctx::new(art, s.name, echo).and_then(|mut cx| (s.run)(&mut cx));
+        let secs = t.elapsed().as_secs_f64();
+        match &result {
+            Ok(()) => println!("PASS {} ({secs:.1} s)", s.name),
+            Err(e) => println!("FAIL {} ({secs:.1} s): {e:#}", s.name),
+        }
+        outcomes.push(Outcome { name: s.name.into(), failure: result.err().map(|e| format!("{e:#}")), secs });
+    }
+    Ok(outcomes)
+}
