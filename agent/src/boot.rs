@@ -72,10 +72,25 @@ impl Env<'_> {
     /// Imports the pool named on the command line, or the first pool found that holds boot
     /// environments, waiting up to `bootenv.wait` seconds for disks to appear.
     pub fn import(&self, args: &BootArgs) -> Result<(PoolName, Option<u32>), Rescue> {
+        let shim = UdevShim::new(&self.path("run/udev/data"), &self.path("sys/class/block"));
+        let r = self.import_inner(args, &shim);
+        shim.remove();
+        r
+    }
+
+    fn import_inner(&self, args: &BootArgs, shim: &UdevShim) -> Result<(PoolName, Option<u32>), Rescue> {
         let wait = args.wait_secs.unwrap_or(DEFAULT_WAIT_SECS);
         let deadline = Instant::now() + Duration::from_secs(wait.into());
         let mut hostid = None;
+        let mut first = true;
         loop {
+            shim.refresh();
+            if first {
+                if let Some(p) = &args.pool {
+                    log::info!("importing pool {p}");
+                }
+            }
+            first = false;
             let attempt = match &args.pool {
                 Some(p) => self.import_one(p, &mut hostid).map(|()| p.clone()),
                 None => self.import_any(&mut hostid),
@@ -96,7 +111,7 @@ impl Env<'_> {
             log::info!("pool {pool} is already imported");
             return Ok(());
         }
-        log::info!("importing pool {pool}");
+        log::debug!("zpool import {pool}");
         match self.zfs.import(pool.as_str()).map_err(other)? {
             Err(ImportError::Foreign { hostid: h }) => {
                 log::warn!(
@@ -342,6 +357,59 @@ impl Env<'_> {
     }
 }
 
+/// Stand-in udev database entries for block devices, so that libzfs does not wait 3 s per
+/// disk and per import for a udev that does not run in the initramfs: it polls the device's
+/// database entry (`/run/udev/data/b<maj>:<min>`) until the device is initialised and has a
+/// `DEVLINKS` property (Debian's build checks the property). Each entry made says
+/// `I:1` (initialised) and names one link, `disk/by-bootenv/<name>`, that libzfs does not
+/// record (it keeps only by-id, by-path and by-vdev links). Only entries that did not exist
+/// are made, and they are removed again before the boot environment's udev starts.
+pub struct UdevShim {
+    data: PathBuf,
+    blocks: PathBuf,
+    made: std::cell::RefCell<Vec<PathBuf>>,
+    active: bool,
+}
+
+impl UdevShim {
+    /// A shim for the database in `data`, for the block devices listed in `blocks`
+    /// (`/sys/class/block`). It does nothing when udev runs (the database directory exists).
+    pub fn new(data: &Path, blocks: &Path) -> UdevShim {
+        UdevShim { data: data.into(), blocks: blocks.into(), made: Default::default(), active: !data.exists() }
+    }
+
+    /// Adds entries for block devices that appeared since the last call.
+    pub fn refresh(&self) {
+        if !self.active {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&self.blocks) else { return };
+        if std::fs::create_dir_all(&self.data).is_err() {
+            return;
+        }
+        for e in entries.flatten() {
+            let Ok(dev) = std::fs::read_to_string(e.path().join("dev")) else { continue };
+            let entry = self.data.join(format!("b{}", dev.trim()));
+            let name = e.file_name().to_string_lossy().into_owned();
+            let db = format!("I:1\nS:disk/by-bootenv/{name}\n");
+            if !entry.exists() && std::fs::write(&entry, db).is_ok() {
+                self.made.borrow_mut().push(entry);
+            }
+        }
+    }
+
+    /// Removes the entries it made (and the directories, when empty).
+    pub fn remove(&self) {
+        for p in self.made.borrow_mut().drain(..) {
+            let _ = std::fs::remove_file(p);
+        }
+        if self.active {
+            let _ = std::fs::remove_dir(&self.data);
+            let _ = self.data.parent().map(std::fs::remove_dir);
+        }
+    }
+}
+
 /// Checks that `init` can be executed in `newroot`: it exists (links followed inside the new
 /// root), is an executable file, and its interpreter (`#!` line or ELF `PT_INTERP`) exists too.
 pub fn check_init(newroot: &Path, init: &str) -> anyhow::Result<()> {
@@ -556,6 +624,31 @@ mod tests {
         assert_eq!(ready.plan.be.as_str(), "v1");
         assert!(ready.report.all("warning").iter().any(|w| w.contains("state record is unreadable")));
         assert_eq!(std::fs::read(d.path().join(STATE_MOUNT).join("state.corrupt")).unwrap(), b"\0\0garbage");
+    }
+
+    #[test]
+    fn the_udev_shim_adds_and_removes_only_its_own_entries() {
+        let d = tempfile::tempdir().unwrap();
+        let blocks = d.path().join("sys/class/block");
+        for (n, dev) in [("vda", "254:0"), ("vda2", "254:2")] {
+            std::fs::create_dir_all(blocks.join(n)).unwrap();
+            std::fs::write(blocks.join(n).join("dev"), format!("{dev}\n")).unwrap();
+        }
+        let data = d.path().join("run/udev/data");
+        let shim = UdevShim::new(&data, &blocks);
+        shim.refresh();
+        assert_eq!(std::fs::read_to_string(data.join("b254:2")).unwrap(), "I:1\nS:disk/by-bootenv/vda2\n");
+        assert!(data.join("b254:0").exists());
+        shim.remove();
+        assert!(!d.path().join("run/udev").exists());
+        // With udev running (its database exists), the shim stays out of the way.
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("b254:0"), "I:1\n").unwrap();
+        let shim = UdevShim::new(&data, &blocks);
+        shim.refresh();
+        shim.remove();
+        assert!(!data.join("b254:2").exists());
+        assert_eq!(std::fs::read_to_string(data.join("b254:0")).unwrap(), "I:1\n");
     }
 
     #[test]

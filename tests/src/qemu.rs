@@ -93,7 +93,9 @@ impl VmConfig {
             Boot::Bios => "pc",
             _ => "q35",
         };
-        for s in ["-machine", machine, "-cpu", "max", "-smp", "2", "-m"] {
+        // The default CPU model: `-cpu max` makes TCG emulate wide vector units that ZFS then
+        // uses, which is slower, not faster.
+        for s in ["-machine", machine, "-smp", "2", "-m"] {
             push(s);
         }
         push(&self.memory_mb.to_string());
@@ -143,6 +145,8 @@ impl Vm {
         }
         let mut logfile = std::fs::File::create(&cfg.log).with_context(|| format!("creating {}", cfg.log.display()))?;
         let mut cmd = Command::new("timeout");
+        // Its own process group, so that killing the group also kills QEMU below `timeout`.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.args(["-k", "10", &cfg.limit.as_secs().to_string(), "qemu-system-x86_64"])
             .args(cfg.args())
             .stdin(Stdio::piped())
@@ -286,7 +290,7 @@ impl Vm {
                 return Ok(e);
             }
             if Instant::now() > deadline {
-                let _ = self.child.kill();
+                self.kill();
                 bail!("the VM did not power off within {} s; last console lines:\n{}", timeout.as_secs(), self.tail(10));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -308,6 +312,9 @@ impl Vm {
 
     /// Kills the VM: a power cut.
     pub fn kill(&mut self) {
+        // `timeout` leads the process group; QEMU is in it.
+        let pgid = self.child.id() as i32;
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -85,7 +85,7 @@ pub fn main() -> ! {
     }
     modules::load_all();
 
-    let zfs = ZfsCli::default().with_search_dir("/dev");
+    let zfs = ZfsCli::default().with_programs("/sbin/zpool", "/sbin/zfs").with_search_dir("/dev");
     let mounter = SysMounter;
     let env = Env { root: Path::new("/"), zfs: &zfs, mounter: &mounter, uptime: &uptime, now: &now };
     loop {

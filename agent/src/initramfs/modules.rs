@@ -77,9 +77,17 @@ pub fn load_all() {
     let entries = parse(&text);
     let mut failed = 0;
     for e in &entries {
-        if let Err(err) = load_one(&base.join(&e.path), &e.params) {
-            failed += 1;
-            log::warn!("module {} not loaded: {err}", e.path);
+        match load_one(&base.join(&e.path), &e.params) {
+            Ok(()) => {}
+            // A driver for hardware that is not there (a CPU feature, a controller).
+            Err(err) if err.raw_os_error() == Some(libc::ENODEV) => {
+                failed += 1;
+                log::debug!("module {} not loaded: {err}", e.path);
+            }
+            Err(err) => {
+                failed += 1;
+                log::warn!("module {} not loaded: {err}", e.path);
+            }
         }
     }
     log::info!(

@@ -26,10 +26,7 @@ pub fn banner(r: &Rescue) -> String {
 
 /// Shows the reason and runs the shell until it exits.
 pub fn shell(r: &Rescue) {
-    log::error!("RESCUE: {}", r.reason);
-    for h in &r.hints {
-        log::error!("  hint: {h}");
-    }
+    log::error!("RESCUE: {} (what to try: /run/bootenv/rescue)", r.reason);
     let text = banner(r);
     let _ = std::fs::create_dir_all("/run/bootenv");
     let _ = std::fs::write("/run/bootenv/rescue", &text);

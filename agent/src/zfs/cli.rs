@@ -24,6 +24,13 @@ impl Default for ZfsCli {
 }
 
 impl ZfsCli {
+    /// Runs the programs at these paths (the initramfs has no PATH).
+    pub fn with_programs(mut self, zpool: &str, zfs: &str) -> ZfsCli {
+        self.zpool = zpool.to_owned();
+        self.zfs = zfs.to_owned();
+        self
+    }
+
     /// Looks for pool disks in `dir` only (the initramfs has no udev links: `/dev`).
     pub fn with_search_dir(mut self, dir: &str) -> ZfsCli {
         self.search_dir = Some(dir.to_owned());
