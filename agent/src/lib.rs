@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cmdline;
 pub mod core;
 pub mod fsutil;
+pub mod grubenv;
 pub mod initramfs;
 pub mod inventory;
 pub mod layout;
