@@ -281,11 +281,20 @@ impl Env<'_> {
             }
             match self.mount_plan(&plan) {
                 Ok(newroot) => {
-                    let report = Report::for_plan(&plan, p.pool.as_str(), p.hostid, agent_start, &p.warnings);
-                    self.write_report(&report);
-                    if let Choice::Fallback { requested, reason, .. } = &plan.choice {
-                        self.record_fallback(p, requested, plan.be.as_str(), reason);
+                    let mut report = Report::for_plan(&plan, p.pool.as_str(), p.hostid, agent_start, &p.warnings);
+                    if let Some(left) = args.trial {
+                        log::info!("trial boot of {}: {left} tries left after this one", plan.be);
+                        report.put("trial-tries-left", &left.to_string());
                     }
+                    if let Some(failed) = &args.rollback {
+                        log::warn!(
+                            "ROLLBACK: the trial of {failed} used up its tries without being marked good; booting {}",
+                            plan.be
+                        );
+                        report.put("rollback", failed.as_str());
+                    }
+                    self.write_report(&report);
+                    self.record_events(p, &plan, args);
                     return Ok(Ready { plan, newroot, report });
                 }
                 Err(e) => {
@@ -342,17 +351,31 @@ impl Env<'_> {
         }
     }
 
-    fn record_fallback(&self, p: &Prepared, requested: &str, booted: &str, reason: &str) {
+    /// Records what this boot means for the state record: a fallback, and a rollback from a
+    /// failed trial (which clears the trial request: the request is done). Written once, only
+    /// when something changed.
+    fn record_events(&self, p: &Prepared, plan: &BootPlan, args: &BootArgs) {
         if !p.state_mounted || matches!(p.state, Loaded::Newer(_)) {
             return;
         }
         let mut st = p.state.state();
-        st.push(
-            (self.now)(),
-            EventKind::Fallback { requested: requested.into(), booted: booted.into(), reason: reason.into() },
-        );
-        if let Err(e) = state::store(&self.path(STATE_MOUNT), &st) {
-            log::warn!("could not record the fallback in the state record: {e:#}");
+        let before = st.clone();
+        let now = (self.now)();
+        if let Choice::Fallback { requested, reason, .. } = &plan.choice {
+            st.push(now, EventKind::Fallback { requested: requested.clone(), booted: plan.be.to_string(), reason: reason.clone() });
+        }
+        if let Some(failed) = &args.rollback {
+            // GRUB repeats the marker on every boot until bootenv rewrites its block; the
+            // pending trial tells the first report from the repeats.
+            if st.trial.as_ref().is_some_and(|t| t.be == failed.as_str()) {
+                st.trial = None;
+                st.push(now, EventKind::Rollback { failed: failed.to_string(), booted: plan.be.to_string() });
+            }
+        }
+        if st != before {
+            if let Err(e) = state::store(&self.path(STATE_MOUNT), &st) {
+                log::warn!("could not update the state record: {e:#}");
+            }
         }
     }
 }
@@ -537,6 +560,30 @@ mod tests {
         assert!(f.contains("booted v1 instead of nosuch") && f.contains("does not exist"), "{f}");
         let st = state::load(&d.path().join(STATE_MOUNT)).unwrap().state();
         assert!(matches!(&st.events[0].kind, EventKind::Fallback { requested, .. } if requested == "nosuch"));
+    }
+
+    #[test]
+    fn a_rollback_is_recorded_once_and_ends_the_trial_request() {
+        let d = tempfile::tempdir().unwrap();
+        let z = pool_with_bes(d.path());
+        let m = mounter();
+        let dir = d.path().join(STATE_MOUNT);
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = state::State { last_good: Some("v1".into()), trial: Some(state::Trial { be: "v3".into(), tries: 2 }), events: vec![] };
+        state::store(&dir, &st).unwrap();
+        let e = env(d.path(), &z, &m);
+        let ready = boot(&e, "bootenv=v1 bootenv.pool=tank bootenv.rollback=v3").unwrap();
+        assert_eq!(ready.report.get("rollback"), Some("v3"));
+        let after = state::load(&dir).unwrap().state();
+        assert_eq!(after.trial, None);
+        assert!(matches!(&after.events[..], [state::Event { kind: EventKind::Rollback { failed, booted }, .. }] if failed == "v3" && booted == "v1"));
+        // GRUB repeats the marker until the block is rewritten: no second event.
+        for (_, t) in m.mounted().into_iter().rev() {
+            m.unmount(&t).unwrap();
+        }
+        z.export("tank").unwrap();
+        let _ = boot(&e, "bootenv=v1 bootenv.pool=tank bootenv.rollback=v3").unwrap();
+        assert_eq!(state::load(&dir).unwrap().state().events.len(), 1);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use crate::mounts::SysMounter;
 use crate::names::{BeName, PoolName};
-use crate::ops::{CreateOpts, Ctx};
+use crate::ops::{Activation, CreateOpts, Ctx, EspChoice};
 use crate::zfs::cli::ZfsCli;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -20,6 +20,10 @@ pub struct Cli {
     /// The pool holding the boot environments (default: the pool this system booted from).
     #[arg(long, global = true)]
     pub pool: Option<PoolName>,
+    /// The ESP's mount point (default: /boot/efi or /efi when mounted there, else the one
+    /// EFI system partition on this machine's disks).
+    #[arg(long, global = true)]
+    pub esp: Option<PathBuf>,
     /// Log every command bootenv runs.
     #[arg(long, short, global = true)]
     pub verbose: bool,
@@ -57,16 +61,31 @@ pub enum Command {
         #[arg(long, default_value = crate::layout::DEFAULT_CONFIG_MOUNTPOINT)]
         config_mountpoint: String,
     },
-    /// Make a boot environment the default for the next boots.
+    /// Make a boot environment the default, or boot it once, or start a trial of it.
     Activate {
         /// The boot environment.
         name: BeName,
+        /// Boot it at the next boot only; the boot after is the default again.
+        #[arg(long, conflicts_with = "trial")]
+        once: bool,
+        /// Try it: GRUB boots it up to N times (default: the pool's org.bootenv:tries, else 3)
+        /// until it marks itself good, then goes back to the default by itself.
+        #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
+        trial: Option<u32>,
     },
-    /// Record a boot environment (default: the running one) as the last known-good.
+    /// The running boot environment (or NAME) booted fine: commit its trial, or record it as
+    /// the last known-good. Run it after boot-complete.target.
     MarkGood {
         /// The boot environment.
         name: Option<BeName>,
     },
+    /// Copy boot environments' kernels to the ESP and rewrite the GRUB menu and variables.
+    SyncBoot {
+        /// The boot environments (default: every one that can boot).
+        names: Vec<BeName>,
+    },
+    /// Print the GRUB menu (for /etc/grub.d/10_bootenv, or to look at it).
+    GrubMenu,
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -76,7 +95,7 @@ pub fn main() -> i32 {
     let _ = simple_logger::SimpleLogger::new().with_level(level).init();
     let zfs = ZfsCli::default();
     let mounter = SysMounter;
-    let ctx = Ctx { root: PathBuf::from("/"), zfs: &zfs, mounter: &mounter, pool: cli.pool.clone() };
+    let ctx = Ctx { root: PathBuf::from("/"), zfs: &zfs, mounter: &mounter, pool: cli.pool.clone(), esp: cli.esp.clone().map(EspChoice::Mounted) };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -94,8 +113,18 @@ pub fn main() -> i32 {
                 config_mountpoint: config_mountpoint.clone(),
             },
         ),
-        Command::Activate { name } => ctx.activate(name),
+        Command::Activate { name, once, trial } => {
+            let how = match (once, trial) {
+                (true, _) => Activation::Once,
+                (false, Some(0)) => Activation::Trial(None),
+                (false, Some(n)) => Activation::Trial(Some(*n)),
+                (false, None) => Activation::Default,
+            };
+            ctx.activate(name, how, now)
+        }
         Command::MarkGood { name } => ctx.mark_good(name.as_ref(), now),
+        Command::SyncBoot { names } => ctx.sync_boot(names, now),
+        Command::GrubMenu => ctx.grub_menu(),
     };
     match result {
         Ok(out) => {

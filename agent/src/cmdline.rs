@@ -45,6 +45,10 @@ pub struct BootArgs {
     pub rescue: bool,
     /// `bootenv.debug`: log every command and decision.
     pub debug: bool,
+    /// `bootenv.trial=<tries left>`: GRUB boots the named BE as a trial.
+    pub trial: Option<u32>,
+    /// `bootenv.rollback=<name>`: GRUB rolled back from this BE's failed trial.
+    pub rollback: Option<BeName>,
     /// Keys that were present but could not be used, each as a message naming the fix.
     pub warnings: Vec<String>,
 }
@@ -178,6 +182,17 @@ impl BootArgs {
                     Some(Ok(n)) if n <= MAX_WAIT_SECS => out.wait_secs = Some(n),
                     _ => out.warn(format!(
                         "bootenv.wait={} ignored: give whole seconds from 0 to {MAX_WAIT_SECS}",
+                        printable(value.unwrap_or(""))
+                    )),
+                },
+                "bootenv.trial" => match value.map(str::parse::<u32>) {
+                    Some(Ok(n)) => out.trial = Some(n),
+                    _ => out.warn(format!("bootenv.trial={} ignored: not a number", printable(value.unwrap_or("")))),
+                },
+                "bootenv.rollback" => match value.map(BeName::new) {
+                    Some(Ok(b)) => out.rollback = Some(b),
+                    _ => out.warn(format!(
+                        "bootenv.rollback={} ignored: not a boot environment name",
                         printable(value.unwrap_or(""))
                     )),
                 },
@@ -352,6 +367,16 @@ mod tests {
         for w in &a.warnings {
             assert!(!w.contains('\n'));
         }
+    }
+
+    #[test]
+    fn grub_markers() {
+        let a = BootArgs::parse("bootenv=v3 bootenv.trial=2");
+        assert_eq!(a.trial, Some(2));
+        let a = BootArgs::parse("bootenv=v1 bootenv.rollback=v3");
+        assert_eq!(a.rollback.unwrap().as_str(), "v3");
+        let a = BootArgs::parse("bootenv.trial=x bootenv.rollback=a;b");
+        assert!(a.trial.is_none() && a.rollback.is_none() && a.warnings.len() == 2);
     }
 
     #[test]

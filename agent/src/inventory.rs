@@ -35,6 +35,10 @@ pub struct Be {
     pub members: Vec<Member>,
     /// Why it cannot boot, if it cannot.
     pub unbootable: Option<String>,
+    /// `org.bootenv:cmdline` (own or inherited).
+    pub cmdline: Option<String>,
+    /// `org.bootenv:factory`: its factory snapshot.
+    pub factory: Option<String>,
 }
 
 /// The boot environments of one pool.
@@ -50,13 +54,17 @@ pub struct Inventory {
     pub ignored: Vec<String>,
     /// Whether `<pool>/ROOT` exists.
     pub has_root: bool,
+    /// The `org.bootenv:*` properties of `<pool>/ROOT`: pool-wide settings.
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 impl Inventory {
     /// Reads the boot environments out of a listing of `<pool>/ROOT`.
     pub fn from_listing(pool: &PoolName, listing: &Listing, bootfs: Option<String>) -> Inventory {
         let container = layout::root_container(pool);
-        let has_root = listing.datasets.iter().any(|d| d.name == container);
+        let root_ds = listing.datasets.iter().find(|d| d.name == container);
+        let has_root = root_ds.is_some();
+        let settings = root_ds.map(|d| d.user.clone()).unwrap_or_default();
         let mut bes = Vec::new();
         let mut ignored = Vec::new();
         for ds in &listing.datasets {
@@ -75,7 +83,7 @@ impl Inventory {
             }
         }
         bes.sort_by(|a, b| (a.creation, &a.name).cmp(&(b.creation, &b.name)));
-        Inventory { pool: pool.clone(), bootfs, bes, ignored, has_root }
+        Inventory { pool: pool.clone(), bootfs, bes, ignored, has_root, settings }
     }
 
     /// The boot environment called `name`.
@@ -87,6 +95,17 @@ impl Inventory {
     pub fn bootfs_be(&self) -> Option<BeName> {
         let ds = self.bootfs.as_deref()?;
         layout::be_of_root(&self.pool, ds)?.ok()
+    }
+
+    /// A pool-wide setting from `<pool>/ROOT`, parsed; `None` when unset or unparsable.
+    pub fn setting<T: std::str::FromStr>(&self, prop: &str) -> Option<T> {
+        self.settings.get(prop).and_then(|v| v.trim().parse().ok())
+    }
+
+    /// The default BE: the pool's `bootfs` when it names a BE here.
+    pub fn default_be(&self) -> Option<&Be> {
+        let name = self.bootfs_be()?;
+        self.get(&name)
     }
 
     /// Names of the boot environments that can boot.
@@ -177,6 +196,8 @@ fn read_be(name: BeName, root: &Dataset, listing: &Listing) -> Be {
         used,
         members,
         unbootable: (!problems.is_empty()).then(|| problems.join("; ")),
+        cmdline: root.prop(crate::layout::PROP_CMDLINE).map(str::to_owned),
+        factory: root.prop(crate::layout::PROP_FACTORY).map(str::to_owned),
     }
 }
 
@@ -190,7 +211,7 @@ pub(crate) mod tests {
     pub(crate) fn listing(rows: &[(&str, &str, &str, &str, &str)]) -> Listing {
         let mut out = String::new();
         for (i, (n, c, m, label, member)) in rows.iter().enumerate() {
-            out.push_str(&format!("{n}\t{c}\t{m}\t{}\t-\t100\t-\t{label}\t{member}\t-\t-\n", 1000 + i));
+            out.push_str(&format!("{n}\t{c}\t{m}\t{}\t-\t100\t-\t{label}\t{member}\t-\t-\t-\t-\t-\n", 1000 + i));
         }
         parse_list(&out)
     }

@@ -33,6 +33,13 @@ pub const PROP_FACTORY: &str = "org.bootenv:factory";
 /// On a BE root: where it was made from (`rootfs:<path>`, or the snapshot it was cloned from).
 pub const PROP_SOURCE: &str = "org.bootenv:source";
 
+/// On `<pool>/ROOT` (inherited) or a BE root: kernel command line for its GRUB entry.
+pub const PROP_CMDLINE: &str = "org.bootenv:cmdline";
+/// On `<pool>/ROOT`: GRUB menu timeout in seconds.
+pub const PROP_GRUB_TIMEOUT: &str = "org.bootenv:grub-timeout";
+/// On `<pool>/ROOT`: tries a trial gets when none are given.
+pub const PROP_TRIES: &str = "org.bootenv:tries";
+
 /// The role of the configuration member.
 pub const MEMBER_CONFIG: &str = "config";
 /// Default mountpoint of the configuration member, inside the BE.
@@ -41,7 +48,8 @@ pub const DEFAULT_CONFIG_MOUNTPOINT: &str = "/etc/config";
 pub const FACTORY_SNAPSHOT: &str = "factory";
 
 /// The user properties bootenv lists with every dataset, in a fixed order.
-pub const LISTED_PROPS: [&str; 5] = [PROP_LAYOUT, PROP_LABEL, PROP_MEMBER, PROP_FACTORY, PROP_SOURCE];
+pub const LISTED_PROPS: [&str; 8] =
+    [PROP_LAYOUT, PROP_LABEL, PROP_MEMBER, PROP_FACTORY, PROP_SOURCE, PROP_CMDLINE, PROP_GRUB_TIMEOUT, PROP_TRIES];
 
 /// `<pool>/ROOT`
 pub fn root_container(pool: &PoolName) -> String {

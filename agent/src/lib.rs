@@ -6,10 +6,13 @@
 //! map of the modules and the invariants they keep.
 
 pub mod boot;
+pub mod bootfiles;
 pub mod cli;
 pub mod cmdline;
 pub mod core;
+pub mod esp;
 pub mod fsutil;
+pub mod grub;
 pub mod grubenv;
 pub mod initramfs;
 pub mod inventory;

@@ -13,6 +13,15 @@ pub trait Mounter {
     fn mount_zfs(&self, dataset: &str, target: &Path, readonly: bool) -> anyhow::Result<()>;
     /// Unmounts whatever is mounted at `target`.
     fn unmount(&self, target: &Path) -> anyhow::Result<()>;
+    /// Whether a file system is mounted at `target` (it is on another device than its parent).
+    fn is_mountpoint(&self, target: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let parent = target.parent().unwrap_or(target);
+        match (std::fs::metadata(target), std::fs::metadata(parent)) {
+            (Ok(a), Ok(b)) => a.dev() != b.dev(),
+            _ => false,
+        }
+    }
 }
 
 /// mount(2) and umount(2).
@@ -39,12 +48,52 @@ impl Mounter for SysMounter {
 }
 
 /// A fake [`Mounter`]: "mounting" a dataset writes the files registered for it into the
-/// target; unmounting empties the target again.
+/// target, plus whatever was in the target when it was last unmounted; unmounting moves the
+/// target's content away into the fake dataset and leaves the directory empty.
 #[derive(Debug, Default)]
 pub struct FakeMounter {
     contents: BTreeMap<String, Vec<(String, Vec<u8>, u32)>>,
     failing: BTreeMap<String, String>,
     mounted: RefCell<Vec<(String, PathBuf)>>,
+    /// Per dataset, a directory holding its content while it is not mounted.
+    stored: RefCell<BTreeMap<String, tempfile_dir::Dir>>,
+}
+
+/// A directory removed when dropped, for the fake's stored dataset contents.
+mod tempfile_dir {
+    use std::path::{Path, PathBuf};
+
+    #[derive(Debug)]
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new() -> std::io::Result<Dir> {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let p = std::env::temp_dir().join(format!("bootenv-fake-ds-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&p)?;
+            Ok(Dir(p))
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Moves every entry of `from` into `to`.
+fn move_entries(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let e = entry?;
+        std::fs::rename(e.path(), to.join(e.file_name()))?;
+    }
+    Ok(())
 }
 
 impl FakeMounter {
@@ -75,31 +124,40 @@ impl Mounter for FakeMounter {
     fn mount_zfs(&self, dataset: &str, target: &Path, _readonly: bool) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         anyhow::ensure!(target.is_dir(), "mounting {dataset} at {}: no such directory", target.display());
+        if self.mounted.borrow().iter().any(|(d, _)| d == dataset) {
+            anyhow::bail!("mounting {dataset} at {}: filesystem already mounted", target.display());
+        }
         if let Some(e) = self.failing.get(dataset) {
             anyhow::bail!("mounting {dataset} at {}: {e}", target.display());
         }
-        for (rel, content, mode) in self.contents.get(dataset).into_iter().flatten() {
-            let p = target.join(rel);
-            std::fs::create_dir_all(p.parent().expect("has a parent"))?;
-            std::fs::write(&p, content)?;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))?;
+        // The registered files are the dataset's content the first time; after that it is
+        // whatever was there when it was last unmounted.
+        match self.stored.borrow_mut().remove(dataset) {
+            Some(dir) => move_entries(dir.path(), target)?,
+            None => {
+                for (rel, content, mode) in self.contents.get(dataset).into_iter().flatten() {
+                    let p = target.join(rel);
+                    std::fs::create_dir_all(p.parent().expect("has a parent"))?;
+                    std::fs::write(&p, content)?;
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))?;
+                }
+            }
         }
         self.mounted.borrow_mut().push((dataset.into(), target.into()));
         Ok(())
     }
 
+    fn is_mountpoint(&self, target: &Path) -> bool {
+        self.mounted.borrow().iter().any(|(_, t)| t == target)
+    }
+
     fn unmount(&self, target: &Path) -> anyhow::Result<()> {
         let mut m = self.mounted.borrow_mut();
         let at = m.iter().rposition(|(_, t)| t == target).context("not mounted")?;
-        m.remove(at);
-        for entry in std::fs::read_dir(target)? {
-            let p = entry?.path();
-            if p.is_dir() {
-                std::fs::remove_dir_all(p)?;
-            } else {
-                std::fs::remove_file(p)?;
-            }
-        }
+        let (dataset, _) = m.remove(at);
+        let dir = tempfile_dir::Dir::new()?;
+        move_entries(target, dir.path())?;
+        self.stored.borrow_mut().insert(dataset, dir);
         Ok(())
     }
 }

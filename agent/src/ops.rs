@@ -1,17 +1,18 @@
 //! The operator's verbs on a running system (or in an installer): each is a function over a
 //! [`Ctx`], which holds the ZFS and mount boundaries and the root all paths are relative to.
 
+use crate::bootfiles::{build_menu, compute_env, find_kernel, install_kernel, prune, read_env, write_menu_and_env, Next};
+use crate::esp::Esp;
 use crate::inventory::Inventory;
 use crate::layout::{self, PROP_FACTORY, PROP_LABEL, PROP_LAYOUT, PROP_MEMBER, PROP_SOURCE};
 use crate::mounts::Mounter;
 use crate::names::{printable, BeName, PoolName};
 use crate::report::{self, Report};
 use crate::run::Cmd;
-use crate::state::{self, EventKind, Loaded};
+use crate::state::{self, EventKind, Loaded, State, Trial};
 use crate::zfs::Zfs;
 use anyhow::{bail, Context};
 use std::fmt::Write;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// What the verbs work on.
@@ -24,6 +25,28 @@ pub struct Ctx<'a> {
     pub mounter: &'a dyn Mounter,
     /// The pool given with `--pool`.
     pub pool: Option<PoolName>,
+    /// The ESP, when not found by looking (`--esp`, or known to an installer or a test).
+    pub esp: Option<EspChoice>,
+}
+
+/// An ESP named by the caller.
+#[derive(Clone, Debug)]
+pub enum EspChoice {
+    /// Mounted at this directory (`--esp`).
+    Mounted(PathBuf),
+    /// Known already, serial included.
+    Known(Esp),
+}
+
+/// How `bootenv activate` activates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// The default from now on.
+    Default,
+    /// The next boot only.
+    Once,
+    /// A trial with this many tries (default: the pool's `org.bootenv:tries`, else 3).
+    Trial(Option<u32>),
 }
 
 /// Options of `bootenv create`.
@@ -92,9 +115,7 @@ impl Ctx<'_> {
     pub fn state_dir(&self, pool: &PoolName) -> anyhow::Result<PathBuf> {
         let dir = self.path(crate::boot::STATE_MOUNT);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let parent = dir.parent().expect("has a parent");
-        let mounted = std::fs::metadata(&dir)?.dev() != std::fs::metadata(parent)?.dev();
-        if !mounted {
+        if !self.mounter.is_mountpoint(&dir) {
             let ds = layout::state_dataset(pool);
             let exists = self.zfs.list(&ds)?.datasets.iter().any(|d| d.name == ds);
             if !exists {
@@ -216,20 +237,126 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// `bootenv activate`: makes a boot environment the default (the pool's `bootfs`).
-    pub fn activate(&self, name: &BeName) -> anyhow::Result<String> {
-        let pool = self.pool()?;
-        let inv = self.inventory(&pool)?;
-        let be = inv.get(name).with_context(|| format!("no boot environment {name} in pool {pool}; `bootenv list` shows them"))?;
+    /// The ESP, or `None` (with the reason) when this machine has none to manage.
+    fn esp(&self) -> anyhow::Result<Result<Esp, String>> {
+        let explicit = match &self.esp {
+            Some(EspChoice::Known(e)) => return Ok(Ok(e.clone())),
+            Some(EspChoice::Mounted(d)) => Some(d.as_path()),
+            None => None,
+        };
+        match Esp::open(&self.root, explicit) {
+            Ok(e) => Ok(Ok(e)),
+            Err(e) if self.esp.is_none() && format!("{e:#}").starts_with("no EFI system partition found") => {
+                Ok(Err(format!("{e:#}")))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Loads the state record for changing it (a newer format is refused).
+    fn load_state(&self, pool: &PoolName) -> anyhow::Result<(PathBuf, State)> {
+        let dir = self.state_dir(pool)?;
+        match state::load(&dir)? {
+            Loaded::Newer(v) => bail!("the state record has format version {v}, newer than this bootenv; update bootenv in this boot environment"),
+            l => Ok((dir, l.state())),
+        }
+    }
+
+    /// Rewrites the GRUB menu and environment block on the ESP from `st` (and `default`, when
+    /// an activation is under way). Without an ESP, says so and does nothing.
+    fn refresh(&self, inv: &Inventory, st: &State, default: Option<&BeName>, restart_trial: bool, next: &Next) -> anyhow::Result<Vec<String>> {
+        let esp = match self.esp()? {
+            Ok(e) => e,
+            Err(why) => return Ok(vec![format!("GRUB is not managed on this machine: {why}")]),
+        };
+        let (menu, mut notes) = build_menu(inv, &esp, st, default)?;
+        let current = read_env(&esp);
+        let known = |n: &str| menu.entries.iter().any(|e| e.be.as_str() == n);
+        let env = compute_env(&menu.default, st.trial.as_ref(), restart_trial, next, &current, &known);
+        notes.extend(write_menu_and_env(&esp, &menu, &env, &current)?);
+        notes.extend(prune(&esp, inv).into_iter().map(|r| format!("removed {r} from the ESP")));
+        Ok(notes)
+    }
+
+    fn bootable<'i>(&self, inv: &'i Inventory, name: &BeName) -> anyhow::Result<&'i crate::inventory::Be> {
+        let be = inv
+            .get(name)
+            .with_context(|| format!("no boot environment {name} in pool {}; `bootenv list` shows them", inv.pool))?;
         if let Some(why) = &be.unbootable {
             bail!("boot environment {name} cannot boot: {why}");
         }
-        self.zfs.set_pool_prop(pool.as_str(), "bootfs", &be.dataset)?;
-        Ok(format!("{name} is now the default boot environment (bootfs={})\n", be.dataset))
+        Ok(be)
     }
 
-    /// `bootenv mark-good`: records a boot environment (default: the running one) as the last
-    /// known-good.
+    /// `bootenv activate`: makes a boot environment the default, or picks it for the next boot
+    /// only, or starts a trial of it.
+    pub fn activate(&self, name: &BeName, how: Activation, now: u64) -> anyhow::Result<String> {
+        let pool = self.pool()?;
+        let inv = self.inventory(&pool)?;
+        let be = self.bootable(&inv, name)?;
+        let (dir, mut st) = self.load_state(&pool)?;
+        let mut out = String::new();
+        match how {
+            Activation::Default => {
+                if let Some(t) = st.trial.take() {
+                    writeln!(out, "the trial of {} is cancelled", t.be)?;
+                }
+                st.push(now, EventKind::Activated { be: name.to_string(), once: false });
+                // The boot loader first, then the pool, then the record: an interrupted
+                // activation boots the new default and the next run completes the rest.
+                for n in self.refresh(&inv, &st, Some(name), false, &Next::Keep)? {
+                    writeln!(out, "{n}")?;
+                }
+                self.zfs.set_pool_prop(pool.as_str(), "bootfs", &be.dataset)?;
+                state::store(&dir, &st)?;
+                writeln!(out, "{name} is now the default boot environment (bootfs={})", be.dataset)?;
+            }
+            Activation::Once => {
+                st.push(now, EventKind::Activated { be: name.to_string(), once: true });
+                let notes = self.refresh(&inv, &st, None, false, &Next::Set(name.clone()))?;
+                if notes.iter().any(|n| n.starts_with("GRUB is not managed")) {
+                    bail!("a one-shot boot needs GRUB: {}", notes.join("; "));
+                }
+                for n in notes {
+                    writeln!(out, "{n}")?;
+                }
+                state::store(&dir, &st)?;
+                writeln!(out, "{name} boots next time only; the boot after that is the default again")?;
+            }
+            Activation::Trial(tries) => {
+                let tries = tries
+                    .or_else(|| inv.setting(crate::layout::PROP_TRIES))
+                    .unwrap_or(crate::grub::DEFAULT_TRIES);
+                anyhow::ensure!(
+                    (1..=crate::grub::MAX_TRIES).contains(&tries),
+                    "a trial needs 1 to {} tries, not {tries}",
+                    crate::grub::MAX_TRIES
+                );
+                if inv.bootfs_be().as_ref() == Some(name) && st.trial.is_none() {
+                    bail!("{name} is the default already: there is nothing to try");
+                }
+                // The request first: an interrupted activation resumes on the next write.
+                st.trial = Some(Trial { be: name.to_string(), tries });
+                st.push(now, EventKind::TrialStarted { be: name.to_string(), tries });
+                state::store(&dir, &st)?;
+                let notes = self.refresh(&inv, &st, None, true, &Next::Keep)?;
+                if notes.iter().any(|n| n.starts_with("GRUB is not managed")) {
+                    bail!("a trial needs GRUB to count the boots: {}", notes.join("; "));
+                }
+                for n in notes {
+                    writeln!(out, "{n}")?;
+                }
+                writeln!(
+                    out,
+                    "{name} is on trial from the next boot: {tries} tries; `bootenv mark-good` in {name} makes it the default, else GRUB goes back to the default"
+                )?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `bootenv mark-good`: the running BE (or `name`) booted fine. A BE on trial becomes the
+    /// default and the last known-good; the default becomes the last known-good.
     pub fn mark_good(&self, name: Option<&BeName>, now: u64) -> anyhow::Result<String> {
         let pool = self.pool()?;
         let name = match name {
@@ -242,16 +369,124 @@ impl Ctx<'_> {
             }
         };
         let inv = self.inventory(&pool)?;
-        inv.get(&name).with_context(|| format!("no boot environment {name} in pool {pool}"))?;
-        let dir = self.state_dir(&pool)?;
-        let mut st = match state::load(&dir)? {
-            Loaded::Newer(v) => bail!("the state record has format version {v}, newer than this bootenv; update bootenv"),
-            l => l.state(),
+        let be = self.bootable(&inv, &name)?;
+        let (dir, mut st) = self.load_state(&pool)?;
+        let mut out = String::new();
+        let is_trial = st.trial.as_ref().is_some_and(|t| t.be == name.as_str());
+        let is_default = inv.bootfs_be().as_ref() == Some(&name);
+        if is_trial {
+            st.trial = None;
+            st.last_good = Some(name.to_string());
+            st.push(now, EventKind::TrialCommitted { be: name.to_string() });
+            // The boot loader first (it must stop counting), then the pool, then the record.
+            for n in self.refresh(&inv, &st, Some(&name), false, &Next::Keep)? {
+                writeln!(out, "{n}")?;
+            }
+            self.zfs.set_pool_prop(pool.as_str(), "bootfs", &be.dataset)?;
+            state::store(&dir, &st)?;
+            writeln!(out, "{name} passed its trial: it is the default and the last known-good")?;
+        } else if is_default || inv.bootfs.is_none() {
+            let changed = st.last_good.as_deref() != Some(name.as_str());
+            st.last_good = Some(name.to_string());
+            if changed {
+                st.push(now, EventKind::MarkedGood { be: name.to_string() });
+            }
+            for n in self.refresh(&inv, &st, None, false, &Next::Keep)? {
+                writeln!(out, "{n}")?;
+            }
+            if changed {
+                state::store(&dir, &st)?;
+            }
+            writeln!(out, "{name} is marked good")?;
+        } else {
+            for n in self.refresh(&inv, &st, None, false, &Next::Keep)? {
+                writeln!(out, "{n}")?;
+            }
+            writeln!(
+                out,
+                "{name} booted fine, but it is neither the default nor on trial: nothing changes (`bootenv activate {name}` makes it the default)"
+            )?;
+        }
+        Ok(out)
+    }
+
+    /// Where the root of `be` can be read: `/` when it is running, an existing mount, or a
+    /// read-only mount made for the purpose (returned for unmounting).
+    fn be_tree(&self, be: &crate::inventory::Be) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
+        if self.boot_report().and_then(|r| r.get("be").map(str::to_owned)).as_deref() == Some(be.name.as_str()) {
+            return Ok((self.root.clone(), None));
+        }
+        if let Ok(mounts) = std::fs::read_to_string(self.path("proc/self/mounts")) {
+            for l in mounts.lines() {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                if f.len() > 2 && f[0] == be.dataset && f[2] == "zfs" {
+                    return Ok((self.root.join(f[1].trim_start_matches('/')), None));
+                }
+            }
+        }
+        let dir = self.path("run/bootenv/mnt").join(format!("{}.ro", be.name));
+        std::fs::create_dir_all(&dir)?;
+        self.mounter.mount_zfs(&be.dataset, &dir, true)?;
+        Ok((dir.clone(), Some(dir)))
+    }
+
+    /// `bootenv sync-boot`: copies kernels of BEs (default: all that can boot) to the ESP and
+    /// rewrites the menu and the block.
+    pub fn sync_boot(&self, names: &[BeName], now: u64) -> anyhow::Result<String> {
+        let pool = self.pool()?;
+        let inv = self.inventory(&pool)?;
+        let esp = match self.esp()? {
+            Ok(e) => e,
+            Err(why) => bail!("{why}"),
         };
-        st.last_good = Some(name.to_string());
-        st.push(now, EventKind::MarkedGood { be: name.to_string() });
-        state::store(&dir, &st)?;
-        Ok(format!("{name} is marked good\n"))
+        let mut out = String::new();
+        let targets: Vec<&crate::inventory::Be> = if names.is_empty() {
+            inv.bootable().collect()
+        } else {
+            names.iter().map(|n| self.bootable(&inv, n)).collect::<anyhow::Result<_>>()?
+        };
+        let mut failures = Vec::new();
+        for be in targets {
+            let (tree, unmount) = self.be_tree(be)?;
+            let result = find_kernel(&tree).and_then(|k| install_kernel(&esp, &be.name, &k, now));
+            if let Some(d) = unmount {
+                self.mounter.unmount(&d)?;
+                let _ = std::fs::remove_dir(&d);
+            }
+            match result {
+                Ok((dir, true)) => writeln!(out, "{}: kernel copied to {dir}", be.name)?,
+                Ok((dir, false)) => writeln!(out, "{}: kernel up to date ({dir})", be.name)?,
+                Err(e) => {
+                    writeln!(out, "{}: {e:#}", be.name)?;
+                    failures.push(be.name.to_string());
+                }
+            }
+        }
+        let st = self.state_dir(&pool).ok().and_then(|d| state::load(&d).ok()).map(|l| l.state()).unwrap_or_default();
+        for n in self.refresh(&inv, &st, None, false, &Next::Keep)? {
+            writeln!(out, "{n}")?;
+        }
+        writeln!(out, "menu written to {}", esp.bootenv_dir().join(crate::bootfiles::MENU).display())?;
+        if !failures.is_empty() {
+            bail!("{out}kernels missing for: {}", failures.join(", "));
+        }
+        Ok(out)
+    }
+
+    /// `bootenv grub-menu`: the menu script, for /etc/grub.d or for inspection.
+    pub fn grub_menu(&self) -> anyhow::Result<String> {
+        let pool = self.pool()?;
+        let inv = self.inventory(&pool)?;
+        let esp = match self.esp()? {
+            Ok(e) => e,
+            Err(why) => bail!("{why}"),
+        };
+        let st = self.state_dir(&pool).ok().and_then(|d| state::load(&d).ok()).map(|l| l.state()).unwrap_or_default();
+        let (menu, notes) = build_menu(&inv, &esp, &st, None)?;
+        for n in notes {
+            log::warn!("{n}");
+        }
+        Ok(menu.render())
     }
 
     /// `bootenv list`: a table of boot environments.
@@ -313,6 +548,12 @@ impl Ctx<'_> {
             )?,
             _ => {}
         }
+        if let Some(failed) = r.get("rollback") {
+            writeln!(out, "ROLLBACK: the trial of {failed} used up its tries without being marked good; this boot is the known-good BE")?;
+        }
+        if let Some(left) = r.get("trial-tries-left") {
+            writeln!(out, "trial: this is a trial boot; {left} tries left after it; `bootenv mark-good` commits it")?;
+        }
         if let Some(h) = r.get("hostid") {
             writeln!(out, "hostid: adopted {h} from the pool label")?;
         }
@@ -330,6 +571,9 @@ impl Ctx<'_> {
                     }
                     let st = l.state();
                     writeln!(out, "last known-good: {}", st.last_good.as_deref().unwrap_or("none recorded"))?;
+                    if let Some(t) = &st.trial {
+                        writeln!(out, "trial pending: {} ({} tries)", t.be, t.tries)?;
+                    }
                     for ev in st.events.iter().rev().take(5) {
                         writeln!(out, "event @{}: {}", ev.time, describe(&ev.kind))?;
                     }
@@ -347,6 +591,13 @@ fn describe(k: &EventKind) -> String {
             format!("fallback: booted {booted} instead of {requested}: {reason}")
         }
         EventKind::MarkedGood { be } => format!("{be} marked good"),
+        EventKind::TrialStarted { be, tries } => format!("trial of {be} started with {tries} tries"),
+        EventKind::TrialCommitted { be } => format!("trial of {be} committed: it is the default"),
+        EventKind::Rollback { failed, booted } => {
+            format!("ROLLBACK: the trial of {failed} used up its tries without being marked good; {booted} booted instead")
+        }
+        EventKind::Activated { be, once: false } => format!("{be} made the default"),
+        EventKind::Activated { be, once: true } => format!("{be} picked for the next boot only"),
     }
 }
 
@@ -387,7 +638,7 @@ mod tests {
     }
 
     fn ctx<'a>(d: &Path, z: &'a FakeZfs, m: &'a FakeMounter) -> Ctx<'a> {
-        Ctx { root: d.into(), zfs: z, mounter: m, pool: Some(PoolName::new("tank").unwrap()) }
+        Ctx { root: d.into(), zfs: z, mounter: m, pool: Some(PoolName::new("tank").unwrap()), esp: None }
     }
 
     #[test]
@@ -452,22 +703,277 @@ mod tests {
     }
 
     #[test]
-    fn activate_and_mark_good() {
+    fn activate_and_mark_good_without_an_esp() {
         let (d, z) = setup();
         let m = FakeMounter::new();
         let c = ctx(d.path(), &z, &m);
         c.prepare_pool(&PoolName::new("tank").unwrap()).unwrap();
         z.add_fs("tank/ROOT/v1", &[("canmount", "noauto"), ("mountpoint", "/")]);
         z.add_fs("tank/ROOT/off", &[("canmount", "off"), ("mountpoint", "/")]);
-        c.activate(&BeName::new("v1").unwrap()).unwrap();
+        let out = c.activate(&BeName::new("v1").unwrap(), Activation::Default, 1).unwrap();
+        assert!(out.contains("GRUB is not managed on this machine"), "{out}");
         assert_eq!(z.pool_prop("tank", "bootfs").unwrap().as_deref(), Some("tank/ROOT/v1"));
-        assert!(c.activate(&BeName::new("off").unwrap()).is_err());
-        assert!(c.activate(&BeName::new("nosuch").unwrap()).unwrap_err().to_string().contains("bootenv list"));
+        assert!(c.activate(&BeName::new("off").unwrap(), Activation::Default, 1).is_err());
+        let e = c.activate(&BeName::new("nosuch").unwrap(), Activation::Default, 1).unwrap_err();
+        assert!(e.to_string().contains("bootenv list"));
+        let e = c.activate(&BeName::new("v1").unwrap(), Activation::Once, 1).unwrap_err();
+        assert!(e.to_string().contains("needs GRUB"), "{e}");
         assert!(c.mark_good(None, 1).unwrap_err().to_string().contains("not booted by bootenv"));
         c.mark_good(Some(&BeName::new("v1").unwrap()), 7).unwrap();
         let st = state::load(&d.path().join(crate::boot::STATE_MOUNT)).unwrap().state();
         assert_eq!(st.last_good.as_deref(), Some("v1"));
         let listing = c.list().unwrap();
         assert!(listing.lines().any(|l| l.starts_with("v1") && l.contains("RG")), "{listing}");
+    }
+
+    mod trial {
+        use super::*;
+        use crate::boot::Env;
+        use crate::cmdline::BootArgs;
+        use crate::grubenv::EnvBlock;
+
+        const BES: [&str; 3] = ["v1", "v2", "v3"];
+
+        struct World {
+            dir: tempfile::TempDir,
+            zfs: FakeZfs,
+            mounter: FakeMounter,
+        }
+
+        fn world() -> World {
+            let dir = tempfile::tempdir().unwrap();
+            let zfs = FakeZfs::new().with_root(dir.path().into());
+            zfs.add_pool("tank");
+            zfs.import("tank").unwrap().unwrap();
+            zfs.add_fs("tank/ROOT", &[("canmount", "off"), ("mountpoint", "none"), ("org.bootenv:layout", "1")]);
+            zfs.add_fs("tank/BOOTENV", &[("canmount", "noauto"), ("mountpoint", "legacy")]);
+            let mut mounter = FakeMounter::new();
+            for be in BES {
+                zfs.add_fs(&format!("tank/ROOT/{be}"), &[("canmount", "noauto"), ("mountpoint", "/")]);
+                let ds = format!("tank/ROOT/{be}");
+                mounter = mounter
+                    .file(&ds, "sbin/init", b"#!/bin/sh\n", 0o755)
+                    .file(&ds, "bin/sh", b"", 0o755)
+                    .file(&ds, "boot/vmlinuz", format!("kernel of {be}").as_bytes(), 0o644)
+                    .file(&ds, "boot/initrd.img", format!("initrd of {be}").as_bytes(), 0o644);
+            }
+            std::fs::create_dir_all(dir.path().join("esp")).unwrap();
+            World { dir, zfs, mounter }
+        }
+
+        impl World {
+            fn ctx(&self) -> Ctx<'_> {
+                let esp = Esp { dir: self.dir.path().join("esp"), uuid: "ABCD-1234".into() };
+                Ctx {
+                    root: self.dir.path().into(),
+                    zfs: &self.zfs,
+                    mounter: &self.mounter,
+                    pool: Some(PoolName::new("tank").unwrap()),
+                    esp: Some(EspChoice::Known(esp)),
+                }
+            }
+
+            fn esp(&self) -> Esp {
+                Esp { dir: self.dir.path().join("esp"), uuid: "ABCD-1234".into() }
+            }
+
+            fn env_path(&self) -> PathBuf {
+                self.esp().bootenv_dir().join(crate::bootfiles::ENV)
+            }
+
+            fn state(&self) -> State {
+                let dir = self.ctx().state_dir(&PoolName::new("tank").unwrap()).unwrap();
+                state::load(&dir).unwrap().state()
+            }
+
+            /// GRUB at power-on: the model of the menu on the ESP, with its save_env.
+            fn grub(&self) -> (String, String) {
+                let c = self.ctx();
+                let inv = c.inventory(&PoolName::new("tank").unwrap()).unwrap();
+                let (menu, _) = build_menu(&inv, &self.esp(), &self.state(), None).unwrap();
+                // The model is of the menu on the ESP: the same script but for the titles
+                // (which may lag behind the state after an interrupted write).
+                let untitled = |s: &str| -> Vec<String> {
+                    s.lines().map(|l| if l.starts_with("menuentry '") { l[l.find("' --id").unwrap()..].to_owned() } else { l.to_owned() }).collect()
+                };
+                let on_disk = std::fs::read_to_string(self.esp().bootenv_dir().join("grub.cfg")).unwrap();
+                assert_eq!(untitled(&on_disk), untitled(&menu.render()));
+                let block = std::fs::read(self.env_path()).ok().and_then(|b| EnvBlock::parse(&b).ok());
+                let b = menu.model(block.as_ref());
+                if let Some(mut blk) = block {
+                    for (k, v) in &b.saves {
+                        blk.set(k, v).unwrap();
+                    }
+                    std::fs::write(self.env_path(), blk.render()).unwrap();
+                }
+                let args = b.args.iter().filter(|(n, _)| n == &b.boot).map(|(_, a)| a.clone()).collect::<Vec<_>>().join(" ");
+                (b.boot.to_string(), args)
+            }
+
+            /// Power off: nothing stays mounted, the pool is not imported.
+            fn power_cycle(&self) {
+                for (_, t) in self.mounter.mounted().into_iter().rev() {
+                    self.mounter.unmount(&t).unwrap();
+                }
+                let _ = std::fs::remove_file(self.dir.path().join("run/bootenv/boot"));
+                let _ = self.zfs.export("tank");
+            }
+
+            /// The agent boots what GRUB chose; returns the BE that booted. The system then
+            /// runs (its mounts stay) until the next power cycle.
+            fn agent(&self, be: &str, args: &str) -> String {
+                self.power_cycle();
+                let e = Env { root: self.dir.path(), zfs: &self.zfs, mounter: &self.mounter, uptime: &|| 1.0, now: &|| 50 };
+                let a = BootArgs::parse(&format!("bootenv={be} bootenv.pool=tank {args}"));
+                let p = e.prepare(&a).unwrap();
+                let r = e.mount_chosen(&a, &p, 0.5).unwrap();
+                r.plan.be.to_string()
+            }
+
+            /// One power-on to the running BE.
+            fn boot(&self) -> String {
+                let (be, args) = self.grub();
+                self.agent(&be, &args)
+            }
+        }
+
+        fn be(s: &str) -> BeName {
+            BeName::new(s).unwrap()
+        }
+
+        fn installed(w: &World) {
+            let c = w.ctx();
+            c.prepare_pool(&PoolName::new("tank").unwrap()).unwrap();
+            c.sync_boot(&[], 10).unwrap();
+            c.activate(&be("v1"), Activation::Default, 11).unwrap();
+            c.mark_good(Some(&be("v1")), 12).unwrap();
+        }
+
+        #[test]
+        fn a_committed_trial_becomes_the_default() {
+            let w = world();
+            installed(&w);
+            assert_eq!(w.boot(), "v1");
+            w.ctx().activate(&be("v3"), Activation::Trial(Some(2)), 20).unwrap();
+            let menu = std::fs::read_to_string(w.esp().bootenv_dir().join("grub.cfg")).unwrap();
+            assert!(menu.contains("'v3: v3 (trial)'"), "{menu}");
+            assert_eq!(w.boot(), "v3");
+            w.ctx().mark_good(None, 21).unwrap();
+            assert_eq!(w.zfs.pool_prop("tank", "bootfs").unwrap().as_deref(), Some("tank/ROOT/v3"));
+            let st = w.state();
+            assert_eq!((st.last_good.as_deref(), st.trial.as_ref()), (Some("v3"), None));
+            let block = EnvBlock::parse(&std::fs::read(w.env_path()).unwrap()).unwrap();
+            assert_eq!((block.get("bootenv_default"), block.get("bootenv_trial")), (Some("v3"), None));
+            for _ in 0..3 {
+                assert_eq!(w.boot(), "v3");
+            }
+        }
+
+        #[test]
+        fn a_failing_trial_rolls_back_and_is_reported_once() {
+            let w = world();
+            installed(&w);
+            w.ctx().activate(&be("v3"), Activation::Trial(Some(2)), 20).unwrap();
+            // v3 fails twice (a panic, an init that reboots): nobody marks it good.
+            assert_eq!(w.boot(), "v3");
+            assert_eq!(w.boot(), "v3");
+            assert_eq!(w.grub().0, "v1", "tries used up: GRUB goes back by itself");
+            let (boot, args) = w.grub();
+            assert_eq!((boot.as_str(), args.as_str()), ("v1", "bootenv.rollback=v3"));
+            assert_eq!(w.agent(&boot, &args), "v1");
+            let st = w.state();
+            assert!(st.trial.is_none());
+            assert!(st.events.iter().any(|e| matches!(&e.kind, EventKind::Rollback { failed, booted } if failed == "v3" && booted == "v1")));
+            let report = std::fs::read_to_string(w.dir.path().join("run/bootenv/boot")).unwrap();
+            assert!(report.contains("rollback=v3"), "{report}");
+            let status = w.ctx().status().unwrap();
+            assert!(status.contains("ROLLBACK"), "{status}");
+            // v1 marks itself good: the block forgets the trial; the default stays v1.
+            w.ctx().mark_good(None, 30).unwrap();
+            let block = EnvBlock::parse(&std::fs::read(w.env_path()).unwrap()).unwrap();
+            assert_eq!((block.get("bootenv_default"), block.get("bootenv_trial")), (Some("v1"), None));
+            assert_eq!(w.boot(), "v1");
+            let rollbacks = w.state().events.iter().filter(|e| matches!(e.kind, EventKind::Rollback { .. })).count();
+            assert_eq!(rollbacks, 1);
+        }
+
+        #[test]
+        fn a_one_shot_boots_once() {
+            let w = world();
+            installed(&w);
+            w.ctx().activate(&be("v2"), Activation::Once, 20).unwrap();
+            assert_eq!(w.boot(), "v2");
+            // v2 marking itself good does not make it the default.
+            let out = w.ctx().mark_good(None, 21).unwrap();
+            assert!(out.contains("neither the default nor on trial"), "{out}");
+            assert_eq!(w.boot(), "v1");
+        }
+
+        #[test]
+        fn a_torn_block_boots_the_known_good_and_the_next_write_repairs_it() {
+            let w = world();
+            installed(&w);
+            let good = std::fs::read(w.env_path()).unwrap();
+            let mut torn = good.clone();
+            torn.truncate(300);
+            for garbage in [torn, vec![0xAAu8; 1024], b"# GRUB Environment Block\nbootenv_default=v2\nbootenv_tr".to_vec()] {
+                std::fs::write(w.env_path(), &garbage).unwrap();
+                assert_eq!(w.boot(), "v1");
+                let out = w.ctx().mark_good(None, 40).unwrap();
+                assert!(out.contains("repaired the damaged GRUB environment block"), "{out}");
+                assert_eq!(std::fs::read(w.env_path()).unwrap(), good, "repaired to the same content");
+                assert_eq!(std::fs::read(w.esp().bootenv_dir().join("grubenv.damaged")).unwrap(), garbage);
+            }
+            // Nothing else changed.
+            assert_eq!(w.zfs.pool_prop("tank", "bootfs").unwrap().as_deref(), Some("tank/ROOT/v1"));
+        }
+
+        #[test]
+        fn a_torn_block_during_a_trial_rolls_back() {
+            let w = world();
+            installed(&w);
+            w.ctx().activate(&be("v3"), Activation::Trial(Some(3)), 20).unwrap();
+            assert_eq!(w.boot(), "v3");
+            // GRUB's save_env tears the block at the next power-on.
+            std::fs::write(w.env_path(), vec![b'#'; 1024]).unwrap();
+            assert_eq!(w.boot(), "v1", "an unreadable block boots the known-good BE");
+            // The next write cannot know how many tries GRUB counted: none are left.
+            w.ctx().mark_good(None, 30).unwrap();
+            let block = EnvBlock::parse(&std::fs::read(w.env_path()).unwrap()).unwrap();
+            assert_eq!((block.get("bootenv_trial"), block.get("bootenv_tries")), (Some("v3"), Some("0")));
+            let (boot, args) = w.grub();
+            assert_eq!((boot.as_str(), args.as_str()), ("v1", "bootenv.rollback=v3"));
+        }
+
+        #[test]
+        fn an_interrupted_trial_activation_resumes() {
+            let w = world();
+            installed(&w);
+            // The request reached the state record, then the power went: the block has no trial.
+            let mut st = w.state();
+            let dir = w.dir.path().join(crate::boot::STATE_MOUNT);
+            st.trial = Some(Trial { be: "v3".into(), tries: 2 });
+            state::store(&dir, &st).unwrap();
+            assert_eq!(w.boot(), "v1");
+            // The next write (here: the default marking itself good) carries the trial to GRUB.
+            w.ctx().mark_good(None, 30).unwrap();
+            assert_eq!(w.boot(), "v3");
+        }
+
+        #[test]
+        fn kernels_follow_the_bes() {
+            let w = world();
+            installed(&w);
+            let esp = w.esp();
+            assert_eq!(crate::bootfiles::kernel_dirs(&esp, "v2").len(), 1);
+            let kdir = esp.bootenv_dir().join("v2").join(crate::bootfiles::kernel_dirs(&esp, "v2")[0].clone());
+            assert_eq!(std::fs::read(kdir.join("vmlinuz")).unwrap(), b"kernel of v2");
+            // A BE that goes away loses its kernels at the next write.
+            w.zfs.destroy("tank/ROOT/v2", true).unwrap();
+            w.ctx().sync_boot(&[], 50).unwrap();
+            assert!(!esp.bootenv_dir().join("v2").exists());
+            let menu = std::fs::read_to_string(esp.bootenv_dir().join("grub.cfg")).unwrap();
+            assert!(!menu.contains("bootenv-v2"));
+        }
     }
 }

@@ -36,8 +36,20 @@ pub const MAX_EVENTS: usize = 32;
 pub struct State {
     /// The last boot environment known to be good (marked good after a boot).
     pub last_good: Option<String>,
+    /// A trial in progress: the request stays here until the trial is committed
+    /// (`bootenv mark-good` in the trial BE) or rolled back (recorded by the agent).
+    pub trial: Option<Trial>,
     /// Recent events, oldest first, at most [`MAX_EVENTS`].
     pub events: Vec<Event>,
+}
+
+/// A trial request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trial {
+    /// The BE on trial.
+    pub be: String,
+    /// How many boots it was given.
+    pub tries: u32,
 }
 
 /// Something bootenv did that an operator may want to know about later.
@@ -65,6 +77,33 @@ pub enum EventKind {
     MarkedGood {
         /// Which.
         be: String,
+    },
+    /// A trial started (`bootenv activate --trial`).
+    TrialStarted {
+        /// The BE on trial.
+        be: String,
+        /// Its tries.
+        tries: u32,
+    },
+    /// A trial BE marked itself good and became the default.
+    TrialCommitted {
+        /// Which.
+        be: String,
+    },
+    /// A trial used up its tries without being marked good; GRUB booted another BE.
+    Rollback {
+        /// The BE whose trial failed.
+        failed: String,
+        /// What booted instead.
+        booted: String,
+    },
+    /// A BE was made the default (`bootenv activate`) or picked for the next boot only
+    /// (`bootenv activate --once`).
+    Activated {
+        /// Which.
+        be: String,
+        /// For the next boot only.
+        once: bool,
     },
 }
 
@@ -171,7 +210,7 @@ mod tests {
     use super::*;
 
     fn sample() -> State {
-        let mut s = State { last_good: Some("v1".into()), events: vec![] };
+        let mut s = State { last_good: Some("v1".into()), trial: Some(Trial { be: "v2".into(), tries: 3 }), events: vec![] };
         s.push(5, EventKind::Fallback { requested: "x".into(), booted: "v1".into(), reason: "gone".into() });
         s
     }

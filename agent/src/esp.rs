@@ -1,0 +1,240 @@
+//! The EFI system partition (ESP): finding it (GPT partition type), its FAT volume serial (what
+//! GRUB's `search --fs-uuid` matches), mounting it, and bootenv's files on it:
+//!
+//! ```text
+//! /bootenv/grub.cfg                  the menu (`bootenv grub-menu`), replaced atomically
+//! /bootenv/grubenv                   GRUB's environment block for bootenv's variables
+//! /bootenv/<be>/k-<hash>/vmlinuz     a BE's kernel and initramfs, in a directory named after
+//! /bootenv/<be>/k-<hash>/initrd.img  their content, so that the menu switches to them at once
+//! ```
+
+use anyhow::{bail, Context};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The ESP's partition type GUID (C12A7328-F81F-11D2-BA4B-00A0C93EC93B) as stored on disk.
+pub const ESP_TYPE: [u8; 16] = [
+    0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b,
+];
+/// bootenv's directory on the ESP.
+pub const DIR: &str = "bootenv";
+/// Where bootenv mounts the ESP when it is not mounted already, relative to the root.
+pub const MOUNT: &str = "run/bootenv/esp";
+/// Places where a system usually mounts its ESP, relative to the root.
+pub const USUAL_MOUNTS: [&str; 3] = ["boot/efi", "efi", MOUNT];
+
+/// Reads the GPT of `disk` and returns the 1-based numbers of its ESP partitions.
+pub fn esp_partitions(disk: &Path, block_size: u64) -> anyhow::Result<Vec<u32>> {
+    let mut f = std::fs::File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
+    let mut hdr = vec![0u8; block_size as usize];
+    f.seek(SeekFrom::Start(block_size))?;
+    f.read_exact(&mut hdr)?;
+    parse_gpt(&hdr, |lba, len| {
+        let mut buf = vec![0u8; len];
+        f.seek(SeekFrom::Start(lba * block_size))?;
+        f.read_exact(&mut buf)?;
+        Ok(buf)
+    })
+}
+
+/// Finds ESP partitions in a GPT header (LBA 1); `read(lba, len)` reads the entry array.
+pub fn parse_gpt(
+    hdr: &[u8],
+    mut read: impl FnMut(u64, usize) -> std::io::Result<Vec<u8>>,
+) -> anyhow::Result<Vec<u32>> {
+    if hdr.len() < 92 || &hdr[..8] != b"EFI PART" {
+        return Ok(Vec::new());
+    }
+    let u32_at = |o: usize| u32::from_le_bytes(hdr[o..o + 4].try_into().expect("4 bytes"));
+    let entries_lba = u64::from_le_bytes(hdr[72..80].try_into().expect("8 bytes"));
+    let count = u32_at(80).min(1024);
+    let size = u32_at(84) as usize;
+    if size < 128 {
+        bail!("GPT entry size {size} is too small");
+    }
+    let table = read(entries_lba, count as usize * size)?;
+    Ok((0..count)
+        .filter(|i| table[*i as usize * size..*i as usize * size + 16] == ESP_TYPE)
+        .map(|i| i + 1)
+        .collect())
+}
+
+/// The FAT volume serial as GRUB prints it (`XXXX-XXXX`), from a partition's first sector.
+pub fn fat_uuid(boot_sector: &[u8]) -> Option<String> {
+    if boot_sector.len() < 512 || boot_sector[510..512] != [0x55, 0xaa] {
+        return None;
+    }
+    let at = if &boot_sector[0x52..0x5a] == b"FAT32   " {
+        0x43
+    } else if &boot_sector[0x36..0x3b] == b"FAT12" || &boot_sector[0x36..0x3b] == b"FAT16" {
+        0x27
+    } else {
+        return None;
+    };
+    let id = u32::from_le_bytes(boot_sector[at..at + 4].try_into().ok()?);
+    Some(format!("{:04X}-{:04X}", id >> 16, id & 0xffff))
+}
+
+/// Block devices below `root` that are ESP partitions, as paths of their device nodes.
+pub fn find(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(disks) = std::fs::read_dir(root.join("sys/block")) else { return found };
+    let mut disks: Vec<_> = disks.flatten().map(|d| d.file_name().to_string_lossy().into_owned()).collect();
+    disks.sort();
+    for disk in disks {
+        if ["loop", "ram", "zram", "zd", "sr", "fd", "dm-", "md"].iter().any(|p| disk.starts_with(p)) {
+            continue;
+        }
+        let sys = root.join("sys/block").join(&disk);
+        let bs = std::fs::read_to_string(sys.join("queue/logical_block_size"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(512u64);
+        let Ok(parts) = esp_partitions(&root.join("dev").join(&disk), bs) else { continue };
+        for n in parts {
+            // The partition's name in sysfs: the child directory whose `partition` is n.
+            let Ok(children) = std::fs::read_dir(&sys) else { continue };
+            for c in children.flatten() {
+                let num = std::fs::read_to_string(c.path().join("partition")).ok();
+                if num.as_deref().map(str::trim) == Some(&n.to_string()) {
+                    found.push(root.join("dev").join(c.file_name()));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The mount point of a vfat file system at one of the usual places, if any.
+pub fn mounted(root: &Path) -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string(root.join("proc/self/mounts")).ok()?;
+    for want in USUAL_MOUNTS {
+        let target = format!("/{want}");
+        if mounts.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 2 && f[1] == target && f[2] == "vfat"
+        }) {
+            return Some(root.join(want));
+        }
+    }
+    None
+}
+
+/// The ESP, mounted.
+#[derive(Clone, Debug)]
+pub struct Esp {
+    /// Its mount point.
+    pub dir: PathBuf,
+    /// Its FAT volume serial, as GRUB's `search --fs-uuid` wants it.
+    pub uuid: String,
+}
+
+impl Esp {
+    /// Opens the ESP: `explicit` when given; else one mounted at /boot/efi, /efi or
+    /// /run/bootenv/esp; else the one ESP partition on this machine's disks, mounted at
+    /// /run/bootenv/esp.
+    pub fn open(root: &Path, explicit: Option<&Path>) -> anyhow::Result<Esp> {
+        let dir = match explicit {
+            Some(d) => d.to_path_buf(),
+            None => match mounted(root) {
+                Some(d) => d,
+                None => {
+                    let parts = find(root);
+                    let dev = match parts.as_slice() {
+                        [one] => one.clone(),
+                        [] => bail!("no EFI system partition found (a GPT partition of type EF00); mount it at /boot/efi or name it with --esp <dir>"),
+                        many => bail!(
+                            "several EFI system partitions ({}); mount the right one at /boot/efi or name it with --esp <dir>",
+                            many.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                        ),
+                    };
+                    let dir = root.join(MOUNT);
+                    std::fs::create_dir_all(&dir)?;
+                    nix::mount::mount(Some(&dev), &dir, Some("vfat"), nix::mount::MsFlags::MS_NOATIME, None::<&str>)
+                        .with_context(|| format!("mounting the ESP {} at {}", dev.display(), dir.display()))?;
+                    dir
+                }
+            },
+        };
+        let uuid = uuid_of_mount(root, &dir)?;
+        Ok(Esp { dir, uuid })
+    }
+
+    /// bootenv's directory on it.
+    pub fn bootenv_dir(&self) -> PathBuf {
+        self.dir.join(DIR)
+    }
+}
+
+/// The FAT serial of the file system mounted at `dir`: found through its device number.
+fn uuid_of_mount(root: &Path, dir: &Path) -> anyhow::Result<String> {
+    let dev = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let node = root.join(format!("sys/dev/block/{major}:{minor}"));
+    let name = std::fs::read_link(&node)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .with_context(|| format!("{} is not on a block device", dir.display()))?;
+    let mut sector = vec![0u8; 512];
+    std::fs::File::open(root.join("dev").join(&name))
+        .and_then(|mut f| f.read_exact(&mut sector))
+        .with_context(|| format!("reading the boot sector of /dev/{name}"))?;
+    fat_uuid(&sector).with_context(|| format!("/dev/{name} (mounted at {}) is not a FAT file system", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_esp_in_a_gpt() {
+        let mut hdr = vec![0u8; 512];
+        hdr[..8].copy_from_slice(b"EFI PART");
+        hdr[72..80].copy_from_slice(&2u64.to_le_bytes());
+        hdr[80..84].copy_from_slice(&4u32.to_le_bytes());
+        hdr[84..88].copy_from_slice(&128u32.to_le_bytes());
+        let mut table = vec![0u8; 4 * 128];
+        table[128..144].copy_from_slice(&ESP_TYPE);
+        table[256] = 0x42; // some other type
+        let parts = parse_gpt(&hdr, |lba, len| {
+            assert_eq!((lba, len), (2, 512));
+            Ok(table.clone())
+        })
+        .unwrap();
+        assert_eq!(parts, vec![2]);
+        assert!(parse_gpt(&[0u8; 512], |_, _| unreachable!()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn reads_fat_serials_like_grub() {
+        let mut s = vec![0u8; 512];
+        s[510] = 0x55;
+        s[511] = 0xaa;
+        s[0x52..0x5a].copy_from_slice(b"FAT32   ");
+        s[0x43..0x47].copy_from_slice(&0x1234abcdu32.to_le_bytes());
+        assert_eq!(fat_uuid(&s).as_deref(), Some("1234-ABCD"));
+        let mut s16 = vec![0u8; 512];
+        s16[510] = 0x55;
+        s16[511] = 0xaa;
+        s16[0x36..0x3b].copy_from_slice(b"FAT16");
+        s16[0x27..0x2b].copy_from_slice(&0x0badf00du32.to_le_bytes());
+        assert_eq!(fat_uuid(&s16).as_deref(), Some("0BAD-F00D"));
+        assert_eq!(fat_uuid(&[0u8; 512]), None);
+    }
+
+    #[test]
+    fn a_real_fat32_image_has_the_serial_mkfs_gave_it() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("esp.img");
+        let ok = std::process::Command::new("mkfs.vfat")
+            .args(["-F", "32", "-i", "c0ffee42", "-C"])
+            .arg(&img)
+            .arg("34000")
+            .output();
+        let Ok(out) = ok else { panic!("mkfs.vfat is missing: run `cargo xtask deps`") };
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let b = std::fs::read(&img).unwrap();
+        assert_eq!(fat_uuid(&b[..512]).as_deref(), Some("C0FF-EE42"));
+    }
+}

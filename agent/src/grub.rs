@@ -1,0 +1,369 @@
+//! The GRUB side of bootenv: the menu script (`bootenv grub-menu`) and a model of what that
+//! script does at boot, which the unit tests drive through every transition.
+//!
+//! GRUB variables (a public interface, version 1), kept in `/bootenv/grubenv` on the ESP:
+//!
+//! | Variable | Written by | Meaning |
+//! |---|---|---|
+//! | `bootenv_version` | bootenv | `1` |
+//! | `bootenv_default` | bootenv | the default BE |
+//! | `bootenv_next` | bootenv (set), GRUB (cleared before booting) | boot this BE once |
+//! | `bootenv_trial` | bootenv | the BE on trial |
+//! | `bootenv_tries` | bootenv (set), GRUB (counted down before booting) | tries left |
+//!
+//! GRUB reads only these names (`load_env --file ... <names>`), and only ever compares their
+//! values with the BE names baked into the menu: no value from the block reaches a command line
+//! or a command. Every way the block can be damaged (missing, torn, truncated, garbage) leaves the
+//! variables unset or unmatched, which means: boot the default baked into the menu, no trial, no
+//! one-shot. A trial whose counter cannot be read counts as used up, so it rolls back.
+
+use crate::names::BeName;
+use std::fmt::Write;
+
+/// Format version of the menu and of the variables.
+pub const VERSION: u32 = 1;
+/// The most tries a trial may have.
+pub const MAX_TRIES: u32 = 20;
+/// Default number of tries of a trial.
+pub const DEFAULT_TRIES: u32 = 3;
+/// Default `panic=` put on kernel lines when the configured command line has none.
+pub const DEFAULT_PANIC: u32 = 10;
+/// The variables the menu loads.
+pub const VARS: [&str; 4] = ["bootenv_default", "bootenv_next", "bootenv_trial", "bootenv_tries"];
+
+/// One menu entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The BE.
+    pub be: BeName,
+    /// Its label, made safe for a GRUB title.
+    pub title: String,
+    /// Directory of its kernel and initramfs on the ESP (`/bootenv/v1/k-0123abcd`).
+    pub kernel_dir: String,
+    /// The kernel command line after bootenv's own keys (validated).
+    pub cmdline: String,
+}
+
+/// Everything the menu is made from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Menu {
+    /// The pool.
+    pub pool: String,
+    /// The ESP's FAT serial.
+    pub esp_uuid: String,
+    /// Entries, newest first.
+    pub entries: Vec<Entry>,
+    /// The default when the block names none (baked in).
+    pub default: BeName,
+    /// Where a failed trial rolls back to (baked in): the last known-good BE.
+    pub good: BeName,
+    /// Menu timeout in seconds.
+    pub timeout: u32,
+}
+
+/// What GRUB does at one boot, per the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrubBoot {
+    /// The entry booted when nobody touches the menu.
+    pub boot: BeName,
+    /// Extra kernel arguments per entry, when not empty.
+    pub args: Vec<(BeName, String)>,
+    /// Variables GRUB writes back before booting.
+    pub saves: Vec<(&'static str, String)>,
+}
+
+/// Characters allowed in a menu title besides ASCII letters and digits.
+const TITLE_EXTRA: &str = " ._:+()/,-";
+
+/// Makes a label safe for a single-quoted GRUB title: other characters become `?`, at most
+/// 48 characters.
+pub fn safe_title(label: &str) -> String {
+    label
+        .chars()
+        .take(48)
+        .map(|c| if c.is_ascii_alphanumeric() || TITLE_EXTRA.contains(c) { c } else { '?' })
+        .collect()
+}
+
+/// Checks a kernel command line from a property: no character GRUB's script syntax gives a
+/// meaning to, and none of bootenv's own keys. Returns the reason when it is refused.
+pub fn check_cmdline(s: &str) -> Result<(), String> {
+    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || " ._,:/=+@%-".contains(*c))) {
+        return Err(format!("it holds {c:?}, which GRUB's script language would interpret"));
+    }
+    for w in s.split_whitespace() {
+        let key = w.split('=').next().unwrap_or("");
+        if key == "bootenv" || key.starts_with("bootenv.") || key == "root" {
+            return Err(format!("it sets {key}, which bootenv sets itself"));
+        }
+    }
+    Ok(())
+}
+
+fn tries_left(tries: Option<&str>) -> Option<u32> {
+    let n: u32 = tries?.parse().ok()?;
+    (1..=MAX_TRIES).contains(&n).then(|| n - 1)
+}
+
+impl Menu {
+    fn has(&self, name: Option<&str>) -> Option<BeName> {
+        let name = name?;
+        self.entries.iter().find(|e| e.be.as_str() == name).map(|e| e.be.clone())
+    }
+
+    /// The model: what the menu script does with these variables (`None`: the block could not
+    /// be read, so nothing is loaded).
+    pub fn model(&self, vars: Option<&crate::grubenv::EnvBlock>) -> GrubBoot {
+        let get = |n: &str| vars.and_then(|v| v.get(n));
+        let mut boot = self.default.clone();
+        let mut args = Vec::new();
+        let mut saves = Vec::new();
+        if let Some(d) = self.has(get("bootenv_default")) {
+            boot = d;
+        }
+        let next = get("bootenv_next").filter(|n| !n.is_empty());
+        if next.is_some() {
+            saves.push(("bootenv_next", String::new()));
+        }
+        if let Some(n) = self.has(next) {
+            boot = n;
+        } else if let Some(trial) = self.has(get("bootenv_trial")) {
+            match tries_left(get("bootenv_tries")) {
+                Some(left) => {
+                    saves.push(("bootenv_tries", left.to_string()));
+                    args.push((trial.clone(), format!("bootenv.trial={left}")));
+                    boot = trial;
+                }
+                None => {
+                    boot = self.good.clone();
+                    for e in self.entries.iter().filter(|e| e.be != trial) {
+                        args.push((e.be.clone(), format!("bootenv.rollback={trial}")));
+                    }
+                }
+            }
+        }
+        GrubBoot { boot, args, saves }
+    }
+
+    /// The menu script.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let w = &mut s;
+        let _ = writeln!(w, "# bootenv GRUB menu, format {VERSION}. Made by `bootenv grub-menu`; do not edit:");
+        let _ = writeln!(w, "# bootenv rewrites it whenever boot environments or their states change.");
+        let _ = writeln!(w, "insmod part_gpt\ninsmod fat");
+        let _ = writeln!(w, "search --no-floppy --fs-uuid --set=bootenv_esp {}", self.esp_uuid);
+        let _ = writeln!(w, "set bootenv_env=\"($bootenv_esp)/{}/grubenv\"", crate::esp::DIR);
+        for v in VARS {
+            let _ = writeln!(w, "set {v}=");
+        }
+        let _ = writeln!(w, "load_env --file \"$bootenv_env\" {}", VARS.join(" "));
+        let _ = writeln!(w, "set bootenv_boot={}", self.default);
+        for (i, _) in self.entries.iter().enumerate() {
+            let _ = writeln!(w, "set bootenv_arg_{i}=");
+        }
+        let _ = writeln!(w, "# The persistent default, when the block names a BE of this menu.");
+        for e in &self.entries {
+            let _ = writeln!(w, "if [ \"$bootenv_default\" = {0} ]; then set bootenv_boot={0}; fi", e.be);
+        }
+        let _ = writeln!(w, "# A one-shot boot: cleared before booting, so the attempt uses it up.");
+        let _ = writeln!(w, "set bootenv_once=");
+        let _ = writeln!(w, "if [ -n \"$bootenv_next\" ]; then");
+        for e in &self.entries {
+            let _ = writeln!(w, "  if [ \"$bootenv_next\" = {0} ]; then set bootenv_boot={0}; set bootenv_once=1; fi", e.be);
+        }
+        let _ = writeln!(w, "  set bootenv_next=\n  save_env --file \"$bootenv_env\" bootenv_next\nfi");
+        let _ = writeln!(w, "# A trial: count the attempt before handing over; when no try is left, roll back.");
+        let _ = writeln!(w, "if [ -z \"$bootenv_once\" ]; then");
+        for (i, e) in self.entries.iter().enumerate() {
+            let _ = writeln!(w, "  if [ \"$bootenv_trial\" = {} ]; then", e.be);
+            let _ = writeln!(w, "    set bootenv_left=");
+            for n in 1..=MAX_TRIES {
+                let _ = writeln!(w, "    if [ \"$bootenv_tries\" = {n} ]; then set bootenv_left={}; fi", n - 1);
+            }
+            let _ = writeln!(w, "    if [ -n \"$bootenv_left\" ]; then");
+            let _ = writeln!(w, "      set bootenv_tries=$bootenv_left");
+            let _ = writeln!(w, "      save_env --file \"$bootenv_env\" bootenv_tries");
+            let _ = writeln!(w, "      set bootenv_boot={}", e.be);
+            let _ = writeln!(w, "      set bootenv_arg_{i}=\"bootenv.trial=$bootenv_left\"");
+            let _ = writeln!(w, "    else");
+            let _ = writeln!(w, "      set bootenv_boot={}", self.good);
+            for (j, o) in self.entries.iter().enumerate() {
+                if o.be != e.be {
+                    let _ = writeln!(w, "      set bootenv_arg_{j}=\"bootenv.rollback={}\"", e.be);
+                }
+            }
+            let _ = writeln!(w, "    fi\n  fi");
+        }
+        let _ = writeln!(w, "fi");
+        let mut exports = vec!["bootenv_esp".to_string()];
+        exports.extend((0..self.entries.len()).map(|i| format!("bootenv_arg_{i}")));
+        let _ = writeln!(w, "export {}", exports.join(" "));
+        let _ = writeln!(w, "set default=\"bootenv-$bootenv_boot\"");
+        let _ = writeln!(w, "set fallback=\"bootenv-{}\"", self.good);
+        let _ = writeln!(w, "set timeout={}\nset timeout_style=menu", self.timeout);
+        for (i, e) in self.entries.iter().enumerate() {
+            let _ = writeln!(w, "menuentry '{}' --id 'bootenv-{}' {{", e.title, e.be);
+            let _ = writeln!(w, "  echo 'bootenv: loading {}'", e.be);
+            let cmdline = if e.cmdline.is_empty() { String::new() } else { format!(" {}", e.cmdline) };
+            let _ = writeln!(
+                w,
+                "  linux ($bootenv_esp){}/vmlinuz bootenv={} bootenv.pool={}{cmdline} $bootenv_arg_{i}",
+                e.kernel_dir, e.be, self.pool
+            );
+            let _ = writeln!(w, "  initrd ($bootenv_esp){}/initrd.img", e.kernel_dir);
+            let _ = writeln!(w, "}}");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grubenv::EnvBlock;
+
+    fn be(s: &str) -> BeName {
+        BeName::new(s).unwrap()
+    }
+
+    fn menu() -> Menu {
+        let entry = |n: &str| Entry {
+            be: be(n),
+            title: format!("{n}: label"),
+            kernel_dir: format!("/bootenv/{n}/k-00000000"),
+            cmdline: "console=ttyS0 panic=10".into(),
+        };
+        Menu {
+            pool: "tank".into(),
+            esp_uuid: "1234-ABCD".into(),
+            entries: vec![entry("v3"), entry("v2"), entry("v1")],
+            default: be("v1"),
+            good: be("v1"),
+            timeout: 3,
+        }
+    }
+
+    fn env(vars: &[(&str, &str)]) -> EnvBlock {
+        let mut e = EnvBlock::new();
+        for (k, v) in vars {
+            e.set(k, v).unwrap();
+        }
+        e
+    }
+
+    /// Runs GRUB's logic over boots: applies the saves to the block each time.
+    fn boot(m: &Menu, e: &mut EnvBlock) -> GrubBoot {
+        let b = m.model(Some(e));
+        for (k, v) in &b.saves {
+            e.set(k, v).unwrap();
+        }
+        b
+    }
+
+    #[test]
+    fn default_from_the_block_or_baked_in() {
+        let m = menu();
+        assert_eq!(m.model(Some(&env(&[("bootenv_default", "v2")]))).boot, be("v2"));
+        assert_eq!(m.model(Some(&env(&[]))).boot, be("v1"));
+        // Unreadable block, unknown names, hostile values: the baked default.
+        assert_eq!(m.model(None).boot, be("v1"));
+        assert_eq!(m.model(Some(&env(&[("bootenv_default", "nosuch")]))).boot, be("v1"));
+        assert_eq!(m.model(Some(&env(&[("bootenv_default", "v2; reboot")]))).boot, be("v1"));
+    }
+
+    #[test]
+    fn a_one_shot_is_used_up_by_the_attempt() {
+        let m = menu();
+        let mut e = env(&[("bootenv_default", "v1"), ("bootenv_next", "v3")]);
+        let b = boot(&m, &mut e);
+        assert_eq!(b.boot, be("v3"));
+        assert_eq!(e.get("bootenv_next"), Some(""));
+        assert_eq!(boot(&m, &mut e).boot, be("v1"));
+        // A one-shot to an unknown BE is cleared too, and changes nothing.
+        let mut e = env(&[("bootenv_next", "gone")]);
+        assert_eq!(boot(&m, &mut e).boot, be("v1"));
+        assert_eq!(e.get("bootenv_next"), Some(""));
+    }
+
+    #[test]
+    fn a_trial_counts_down_then_rolls_back() {
+        let m = menu();
+        let mut e = env(&[("bootenv_default", "v1"), ("bootenv_trial", "v3"), ("bootenv_tries", "2")]);
+        let b = boot(&m, &mut e);
+        assert_eq!(b.boot, be("v3"));
+        assert_eq!(b.args, vec![(be("v3"), "bootenv.trial=1".to_string())]);
+        assert_eq!(e.get("bootenv_tries"), Some("1"));
+        let b = boot(&m, &mut e);
+        assert_eq!((b.boot.as_str(), e.get("bootenv_tries")), ("v3", Some("0")));
+        // Used up: the known-good BE, with the rollback marker on every other entry.
+        let b = boot(&m, &mut e);
+        assert_eq!(b.boot, be("v1"));
+        assert!(b.saves.is_empty());
+        assert!(b.args.contains(&(be("v1"), "bootenv.rollback=v3".to_string())));
+        assert!(!b.args.iter().any(|(n, _)| n.as_str() == "v3"));
+        // And it stays rolled back until bootenv rewrites the block.
+        assert_eq!(boot(&m, &mut e).boot, be("v1"));
+    }
+
+    #[test]
+    fn a_trial_of_the_default_rolls_back_to_the_known_good() {
+        let mut m = menu();
+        m.default = be("v3");
+        let mut e = env(&[("bootenv_default", "v3"), ("bootenv_trial", "v3"), ("bootenv_tries", "0")]);
+        assert_eq!(boot(&m, &mut e).boot, be("v1"));
+    }
+
+    #[test]
+    fn an_unreadable_counter_means_no_tries_left() {
+        let m = menu();
+        for tries in ["", "x", "-1", "99", "0"] {
+            let e = env(&[("bootenv_trial", "v3"), ("bootenv_tries", tries)]);
+            assert_eq!(m.model(Some(&e)).boot, be("v1"), "tries {tries:?}");
+        }
+    }
+
+    #[test]
+    fn a_one_shot_during_a_trial_does_not_use_a_try() {
+        let m = menu();
+        let mut e = env(&[("bootenv_trial", "v3"), ("bootenv_tries", "2"), ("bootenv_next", "v2")]);
+        assert_eq!(boot(&m, &mut e).boot, be("v2"));
+        assert_eq!(e.get("bootenv_tries"), Some("2"));
+        assert_eq!(boot(&m, &mut e).boot, be("v3"));
+    }
+
+    #[test]
+    fn the_script_bakes_in_only_validated_names() {
+        let m = menu();
+        let s = m.render();
+        assert!(s.contains("load_env --file \"$bootenv_env\" bootenv_default bootenv_next bootenv_trial bootenv_tries"));
+        assert!(s.contains("set default=\"bootenv-$bootenv_boot\""));
+        assert!(s.contains("set fallback=\"bootenv-v1\""));
+        assert!(s.contains("menuentry 'v3: label' --id 'bootenv-v3' {"));
+        assert!(s.contains("linux ($bootenv_esp)/bootenv/v3/k-00000000/vmlinuz bootenv=v3 bootenv.pool=tank console=ttyS0 panic=10 $bootenv_arg_0"));
+        // Values from the block are only ever compared, never used in a command.
+        for line in s.lines().filter(|l| l.contains("$bootenv_default") || l.contains("$bootenv_next") || l.contains("$bootenv_trial")) {
+            let l = line.trim();
+            assert!(l.starts_with("if [ ") || l.starts_with("if [ -n") || l.starts_with("if [ -z"), "{l}");
+        }
+    }
+
+    #[test]
+    fn the_script_passes_grub_script_check() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("menu.cfg");
+        std::fs::write(&p, menu().render()).unwrap();
+        let out = std::process::Command::new("grub-script-check").arg(&p).output();
+        let Ok(out) = out else { panic!("grub-script-check is missing: run `cargo xtask deps`") };
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    #[test]
+    fn titles_and_command_lines_cannot_inject_script() {
+        assert_eq!(safe_title("2.0 'beta'; reboot\n$x"), "2.0 ?beta?? reboot??x");
+        assert!(check_cmdline("console=ttyS0,115200 quiet panic=10 zfs.zfs_arc_max=1").is_ok());
+        for bad in ["a;b", "a$b", "a\"b", "a'b", "a{b}", "a\nb", "a\\b", "x #c", "bootenv=v9", "bootenv.pool=x", "root=/dev/sda"] {
+            assert!(check_cmdline(bad).is_err(), "{bad} accepted");
+        }
+    }
+}
