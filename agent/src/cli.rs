@@ -70,7 +70,7 @@ pub enum Command {
         once: bool,
         /// Try it: GRUB boots it up to N times (default: the pool's org.bootenv:tries, else 3)
         /// until it marks itself good, then goes back to the default by itself.
-        #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
+        #[arg(long, value_name = "N", num_args = 0..=1, require_equals = true, default_missing_value = "0")]
         trial: Option<u32>,
     },
     /// The running boot environment (or NAME) booted fine: commit its trial, or record it as

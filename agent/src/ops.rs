@@ -563,6 +563,25 @@ impl Ctx<'_> {
         for w in r.all("warning") {
             writeln!(out, "warning: {w}")?;
         }
+        match self.esp() {
+            Ok(Ok(esp)) => match read_env(&esp) {
+                Ok(Some(b)) => {
+                    let v = |k: &str| b.get(k).filter(|v| !v.is_empty()).unwrap_or("-").to_owned();
+                    writeln!(
+                        out,
+                        "grub: default={} next={} trial={} tries={}",
+                        v("bootenv_default"),
+                        v("bootenv_next"),
+                        v("bootenv_trial"),
+                        v("bootenv_tries")
+                    )?;
+                }
+                Ok(None) => writeln!(out, "grub: no environment block on the ESP yet")?,
+                Err(why) => writeln!(out, "grub: environment block damaged ({why}); the next bootenv write repairs it")?,
+            },
+            Ok(Err(why)) => writeln!(out, "grub: not managed ({why})")?,
+            Err(e) => writeln!(out, "grub: {e:#}")?,
+        }
         if let Some(pool) = r.get("pool").and_then(|p| PoolName::new(p).ok()) {
             match self.state_dir(&pool).and_then(|d| state::load(&d)) {
                 Ok(l) => {

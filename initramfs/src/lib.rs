@@ -31,7 +31,8 @@ pub const MODULES: &[&str] = &[
     "nvme",
     "vfat",
     "nls_cp437",
-    "nls_iso8859_1",
+    "nls_ascii",
+    "nls_utf8",
     "zfs",
 ];
 

@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 pub const BE_INIT: &str = include_str!("../guest/be-init.sh");
 /// The builder VM's init.
 pub const BUILDER: &str = include_str!("../guest/builder.sh");
+/// The configuration embedded in the test disk's EFI GRUB image.
+pub const GRUB_EFI_CFG: &str = include_str!("../../grub/efi-embedded.cfg");
+/// The BIOS GRUB's configuration on the ESP.
+pub const GRUB_BIOS_CFG: &str = include_str!("../../grub/bios-grub.cfg");
 /// Modules the test initramfs carries beyond the standard set: pvpanic, so that a guest
 /// kernel panic ends QEMU with a distinct status.
 pub const TEST_MODULES: &[&str] = &["pvpanic_pci"];
@@ -33,8 +37,9 @@ pub struct Artifacts {
     pub agent: PathBuf,
     /// bootenv's initramfs, as the tests boot it.
     pub initrd: PathBuf,
-    /// The golden disk: a pool `tank` with boot environments v1, v2, v3 (default v1) and a
-    /// shared dataset `tank/data`.
+    /// The golden disk: a pool `tank` with boot environments v1, v2, v3 (default and last
+    /// known-good v1) and a shared dataset `tank/data`; their kernels and bootenv's GRUB menu on
+    /// the ESP; GRUB for UEFI and for BIOS.
     pub golden: PathBuf,
     /// The work directory.
     pub work: PathBuf,
@@ -111,19 +116,23 @@ impl Artifacts {
         };
         println!("    accelerator: {accel}");
         let mut art = Artifacts { kernel, agent: agent.to_path_buf(), initrd, golden: PathBuf::new(), work: work.to_path_buf(), accel };
-        art.golden = art.golden_disk(&base, &agent_bytes)?;
+        let initrd_bytes = std::fs::read(&art.initrd)?;
+        art.golden = art.golden_disk(&base, &agent_bytes, &initrd_bytes)?;
         Ok(art)
     }
 
-    fn golden_disk(&self, base: &Archive, agent: &[u8]) -> anyhow::Result<PathBuf> {
+    fn golden_disk(&self, base: &Archive, agent: &[u8], initrd: &[u8]) -> anyhow::Result<PathBuf> {
         let mut builder = base.clone();
         builder.add("init", Kind::File(BUILDER.as_bytes().to_vec()), 0o755);
         builder.add("usr/sbin/bootenv", Kind::File(agent.to_vec()), 0o755);
+        let vmlinuz = std::fs::read(&self.kernel.vmlinuz)?;
+        builder.add("payload-boot/vmlinuz", Kind::File(vmlinuz), 0o644);
+        builder.add("payload-boot/initrd.img", Kind::File(initrd.to_vec()), 0o644);
         for (name, label) in TEST_BES {
             add_test_be(&mut builder, &format!("payload/{name}"), name, label, agent)?;
         }
         let cpio = builder.write(0);
-        let key = fnv64(&[&cpio, &DISK_MIB.to_le_bytes()]);
+        let key = fnv64(&[&cpio, &DISK_MIB.to_le_bytes(), GRUB_EFI_CFG.as_bytes(), GRUB_BIOS_CFG.as_bytes()]);
         let golden = self.work.join(format!("golden-{key:016x}.img"));
         if golden.exists() {
             log_step(&format!("golden disk {} (cached)", golden.display()));
@@ -139,7 +148,7 @@ impl Artifacts {
             boot: Boot::Direct { kernel: self.kernel.vmlinuz.clone(), initrd: builder_img.clone(), append: BASE_CMDLINE.into() },
             disks: vec![tmp.clone()],
             log: self.work.join("builder.log"),
-            memory_mb: 1536,
+            memory_mb: 2048,
             limit: Duration::from_secs(600),
             echo: false,
             accel: self.accel.clone(),
@@ -148,6 +157,7 @@ impl Artifacts {
         vm.expect("BUILDER-OK|BUILDER-FAILED.*", Duration::from_secs(540))
             .and_then(|m| if m[0] == "BUILDER-OK" { Ok(()) } else { anyhow::bail!("{} (log: {})", m[0], cfg.log.display()) })?;
         vm.expect_poweroff(Duration::from_secs(60))?;
+        disk::install_grub(&tmp, &self.work.join("grub"), GRUB_EFI_CFG, GRUB_BIOS_CFG)?;
         std::fs::rename(&tmp, &golden)?;
         let _ = std::fs::remove_file(&builder_img);
         println!("    {} in {:.1} s", golden.display(), t.elapsed().as_secs_f64());

@@ -70,7 +70,13 @@ pub struct Vm {
     log: PathBuf,
     started: Instant,
     exit: Option<Exit>,
+    /// Output that ends any wait at once: the boot went wrong.
+    fatal: Vec<regex::bytes::Regex>,
 }
+
+/// What ends a wait at once unless a test says otherwise: GRUB stuck at its prompt or after a
+/// failed entry, and bootenv's rescue shell.
+pub const FATAL: [&str; 3] = [r"grub> ", r"Press any key to continue", r"bootenv RESCUE"];
 
 /// OVMF's code image (read-only).
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -185,7 +191,8 @@ impl Vm {
                 b.lock().expect("not poisoned").extend_from_slice(format!("\n[qemu stderr] {s}").as_bytes());
             }
         });
-        Ok(Vm { stdin: child.stdin.take(), child, buf, cursor: 0, log: cfg.log.clone(), started: Instant::now(), exit: None })
+        let fatal = FATAL.iter().map(|p| regex::bytes::Regex::new(p).expect("valid")).collect();
+        Ok(Vm { stdin: child.stdin.take(), child, buf, cursor: 0, log: cfg.log.clone(), started: Instant::now(), exit: None, fatal })
     }
 
     /// The console output so far, as text.
@@ -211,8 +218,13 @@ impl Vm {
         all[start..].iter().map(|l| format!("    | {}", l.trim_end())).collect::<Vec<_>>().join("\n")
     }
 
+    /// Stops treating output matching `pattern` (one of [`FATAL`]) as a failure.
+    pub fn allow(&mut self, pattern: &str) {
+        self.fatal.retain(|r| r.as_str() != pattern);
+    }
+
     /// Waits until `pattern` appears after the previous match; returns its capture groups
-    /// (group 0 first) and moves past it.
+    /// (group 0 first) and moves past it. Output matching a fatal pattern first is an error.
     pub fn expect(&mut self, pattern: &str, timeout: Duration) -> anyhow::Result<Vec<String>> {
         let re = regex::bytes::Regex::new(pattern).with_context(|| format!("bad pattern {pattern}"))?;
         let deadline = Instant::now() + timeout;
@@ -221,7 +233,18 @@ impl Vm {
             {
                 let b = self.buf.lock().expect("not poisoned");
                 let hay = &b[self.cursor.min(b.len())..];
-                if let Some(c) = re.captures(hay) {
+                let found = re.captures(hay);
+                let limit = found.as_ref().and_then(|c| c.get(0)).map_or(hay.len(), |m| m.start());
+                if let Some(f) = self.fatal.iter().find(|f| f.is_match(&hay[..limit])) {
+                    let what = f.as_str().to_owned();
+                    drop(b);
+                    bail!(
+                        "/{what}/ appeared while waiting for /{pattern}/; last console lines:\n{}\n    (log: {})",
+                        self.tail(15),
+                        self.log.display()
+                    );
+                }
+                if let Some(c) = found {
                     let end = c.get(0).map_or(0, |m| m.end());
                     let groups = c
                         .iter()
