@@ -335,6 +335,17 @@ mod tests {
     }
 
     #[test]
+    fn the_block_fits_in_its_first_sector_so_a_tear_between_sectors_changes_nothing() {
+        let long = BeName::new(&"x".repeat(crate::names::MAX_BE_NAME)).unwrap();
+        let t = Trial { be: long.to_string(), tries: grub::MAX_TRIES };
+        let e = compute_env(&long, Some(&t), true, &Next::Set(long.clone()), &Ok(None), &|_| true);
+        let bytes = e.render();
+        let content = bytes.iter().rposition(|b| *b == b'\n').unwrap() + 1;
+        assert!(content <= 512, "{content} bytes of variables");
+        assert!(bytes[512..].iter().all(|b| *b == b'#'));
+    }
+
+    #[test]
     fn finds_kernels_like_debian_lays_them_out() {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
