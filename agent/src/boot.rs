@@ -10,6 +10,7 @@ use crate::layout;
 use crate::mounts::Mounter;
 use crate::names::{printable, BeName, PoolName};
 use crate::report::{self, Report};
+use crate::reset;
 use crate::state::{self, EventKind, Loaded};
 use crate::zfs::{ImportError, Zfs};
 use std::path::{Path, PathBuf};
@@ -34,6 +35,9 @@ pub struct Env<'a> {
     pub uptime: &'a dyn Fn() -> f64,
     /// Seconds since the epoch (for state events).
     pub now: &'a dyn Fn() -> u64,
+    /// Called at every named failpoint; returns true to stop there as a power cut would (the
+    /// initramfs never returns: it waits to be killed).
+    pub failpoint: &'a dyn Fn(&str) -> bool,
 }
 
 /// The pool is imported and read.
@@ -259,18 +263,32 @@ impl Env<'_> {
         }
     }
 
-    /// Decides, mounts the chosen boot environment, checks its init and writes the report. A
-    /// boot environment that fails is recorded and the decision is made again without it.
+    /// Decides, carries out a pending factory reset of the chosen boot environment, mounts it,
+    /// checks its init and writes the report. A boot environment that fails is recorded and the
+    /// decision is made again without it.
     pub fn mount_chosen(&self, args: &BootArgs, p: &Prepared, agent_start: f64) -> Result<Ready, Rescue> {
-        let st = p.state.state();
+        let mut st = p.state.state();
+        let writable = p.state_mounted && !matches!(p.state, Loaded::Newer(_));
+        let mut inventory = p.inventory.clone();
         let last_good = st.last_good.as_deref().and_then(|n| BeName::new(n).ok());
         let mut failed: Vec<(BeName, String)> = Vec::new();
+        let mut reset_note: Option<String> = None;
         loop {
-            let facts = Facts { args, inventory: &p.inventory, last_good: last_good.clone(), failed: &failed };
+            let facts = Facts { args, inventory: &inventory, last_good: last_good.clone(), failed: &failed };
             let plan = match core::decide(&facts) {
                 Plan::Rescue(r) => return Err(r),
                 Plan::Boot(plan) => plan,
             };
+            if reset_note.is_none() {
+                if let Some(note) = self.factory_reset(args, p, &plan, &mut st, writable, &inventory)? {
+                    reset_note = Some(note);
+                    // The BE's datasets changed: read them again and decide again.
+                    if let Ok(l) = self.zfs.list(&layout::root_container(&p.pool)) {
+                        inventory = Inventory::from_listing(&p.pool, &l, inventory.bootfs.clone());
+                    }
+                    continue;
+                }
+            }
             match &plan.choice {
                 Choice::Requested => log::info!("booting {} (asked for on the kernel command line)", plan.be),
                 Choice::Default(s) => log::info!("booting {} (the default, from {s})", plan.be),
@@ -293,8 +311,11 @@ impl Env<'_> {
                         );
                         report.put("rollback", failed.as_str());
                     }
+                    if let Some(n) = &reset_note {
+                        report.put("reset", n);
+                    }
                     self.write_report(&report);
-                    self.record_events(p, &plan, args);
+                    self.record_events(&mut st, writable, &plan, args);
                     return Ok(Ready { plan, newroot, report });
                 }
                 Err(e) => {
@@ -303,6 +324,88 @@ impl Env<'_> {
                     failed.push((plan.be.clone(), why));
                 }
             }
+        }
+    }
+
+    /// Carries out a factory reset of the BE about to boot, when one is pending in the state
+    /// record or asked for on the command line (then first recorded, so that a power cut
+    /// resumes it). Returns what was done, `None` when there was nothing to do.
+    fn factory_reset(
+        &self,
+        args: &BootArgs,
+        p: &Prepared,
+        plan: &BootPlan,
+        st: &mut state::State,
+        writable: bool,
+        inventory: &Inventory,
+    ) -> Result<Option<String>, Rescue> {
+        let dir = self.path(STATE_MOUNT);
+        if let (Some((mode, erase)), Choice::Requested) = (args.reset, &plan.choice) {
+            let pending_here = st.reset.as_ref().is_some_and(|r| r.be == plan.be.as_str());
+            if !writable {
+                log::error!(
+                    "bootenv.reset ignored: a factory reset is recorded before it starts, and the state dataset {} is not available",
+                    layout::state_dataset(&p.pool)
+                );
+            } else if !pending_here {
+                let id = reset::new_id(self.zfs, p.pool.as_str(), (self.now)()).map_err(|e| Rescue {
+                    reason: format!("the factory reset of {} could not start: {e:#}", plan.be),
+                    hints: vec!["boot without bootenv.reset to skip it".into(), "type `exit` to try the boot again".into()],
+                })?;
+                let request = state::ResetRequest { be: plan.be.to_string(), mode, erase, id, origin: "grub".into() };
+                log::warn!("factory reset of {} requested on the kernel command line: recording it first", plan.be);
+                st.reset = Some(request.clone());
+                st.push((self.now)(), EventKind::ResetRequested { request });
+                if let Err(e) = state::store(&dir, st) {
+                    return Err(Rescue {
+                        reason: format!("the factory reset of {} could not be recorded: {e:#}", plan.be),
+                        hints: vec!["boot without bootenv.reset to skip it".into(), "type `exit` to try the boot again".into()],
+                    });
+                }
+            }
+        }
+        let Some(req) = st.reset.clone().filter(|r| r.be == plan.be.as_str()) else { return Ok(None) };
+        if !writable {
+            return Ok(None);
+        }
+        log::warn!("FACTORY RESET of {} ({:?}{}), id {}", req.be, req.mode, if req.erase { ", erase" } else { "" }, req.id);
+        let fp = |name: &str| args.failpoint.as_deref() == Some(name) && (self.failpoint)(name);
+        match reset::run(self.zfs, inventory, &req, &fp) {
+            Ok(outcome) => {
+                st.reset = None;
+                let note = format!(
+                    "{:?} id {}; kept: {}; erased: {}",
+                    req.mode,
+                    req.id,
+                    if outcome.kept.is_empty() { "-".to_string() } else { outcome.kept.join(", ") },
+                    if outcome.erased.is_empty() { "-".to_string() } else { outcome.erased.join(", ") }
+                );
+                st.push((self.now)(), EventKind::ResetDone { request: req.clone(), kept: outcome.kept, erased: outcome.erased });
+                if let Err(e) = state::store(&dir, st) {
+                    log::error!("the factory reset is done but could not be recorded ({e:#}); it will be found done at the next boot");
+                }
+                log::warn!("factory reset of {} done: {note}", req.be);
+                Ok(Some(note))
+            }
+            Err(reset::Stop::Impossible(why)) => {
+                log::error!("factory reset of {} dropped: {why}", req.be);
+                st.reset = None;
+                st.push((self.now)(), EventKind::ResetDropped { request: req.clone(), reason: why.clone() });
+                let _ = state::store(&dir, st);
+                Ok(Some(format!("dropped: {why}")))
+            }
+            Err(reset::Stop::Failpoint(name)) => Err(Rescue {
+                reason: format!("stopped at failpoint {name}"),
+                hints: vec!["the factory reset resumes at the next boot".into()],
+            }),
+            Err(reset::Stop::Failed(e)) => Err(Rescue {
+                reason: format!("the factory reset of {} stopped: {e:#}", req.be),
+                hints: vec![
+                    "the request is kept: the reset resumes where it stopped at the next boot".into(),
+                    format!("`zfs list -r {}` shows the datasets; nothing was destroyed", p.pool),
+                    "type `exit` to try again now".into(),
+                ],
+            }),
         }
     }
 
@@ -352,13 +455,12 @@ impl Env<'_> {
     }
 
     /// Records what this boot means for the state record: a fallback, and a rollback from a
-    /// failed trial (which clears the trial request: the request is done). Written once, only
-    /// when something changed.
-    fn record_events(&self, p: &Prepared, plan: &BootPlan, args: &BootArgs) {
-        if !p.state_mounted || matches!(p.state, Loaded::Newer(_)) {
+    /// failed trial (which clears the trial request: the request is done). Written only when
+    /// something changed.
+    fn record_events(&self, st: &mut state::State, writable: bool, plan: &BootPlan, args: &BootArgs) {
+        if !writable {
             return;
         }
-        let mut st = p.state.state();
         let before = st.clone();
         let now = (self.now)();
         if let Choice::Fallback { requested, reason, .. } = &plan.choice {
@@ -372,8 +474,8 @@ impl Env<'_> {
                 st.push(now, EventKind::Rollback { failed: failed.to_string(), booted: plan.be.to_string() });
             }
         }
-        if st != before {
-            if let Err(e) = state::store(&self.path(STATE_MOUNT), &st) {
+        if *st != before {
+            if let Err(e) = state::store(&self.path(STATE_MOUNT), st) {
                 log::warn!("could not update the state record: {e:#}");
             }
         }
@@ -522,7 +624,7 @@ mod tests {
     }
 
     fn env<'a>(root: &'a Path, zfs: &'a FakeZfs, m: &'a FakeMounter) -> Env<'a> {
-        Env { root, zfs, mounter: m, uptime: &|| 1.0, now: &|| 1_700_000_000 }
+        Env { root, zfs, mounter: m, uptime: &|| 1.0, now: &|| 1_700_000_000, failpoint: &|_| true }
     }
 
     fn boot(e: &Env, cmdline: &str) -> Result<Ready, Rescue> {
@@ -569,7 +671,7 @@ mod tests {
         let m = mounter();
         let dir = d.path().join(STATE_MOUNT);
         std::fs::create_dir_all(&dir).unwrap();
-        let st = state::State { last_good: Some("v1".into()), trial: Some(state::Trial { be: "v3".into(), tries: 2 }), events: vec![] };
+        let st = state::State { last_good: Some("v1".into()), trial: Some(state::Trial { be: "v3".into(), tries: 2 }), reset: None, events: vec![] };
         state::store(&dir, &st).unwrap();
         let e = env(d.path(), &z, &m);
         let ready = boot(&e, "bootenv=v1 bootenv.pool=tank bootenv.rollback=v3").unwrap();
@@ -584,6 +686,46 @@ mod tests {
         z.export("tank").unwrap();
         let _ = boot(&e, "bootenv=v1 bootenv.pool=tank bootenv.rollback=v3").unwrap();
         assert_eq!(state::load(&dir).unwrap().state().events.len(), 1);
+    }
+
+    #[test]
+    fn a_reset_from_the_command_line_is_recorded_then_done_before_mounting() {
+        let d = tempfile::tempdir().unwrap();
+        let z = pool_with_bes(d.path());
+        z.import("tank").unwrap().unwrap();
+        z.set("tank/ROOT/v2", &[("org.bootenv:factory", "factory")]).unwrap();
+        z.snapshot("tank/ROOT/v2", "factory", true).unwrap();
+        z.export("tank").unwrap();
+        let m = mounter();
+        let stop_at = std::cell::Cell::new(true);
+        let e = Env {
+            root: d.path(),
+            zfs: &z,
+            mounter: &m,
+            uptime: &|| 1.0,
+            now: &|| 1_795_305_600,
+            failpoint: &|_| stop_at.get(),
+        };
+        // A power cut at a failpoint in the middle: the request was recorded first.
+        let r = boot(&e, "bootenv=v2 bootenv.pool=tank bootenv.reset=config bootenv.failpoint=reset:parked:config").unwrap_err();
+        assert!(r.reason.contains("failpoint reset:parked:config"), "{}", r.reason);
+        assert!(m.mounted().iter().all(|(ds, _)| !ds.starts_with("tank/ROOT/")), "nothing of the BE was mounted");
+        let st = state::load(&d.path().join(STATE_MOUNT)).unwrap().state();
+        assert_eq!(st.reset.as_ref().map(|r| r.id.as_str()), Some("20261122T000000Z"));
+        // The next boot has a plain command line; the request resumes and finishes.
+        for (_, t) in m.mounted().into_iter().rev() {
+            m.unmount(&t).unwrap();
+        }
+        z.export("tank").unwrap();
+        stop_at.set(false);
+        let ready = boot(&e, "bootenv=v2 bootenv.pool=tank").unwrap();
+        assert!(ready.report.get("reset").unwrap().contains("tank/ROOT/v2/config -> tank/ROOT/v2/config.reset-20261122T000000Z"));
+        let st = state::load(&d.path().join(STATE_MOUNT)).unwrap().state();
+        assert!(st.reset.is_none());
+        assert!(st.events.iter().any(|e| matches!(e.kind, EventKind::ResetDone { .. })));
+        assert_eq!(z.get("tank/ROOT/v2/config", "org.bootenv:reset").as_deref(), Some("20261122T000000Z"));
+        let mounted: Vec<String> = m.mounted().into_iter().map(|(ds, _)| ds).collect();
+        assert_eq!(mounted, vec!["tank/BOOTENV", "tank/ROOT/v2", "tank/ROOT/v2/config"]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use crate::mounts::SysMounter;
 use crate::names::{BeName, PoolName};
+use crate::state::ResetMode;
 use crate::ops::{Activation, CreateOpts, Ctx, EspChoice};
 use crate::zfs::cli::ZfsCli;
 use clap::{Parser, Subcommand};
@@ -86,6 +87,32 @@ pub enum Command {
     },
     /// Print the GRUB menu (for /etc/grub.d/10_bootenv, or to look at it).
     GrubMenu,
+    /// Schedule a factory reset of a boot environment (default: the running one) for its next
+    /// boot: its config goes back to its factory snapshot (`--mode config`), and with
+    /// `--mode full` so do the shared datasets marked org.bootenv:data=reset. What they held is
+    /// kept aside, unless `--erase` (full only) destroys the previous data.
+    FactoryReset {
+        /// config or full.
+        #[arg(long, value_parser = parse_mode, required_unless_present = "cancel")]
+        mode: Option<ResetMode>,
+        /// Destroy the previous data instead of keeping it (with --mode full).
+        #[arg(long)]
+        erase: bool,
+        /// The boot environment (default: the running one).
+        #[arg(long)]
+        be: Option<BeName>,
+        /// Cancel a pending reset that has not started.
+        #[arg(long, conflicts_with_all = ["mode", "erase", "be"])]
+        cancel: bool,
+    },
+}
+
+fn parse_mode(s: &str) -> Result<ResetMode, String> {
+    match s {
+        "config" => Ok(ResetMode::Config),
+        "full" => Ok(ResetMode::Full),
+        _ => Err("config or full".into()),
+    }
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -125,6 +152,7 @@ pub fn main() -> i32 {
         Command::MarkGood { name } => ctx.mark_good(name.as_ref(), now),
         Command::SyncBoot { names } => ctx.sync_boot(names, now),
         Command::GrubMenu => ctx.grub_menu(),
+        Command::FactoryReset { mode, erase, be, cancel } => ctx.factory_reset(*mode, *erase, be.as_ref(), *cancel, now),
     };
     match result {
         Ok(out) => {

@@ -49,6 +49,10 @@ pub struct BootArgs {
     pub trial: Option<u32>,
     /// `bootenv.rollback=<name>`: GRUB rolled back from this BE's failed trial.
     pub rollback: Option<BeName>,
+    /// `bootenv.reset=config|full|full-erase`: factory-reset the BE being booted first.
+    pub reset: Option<(crate::state::ResetMode, bool)>,
+    /// `bootenv.failpoint=<name>`: stop dead at this point of the boot path (tests).
+    pub failpoint: Option<String>,
     /// Keys that were present but could not be used, each as a message naming the fix.
     pub warnings: Vec<String>,
 }
@@ -195,6 +199,21 @@ impl BootArgs {
                         "bootenv.rollback={} ignored: not a boot environment name",
                         printable(value.unwrap_or(""))
                     )),
+                },
+                "bootenv.reset" => match value {
+                    Some("config") => out.reset = Some((crate::state::ResetMode::Config, false)),
+                    Some("full") => out.reset = Some((crate::state::ResetMode::Full, false)),
+                    Some("full-erase") => out.reset = Some((crate::state::ResetMode::Full, true)),
+                    _ => out.warn(format!(
+                        "bootenv.reset={} ignored: write bootenv.reset=config, full or full-erase",
+                        printable(value.unwrap_or(""))
+                    )),
+                },
+                "bootenv.failpoint" => match value {
+                    Some(v) if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || ":-_.".contains(c)) => {
+                        out.failpoint = Some(v.to_owned())
+                    }
+                    _ => out.warn(format!("bootenv.failpoint={} ignored", printable(value.unwrap_or("")))),
                 },
                 "bootenv.rescue" => out.rescue = flag(value),
                 "bootenv.debug" => out.debug = flag(value),
@@ -377,6 +396,17 @@ mod tests {
         assert_eq!(a.rollback.unwrap().as_str(), "v3");
         let a = BootArgs::parse("bootenv.trial=x bootenv.rollback=a;b");
         assert!(a.trial.is_none() && a.rollback.is_none() && a.warnings.len() == 2);
+    }
+
+    #[test]
+    fn reset_requests() {
+        use crate::state::ResetMode;
+        assert_eq!(BootArgs::parse("bootenv.reset=config").reset, Some((ResetMode::Config, false)));
+        assert_eq!(BootArgs::parse("bootenv.reset=full").reset, Some((ResetMode::Full, false)));
+        assert_eq!(BootArgs::parse("bootenv.reset=full-erase").reset, Some((ResetMode::Full, true)));
+        let a = BootArgs::parse("bootenv.reset=everything bootenv.failpoint=reset:parked:config");
+        assert!(a.reset.is_none() && a.warnings.len() == 1);
+        assert_eq!(a.failpoint.as_deref(), Some("reset:parked:config"));
     }
 
     #[test]

@@ -203,18 +203,29 @@ impl Menu {
         let _ = writeln!(w, "set fallback=\"bootenv-{}\"", self.good);
         let _ = writeln!(w, "set timeout={}\nset timeout_style=menu", self.timeout);
         for (i, e) in self.entries.iter().enumerate() {
-            let _ = writeln!(w, "menuentry '{}' --id 'bootenv-{}' {{", e.title, e.be);
-            let _ = writeln!(w, "  echo 'bootenv: loading {}'", e.be);
-            let cmdline = if e.cmdline.is_empty() { String::new() } else { format!(" {}", e.cmdline) };
-            let _ = writeln!(
-                w,
-                "  linux ($bootenv_esp){}/vmlinuz bootenv={} bootenv.pool={}{cmdline} $bootenv_arg_{i}",
-                e.kernel_dir, e.be, self.pool
-            );
-            let _ = writeln!(w, "  initrd ($bootenv_esp){}/initrd.img", e.kernel_dir);
-            let _ = writeln!(w, "}}");
+            self.entry(w, &e.title, &format!("bootenv-{}", e.be), e, &format!("$bootenv_arg_{i}"), "");
         }
+        // Factory resets, chosen at boot time: the agent records the request first, so that a
+        // power cut during the reset resumes it at the next boot.
+        let _ = writeln!(w, "submenu 'Advanced: factory reset' --id 'bootenv-advanced' {{");
+        for e in &self.entries {
+            for (mode, what) in [("config", "configuration"), ("full", "configuration and data")] {
+                let title = format!("{}: factory reset ({what})", e.be);
+                self.entry(w, &title, &format!("bootenv-{}-reset-{mode}", e.be), e, "", &format!(" bootenv.reset={mode}"));
+            }
+        }
+        let _ = writeln!(w, "}}");
         s
+    }
+
+    fn entry(&self, w: &mut String, title: &str, id: &str, e: &Entry, arg: &str, extra: &str) {
+        let _ = writeln!(w, "menuentry '{title}' --id '{id}' {{");
+        let _ = writeln!(w, "  echo 'bootenv: loading {}'", e.be);
+        let cmdline = if e.cmdline.is_empty() { String::new() } else { format!(" {}", e.cmdline) };
+        let line = format!("  linux ($bootenv_esp){}/vmlinuz bootenv={} bootenv.pool={}{cmdline}{extra} {arg}", e.kernel_dir, e.be, self.pool);
+        let _ = writeln!(w, "{}", line.trim_end());
+        let _ = writeln!(w, "  initrd ($bootenv_esp){}/initrd.img", e.kernel_dir);
+        let _ = writeln!(w, "}}");
     }
 }
 
@@ -341,6 +352,9 @@ mod tests {
         assert!(s.contains("set fallback=\"bootenv-v1\""));
         assert!(s.contains("menuentry 'v3: label' --id 'bootenv-v3' {"));
         assert!(s.contains("linux ($bootenv_esp)/bootenv/v3/k-00000000/vmlinuz bootenv=v3 bootenv.pool=tank console=ttyS0 panic=10 $bootenv_arg_0"));
+        assert!(s.contains("submenu 'Advanced: factory reset' --id 'bootenv-advanced' {"));
+        assert!(s.contains("menuentry 'v1: factory reset (configuration and data)' --id 'bootenv-v1-reset-full' {"));
+        assert!(s.contains("bootenv=v1 bootenv.pool=tank console=ttyS0 panic=10 bootenv.reset=config\n"));
         // Values from the block are only ever compared, never used in a command.
         for line in s.lines().filter(|l| l.contains("$bootenv_default") || l.contains("$bootenv_next") || l.contains("$bootenv_trial")) {
             let l = line.trim();

@@ -39,6 +39,8 @@ pub struct Be {
     pub cmdline: Option<String>,
     /// `org.bootenv:factory`: its factory snapshot.
     pub factory: Option<String>,
+    /// Datasets factory resets kept aside (`<member>.reset-<id>`).
+    pub kept: Vec<String>,
 }
 
 /// The boot environments of one pool.
@@ -153,8 +155,12 @@ fn read_be(name: BeName, root: &Dataset, listing: &Listing) -> Be {
     }
     let mut members = Vec::new();
     let mut used = root.used;
+    let mut kept = Vec::new();
     for ds in listing.datasets.iter().filter(|d| d.name.starts_with(&prefix)) {
         used = used.saturating_add(ds.used);
+        if ds.name.rsplit('/').next().is_some_and(|last| last.contains(".reset-")) {
+            kept.push(ds.name.clone());
+        }
         if ds.canmount == CanMount::Off {
             continue;
         }
@@ -198,6 +204,7 @@ fn read_be(name: BeName, root: &Dataset, listing: &Listing) -> Be {
         unbootable: (!problems.is_empty()).then(|| problems.join("; ")),
         cmdline: root.prop(crate::layout::PROP_CMDLINE).map(str::to_owned),
         factory: root.prop(crate::layout::PROP_FACTORY).map(str::to_owned),
+        kept,
     }
 }
 

@@ -21,6 +21,7 @@ pub mod mounts;
 pub mod names;
 pub mod ops;
 pub mod report;
+pub mod reset;
 pub mod run;
 pub mod state;
 pub mod zfs;

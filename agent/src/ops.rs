@@ -9,7 +9,7 @@ use crate::mounts::Mounter;
 use crate::names::{printable, BeName, PoolName};
 use crate::report::{self, Report};
 use crate::run::Cmd;
-use crate::state::{self, EventKind, Loaded, State, Trial};
+use crate::state::{self, EventKind, Loaded, ResetMode, ResetRequest, State, Trial};
 use crate::zfs::Zfs;
 use anyhow::{bail, Context};
 use std::fmt::Write;
@@ -473,6 +473,71 @@ impl Ctx<'_> {
         Ok(out)
     }
 
+    /// `bootenv factory-reset`: schedules a factory reset of a BE (default: the running one) for
+    /// its next boot, or cancels one that has not started.
+    pub fn factory_reset(&self, mode: Option<ResetMode>, erase: bool, be: Option<&BeName>, cancel: bool, now: u64) -> anyhow::Result<String> {
+        let pool = self.pool()?;
+        let inv = self.inventory(&pool)?;
+        let (dir, mut st) = self.load_state(&pool)?;
+        let started = |r: &ResetRequest| -> anyhow::Result<bool> {
+            let all = self.zfs.list(pool.as_str())?.datasets;
+            Ok(all.iter().any(|d| d.name.ends_with(&format!(".reset-{}", r.id)) || d.name.ends_with(&format!(".new-{}", r.id))))
+        };
+        if cancel {
+            let Some(r) = st.reset.clone() else { return Ok("no factory reset is pending\n".into()) };
+            if started(&r)? {
+                bail!("the factory reset of {} (id {}) has started; it completes at the next boot and cannot be cancelled halfway", r.be, r.id);
+            }
+            st.reset = None;
+            st.push(now, EventKind::ResetDropped { request: r.clone(), reason: "cancelled by the operator".into() });
+            state::store(&dir, &st)?;
+            return Ok(format!("the factory reset of {} is cancelled\n", r.be));
+        }
+        let mode = mode.context("say how much to reset: --mode config or --mode full")?;
+        anyhow::ensure!(!erase || mode == ResetMode::Full, "--erase goes with --mode full: it destroys the previous data instead of keeping it");
+        let be = match be {
+            Some(b) => b.clone(),
+            None => {
+                let r = self.boot_report().context("name the boot environment to reset with --be <name>")?;
+                BeName::new(r.get("be").unwrap_or(""))?
+            }
+        };
+        let b = self.bootable(&inv, &be)?;
+        anyhow::ensure!(
+            b.factory.is_some(),
+            "{be} has no factory snapshot ({} is not set): it cannot be reset",
+            crate::layout::PROP_FACTORY
+        );
+        let mut out = String::new();
+        if let Some(r) = &st.reset {
+            if started(r)? {
+                bail!("the factory reset of {} (id {}) has started and completes at its next boot; ask again after that", r.be, r.id);
+            }
+            writeln!(out, "replacing the pending factory reset of {}", r.be)?;
+        }
+        let id = crate::reset::new_id(self.zfs, pool.as_str(), now)?;
+        let request = ResetRequest { be: be.to_string(), mode, erase, id: id.clone(), origin: "cli".into() };
+        let swaps = crate::reset::swaps(self.zfs, &inv, &request)?;
+        st.reset = Some(request.clone());
+        st.push(now, EventKind::ResetRequested { request: request.clone() });
+        state::store(&dir, &st)?;
+        writeln!(out, "factory reset ({}) of {be} scheduled for its next boot (id {id}):", mode_name(&request))?;
+        for s in &swaps {
+            let from = match &s.source {
+                crate::reset::Source::Snapshot(snap) => format!("its factory snapshot @{snap}"),
+                crate::reset::Source::Empty => "empty".into(),
+            };
+            let prev = if s.erase {
+                "the previous content will be DESTROYED".to_string()
+            } else {
+                format!("the previous content is kept as {}", crate::reset::kept_name(&s.target, &id))
+            };
+            writeln!(out, "  {} goes back to {from}; {prev}", s.target)?;
+        }
+        writeln!(out, "cancel with `bootenv factory-reset --cancel` before rebooting")?;
+        Ok(out)
+    }
+
     /// `bootenv grub-menu`: the menu script, for /etc/grub.d or for inspection.
     pub fn grub_menu(&self) -> anyhow::Result<String> {
         let pool = self.pool()?;
@@ -526,6 +591,11 @@ impl Ctx<'_> {
         for i in &inv.ignored {
             writeln!(out, "note: {i}")?;
         }
+        for be in inv.bes.iter().rev() {
+            for k in &be.kept {
+                writeln!(out, "kept by a factory reset of {}: {k}", be.name)?;
+            }
+        }
         writeln!(out, "flags: N running now, R default at next boot, G last known-good")?;
         Ok(out)
     }
@@ -553,6 +623,9 @@ impl Ctx<'_> {
         }
         if let Some(left) = r.get("trial-tries-left") {
             writeln!(out, "trial: this is a trial boot; {left} tries left after it; `bootenv mark-good` commits it")?;
+        }
+        if let Some(reset) = r.get("reset") {
+            writeln!(out, "factory reset before this boot: {reset}")?;
         }
         if let Some(h) = r.get("hostid") {
             writeln!(out, "hostid: adopted {h} from the pool label")?;
@@ -593,6 +666,9 @@ impl Ctx<'_> {
                     if let Some(t) = &st.trial {
                         writeln!(out, "trial pending: {} ({} tries)", t.be, t.tries)?;
                     }
+                    if let Some(r) = &st.reset {
+                        writeln!(out, "factory reset pending: {} of {} (id {}), at its next boot", mode_name(r), r.be, r.id)?;
+                    }
                     for ev in st.events.iter().rev().take(5) {
                         writeln!(out, "event @{}: {}", ev.time, describe(&ev.kind))?;
                     }
@@ -615,8 +691,28 @@ fn describe(k: &EventKind) -> String {
         EventKind::Rollback { failed, booted } => {
             format!("ROLLBACK: the trial of {failed} used up its tries without being marked good; {booted} booted instead")
         }
+        EventKind::ResetRequested { request: r } => format!("factory reset ({}) of {} requested ({})", mode_name(r), r.be, r.origin),
+        EventKind::ResetDone { request: r, kept, erased } => {
+            let mut s = format!("factory reset ({}) of {} done", mode_name(r), r.be);
+            if !kept.is_empty() {
+                s.push_str(&format!("; kept: {}", kept.join(", ")));
+            }
+            if !erased.is_empty() {
+                s.push_str(&format!("; ERASED: {}", erased.join(", ")));
+            }
+            s
+        }
+        EventKind::ResetDropped { request: r, reason } => format!("factory reset ({}) of {} dropped: {reason}", mode_name(r), r.be),
         EventKind::Activated { be, once: false } => format!("{be} made the default"),
         EventKind::Activated { be, once: true } => format!("{be} picked for the next boot only"),
+    }
+}
+
+fn mode_name(r: &state::ResetRequest) -> &'static str {
+    match (r.mode, r.erase) {
+        (state::ResetMode::Config, _) => "configuration",
+        (state::ResetMode::Full, false) => "configuration and data",
+        (state::ResetMode::Full, true) => "configuration and data, previous data erased",
     }
 }
 
@@ -842,7 +938,7 @@ mod tests {
             /// runs (its mounts stay) until the next power cycle.
             fn agent(&self, be: &str, args: &str) -> String {
                 self.power_cycle();
-                let e = Env { root: self.dir.path(), zfs: &self.zfs, mounter: &self.mounter, uptime: &|| 1.0, now: &|| 50 };
+                let e = Env { root: self.dir.path(), zfs: &self.zfs, mounter: &self.mounter, uptime: &|| 1.0, now: &|| 50, failpoint: &|_| true };
                 let a = BootArgs::parse(&format!("bootenv={be} bootenv.pool=tank {args}"));
                 let p = e.prepare(&a).unwrap();
                 let r = e.mount_chosen(&a, &p, 0.5).unwrap();

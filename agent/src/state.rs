@@ -39,8 +39,34 @@ pub struct State {
     /// A trial in progress: the request stays here until the trial is committed
     /// (`bootenv mark-good` in the trial BE) or rolled back (recorded by the agent).
     pub trial: Option<Trial>,
+    /// A factory reset to carry out (or resume) when its BE boots; cleared only when done.
+    pub reset: Option<ResetRequest>,
     /// Recent events, oldest first, at most [`MAX_EVENTS`].
     pub events: Vec<Event>,
+}
+
+/// How much a factory reset resets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResetMode {
+    /// The BE's config dataset goes back to its factory snapshot.
+    Config,
+    /// The config, and the shared datasets marked `org.bootenv:data=reset`.
+    Full,
+}
+
+/// A factory reset request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetRequest {
+    /// The BE whose config is reset (the reset runs when it boots).
+    pub be: String,
+    /// How much.
+    pub mode: ResetMode,
+    /// Destroy the previous data instead of keeping it (full resets only).
+    pub erase: bool,
+    /// The reset's id (a UTC time, `20261122T061500Z`): names what it keeps aside.
+    pub id: String,
+    /// Who asked: `grub` (the boot menu) or `cli`.
+    pub origin: String,
 }
 
 /// A trial request.
@@ -96,6 +122,27 @@ pub enum EventKind {
         failed: String,
         /// What booted instead.
         booted: String,
+    },
+    /// A factory reset was requested.
+    ResetRequested {
+        /// The request.
+        request: ResetRequest,
+    },
+    /// A factory reset was carried out.
+    ResetDone {
+        /// The request.
+        request: ResetRequest,
+        /// Where each previous dataset went (`tank/ROOT/v1/config -> tank/ROOT/v1/config.reset-<id>`).
+        kept: Vec<String>,
+        /// Previous datasets destroyed (`erase`).
+        erased: Vec<String>,
+    },
+    /// A factory reset could not be carried out and was dropped, with the reason.
+    ResetDropped {
+        /// The request.
+        request: ResetRequest,
+        /// Why.
+        reason: String,
     },
     /// A BE was made the default (`bootenv activate`) or picked for the next boot only
     /// (`bootenv activate --once`).
@@ -210,7 +257,12 @@ mod tests {
     use super::*;
 
     fn sample() -> State {
-        let mut s = State { last_good: Some("v1".into()), trial: Some(Trial { be: "v2".into(), tries: 3 }), events: vec![] };
+        let mut s = State {
+            last_good: Some("v1".into()),
+            trial: Some(Trial { be: "v2".into(), tries: 3 }),
+            reset: Some(ResetRequest { be: "v1".into(), mode: ResetMode::Full, erase: true, id: "20261122T000000Z".into(), origin: "cli".into() }),
+            events: vec![],
+        };
         s.push(5, EventKind::Fallback { requested: "x".into(), booted: "v1".into(), reason: "gone".into() });
         s
     }

@@ -32,8 +32,17 @@ done
 run bootenv --pool tank sync-boot
 run bootenv --pool tank activate v1
 run bootenv --pool tank mark-good v1
-# A shared dataset outside the boot environments: the agent must never mount or touch it.
-run zfs create -o mountpoint=/srv/data -o canmount=on tank/data
+# Shared datasets outside the boot environments: the agent never mounts them. A full factory
+# reset covers those marked org.bootenv:data=reset: tank/data goes back to its factory snapshot,
+# tank/scratch (no factory snapshot) to empty; tank/keep is not covered.
+run zfs create -o mountpoint=/srv/data -o canmount=on -o org.bootenv:data=reset tank/data
+echo "factory data" >/srv/data/factory.txt
+run zfs snapshot tank/data@factory
+run zfs set org.bootenv:factory=factory tank/data
+run zfs create -o mountpoint=/srv/scratch -o canmount=on -o org.bootenv:data=reset tank/scratch
+echo "scratch" >/srv/scratch/scratch.txt
+run zfs create -o mountpoint=/srv/keep -o canmount=on tank/keep
+echo "kept" >/srv/keep/keep.txt
 run bootenv --pool tank list
 zfs list -r -o name,canmount,mountpoint tank
 ls -lR /run/bootenv/esp

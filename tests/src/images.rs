@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 /// The guest's init for test boot environments.
 pub const BE_INIT: &str = include_str!("../guest/be-init.sh");
+/// A test BE's description of the pool and its own files, for comparing end states.
+pub const BE_DESCRIBE: &str = include_str!("../guest/betest-describe.sh");
 /// The builder VM's init.
 pub const BUILDER: &str = include_str!("../guest/builder.sh");
 /// The configuration embedded in the test disk's EFI GRUB image.
@@ -64,6 +66,7 @@ pub fn add_test_be(a: &mut Archive, dest: &str, name: &str, label: &str, agent: 
     initramfs::add_busybox(&mut be, Path::new("/bin/busybox"))?;
     be.add("sbin/init", Kind::File(BE_INIT.as_bytes().to_vec()), 0o755);
     be.add("usr/sbin/bootenv", Kind::File(agent.to_vec()), 0o755);
+    be.add("usr/sbin/betest-describe", Kind::File(BE_DESCRIBE.as_bytes().to_vec()), 0o755);
     for (d, src) in initramfs::zfs_tool_files()? {
         be.add(&d, Kind::File(std::fs::read(&src)?), 0o755);
     }

@@ -66,6 +66,15 @@ fn ensure_console() {
     }
 }
 
+/// A failpoint named on the kernel command line was reached: stop dead, as a power cut would
+/// (nothing is synced, nothing more is written), and wait for the machine to be killed.
+fn failpoint(name: &str) -> bool {
+    log::error!("FAILPOINT {name}: stopping here (bootenv.failpoint); power the machine off");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
 /// PID 1's main: never returns.
 pub fn main() -> ! {
     let agent_start = uptime();
@@ -87,7 +96,7 @@ pub fn main() -> ! {
 
     let zfs = ZfsCli::default().with_programs("/sbin/zpool", "/sbin/zfs").with_search_dir("/dev");
     let mounter = SysMounter;
-    let env = Env { root: Path::new("/"), zfs: &zfs, mounter: &mounter, uptime: &uptime, now: &now };
+    let env = Env { root: Path::new("/"), zfs: &zfs, mounter: &mounter, uptime: &uptime, now: &now, failpoint: &failpoint };
     loop {
         let args = BootArgs::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
         let prepared = env.prepare(&args);

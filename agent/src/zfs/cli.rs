@@ -163,4 +163,54 @@ impl Zfs for ZfsCli {
         cmd.arg(dataset).run().with_context(|| format!("destroying {dataset}"))?;
         Ok(())
     }
+
+    fn clone_snapshot(&self, snapshot: &str, target: &str, props: &[(&str, &str)]) -> anyhow::Result<()> {
+        let mut cmd = self.zfs().arg("clone");
+        for p in kv(props) {
+            cmd = cmd.arg("-o").arg(p);
+        }
+        cmd.args([snapshot, target]).run().with_context(|| format!("cloning {snapshot} as {target}"))?;
+        Ok(())
+    }
+
+    fn promote(&self, dataset: &str) -> anyhow::Result<()> {
+        self.zfs().args(["promote", dataset]).run().with_context(|| format!("promoting {dataset}"))?;
+        Ok(())
+    }
+
+    fn snapshots(&self, dataset: &str) -> anyhow::Result<Vec<String>> {
+        let cmd = self.zfs().args(["list", "-H", "-p", "-t", "snapshot", "-o", "name", "-s", "createtxg", "-d", "1", dataset]);
+        let out = cmd.output()?;
+        if !out.success() && out.stderr.contains("dataset does not exist") {
+            return Ok(Vec::new());
+        }
+        let out = cmd.check(out).with_context(|| format!("listing the snapshots of {dataset}"))?;
+        Ok(out.stdout.lines().filter(|l| l.starts_with(&format!("{dataset}@"))).map(str::to_owned).collect())
+    }
+
+    fn local_prop(&self, root: &str, prop: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let out = self
+            .zfs()
+            .args(["get", "-H", "-p", "-r", "-s", "local", "-t", "filesystem", "-o", "name,value", prop, root])
+            .run()
+            .with_context(|| format!("reading {prop} below {root}"))?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect())
+    }
+
+    fn local_props(&self, dataset: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let out = self
+            .zfs()
+            .args(["get", "-H", "-p", "-s", "local", "-o", "property,value", "all", dataset])
+            .run()
+            .with_context(|| format!("reading the local properties of {dataset}"))?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect())
+    }
 }

@@ -31,6 +31,8 @@ struct Inner {
     pools: BTreeMap<String, FakePool>,
     datasets: BTreeMap<String, FakeDs>,
     snapshots: BTreeSet<String>,
+    /// Snapshots in creation order (what promote and listings follow).
+    snap_order: Vec<String>,
     clock: u64,
     /// Every mutating call, for assertions ("the rescue path changes nothing").
     log: Vec<String>,
@@ -311,6 +313,7 @@ impl Zfs for FakeZfs {
         if let Some(t) = targets.iter().find(|t| i.snapshots.contains(*t)) {
             bail!("cannot create snapshot '{t}': dataset already exists");
         }
+        i.snap_order.extend(targets.iter().cloned());
         i.snapshots.extend(targets);
         i.log.push(format!("zfs snapshot {}{dataset}@{snap}", if recursive { "-r " } else { "" }));
         Ok(())
@@ -339,8 +342,17 @@ impl Zfs for FakeZfs {
             .cloned()
             .collect();
         for old in snaps {
+            let new = format!("{to}{}", &old[from.len()..]);
             i.snapshots.remove(&old);
-            i.snapshots.insert(format!("{to}{}", &old[from.len()..]));
+            i.snapshots.insert(new.clone());
+            if let Some(pos) = i.snap_order.iter().position(|x| *x == old) {
+                i.snap_order[pos] = new.clone();
+            }
+            for d in i.datasets.values_mut() {
+                if d.props.get("origin") == Some(&old) {
+                    d.props.insert("origin".into(), new.clone());
+                }
+            }
         }
         i.log.push(format!("zfs rename {from} {to}"));
         Ok(())
@@ -359,10 +371,101 @@ impl Zfs for FakeZfs {
         if children && !recursive {
             bail!("cannot destroy '{dataset}': filesystem has children");
         }
+        let dependent = i.datasets.iter().find(|(n, d)| {
+            !(*n == dataset || n.starts_with(&prefix))
+                && d.props.get("origin").is_some_and(|o| o.starts_with(&snap_prefix) || o.starts_with(&prefix))
+        });
+        if let Some((n, _)) = dependent {
+            bail!("cannot destroy '{dataset}': filesystem has dependent clones ({n}); use 'zfs promote' first");
+        }
         i.datasets.retain(|n, _| n != dataset && !n.starts_with(&prefix));
         i.snapshots.retain(|s| !s.starts_with(&snap_prefix) && !s.starts_with(&prefix));
+        i.snap_order.retain(|s| !s.starts_with(&snap_prefix) && !s.starts_with(&prefix));
         i.log.push(format!("zfs destroy {}{dataset}", if recursive { "-r " } else { "" }));
         Ok(())
+    }
+
+    fn clone_snapshot(&self, snapshot: &str, target: &str, props: &[(&str, &str)]) -> anyhow::Result<()> {
+        {
+            let i = self.inner.borrow();
+            self.check_imported(&i, target)?;
+            if !i.snapshots.contains(snapshot) {
+                bail!("cannot open '{snapshot}': dataset does not exist");
+            }
+        }
+        let mut all: Vec<(&str, &str)> = props.to_vec();
+        all.push(("origin", snapshot));
+        self.create(target, &all)?;
+        let mut i = self.inner.borrow_mut();
+        i.log.pop();
+        i.log.push(format!("zfs clone {snapshot} {target}"));
+        Ok(())
+    }
+
+    fn promote(&self, dataset: &str) -> anyhow::Result<()> {
+        let mut i = self.inner.borrow_mut();
+        self.check_imported(&i, dataset)?;
+        let origin = i
+            .datasets
+            .get(dataset)
+            .and_then(|d| d.props.get("origin").cloned())
+            .ok_or_else(|| anyhow!("cannot promote '{dataset}': not a cloned filesystem"))?;
+        let (old, snap) = origin.split_once('@').expect("origin is a snapshot");
+        let old = old.to_owned();
+        // The origin's snapshots up to the origin move to the promoted dataset; the old dataset
+        // becomes a clone of the moved origin snapshot.
+        let order: Vec<String> = i.snap_order.iter().filter(|s| s.starts_with(&format!("{old}@"))).cloned().collect();
+        let upto = order.iter().position(|s| *s == origin).map_or(0, |p| p + 1);
+        for s in &order[..upto] {
+            let name = s.split_once('@').expect("snapshot").1;
+            let moved = format!("{dataset}@{name}");
+            i.snapshots.remove(s);
+            i.snapshots.insert(moved.clone());
+            if let Some(pos) = i.snap_order.iter().position(|x| x == s) {
+                i.snap_order[pos] = moved;
+            }
+        }
+        i.datasets.get_mut(dataset).expect("exists").props.remove("origin");
+        if let Some(d) = i.datasets.get_mut(&old) {
+            d.props.insert("origin".into(), format!("{dataset}@{snap}"));
+        }
+        // Clones of moved snapshots now name the new owner.
+        let moved: Vec<String> = order[..upto].to_vec();
+        for d in i.datasets.values_mut() {
+            if let Some(o) = d.props.get("origin").cloned() {
+                if moved.contains(&o) {
+                    let name = o.split_once('@').expect("snapshot").1;
+                    d.props.insert("origin".into(), format!("{dataset}@{name}"));
+                }
+            }
+        }
+        i.log.push(format!("zfs promote {dataset}"));
+        Ok(())
+    }
+
+    fn snapshots(&self, dataset: &str) -> anyhow::Result<Vec<String>> {
+        let i = self.inner.borrow();
+        self.check_imported(&i, dataset)?;
+        Ok(i.snap_order.iter().filter(|s| s.starts_with(&format!("{dataset}@")) && i.snapshots.contains(*s)).cloned().collect())
+    }
+
+    fn local_prop(&self, root: &str, prop: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let i = self.inner.borrow();
+        self.check_imported(&i, root)?;
+        let prefix = format!("{root}/");
+        Ok(i
+            .datasets
+            .iter()
+            .filter(|(n, _)| *n == root || n.starts_with(&prefix))
+            .filter_map(|(n, d)| d.props.get(prop).map(|v| (n.clone(), v.clone())))
+            .collect())
+    }
+
+    fn local_props(&self, dataset: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let i = self.inner.borrow();
+        self.check_imported(&i, dataset)?;
+        let d = i.datasets.get(dataset).ok_or_else(|| anyhow!("cannot open '{dataset}': dataset does not exist"))?;
+        Ok(d.props.iter().filter(|(k, _)| *k != "origin").map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 }
 
@@ -382,6 +485,26 @@ mod tests {
         assert_eq!(z.get("tank/ROOT/v1/config/deep", "mountpoint").unwrap(), "/config/deep");
         assert_eq!(z.get("tank/ROOT/v1", "org.bootenv:layout").unwrap(), "1");
         assert_eq!(z.get("tank", "mountpoint").unwrap(), "/tank");
+    }
+
+    #[test]
+    fn clone_and_promote_follow_zfs() {
+        let z = FakeZfs::new();
+        z.add_pool("tank");
+        z.import("tank").unwrap().unwrap();
+        z.add_fs("tank/a", &[]);
+        z.snapshot("tank/a", "one", false).unwrap();
+        z.snapshot("tank/a", "two", false).unwrap();
+        z.clone_snapshot("tank/a@one", "tank/b", &[("canmount", "off")]).unwrap();
+        assert!(z.destroy("tank/a", true).unwrap_err().to_string().contains("dependent clones"));
+        z.rename("tank/a", "tank/a.old").unwrap();
+        assert_eq!(z.list("tank/b").unwrap().datasets[0].origin.as_deref(), Some("tank/a.old@one"));
+        z.promote("tank/b").unwrap();
+        assert_eq!(z.snapshots("tank/b").unwrap(), vec!["tank/b@one".to_string()]);
+        assert_eq!(z.snapshots("tank/a.old").unwrap(), vec!["tank/a.old@two".to_string()]);
+        assert_eq!(z.list("tank/a.old").unwrap().datasets[0].origin.as_deref(), Some("tank/b@one"));
+        assert_eq!(z.list("tank/b").unwrap().datasets[0].origin, None);
+        z.destroy("tank/a.old", true).unwrap();
     }
 
     #[test]

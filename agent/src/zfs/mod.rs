@@ -136,6 +136,16 @@ pub trait Zfs {
     /// Destroys a dataset; with `recursive`, its descendants and snapshots too. Callers
     /// destroy only what bootenv itself made and the operator asked to remove.
     fn destroy(&self, dataset: &str, recursive: bool) -> anyhow::Result<()>;
+    /// Clones `snapshot` (`ds@snap`) as `target`, with properties.
+    fn clone_snapshot(&self, snapshot: &str, target: &str, props: &[(&str, &str)]) -> anyhow::Result<()>;
+    /// Promotes a clone: it takes over its origin's snapshots up to the origin.
+    fn promote(&self, dataset: &str) -> anyhow::Result<()>;
+    /// The snapshots of `dataset` itself (full names), oldest first.
+    fn snapshots(&self, dataset: &str) -> anyhow::Result<Vec<String>>;
+    /// Datasets below `root` (itself included) where `prop` is set locally, with the value.
+    fn local_prop(&self, root: &str, prop: &str) -> anyhow::Result<Vec<(String, String)>>;
+    /// The properties set locally on `dataset` (settable ones, user properties included).
+    fn local_props(&self, dataset: &str) -> anyhow::Result<Vec<(String, String)>>;
 }
 
 /// The columns of a listing, in the order [`parse_list`] expects.
