@@ -336,10 +336,14 @@ impl Vm {
     /// Kills the VM: a power cut.
     pub fn kill(&mut self) {
         // `timeout` leads the process group; QEMU is in it.
+        if self.exit.is_some() {
+            return;
+        }
         let pgid = self.child.id() as i32;
-        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).status();
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).stderr(Stdio::null()).status();
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        let status = self.child.wait().ok().and_then(|s| s.code());
+        self.exit = Some(Exit::Other(status));
     }
 }
 
