@@ -152,6 +152,7 @@ impl Artifacts {
             disks: vec![tmp.clone()],
             log: self.work.join("builder.log"),
             memory_mb: 2048,
+            cpus: 2,
             limit: Duration::from_secs(600),
             echo: false,
             accel: self.accel.clone(),

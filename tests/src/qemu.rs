@@ -42,6 +42,8 @@ pub struct VmConfig {
     pub log: PathBuf,
     /// Memory in MiB.
     pub memory_mb: u32,
+    /// Virtual CPUs.
+    pub cpus: u32,
     /// After this long, QEMU is killed.
     pub limit: Duration,
     /// Also copy the console to this process's stdout.
@@ -101,9 +103,11 @@ impl VmConfig {
         };
         // The default CPU model: `-cpu max` makes TCG emulate wide vector units that ZFS then
         // uses, which is slower, not faster.
-        for s in ["-machine", machine, "-smp", "2", "-m"] {
+        for s in ["-machine", machine, "-smp"] {
             push(s);
         }
+        push(&self.cpus.to_string());
+        push("-m");
         push(&self.memory_mb.to_string());
         for s in ["-display", "none", "-monitor", "none", "-nic", "none", "-no-reboot"] {
             push(s);
@@ -415,6 +419,7 @@ pub fn probe_accel(kernel: &Path, initrd: &Path, marker: &str, log: &Path) -> St
         disks: vec![],
         log: log.into(),
         memory_mb: 512,
+        cpus: 1,
         limit: Duration::from_secs(30),
         echo: false,
         accel: "kvm".into(),
@@ -445,6 +450,7 @@ mod tests {
             disks: vec!["/d.qcow2".into(), "/e.img".into()],
             log: "/l".into(),
             memory_mb: 1024,
+            cpus: 2,
             limit: Duration::from_secs(60),
             echo: false,
             accel: "tcg".into(),

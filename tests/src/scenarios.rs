@@ -34,15 +34,17 @@ pub struct Ctx<'a> {
     boots: usize,
     /// Copy the console to the terminal.
     pub echo: bool,
+    /// Virtual CPUs per VM (1 when scenarios run side by side).
+    pub cpus: u32,
 }
 
 impl<'a> Ctx<'a> {
     /// A context for scenario `name`.
-    pub fn new(art: &'a Artifacts, name: &str, echo: bool) -> anyhow::Result<Ctx<'a>> {
+    pub fn new(art: &'a Artifacts, name: &str, echo: bool, cpus: u32) -> anyhow::Result<Ctx<'a>> {
         let dir = art.work.join("scenarios").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        Ok(Ctx { art, dir, boots: 0, echo })
+        Ok(Ctx { art, dir, boots: 0, echo, cpus })
     }
 
     /// A fresh copy (overlay) of the golden disk.
@@ -81,6 +83,7 @@ impl<'a> Ctx<'a> {
             disks: vec![disk.to_path_buf()],
             log: self.dir.join(format!("boot-{}.log", self.boots)),
             memory_mb: 1024,
+            cpus: self.cpus,
             limit: Duration::from_secs(400),
             echo: self.echo,
             accel: self.art.accel.clone(),
@@ -98,6 +101,7 @@ impl<'a> Ctx<'a> {
             disks: vec![disk.to_path_buf()],
             log: self.dir.join(format!("boot-{}.log", self.boots)),
             memory_mb: 1024,
+            cpus: self.cpus,
             limit: Duration::from_secs(400),
             echo: self.echo,
             accel: self.art.accel.clone(),
@@ -727,25 +731,46 @@ pub struct Outcome {
     pub secs: f64,
 }
 
-/// Runs the named scenarios (all when `names` is empty), printing PASS/FAIL lines.
-pub fn run(art: &Artifacts, names: &[String], echo: bool) -> anyhow::Result<Vec<Outcome>> {
+/// Runs the named scenarios (all when `names` is empty), `jobs` at a time, printing PASS/FAIL
+/// lines as they end; the outcomes come back in the scenarios' order. Side by side, each VM gets
+/// one virtual CPU: a boot keeps one host core busy, so two VMs use two cores better than one
+/// VM with two.
+pub fn run(art: &Artifacts, names: &[String], echo: bool, jobs: usize) -> anyhow::Result<Vec<Outcome>> {
     let scenarios = all();
     for n in names {
         if !scenarios.iter().any(|s| s.name == n) {
             bail!("no scenario named {n}; `cargo xtask vm-test --list` lists them");
         }
     }
-    let mut outcomes = Vec::new();
-    for s in scenarios.iter().filter(|s| names.is_empty() || names.iter().any(|n| n == s.name)) {
-        println!("--- {}: {}", s.name, s.about);
-        let t = Instant::now();
-        let result = Ctx::new(art, s.name, echo).and_then(|mut cx| (s.run)(&mut cx));
-        let secs = t.elapsed().as_secs_f64();
-        match &result {
-            Ok(()) => println!("PASS {} ({secs:.1} s)", s.name),
-            Err(e) => println!("FAIL {} ({secs:.1} s): {e:#}", s.name),
+    let chosen: Vec<&Scenario> = scenarios.iter().filter(|s| names.is_empty() || names.iter().any(|n| n == s.name)).collect();
+    let jobs = jobs.clamp(1, chosen.len().max(1));
+    let cpus = if jobs > 1 { 1 } else { 2 };
+    let next = std::sync::Mutex::new(0usize);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let i = {
+                    let mut n = next.lock().expect("not poisoned");
+                    let i = *n;
+                    *n += 1;
+                    i
+                };
+                let Some(s) = chosen.get(i) else { break };
+                println!("--- {}: {}", s.name, s.about);
+                let t = Instant::now();
+                let result = Ctx::new(art, s.name, echo, cpus).and_then(|mut cx| (s.run)(&mut cx));
+                let secs = t.elapsed().as_secs_f64();
+                match &result {
+                    Ok(()) => println!("PASS {} ({secs:.1} s)", s.name),
+                    Err(e) => println!("FAIL {} ({secs:.1} s): {e:#}", s.name),
+                }
+                let o = Outcome { name: s.name.into(), failure: result.err().map(|e| format!("{e:#}")), secs };
+                results.lock().expect("not poisoned").push((i, o));
+            });
         }
-        outcomes.push(Outcome { name: s.name.into(), failure: result.err().map(|e| format!("{e:#}")), secs });
-    }
-    Ok(outcomes)
+    });
+    let mut r = results.into_inner().expect("not poisoned");
+    r.sort_by_key(|(i, _)| *i);
+    Ok(r.into_iter().map(|(_, o)| o).collect())
 }

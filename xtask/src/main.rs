@@ -120,6 +120,15 @@ fn prepare() -> anyhow::Result<Artifacts> {
     Artifacts::prepare(&work_dir(), &agent, None)
 }
 
+/// How many VM scenarios run side by side: `BOOTENV_VM_JOBS`, else one per host core.
+fn jobs() -> usize {
+    std::env::var("BOOTENV_VM_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+}
+
 fn summary(passed: usize, failed: usize) -> anyhow::Result<()> {
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
@@ -142,7 +151,7 @@ fn vm_test(args: &[String]) -> anyhow::Result<()> {
         }
     }
     let art = prepare()?;
-    let outcomes = scenarios::run(&art, &names, false)?;
+    let outcomes = scenarios::run(&art, &names, false, jobs())?;
     let failed = outcomes.iter().filter(|o| o.failure.is_some()).count();
     summary(outcomes.len() - failed, failed)
 }
@@ -184,7 +193,7 @@ fn test() -> anyhow::Result<()> {
     let (up, uf) = unit_tests()?;
     println!("unit and integration tests: {up} passed, {uf} failed");
     let art = prepare()?;
-    let outcomes = scenarios::run(&art, &[], false)?;
+    let outcomes = scenarios::run(&art, &[], false, jobs())?;
     let vf = outcomes.iter().filter(|o| o.failure.is_some()).count();
     let vp = outcomes.len() - vf;
     println!("VM scenarios: {vp} passed, {vf} failed");
@@ -210,6 +219,7 @@ fn demo() -> anyhow::Result<()> {
         disks: vec![disk],
         log: dir.join("console.log"),
         memory_mb: 1024,
+        cpus: 2,
         limit: Duration::from_secs(400),
         echo: true,
         accel: art.accel.clone(),
