@@ -671,7 +671,7 @@ mod tests {
         let m = mounter();
         let dir = d.path().join(STATE_MOUNT);
         std::fs::create_dir_all(&dir).unwrap();
-        let st = state::State { last_good: Some("v1".into()), trial: Some(state::Trial { be: "v3".into(), tries: 2 }), reset: None, events: vec![] };
+        let st = state::State { last_good: Some("v1".into()), trial: Some(state::Trial { be: "v3".into(), tries: 2 }), reset: None, history: vec![], events: vec![] };
         state::store(&dir, &st).unwrap();
         let e = env(d.path(), &z, &m);
         let ready = boot(&e, "bootenv=v1 bootenv.pool=tank bootenv.rollback=v3").unwrap();

@@ -6,6 +6,7 @@
 use crate::mounts::SysMounter;
 use crate::names::{BeName, PoolName};
 use crate::state::ResetMode;
+use crate::lifecycle::CloneOpts;
 use crate::ops::{Activation, CreateOpts, Ctx, EspChoice};
 use crate::zfs::cli::ZfsCli;
 use clap::{Parser, Subcommand};
@@ -37,21 +38,32 @@ pub struct Cli {
 pub enum Command {
     /// How this system booted: which boot environment, why, and what bootenv remembers.
     Status,
-    /// List the boot environments.
-    List,
+    /// List the boot environments: name, label, creation time, origin, space used and state.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create <pool>/ROOT and <pool>/BOOTENV in an existing pool (idempotent).
     PreparePool {
         /// The pool.
         pool: PoolName,
     },
-    /// Create a boot environment from a directory tree, with a config dataset and a factory
+    /// Create a boot environment: from another one (`--from`, default the running one: one
+    /// atomic snapshot, then clones) or from a directory tree (`--rootfs`), with a factory
     /// snapshot taken before it ever runs.
     Create {
         /// Name of the new boot environment (letters, digits, '.', '_', '-').
         name: BeName,
+        /// Make it from this boot environment, or from one of its snapshots (`be@snap`).
+        #[arg(long, conflicts_with = "rootfs")]
+        from: Option<String>,
+        /// Start its config from the source's factory state instead of the source's current one.
+        #[arg(long, requires = "from")]
+        fresh_config: bool,
         /// The tree that becomes its root file system.
         #[arg(long)]
-        rootfs: PathBuf,
+        rootfs: Option<PathBuf>,
         /// A tree copied into its config dataset (default: what the rootfs holds there).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -87,6 +99,92 @@ pub enum Command {
     },
     /// Print the GRUB menu (for /etc/grub.d/10_bootenv, or to look at it).
     GrubMenu,
+    /// Make a new boot environment from the running one, run a command chrooted in it
+    /// (/proc, /sys and /dev bound), copy its kernel to the ESP and start a trial of it. A
+    /// failing command leaves nothing behind.
+    Upgrade {
+        /// Name of the new boot environment.
+        name: BeName,
+        /// A label for it (default: the running one's).
+        #[arg(long)]
+        label: Option<String>,
+        /// Tries of its trial (default: the pool's org.bootenv:tries, else 3).
+        #[arg(long)]
+        tries: Option<u32>,
+        /// Start its config from the factory state instead of carrying the current one over.
+        #[arg(long)]
+        fresh_config: bool,
+        /// The command, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Make the previous default (or NAME) the default again; repeated, it walks back through
+    /// the defaults this machine had.
+    Rollback {
+        /// The boot environment to go back to.
+        name: Option<BeName>,
+    },
+    /// Walk forward again through the defaults a rollback walked back over.
+    Rollforward,
+    /// Mount a boot environment's files (or a snapshot's: NAME@SNAP) without booting it,
+    /// read-only unless --rw; prints where.
+    Mount {
+        /// NAME or NAME@SNAPSHOT.
+        what: String,
+        /// Where (default /run/bootenv/mnt/<what>).
+        dir: Option<PathBuf>,
+        /// Writable (a boot environment, never a snapshot).
+        #[arg(long)]
+        rw: bool,
+    },
+    /// Unmount what `bootenv mount` mounted.
+    Unmount {
+        /// The name given to mount, or the directory.
+        what: String,
+    },
+    /// Which files differ between two boot environments or snapshots.
+    Diff {
+        /// NAME or NAME@SNAPSHOT.
+        a: String,
+        /// NAME or NAME@SNAPSHOT.
+        b: String,
+    },
+    /// Destroy a boot environment. Refuses the running, default, trial and last known-good
+    /// ones, and ones whose snapshots other datasets were cloned from (see --promote-dependents);
+    /// never destroys a dataset bootenv did not make.
+    Destroy {
+        /// The boot environment.
+        name: BeName,
+        /// Only list exactly what would be destroyed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Promote clones of its snapshots first (they take those snapshots over).
+        #[arg(long)]
+        promote_dependents: bool,
+    },
+    /// Rename a boot environment (not the running, default, trial or last known-good one).
+    Rename {
+        /// Its name.
+        old: BeName,
+        /// Its new name.
+        new: BeName,
+    },
+    /// Write a replication stream of a boot environment (root, members, snapshots) to FILE or
+    /// stdout (-), for disaster recovery or support.
+    Export {
+        /// The boot environment.
+        name: BeName,
+        /// A file, or - for stdout.
+        to: String,
+    },
+    /// Receive a boot environment stream (from `bootenv export`) into this pool.
+    Import {
+        /// A file, or - for stdin.
+        from: String,
+        /// Its name here (default: its name in the stream).
+        #[arg(long)]
+        name: Option<BeName>,
+    },
     /// Schedule a factory reset of a boot environment (default: the running one) for its next
     /// boot: its config goes back to its factory snapshot (`--mode config`), and with
     /// `--mode full` so do the shared datasets marked org.bootenv:data=reset. What they held is
@@ -129,17 +227,20 @@ pub fn main() -> i32 {
         .unwrap_or(0);
     let result = match &cli.command {
         Command::Status => ctx.status(),
-        Command::List => ctx.list(),
+        Command::List { json } => if *json { ctx.list_json() } else { ctx.list() },
         Command::PreparePool { pool } => ctx.prepare_pool(pool),
-        Command::Create { name, rootfs, config, label, config_mountpoint } => ctx.create(
-            name,
-            &CreateOpts {
-                rootfs: rootfs.clone(),
-                config: config.clone(),
-                label: label.clone(),
-                config_mountpoint: config_mountpoint.clone(),
-            },
-        ),
+        Command::Create { name, from, fresh_config, rootfs, config, label, config_mountpoint } => match rootfs {
+            Some(rootfs) => ctx.create(
+                name,
+                &CreateOpts {
+                    rootfs: rootfs.clone(),
+                    config: config.clone(),
+                    label: label.clone(),
+                    config_mountpoint: config_mountpoint.clone(),
+                },
+            ),
+            None => ctx.create_from(name, &CloneOpts { from: from.clone(), label: label.clone(), fresh_config: *fresh_config }, now),
+        },
         Command::Activate { name, once, trial } => {
             let how = match (once, trial) {
                 (true, _) => Activation::Once,
@@ -153,6 +254,18 @@ pub fn main() -> i32 {
         Command::SyncBoot { names } => ctx.sync_boot(names, now),
         Command::GrubMenu => ctx.grub_menu(),
         Command::FactoryReset { mode, erase, be, cancel } => ctx.factory_reset(*mode, *erase, be.as_ref(), *cancel, now),
+        Command::Upgrade { name, label, tries, fresh_config, command } => {
+            ctx.upgrade(name, command, &CloneOpts { from: None, label: label.clone(), fresh_config: *fresh_config }, *tries, now)
+        }
+        Command::Rollback { name } => ctx.walk(name.as_ref(), false, now),
+        Command::Rollforward => ctx.walk(None, true, now),
+        Command::Mount { what, dir, rw } => ctx.mount_be(what, dir.as_deref(), *rw),
+        Command::Unmount { what } => ctx.unmount_be(what),
+        Command::Diff { a, b } => ctx.diff(a, b),
+        Command::Destroy { name, dry_run, promote_dependents } => ctx.destroy_be(name, *dry_run, *promote_dependents, now),
+        Command::Rename { old, new } => ctx.rename_be(old, new, now),
+        Command::Export { name, to } => ctx.export_be(name, to, now),
+        Command::Import { from, name } => ctx.import_be(from, name.as_ref(), now),
     };
     match result {
         Ok(out) => {

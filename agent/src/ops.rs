@@ -38,6 +38,37 @@ pub enum EspChoice {
     Known(Esp),
 }
 
+/// One line of `bootenv list` (and one object of `bootenv list --json`, format 1).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ListEntry {
+    /// Its name.
+    pub name: String,
+    /// `org.bootenv:label`.
+    pub label: Option<String>,
+    /// Its root dataset.
+    pub dataset: String,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// The snapshot it was cloned from.
+    pub origin: Option<String>,
+    /// Bytes used by its root and members.
+    pub used: u64,
+    /// Running now.
+    pub running: bool,
+    /// The default at the next boot.
+    pub default: bool,
+    /// On trial, with this many tries left.
+    pub trial_tries_left: Option<u32>,
+    /// The last known-good BE.
+    pub last_known_good: bool,
+    /// Its last trial rolled back.
+    pub failed: bool,
+    /// Why it cannot boot.
+    pub problem: Option<String>,
+    /// Datasets factory resets kept aside.
+    pub kept: Vec<String>,
+}
+
 /// How `bootenv activate` activates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -47,6 +78,9 @@ pub enum Activation {
     Once,
     /// A trial with this many tries (default: the pool's `org.bootenv:tries`, else 3).
     Trial(Option<u32>),
+    /// The default from now on, chosen by walking the history (`rollback`, `rollforward`):
+    /// the history is not extended.
+    Walk,
 }
 
 /// Options of `bootenv create`.
@@ -237,6 +271,16 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// The ESP, or the reason there is none to manage.
+    pub(crate) fn esp_found(&self) -> anyhow::Result<Result<Esp, String>> {
+        self.esp()
+    }
+
+    /// Rewrites the menu and the block from the state as it is (after a BE came or went).
+    pub(crate) fn refresh_boot(&self, inv: &Inventory, st: &State) -> anyhow::Result<Vec<String>> {
+        self.refresh(inv, st, None, false, &Next::Keep)
+    }
+
     /// The ESP, or `None` (with the reason) when this machine has none to manage.
     fn esp(&self) -> anyhow::Result<Result<Esp, String>> {
         let explicit = match &self.esp {
@@ -297,9 +341,12 @@ impl Ctx<'_> {
         let (dir, mut st) = self.load_state(&pool)?;
         let mut out = String::new();
         match how {
-            Activation::Default => {
+            Activation::Default | Activation::Walk => {
                 if let Some(t) = st.trial.take() {
                     writeln!(out, "the trial of {} is cancelled", t.be)?;
+                }
+                if how == Activation::Default {
+                    st.became_default(name.as_str());
                 }
                 st.push(now, EventKind::Activated { be: name.to_string(), once: false });
                 // The boot loader first, then the pool, then the record: an interrupted
@@ -377,6 +424,7 @@ impl Ctx<'_> {
         if is_trial {
             st.trial = None;
             st.last_good = Some(name.to_string());
+            st.became_default(name.as_str());
             st.push(now, EventKind::TrialCommitted { be: name.to_string() });
             // The boot loader first (it must stop counting), then the pool, then the record.
             for n in self.refresh(&inv, &st, Some(&name), false, &Next::Keep)? {
@@ -386,8 +434,9 @@ impl Ctx<'_> {
             state::store(&dir, &st)?;
             writeln!(out, "{name} passed its trial: it is the default and the last known-good")?;
         } else if is_default || inv.bootfs.is_none() {
-            let changed = st.last_good.as_deref() != Some(name.as_str());
+            let changed = st.last_good.as_deref() != Some(name.as_str()) || st.history.last().map(String::as_str) != Some(name.as_str());
             st.last_good = Some(name.to_string());
+            st.became_default(name.as_str());
             if changed {
                 st.push(now, EventKind::MarkedGood { be: name.to_string() });
             }
@@ -554,49 +603,104 @@ impl Ctx<'_> {
         Ok(menu.render())
     }
 
-    /// `bootenv list`: a table of boot environments.
-    pub fn list(&self) -> anyhow::Result<String> {
+    /// The facts `bootenv list` shows, one entry per BE, newest first.
+    pub fn list_entries(&self) -> anyhow::Result<(PoolName, Vec<ListEntry>, Vec<String>)> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
         let booted = self.boot_report().and_then(|r| r.get("be").map(str::to_owned));
-        let last_good = self
-            .state_dir(&pool)
+        let st = self.state_dir(&pool).ok().and_then(|d| state::load(&d).ok()).map(|l| l.state()).unwrap_or_default();
+        let tries_left = self
+            .esp()
             .ok()
-            .and_then(|d| state::load(&d).ok())
-            .and_then(|l| l.state().last_good);
-        let mut out = String::new();
-        writeln!(out, "{:<20} {:<16} {:<8} {:>10}  {}", "NAME", "LABEL", "FLAGS", "USED", "STATE")?;
+            .and_then(|e| e.ok())
+            .and_then(|esp| read_env(&esp).ok().flatten())
+            .and_then(|b| Some((b.get("bootenv_trial")?.to_owned(), b.get("bootenv_tries")?.parse::<u32>().ok()?)));
+        // A BE is "failed" when its last trial rolled back and it was not committed since.
+        let mut failed: Vec<String> = Vec::new();
+        for e in &st.events {
+            match &e.kind {
+                EventKind::Rollback { failed: f, .. } => failed.push(f.clone()),
+                EventKind::TrialCommitted { be } | EventKind::TrialStarted { be, .. } => failed.retain(|f| f != be),
+                EventKind::Activated { be, once: false } => failed.retain(|f| f != be),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
         for be in inv.bes.iter().rev() {
+            let name = be.name.to_string();
+            let trial = st.trial.as_ref().filter(|t| t.be == name).map(|t| match &tries_left {
+                Some((tb, n)) if *tb == name => *n,
+                _ => t.tries,
+            });
+            out.push(ListEntry {
+                name: name.clone(),
+                label: be.label.clone(),
+                dataset: be.dataset.clone(),
+                created: be.creation,
+                origin: be.origin.clone(),
+                used: be.used,
+                running: booted.as_deref() == Some(name.as_str()),
+                default: inv.bootfs.as_deref() == Some(be.dataset.as_str()),
+                trial_tries_left: trial,
+                last_known_good: st.last_good.as_deref() == Some(name.as_str()),
+                failed: failed.contains(&name),
+                problem: be.unbootable.clone(),
+                kept: be.kept.clone(),
+            });
+        }
+        Ok((pool, out, inv.ignored))
+    }
+
+    /// `bootenv list --json`.
+    pub fn list_json(&self) -> anyhow::Result<String> {
+        let (pool, entries, ignored) = self.list_entries()?;
+        let v = serde_json::json!({ "pool": pool.as_str(), "boot_environments": entries, "ignored": ignored });
+        Ok(format!("{}\n", serde_json::to_string_pretty(&v)?))
+    }
+
+    /// `bootenv list`: a table of boot environments.
+    pub fn list(&self) -> anyhow::Result<String> {
+        let (_, entries, ignored) = self.list_entries()?;
+        let mut out = String::new();
+        writeln!(out, "{:<16} {:<12} {:<6} {:>8}  {:<16} {:<24} STATE", "NAME", "LABEL", "FLAGS", "USED", "CREATED", "ORIGIN")?;
+        for e in &entries {
             let mut flags = String::new();
-            if booted.as_deref() == Some(be.name.as_str()) {
-                flags.push('N');
+            for (on, c) in [(e.running, 'N'), (e.default, 'R'), (e.trial_tries_left.is_some(), 'T'), (e.last_known_good, 'G'), (e.failed, 'F')] {
+                if on {
+                    flags.push(c);
+                }
             }
-            if inv.bootfs.as_deref() == Some(be.dataset.as_str()) {
-                flags.push('R');
+            let mut state = match (&e.problem, e.trial_tries_left) {
+                (Some(w), _) => format!("cannot boot: {w}"),
+                (None, Some(n)) => format!("trial, {n} tries left"),
+                (None, None) if e.failed => "its trial failed".to_string(),
+                (None, None) => "ok".to_string(),
+            };
+            if !e.kept.is_empty() {
+                state.push_str(&format!("; {} kept by resets", e.kept.len()));
             }
-            if last_good.as_deref() == Some(be.name.as_str()) {
-                flags.push('G');
-            }
-            let state = be.unbootable.as_deref().map_or("ok".to_string(), |w| format!("cannot boot: {w}"));
+            let origin = e.origin.as_deref().map(|o| o.rsplit('/').next().unwrap_or(o)).unwrap_or("-");
             writeln!(
                 out,
-                "{:<20} {:<16} {:<8} {:>10}  {}",
-                be.name.as_str(),
-                printable(be.label.as_deref().unwrap_or("-")),
+                "{:<16} {:<12} {:<6} {:>8}  {:<16} {:<24} {}",
+                e.name,
+                printable(e.label.as_deref().unwrap_or("-")),
                 if flags.is_empty() { "-".into() } else { flags },
-                human_bytes(be.used),
+                human_bytes(e.used),
+                crate::reset::id_from_time(e.created).get(..13).map_or(String::new(), |d| format!("{}-{}-{} {}:{}", &d[..4], &d[4..6], &d[6..8], &d[9..11], &d[11..13])),
+                printable(origin),
                 state
             )?;
         }
-        for i in &inv.ignored {
+        for i in &ignored {
             writeln!(out, "note: {i}")?;
         }
-        for be in inv.bes.iter().rev() {
-            for k in &be.kept {
-                writeln!(out, "kept by a factory reset of {}: {k}", be.name)?;
+        for e in &entries {
+            for k in &e.kept {
+                writeln!(out, "kept by a factory reset of {}: {k}", e.name)?;
             }
         }
-        writeln!(out, "flags: N running now, R default at next boot, G last known-good")?;
+        writeln!(out, "flags: N running now, R default at next boot, T on trial, G last known-good, F its trial failed")?;
         Ok(out)
     }
 
@@ -703,6 +807,8 @@ fn describe(k: &EventKind) -> String {
             s
         }
         EventKind::ResetDropped { request: r, reason } => format!("factory reset ({}) of {} dropped: {reason}", mode_name(r), r.be),
+        EventKind::Destroyed { be } => format!("{be} destroyed"),
+        EventKind::Renamed { from, to } => format!("{from} renamed to {to}"),
         EventKind::Activated { be, once: false } => format!("{be} made the default"),
         EventKind::Activated { be, once: true } => format!("{be} picked for the next boot only"),
     }

@@ -30,6 +30,8 @@ pub const VERSION: u16 = 1;
 pub const FILE: &str = "state";
 /// How many events the record keeps.
 pub const MAX_EVENTS: usize = 32;
+/// How many defaults the history keeps.
+pub const MAX_HISTORY: usize = 32;
 
 /// The state record, version 1. Fields are only ever appended in a new version.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +43,9 @@ pub struct State {
     pub trial: Option<Trial>,
     /// A factory reset to carry out (or resume) when its BE boots; cleared only when done.
     pub reset: Option<ResetRequest>,
+    /// The BEs that became the default, oldest first, at most [`MAX_HISTORY`]: what
+    /// `bootenv rollback` walks back through and `bootenv rollforward` forward.
+    pub history: Vec<String>,
     /// Recent events, oldest first, at most [`MAX_EVENTS`].
     pub events: Vec<Event>,
 }
@@ -144,6 +149,18 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// A BE was destroyed.
+    Destroyed {
+        /// Which.
+        be: String,
+    },
+    /// A BE was renamed.
+    Renamed {
+        /// Its old name.
+        from: String,
+        /// Its new name.
+        to: String,
+    },
     /// A BE was made the default (`bootenv activate`) or picked for the next boot only
     /// (`bootenv activate --once`).
     Activated {
@@ -178,6 +195,15 @@ impl Loaded {
 }
 
 impl State {
+    /// Notes that `be` became the default (unless it already is the newest entry).
+    pub fn became_default(&mut self, be: &str) {
+        if self.history.last().map(String::as_str) != Some(be) {
+            self.history.push(be.to_owned());
+        }
+        let extra = self.history.len().saturating_sub(MAX_HISTORY);
+        self.history.drain(..extra);
+    }
+
     /// Appends an event, dropping the oldest beyond [`MAX_EVENTS`].
     pub fn push(&mut self, time: u64, kind: EventKind) {
         self.events.push(Event { time, kind });
@@ -261,6 +287,7 @@ mod tests {
             last_good: Some("v1".into()),
             trial: Some(Trial { be: "v2".into(), tries: 3 }),
             reset: Some(ResetRequest { be: "v1".into(), mode: ResetMode::Full, erase: true, id: "20261122T000000Z".into(), origin: "cli".into() }),
+            history: vec!["v1".into()],
             events: vec![],
         };
         s.push(5, EventKind::Fallback { requested: "x".into(), booted: "v1".into(), reason: "gone".into() });

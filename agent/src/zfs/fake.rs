@@ -361,6 +361,31 @@ impl Zfs for FakeZfs {
     fn destroy(&self, dataset: &str, recursive: bool) -> anyhow::Result<()> {
         let mut i = self.inner.borrow_mut();
         self.check_imported(&i, dataset)?;
+        if let Some((ds, snap)) = dataset.split_once('@') {
+            // A snapshot; with `recursive`, the same snapshot of every descendant.
+            let prefix = format!("{ds}/");
+            let targets: Vec<String> = i
+                .snapshots
+                .iter()
+                .filter(|s| {
+                    let (d, n) = s.split_once('@').expect("snapshot");
+                    n == snap && (d == ds || (recursive && d.starts_with(&prefix)))
+                })
+                .cloned()
+                .collect();
+            if targets.is_empty() {
+                bail!("could not find any snapshots to destroy; check snapshot names");
+            }
+            if let Some((n, _)) = i.datasets.iter().find(|(_, d)| d.props.get("origin").is_some_and(|o| targets.contains(o))) {
+                bail!("cannot destroy '{dataset}': snapshot has dependent clones ({n})");
+            }
+            for t in &targets {
+                i.snapshots.remove(t);
+            }
+            i.snap_order.retain(|s| !targets.contains(s));
+            i.log.push(format!("zfs destroy {}{dataset}", if recursive { "-r " } else { "" }));
+            return Ok(());
+        }
         if !i.datasets.contains_key(dataset) {
             bail!("cannot open '{dataset}': dataset does not exist");
         }

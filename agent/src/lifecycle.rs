@@ -1,0 +1,941 @@
+//! The life of a boot environment after it exists: made from another (`create --from`,
+//! `upgrade`), walked back and forth (`rollback`, `rollforward`), read without booting
+//! (`mount`, `unmount`, `diff`), renamed, destroyed safely, exported and imported.
+//!
+//! Every verb checks what it will do before it changes anything, changes the pool with single
+//! ZFS commands, and commits a multi-step change with one final rename; what it cannot finish it
+//! removes again, if bootenv made it in the same run.
+
+use crate::inventory::{Be, Inventory};
+use crate::layout::{self, PROP_FACTORY, PROP_LABEL, PROP_MEMBER, PROP_SOURCE};
+use crate::names::{printable, BeName, PoolName};
+use crate::ops::{Activation, Ctx, PARTIAL_SUFFIX};
+use crate::run::Cmd;
+use crate::state::{self, EventKind};
+use anyhow::{bail, Context};
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+/// Local properties a clone does not take over from its source (they are the source's own, or
+/// set by bootenv).
+const NOT_CARRIED: [&str; 12] = [
+    "encryption",
+    "keyformat",
+    "keylocation",
+    "pbkdf2iters",
+    "encryptionroot",
+    "keystatus",
+    "origin",
+    "canmount",
+    "mountpoint",
+    crate::reset::PROP_RESET,
+    crate::reset::PROP_SAVED,
+    crate::reset::PROP_CANMOUNT,
+];
+
+/// Options of `bootenv create --from` and `bootenv upgrade`.
+#[derive(Clone, Debug, Default)]
+pub struct CloneOpts {
+    /// The source: a BE or `be@snap`; default the running BE, else the default one.
+    pub from: Option<String>,
+    /// The label; default: the source's label.
+    pub label: Option<String>,
+    /// Start the config from the source's factory state instead of carrying its current one over.
+    pub fresh_config: bool,
+}
+
+/// A BE's datasets to clone, parents first, with their names below the BE root.
+fn be_datasets(ctx: &Ctx, be: &Be) -> anyhow::Result<Vec<crate::zfs::Dataset>> {
+    let mut v: Vec<_> = ctx
+        .zfs
+        .list(&be.dataset)?
+        .datasets
+        .into_iter()
+        .filter(|d| {
+            let last = d.name.rsplit('/').next().unwrap_or("");
+            !last.contains(".reset-") && !last.contains(".new-")
+        })
+        .filter(|d| d.name == be.dataset || d.prop(PROP_MEMBER).is_some())
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(v)
+}
+
+impl Ctx<'_> {
+    /// The BE that `from` names (`be` or `be@snap`), and the snapshot to clone, if given.
+    fn source<'i>(&self, inv: &'i Inventory, from: Option<&str>) -> anyhow::Result<(&'i Be, Option<String>)> {
+        let (name, snap) = match from {
+            Some(f) => match f.split_once('@') {
+                Some((b, s)) => (BeName::new(b)?, Some(s.to_owned())),
+                None => (BeName::new(f)?, None),
+            },
+            None => {
+                let running = self.boot_report().and_then(|r| r.get("be").and_then(|b| BeName::new(b).ok()));
+                match running.or_else(|| inv.bootfs_be()) {
+                    Some(b) => (b, None),
+                    None => bail!("name the boot environment to start from: --from <name> or --from <name>@<snapshot>"),
+                }
+            }
+        };
+        let be = inv.get(&name).with_context(|| format!("no boot environment {name}; `bootenv list` shows them"))?;
+        if let Some(s) = &snap {
+            anyhow::ensure!(
+                !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c)),
+                "invalid snapshot name {}",
+                printable(s)
+            );
+            let full = format!("{}@{s}", be.dataset);
+            anyhow::ensure!(
+                self.zfs.snapshots(&be.dataset)?.contains(&full),
+                "{full} does not exist; `zfs list -t snapshot -r {}` shows the snapshots",
+                be.dataset
+            );
+        }
+        Ok((be, snap))
+    }
+
+    /// Makes `<name>:partial` from a source BE: one atomic recursive snapshot of the source (or
+    /// the snapshot named), a clone of its root and of each member. The config is cloned from
+    /// the source's factory snapshot when it has one (so the new BE's factory state is a factory
+    /// state), and the source's current config is copied over it after `prepare` ran, unless
+    /// `fresh_config`. Returns the partial root and the snapshot this run made (to remove on
+    /// failure), if any.
+    fn clone_partial(
+        &self,
+        pool: &PoolName,
+        inv: &Inventory,
+        name: &BeName,
+        opts: &CloneOpts,
+        now: u64,
+        prepare: &dyn Fn(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<(String, String)> {
+        if inv.get(name).is_some() {
+            bail!("boot environment {name} exists already; pick another name");
+        }
+        let (src, snap) = self.source(inv, opts.from.as_deref())?;
+        let final_ds = layout::be_dataset(pool, name);
+        let partial = format!("{final_ds}{PARTIAL_SUFFIX}");
+        if !self.zfs.list(&partial)?.datasets.is_empty() {
+            bail!("{partial} is left from an interrupted run; remove it with `zfs destroy -r {partial}` and try again");
+        }
+        let (snap, made_snap) = match snap {
+            Some(s) => (s, String::new()),
+            None => {
+                let s = format!("bootenv-{}", crate::reset::id_from_time(now));
+                self.zfs.snapshot(&src.dataset, &s, true)?;
+                (s.clone(), format!("{}@{s}", src.dataset))
+            }
+        };
+        let result = (|| {
+            let datasets = be_datasets(self, src)?;
+            let factory = src.factory.clone();
+            let label = opts.label.clone().or_else(|| src.label.clone()).unwrap_or_else(|| name.to_string());
+            let mut config_pair: Option<(String, String)> = None;
+            for d in &datasets {
+                let rel = &d.name[src.dataset.len()..];
+                let target = format!("{partial}{rel}");
+                let mut props: Vec<(String, String)> = self
+                    .zfs
+                    .local_props(&d.name)?
+                    .into_iter()
+                    .filter(|(k, _)| !NOT_CARRIED.contains(&k.as_str()) && k != PROP_LABEL && k != PROP_SOURCE && k != PROP_FACTORY)
+                    .collect();
+                props.push(("canmount".into(), "noauto".into()));
+                let mp = match &d.mountpoint {
+                    crate::zfs::Mountpoint::Path(p) => p.clone(),
+                    crate::zfs::Mountpoint::Legacy => "legacy".into(),
+                    crate::zfs::Mountpoint::None => "none".into(),
+                };
+                props.push(("mountpoint".into(), mp));
+                if rel.is_empty() {
+                    props.push((PROP_LABEL.into(), label.clone()));
+                    props.push((PROP_SOURCE.into(), format!("{}@{snap}", src.dataset)));
+                }
+                let is_config = d.prop(PROP_MEMBER) == Some(layout::MEMBER_CONFIG);
+                let factory_snap = factory.as_ref().map(|f| format!("{}@{f}", d.name));
+                let from_factory = is_config
+                    && factory_snap.as_ref().is_some_and(|f| self.zfs.snapshots(&d.name).map(|s| s.contains(f)).unwrap_or(false));
+                let origin = if from_factory { factory_snap.clone().expect("checked") } else { format!("{}@{snap}", d.name) };
+                let p: Vec<(&str, &str)> = props.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                self.zfs.clone_snapshot(&origin, &target, &p)?;
+                if from_factory && !opts.fresh_config {
+                    config_pair = Some((format!("{}@{snap}", d.name), target.clone()));
+                }
+            }
+            // The new root mounted with its members, for `prepare` (an upgrade's command).
+            self.with_mounted_tree(&partial, false, prepare)?;
+            self.zfs.snapshot(&partial, layout::FACTORY_SNAPSHOT, true)?;
+            self.zfs.set(&partial, &[(PROP_FACTORY, layout::FACTORY_SNAPSHOT)])?;
+            if let Some((current, target)) = config_pair {
+                self.carry_config(&current, &target)?;
+            }
+            Ok::<_, anyhow::Error>(())
+        })();
+        if let Err(e) = result {
+            self.remove_partial(&partial, &made_snap);
+            return Err(e);
+        }
+        Ok((partial, made_snap))
+    }
+
+    /// Removes what a failed run made: the partial BE and the snapshot it took.
+    fn remove_partial(&self, partial: &str, made_snap: &str) {
+        if !self.zfs.list(partial).map(|l| l.datasets.is_empty()).unwrap_or(true) {
+            log::warn!("removing the unfinished boot environment {partial}");
+            if let Err(e) = self.zfs.destroy(partial, true) {
+                log::warn!("{e:#}");
+            }
+        }
+        if !made_snap.is_empty() {
+            if let Err(e) = self.zfs.destroy(made_snap, true) {
+                log::warn!("{e:#}");
+            }
+        }
+    }
+
+    /// Copies the files of the config snapshot `current` over the config dataset `target`: the
+    /// operator's settings win, files only the new factory state has stay.
+    fn carry_config(&self, current: &str, target: &str) -> anyhow::Result<()> {
+        let base = self.root.join("run/bootenv/mnt");
+        let from = base.join(format!("carry-from-{}", std::process::id()));
+        let to = base.join(format!("carry-to-{}", std::process::id()));
+        std::fs::create_dir_all(&from)?;
+        std::fs::create_dir_all(&to)?;
+        self.mounter.mount_zfs(current, &from, true)?;
+        let r = self.mounter.mount_zfs(target, &to, false).and_then(|()| {
+            let copied = Cmd::new("cp").arg("-a").arg(format!("{}/.", from.display())).arg(to.display().to_string()).run();
+            let u = self.mounter.unmount(&to);
+            copied.map(|_| ()).map_err(anyhow::Error::from).and(u)
+        });
+        let u = self.mounter.unmount(&from);
+        let _ = std::fs::remove_dir(&from);
+        let _ = std::fs::remove_dir(&to);
+        r.context("carrying the current configuration over")?;
+        u
+    }
+
+    /// Mounts a BE tree (root and members) at a directory of its own, runs `f` on it, and
+    /// unmounts it again, whatever `f` returned.
+    pub fn with_mounted_tree(&self, root_ds: &str, readonly: bool, f: &dyn Fn(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let dir = self.root.join("run/bootenv/mnt").join(root_ds.replace(['/', ':', '@'], "_"));
+        let mounted = self.mount_tree(root_ds, &dir, readonly)?;
+        let r = f(&dir);
+        let u = self.unmount_all(&mounted);
+        let _ = std::fs::remove_dir(&dir);
+        r.and(u)
+    }
+
+    /// Mounts a BE's root (or a snapshot of it) at `dir` and its members below; returns what it
+    /// mounted, in order.
+    fn mount_tree(&self, root_ds: &str, dir: &Path, readonly: bool) -> anyhow::Result<Vec<PathBuf>> {
+        let (ds, snap) = match root_ds.split_once('@') {
+            Some((d, s)) => (d.to_owned(), Some(s.to_owned())),
+            None => (root_ds.to_owned(), None),
+        };
+        std::fs::create_dir_all(dir)?;
+        self.mounter.mount_zfs(root_ds, dir, readonly)?;
+        let mut mounted = vec![dir.to_path_buf()];
+        let listing = self.zfs.list(&ds)?;
+        let mut members: Vec<_> = listing
+            .datasets
+            .into_iter()
+            .filter(|d| d.name != ds && d.prop(PROP_MEMBER).is_some() && d.canmount != crate::zfs::CanMount::Off)
+            .filter(|d| !d.name.contains(".reset-") && !d.name.contains(".new-"))
+            .collect();
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        for m in members {
+            let crate::zfs::Mountpoint::Path(mp) = &m.mountpoint else { continue };
+            let target = dir.join(mp.trim_start_matches('/'));
+            let source = match &snap {
+                Some(s) => format!("{}@{s}", m.name),
+                None => m.name.clone(),
+            };
+            if snap.is_some() && !self.zfs.snapshots(&m.name)?.contains(&source) {
+                continue;
+            }
+            if !target.is_dir() {
+                if readonly {
+                    continue;
+                }
+                std::fs::create_dir_all(&target)?;
+            }
+            match self.mounter.mount_zfs(&source, &target, readonly) {
+                Ok(()) => mounted.push(target),
+                Err(e) => {
+                    let _ = self.unmount_all(&mounted);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(mounted)
+    }
+
+    fn unmount_all(&self, mounted: &[PathBuf]) -> anyhow::Result<()> {
+        let mut first_err = None;
+        for m in mounted.iter().rev() {
+            if let Err(e) = self.mounter.unmount(m) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// `bootenv create <name> --from <be|be@snap>`.
+    pub fn create_from(&self, name: &BeName, opts: &CloneOpts, now: u64) -> anyhow::Result<String> {
+        let pool = self.pool()?;
+        let inv = self.inventory(&pool)?;
+        let (partial, _) = self.clone_partial(&pool, &inv, name, opts, now, &|_| Ok(()))?;
+        let final_ds = layout::be_dataset(&pool, name);
+        self.zfs.rename(&partial, &final_ds)?;
+        let mut out = format!("created boot environment {name} ({final_ds}) from {}\n", self.zfs_source_of(&final_ds));
+        match self.sync_boot(std::slice::from_ref(name), now) {
+            Ok(s) => out.push_str(&s),
+            Err(e) if format!("{e:#}").starts_with("no EFI system partition") => {}
+            Err(e) => writeln!(out, "warning: {e:#}")?,
+        }
+        Ok(out)
+    }
+
+    fn zfs_source_of(&self, ds: &str) -> String {
+        self.zfs
+            .list(ds)
+            .ok()
+            .and_then(|l| l.datasets.into_iter().find(|d| d.name == ds))
+            .and_then(|d| d.prop(PROP_SOURCE).map(str::to_owned))
+            .unwrap_or_else(|| "?".into())
+    }
+
+    /// `bootenv upgrade <name> -- <command...>`: a new BE from the running one, the command run
+    /// chrooted in it, its kernel copied to the ESP, then a trial of it. A failing command
+    /// removes the new BE; the running BE is never changed.
+    pub fn upgrade(&self, name: &BeName, command: &[String], opts: &CloneOpts, tries: Option<u32>, now: u64) -> anyhow::Result<String> {
+        anyhow::ensure!(!command.is_empty(), "say what to run in the new boot environment: bootenv upgrade {name} -- <command...>");
+        let pool = self.pool()?;
+        let inv = self.inventory(&pool)?;
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let run = |root: &Path| -> anyhow::Result<()> {
+            log::warn!("running `{}` in the new boot environment {name}", command.join(" "));
+            with_api_mounts(root, || {
+                let status = std::process::Command::new("chroot")
+                    .arg(root)
+                    .arg("/bin/sh")
+                    .arg("-c")
+                    .arg(format!("cd {} 2>/dev/null || cd /; exec \"$@\"", shell_quote(&cwd.to_string_lossy())))
+                    .arg("bootenv-upgrade")
+                    .args(command)
+                    .status()
+                    .context("running chroot")?;
+                anyhow::ensure!(status.success(), "`{}` failed in the new boot environment ({status})", command.join(" "));
+                Ok(())
+            })
+        };
+        let mut opts = opts.clone();
+        if opts.from.is_none() {
+            let running = self.boot_report().and_then(|r| r.get("be").map(str::to_owned));
+            opts.from = running;
+        }
+        let (partial, _) = self.clone_partial(&pool, &inv, name, &opts, now, &run).map_err(|e| {
+            e.context(format!("the upgrade to {name} did not happen; the running boot environment is unchanged and no part of {name} was kept"))
+        })?;
+        let final_ds = layout::be_dataset(&pool, name);
+        self.zfs.rename(&partial, &final_ds)?;
+        let mut out = format!("created boot environment {name} ({final_ds}) and ran `{}` in it\n", command.join(" "));
+        out.push_str(&self.sync_boot(std::slice::from_ref(name), now)?);
+        out.push_str(&self.activate(name, Activation::Trial(tries), now)?);
+        Ok(out)
+    }
+
+    /// The BEs in the order they became the default, as the state record keeps it.
+    fn history(&self, pool: &PoolName) -> anyhow::Result<(PathBuf, state::State)> {
+        let dir = self.state_dir(pool)?;
+        let st = match state::load(&dir)? {
+            state::Loaded::Newer(v) => bail!("the state record has format version {v}, newer than this bootenv"),
+            l => l.state(),
+        };
+        Ok((dir, st))
+    }
+
+    /// `bootenv rollback [name]` and `bootenv rollforward`: make the previous (or next) BE in
+    /// the history of defaults the default again, or the BE named. Repeated rollbacks walk back.
+    pub fn walk(&self, to: Option<&BeName>, forward: bool, now: u64) -> anyhow::Result<String> {
+        let pool = self.pool()?;
+        let inv = self.inventory(&pool)?;
+        let (_, st) = self.history(&pool)?;
+        let current = inv.bootfs_be().map(|b| b.to_string());
+        let target = match to {
+            Some(n) => n.clone(),
+            None => {
+                let h = &st.history;
+                let at = current.as_ref().and_then(|c| h.iter().rposition(|x| x == c));
+                let exists = |n: &String| BeName::new(n).ok().and_then(|b| inv.get(&b).map(|be| be.unbootable.is_none())).unwrap_or(false);
+                let pick = match (at, forward) {
+                    (Some(i), false) => h[..i].iter().rev().find(|n| exists(n)),
+                    (Some(i), true) => h[i + 1..].iter().find(|n| exists(n)),
+                    (None, false) => h.iter().rev().find(|n| Some(*n) != current.as_ref() && exists(n)),
+                    (None, true) => None,
+                };
+                match pick {
+                    Some(n) => BeName::new(n)?,
+                    None if forward => bail!("there is nothing to roll forward to: {} is the newest default", current.unwrap_or_default()),
+                    None => bail!("there is nothing to roll back to: no earlier default is left (history: {})", h.join(" -> ")),
+                }
+            }
+        };
+        let mut out = self.activate(&target, Activation::Walk, now)?;
+        out.insert_str(0, &format!("{} {} -> {target}\n", if forward { "rolling forward" } else { "rolling back" }, current.unwrap_or_else(|| "-".into())));
+        Ok(out)
+    }
+
+    /// `bootenv mount <name|name@snap> [dir]`: a BE's files without booting it, read-only unless
+    /// `rw` (a BE, never a snapshot). Returns where.
+    pub fn mount_be(&self, what: &str, dir: Option<&Path>, rw: bool) -> anyhow::Result<String> {
+        let pool = self.pool()?;
+        let inv = self.inventory(&pool)?;
+        let (name, snap) = match what.split_once('@') {
+            Some((b, s)) => (BeName::new(b)?, Some(s)),
+            None => (BeName::new(what)?, None),
+        };
+        let be = inv.get(&name).with_context(|| format!("no boot environment {name}; `bootenv list` shows them"))?;
+        anyhow::ensure!(!(rw && snap.is_some()), "a snapshot can only be mounted read-only");
+        if snap.is_none() && self.boot_report().and_then(|r| r.get("be").map(str::to_owned)).as_deref() == Some(name.as_str()) {
+            bail!("{name} is the running boot environment: its files are at /");
+        }
+        let source = match snap {
+            Some(s) => {
+                let full = format!("{}@{s}", be.dataset);
+                anyhow::ensure!(self.zfs.snapshots(&be.dataset)?.contains(&full), "{full} does not exist");
+                full
+            }
+            None => be.dataset.clone(),
+        };
+        let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| self.root.join("run/bootenv/mnt").join(what.replace('@', "@")));
+        if self.mounter.is_mountpoint(&dir) {
+            bail!("{} has something mounted on it already; `bootenv unmount {}` first", dir.display(), dir.display());
+        }
+        self.mount_tree(&source, &dir, !rw)?;
+        Ok(format!("{}\n", dir.display()))
+    }
+
+    /// `bootenv unmount <name|dir>`: unmounts what `bootenv mount` mounted.
+    pub fn unmount_be(&self, what: &str) -> anyhow::Result<String> {
+        let dir = if what.starts_with('/') { PathBuf::from(what) } else { self.root.join("run/bootenv/mnt").join(what) };
+        let mounts = std::fs::read_to_string(self.root.join("proc/self/mounts")).unwrap_or_default();
+        let prefix = dir.to_string_lossy().into_owned();
+        let mut below: Vec<PathBuf> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| *m == prefix || m.starts_with(&format!("{prefix}/")))
+            .map(PathBuf::from)
+            .collect();
+        if below.is_empty() && self.mounter.is_mountpoint(&dir) {
+            below.push(dir.clone());
+        }
+        anyhow::ensure!(!below.is_empty(), "nothing is mounted at {}", dir.display());
+        below.sort();
+        self.unmount_all(&below)?;
+        let _ = std::fs::remove_dir(&dir);
+        Ok(format!("unmounted {}\n", dir.display()))
+    }
+
+    /// `bootenv diff <a> <b>`: which files differ between two BEs (or snapshots), as
+    /// `+ path` (only in b), `- path` (only in a), `M path` (changed).
+    pub fn diff(&self, a: &str, b: &str) -> anyhow::Result<String> {
+        let pool = self.pool()?;
+        let inv = self.inventory(&pool)?;
+        let resolve = |w: &str| -> anyhow::Result<String> {
+            let (n, s) = match w.split_once('@') {
+                Some((n, s)) => (n, Some(s)),
+                None => (w, None),
+            };
+            let be = inv.get(&BeName::new(n)?).with_context(|| format!("no boot environment {n}"))?;
+            Ok(match s {
+                Some(s) => format!("{}@{s}", be.dataset),
+                None => be.dataset.clone(),
+            })
+        };
+        let (da, db) = (resolve(a)?, resolve(b)?);
+        let out = std::cell::RefCell::new(String::new());
+        self.with_mounted_tree(&da, true, &|pa| {
+            self.with_mounted_tree(&db, true, &|pb| {
+                let mut lines = Vec::new();
+                crate::treediff::diff(pa, pb, &mut lines)?;
+                let mut o = out.borrow_mut();
+                for l in lines {
+                    o.push_str(&l);
+                    o.push('\n');
+                }
+                Ok(())
+            })
+        })?;
+        let o = out.into_inner();
+        Ok(if o.is_empty() { format!("{a} and {b} hold the same files\n") } else { o })
+    }
+
+    /// What `destroy` of `name` would remove, or why it must not.
+    pub fn destroy_plan(&self, name: &BeName, promote: bool) -> anyhow::Result<DestroyPlan> {
+        let pool = self.pool()?;
+        let inv = self.inventory(&pool)?;
+        let be = inv.get(name).with_context(|| format!("no boot environment {name}; `bootenv list` shows them"))?;
+        let (_, st) = self.history(&pool)?;
+        let running = self.boot_report().and_then(|r| r.get("be").map(str::to_owned));
+        let mut refuse = Vec::new();
+        if running.as_deref() == Some(name.as_str()) {
+            refuse.push(format!("{name} is running now"));
+        }
+        if inv.bootfs_be().as_ref() == Some(name) {
+            refuse.push(format!("{name} is the default (make another the default first: `bootenv activate <other>`)"));
+        }
+        if st.trial.as_ref().is_some_and(|t| t.be == name.as_str()) {
+            refuse.push(format!("{name} is on trial (let the trial end, or `bootenv activate <other>` to cancel it)"));
+        }
+        if st.last_good.as_deref() == Some(name.as_str()) {
+            refuse.push(format!("{name} is the last known-good boot environment, where a failed trial rolls back to"));
+        }
+        if st.reset.as_ref().is_some_and(|r| r.be == name.as_str()) {
+            refuse.push(format!("a factory reset of {name} is pending (`bootenv factory-reset --cancel`)"));
+        }
+        let all = self.zfs.list(pool.as_str())?.datasets;
+        let prefix = format!("{}/", be.dataset);
+        let mine: Vec<&crate::zfs::Dataset> = all.iter().filter(|d| d.name == be.dataset || d.name.starts_with(&prefix)).collect();
+        // Only what bootenv made: the root (it carries org.bootenv:source or is a BE root made
+        // by bootenv's layout), members, and what resets kept aside.
+        let foreign: Vec<String> = mine
+            .iter()
+            .filter(|d| d.name != be.dataset)
+            .filter(|d| d.prop(PROP_MEMBER).is_none() && !d.name.rsplit('/').next().unwrap_or("").contains(".reset-"))
+            .map(|d| d.name.clone())
+            .collect();
+        if !foreign.is_empty() {
+            refuse.push(format!(
+                "{} holds datasets bootenv did not make ({}); move or destroy them yourself first",
+                be.dataset,
+                foreign.join(", ")
+            ));
+        }
+        // Clones elsewhere whose origin is one of this BE's snapshots.
+        let mut dependents = Vec::new();
+        for d in all.iter().filter(|d| !(d.name == be.dataset || d.name.starts_with(&prefix))) {
+            if let Some(o) = &d.origin {
+                let ods = o.split('@').next().unwrap_or("");
+                if ods == be.dataset || ods.starts_with(&prefix) {
+                    dependents.push((d.name.clone(), o.clone()));
+                }
+            }
+        }
+        let mut promotions = Vec::new();
+        if !dependents.is_empty() {
+            if promote {
+                let mut roots: Vec<String> = dependents.iter().map(|(d, _)| d.clone()).collect();
+                roots.sort();
+                roots.dedup();
+                promotions = roots;
+            } else {
+                refuse.push(format!(
+                    "other datasets are clones of {name}'s snapshots ({}); `--promote-dependents` promotes them first, which moves those snapshots to them",
+                    dependents.iter().map(|(d, o)| format!("{d} from {o}")).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        let mut datasets: Vec<String> = mine.iter().map(|d| d.name.clone()).collect();
+        datasets.sort();
+        let mut snapshots = Vec::new();
+        for d in &datasets {
+            snapshots.extend(self.zfs.snapshots(d)?);
+        }
+        Ok(DestroyPlan { be: name.clone(), root: be.dataset.clone(), refuse, promotions, datasets, snapshots })
+    }
+
+    /// `bootenv destroy <name> [--dry-run] [--promote-dependents]`.
+    pub fn destroy_be(&self, name: &BeName, dry_run: bool, promote: bool, now: u64) -> anyhow::Result<String> {
+        let plan = self.destroy_plan(name, promote)?;
+        let mut out = plan.render();
+        if !plan.refuse.is_empty() {
+            bail!("refusing to destroy {name}:\n  - {}", plan.refuse.join("\n  - "));
+        }
+        if dry_run {
+            out.insert_str(0, "dry run: nothing was destroyed\n");
+            return Ok(out);
+        }
+        for p in &plan.promotions {
+            self.zfs.promote(p)?;
+        }
+        self.zfs.destroy(&plan.root, true)?;
+        let pool = self.pool()?;
+        let inv = self.inventory(&pool)?;
+        let (dir, mut st) = self.history(&pool)?;
+        st.history.retain(|h| h != name.as_str());
+        st.push(now, EventKind::Destroyed { be: name.to_string() });
+        state::store(&dir, &st)?;
+        match self.refresh_boot(&inv, &st) {
+            Ok(notes) => {
+                for n in notes {
+                    writeln!(out, "{n}")?;
+                }
+            }
+            Err(e) => writeln!(out, "warning: the GRUB menu was not rewritten: {e:#}")?,
+        }
+        writeln!(out, "destroyed {name}")?;
+        Ok(out)
+    }
+
+    /// `bootenv rename <old> <new>`.
+    pub fn rename_be(&self, old: &BeName, new: &BeName, now: u64) -> anyhow::Result<String> {
+        let pool = self.pool()?;
+        let inv = self.inventory(&pool)?;
+        let be = inv.get(old).with_context(|| format!("no boot environment {old}"))?;
+        anyhow::ensure!(inv.get(new).is_none(), "boot environment {new} exists already");
+        let (dir, mut st) = self.history(&pool)?;
+        let running = self.boot_report().and_then(|r| r.get("be").map(str::to_owned));
+        let mut refuse = Vec::new();
+        if running.as_deref() == Some(old.as_str()) {
+            refuse.push("it is running now");
+        }
+        if inv.bootfs_be().as_ref() == Some(old) {
+            refuse.push("it is the default");
+        }
+        if st.trial.as_ref().is_some_and(|t| t.be == old.as_str()) {
+            refuse.push("it is on trial");
+        }
+        if st.last_good.as_deref() == Some(old.as_str()) {
+            refuse.push("it is the last known-good");
+        }
+        if st.reset.as_ref().is_some_and(|r| r.be == old.as_str()) {
+            refuse.push("a factory reset of it is pending");
+        }
+        if !refuse.is_empty() {
+            bail!("refusing to rename {old}: {} (GRUB and the state record name it)", refuse.join(", "));
+        }
+        self.zfs.rename(&be.dataset, &layout::be_dataset(&pool, new))?;
+        for h in st.history.iter_mut().filter(|h| *h == old.as_str()) {
+            *h = new.to_string();
+        }
+        st.push(now, EventKind::Renamed { from: old.to_string(), to: new.to_string() });
+        state::store(&dir, &st)?;
+        let mut out = format!("renamed {old} to {new}\n");
+        let inv = self.inventory(&pool)?;
+        if let Ok(Ok(esp)) = self.esp_found() {
+            let from = esp.bootenv_dir().join(old.as_str());
+            if from.is_dir() {
+                std::fs::rename(&from, esp.bootenv_dir().join(new.as_str()))?;
+            }
+            for n in self.refresh_boot(&inv, &st)? {
+                writeln!(out, "{n}")?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `bootenv export <name> <file|->`: a replication stream of the BE (root, members and
+    /// their snapshots) from one fresh recursive snapshot.
+    pub fn export_be(&self, name: &BeName, to: &str, now: u64) -> anyhow::Result<String> {
+        let pool = self.pool()?;
+        let inv = self.inventory(&pool)?;
+        let be = inv.get(name).with_context(|| format!("no boot environment {name}"))?;
+        let snap = format!("bootenv-export-{}", crate::reset::id_from_time(now));
+        self.zfs.snapshot(&be.dataset, &snap, true)?;
+        let full = format!("{}@{snap}", be.dataset);
+        log::warn!("sending {full} (with its members and snapshots)");
+        let mut child = std::process::Command::new("zfs")
+            .args(["send", "-R", &full])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("running zfs send")?;
+        let mut src = child.stdout.take().expect("piped");
+        let mut sink: Box<dyn std::io::Write> = if to == "-" {
+            Box::new(std::io::stdout().lock())
+        } else {
+            Box::new(std::fs::File::create(to).with_context(|| format!("creating {to}"))?)
+        };
+        let bytes = copy_with_progress(&mut src, &mut sink, "sent")?;
+        sink.flush()?;
+        drop(sink);
+        let status = child.wait()?;
+        anyhow::ensure!(status.success(), "zfs send {full} failed ({status})");
+        if to != "-" {
+            std::fs::File::open(to).and_then(|f| f.sync_all()).with_context(|| format!("syncing {to}"))?;
+        }
+        Ok(format!("exported {name} ({bytes} bytes) from {full}\n"))
+    }
+
+    /// `bootenv import <file|-> [--name <name>]`: receives a BE stream into `<pool>/ROOT`, never
+    /// mounting it, then copies its kernel to the ESP.
+    pub fn import_be(&self, from: &str, name: Option<&BeName>, now: u64) -> anyhow::Result<String> {
+        let pool = self.pool()?;
+        let inv = self.inventory(&pool)?;
+        anyhow::ensure!(inv.has_root, "{} does not exist; run `bootenv prepare-pool {pool}` first", layout::root_container(&pool));
+        let before: Vec<String> = inv.bes.iter().map(|b| b.name.to_string()).collect();
+        let mut cmd = std::process::Command::new("zfs");
+        cmd.arg("receive").arg("-u");
+        match name {
+            Some(n) => {
+                anyhow::ensure!(inv.get(n).is_none(), "boot environment {n} exists already; import under another --name");
+                cmd.arg(layout::be_dataset(&pool, n));
+            }
+            None => {
+                cmd.arg("-e").arg(layout::root_container(&pool));
+            }
+        }
+        cmd.stdin(std::process::Stdio::piped());
+        let mut child = cmd.spawn().context("running zfs receive")?;
+        let mut sink = child.stdin.take().expect("piped");
+        let mut src: Box<dyn std::io::Read> = if from == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(std::fs::File::open(from).with_context(|| format!("opening {from}"))?)
+        };
+        let bytes = copy_with_progress(&mut src, &mut sink, "received")?;
+        drop(sink);
+        let status = child.wait()?;
+        anyhow::ensure!(
+            status.success(),
+            "zfs receive failed ({status}); if a boot environment of that name exists, import with --name <new name>"
+        );
+        let inv = self.inventory(&pool)?;
+        let new: Vec<BeName> = inv.bes.iter().filter(|b| !before.contains(&b.name.to_string())).map(|b| b.name.clone()).collect();
+        let [got] = new.as_slice() else {
+            bail!("the stream did not make exactly one boot environment in {} (made: {new:?})", layout::root_container(&pool));
+        };
+        let be = inv.get(got).expect("listed");
+        self.zfs.set(&be.dataset, &[("canmount", "noauto"), ("mountpoint", "/")])?;
+        let mut out = format!("imported {got} ({bytes} bytes) as {}\n", be.dataset);
+        match self.sync_boot(std::slice::from_ref(got), now) {
+            Ok(s) => out.push_str(&s),
+            Err(e) => writeln!(out, "note: {e:#}")?,
+        }
+        Ok(out)
+    }
+}
+
+/// What destroying a BE would do.
+#[derive(Clone, Debug)]
+pub struct DestroyPlan {
+    /// The BE.
+    pub be: BeName,
+    /// Its root dataset.
+    pub root: String,
+    /// Why it must not be destroyed; empty when it may.
+    pub refuse: Vec<String>,
+    /// Clones promoted first.
+    pub promotions: Vec<String>,
+    /// Datasets destroyed.
+    pub datasets: Vec<String>,
+    /// Snapshots destroyed with them.
+    pub snapshots: Vec<String>,
+}
+
+impl DestroyPlan {
+    /// The plan as lines: exactly what would go.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for p in &self.promotions {
+            let _ = writeln!(s, "promote {p}");
+        }
+        for d in &self.datasets {
+            let _ = writeln!(s, "destroy {d}");
+        }
+        for d in &self.snapshots {
+            let _ = writeln!(s, "destroy {d}");
+        }
+        let _ = writeln!(s, "remove /{}/{} from the ESP", crate::esp::DIR, self.be);
+        s
+    }
+}
+
+/// Copies a stream, telling how far it got every 64 MiB.
+fn copy_with_progress(src: &mut dyn std::io::Read, dst: &mut dyn std::io::Write, what: &str) -> anyhow::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    let mut next = 64u64 << 20;
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        dst.write_all(&buf[..n])?;
+        total += n as u64;
+        if total >= next {
+            eprintln!("bootenv: {what} {} MiB", total >> 20);
+            next += 64 << 20;
+        }
+    }
+    Ok(total)
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Binds /proc, /sys and /dev into `root` for `f`, and unbinds them after.
+fn with_api_mounts(root: &Path, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    use nix::mount::{MntFlags, MsFlags};
+    let mut done = Vec::new();
+    let mut result = Ok(());
+    for d in ["proc", "sys", "dev"] {
+        let target = root.join(d);
+        if let Err(e) = std::fs::create_dir_all(&target)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| {
+                nix::mount::mount(Some(&Path::new("/").join(d)), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                    .with_context(|| format!("binding /{d} into {}", root.display()))
+            })
+        {
+            result = Err(e);
+            break;
+        }
+        done.push(target);
+    }
+    if result.is_ok() {
+        result = f();
+    }
+    for t in done.iter().rev() {
+        if let Err(e) = nix::mount::umount2(t, MntFlags::MNT_DETACH) {
+            log::warn!("unmounting {}: {e}", t.display());
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mounts::FakeMounter;
+    use crate::ops::EspChoice;
+    use crate::zfs::fake::FakeZfs;
+    use crate::zfs::Zfs;
+
+    fn world() -> (tempfile::TempDir, FakeZfs, FakeMounter) {
+        let d = tempfile::tempdir().unwrap();
+        let z = FakeZfs::new();
+        z.add_pool("tank");
+        z.import("tank").unwrap().unwrap();
+        z.add_fs("tank/ROOT", &[("canmount", "off"), ("mountpoint", "none"), ("org.bootenv:layout", "1")]);
+        z.add_fs("tank/BOOTENV", &[("canmount", "noauto"), ("mountpoint", "legacy")]);
+        for be in ["v1", "v2"] {
+            z.add_fs(&format!("tank/ROOT/{be}"), &[("canmount", "noauto"), ("mountpoint", "/"), (PROP_LABEL, be), ("compression", "lz4")]);
+            z.add_fs(
+                &format!("tank/ROOT/{be}/config"),
+                &[("canmount", "noauto"), ("mountpoint", "/etc/config"), (PROP_MEMBER, "config")],
+            );
+            z.snapshot(&format!("tank/ROOT/{be}"), "factory", true).unwrap();
+            z.set(&format!("tank/ROOT/{be}"), &[(PROP_FACTORY, "factory")]).unwrap();
+        }
+        z.set_pool_prop("tank", "bootfs", "tank/ROOT/v1").unwrap();
+        (d, z, FakeMounter::new())
+    }
+
+    fn ctx<'a>(d: &Path, z: &'a FakeZfs, m: &'a FakeMounter) -> Ctx<'a> {
+        Ctx { root: d.into(), zfs: z, mounter: m, pool: Some(PoolName::new("tank").unwrap()), esp: None::<EspChoice> }
+    }
+
+    fn be(s: &str) -> BeName {
+        BeName::new(s).unwrap()
+    }
+
+    fn origin(z: &FakeZfs, ds: &str) -> Option<String> {
+        z.list(ds).unwrap().datasets.into_iter().find(|d| d.name == ds).and_then(|d| d.origin)
+    }
+
+    #[test]
+    fn create_from_clones_atomically_and_starts_the_config_from_the_factory_state() {
+        let (d, z, m) = world();
+        let c = ctx(d.path(), &z, &m);
+        let now = 1_795_305_600;
+        c.create_from(&be("v3"), &CloneOpts { from: Some("v2".into()), ..Default::default() }, now).unwrap();
+        let snap = "tank/ROOT/v2@bootenv-20261122T000000Z";
+        assert!(z.has_snapshot(snap) && z.has_snapshot("tank/ROOT/v2/config@bootenv-20261122T000000Z"), "one recursive snapshot");
+        assert_eq!(origin(&z, "tank/ROOT/v3").as_deref(), Some(snap));
+        assert_eq!(origin(&z, "tank/ROOT/v3/config").as_deref(), Some("tank/ROOT/v2/config@factory"));
+        assert_eq!(z.get("tank/ROOT/v3", "canmount").as_deref(), Some("noauto"));
+        assert_eq!(z.get("tank/ROOT/v3", "compression").as_deref(), Some("lz4"), "local properties carried over");
+        assert_eq!(z.get("tank/ROOT/v3", PROP_LABEL).as_deref(), Some("v2"));
+        assert_eq!(z.get("tank/ROOT/v3", PROP_SOURCE).as_deref(), Some(snap));
+        assert!(z.has_snapshot("tank/ROOT/v3@factory") && z.has_snapshot("tank/ROOT/v3/config@factory"));
+        assert!(z.changes().last().unwrap().starts_with("zfs rename tank/ROOT/v3:partial"), "committed by a rename");
+        assert!(m.mounted().is_empty());
+        // From a named snapshot; an unknown one is refused before anything changes.
+        let before = z.changes();
+        let e = c.create_from(&be("v4"), &CloneOpts { from: Some("v2@nosuch".into()), ..Default::default() }, now).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        assert_eq!(z.changes(), before);
+        c.create_from(&be("v4"), &CloneOpts { from: Some("v1@factory".into()), ..Default::default() }, now).unwrap();
+        assert_eq!(origin(&z, "tank/ROOT/v4").as_deref(), Some("tank/ROOT/v1@factory"));
+    }
+
+    #[test]
+    fn a_failed_create_from_leaves_nothing_behind() {
+        let (d, z, _) = world();
+        let m = FakeMounter::new().failing("tank/ROOT/v3:partial", "no space");
+        let c = ctx(d.path(), &z, &m);
+        let before: Vec<String> = z.list("tank").unwrap().datasets.into_iter().map(|d| d.name).collect();
+        assert!(c.create_from(&be("v3"), &CloneOpts::default(), 1).is_err());
+        let after: Vec<String> = z.list("tank").unwrap().datasets.into_iter().map(|d| d.name).collect();
+        assert_eq!(before, after);
+        assert!(z.snapshots("tank/ROOT/v1").unwrap().iter().all(|s| !s.contains("bootenv-")), "the snapshot it took is gone too");
+    }
+
+    #[test]
+    fn destroy_refuses_what_must_stay_and_the_dry_run_is_what_happens() {
+        let (d, z, m) = world();
+        let c = ctx(d.path(), &z, &m);
+        c.create_from(&be("v3"), &CloneOpts { from: Some("v2".into()), ..Default::default() }, 1).unwrap();
+        let e = c.destroy_be(&be("v1"), false, false, 2).unwrap_err().to_string();
+        assert!(e.contains("v1 is the default"), "{e}");
+        let e = c.destroy_be(&be("v2"), false, false, 2).unwrap_err().to_string();
+        assert!(e.contains("clones of v2's snapshots") && e.contains("tank/ROOT/v3"), "{e}");
+        // Datasets bootenv did not make are never destroyed.
+        z.add_fs("tank/ROOT/v3/mine", &[]);
+        let e = c.destroy_be(&be("v3"), false, false, 2).unwrap_err().to_string();
+        assert!(e.contains("did not make (tank/ROOT/v3/mine)"), "{e}");
+        z.destroy("tank/ROOT/v3/mine", false).unwrap();
+        let dry = c.destroy_be(&be("v3"), true, false, 2).unwrap();
+        assert!(dry.starts_with("dry run"));
+        let would: Vec<String> = dry.lines().filter_map(|l| l.strip_prefix("destroy ")).map(str::to_owned).collect();
+        let before: Vec<String> = z.list("tank").unwrap().datasets.into_iter().map(|d| d.name).collect();
+        c.destroy_be(&be("v3"), false, false, 3).unwrap();
+        let after: Vec<String> = z.list("tank").unwrap().datasets.into_iter().map(|d| d.name).collect();
+        let gone: Vec<String> = before.into_iter().filter(|n| !after.contains(n)).collect();
+        let would_ds: Vec<String> = would.iter().filter(|w| !w.contains('@')).cloned().collect();
+        assert_eq!(gone, would_ds);
+        for s in would.iter().filter(|w| w.contains('@')) {
+            assert!(!z.has_snapshot(s), "{s} should be gone");
+        }
+        // With dependents promoted, v2 can go; v3's clone keeps the snapshots it needs.
+        c.create_from(&be("v5"), &CloneOpts { from: Some("v2".into()), ..Default::default() }, 4).unwrap();
+        c.destroy_be(&be("v2"), false, true, 5).unwrap();
+        assert!(z.list("tank/ROOT/v2").unwrap().datasets.is_empty());
+        assert!(!z.list("tank/ROOT/v5").unwrap().datasets.is_empty());
+    }
+
+    #[test]
+    fn rollback_walks_back_and_forward_through_the_defaults() {
+        let (d, z, m) = world();
+        let c = ctx(d.path(), &z, &m);
+        c.prepare_pool(&PoolName::new("tank").unwrap()).unwrap();
+        for (i, b) in ["v1", "v2", "v3", "v4"].iter().enumerate() {
+            if z.list(&format!("tank/ROOT/{b}")).unwrap().datasets.is_empty() {
+                c.create_from(&be(b), &CloneOpts { from: Some("v1".into()), ..Default::default() }, 10 + i as u64).unwrap();
+            }
+            c.activate(&be(b), Activation::Default, 20 + i as u64).unwrap();
+        }
+        let default = || z.pool_prop("tank", "bootfs").unwrap().unwrap();
+        c.walk(None, false, 30).unwrap();
+        assert_eq!(default(), "tank/ROOT/v3");
+        c.walk(None, false, 31).unwrap();
+        assert_eq!(default(), "tank/ROOT/v2");
+        c.walk(None, true, 32).unwrap();
+        assert_eq!(default(), "tank/ROOT/v3");
+        c.walk(Some(&be("v1")), false, 33).unwrap();
+        assert_eq!(default(), "tank/ROOT/v1");
+        assert!(c.walk(None, false, 34).unwrap_err().to_string().contains("nothing to roll back to"));
+    }
+
+    #[test]
+    fn rename_refuses_names_grub_and_the_state_use() {
+        let (d, z, m) = world();
+        let c = ctx(d.path(), &z, &m);
+        assert!(c.rename_be(&be("v1"), &be("x"), 1).unwrap_err().to_string().contains("it is the default"));
+        c.rename_be(&be("v2"), &be("two"), 1).unwrap();
+        assert!(!z.list("tank/ROOT/two/config").unwrap().datasets.is_empty());
+        assert!(c.rename_be(&be("two"), &be("v1"), 1).unwrap_err().to_string().contains("exists already"));
+    }
+}
