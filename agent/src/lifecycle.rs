@@ -453,10 +453,35 @@ impl Ctx<'_> {
                 None => be.dataset.clone(),
             })
         };
-        let (da, db) = (resolve(a)?, resolve(b)?);
+        let (mut da, mut db) = (resolve(a)?, resolve(b)?);
+        // A mounted BE (the running one) cannot be mounted twice: compare a snapshot taken now.
+        let mounts = std::fs::read_to_string(self.root.join("proc/self/mounts")).unwrap_or_default();
+        let mounted = |ds: &str| mounts.lines().any(|l| l.split_whitespace().next() == Some(ds));
+        let mut temp = Vec::new();
+        for d in [&mut da, &mut db] {
+            if !d.contains('@') && mounted(d) {
+                let snap = format!("bootenv-diff-{}", std::process::id());
+                if !temp.iter().any(|t: &String| t == &format!("{d}@{snap}")) {
+                    self.zfs.snapshot(d, &snap, true)?;
+                    temp.push(format!("{d}@{snap}"));
+                }
+                *d = format!("{d}@{snap}");
+            }
+        }
+        let r = self.diff_trees(&da, &db);
+        for t in temp {
+            if let Err(e) = self.zfs.destroy(&t, true) {
+                log::warn!("{e:#}");
+            }
+        }
+        let o = r?;
+        Ok(if o.is_empty() { format!("{a} and {b} hold the same files\n") } else { o })
+    }
+
+    fn diff_trees(&self, da: &str, db: &str) -> anyhow::Result<String> {
         let out = std::cell::RefCell::new(String::new());
-        self.with_mounted_tree(&da, true, &|pa| {
-            self.with_mounted_tree(&db, true, &|pb| {
+        self.with_mounted_tree(da, true, &|pa| {
+            self.with_mounted_tree(db, true, &|pb| {
                 let mut lines = Vec::new();
                 crate::treediff::diff(pa, pb, &mut lines)?;
                 let mut o = out.borrow_mut();
@@ -467,8 +492,7 @@ impl Ctx<'_> {
                 Ok(())
             })
         })?;
-        let o = out.into_inner();
-        Ok(if o.is_empty() { format!("{a} and {b} hold the same files\n") } else { o })
+        Ok(out.into_inner())
     }
 
     /// What `destroy` of `name` would remove, or why it must not.

@@ -203,7 +203,184 @@ pub fn all() -> Vec<Scenario> {
             about: "the reset chosen with keys in GRUB's advanced menu",
             run: reset_from_grub_menu,
         },
+        Scenario {
+            name: "cli-create-activate",
+            about: "bootenv create --from, then activate: GRUB boots the new BE",
+            run: cli_create_activate,
+        },
+        Scenario {
+            name: "cli-upgrade-trial",
+            about: "an upgrade whose command changes files boots as a trial; the old BE keeps the old files",
+            run: cli_upgrade_trial,
+        },
+        Scenario {
+            name: "cli-upgrade-fails-cleanly",
+            about: "an upgrade whose command fails: the running BE is unchanged, nothing half-made is left",
+            run: cli_upgrade_fails_cleanly,
+        },
+        Scenario {
+            name: "cli-rollback-walk",
+            about: "three upgrades, two rollbacks, one roll forward: each boot is the expected version",
+            run: cli_rollback_walk,
+        },
+        Scenario {
+            name: "cli-mount-readonly",
+            about: "an old version's files (and a snapshot's) read without booting it; writes refused; diff",
+            run: cli_mount_readonly,
+        },
+        Scenario {
+            name: "cli-destroy-safety",
+            about: "destroy refuses the running, default, trial, last known-good and depended-on BEs; --dry-run is exact",
+            run: cli_destroy_safety,
+        },
     ]
+}
+
+/// Runs a command in the test BE that must fail; returns its output.
+fn run_fails(vm: &mut Vm, cmd: &str) -> anyhow::Result<String> {
+    vm.send(&format!("run {cmd}\n"))?;
+    let m = vm.expect(r"(?s)(.*?)BOOTENV-TEST done rc=(\d+)", STEP)?;
+    ensure!(m[2] != "0", "`{cmd}` succeeded but should have failed:\n{}", m[1]);
+    vm.expect(r"BOOTENV-TEST ready", STEP)?;
+    Ok(m[1].clone())
+}
+
+/// The command an upgrade runs in the new BE: it becomes test BE `name`.
+fn becomes(name: &str) -> String {
+    format!("sh -c 'echo {name} >/etc/bootenv-test/name && echo {name}.0 >/etc/bootenv-test/label && echo {name} >/etc/upgraded-to'")
+}
+
+fn cli_create_activate(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    let out = run_in(&mut vm, "bootenv create v4 --from v2 --label 4.0")?;
+    ensure!(out.contains("created boot environment v4"), "{out}");
+    // Give the clone its own identity, through a writable mount of it.
+    run_in(&mut vm, "d=$(bootenv mount v4 --rw) && echo v4 >$d/etc/bootenv-test/name && bootenv unmount v4")?;
+    let out = run_in(&mut vm, "bootenv list")?;
+    ensure!(out.lines().any(|l| l.starts_with("v4 ") && l.contains("4.0") && l.contains("v2@bootenv-")), "{out}");
+    run_in(&mut vm, "bootenv activate v4")?;
+    power_off(&mut vm)?;
+    let mut vm = grub_boot(cx, &disk, "v4")?;
+    // The clone of v2 has v2's config.
+    ensure!(vm.text().contains("BOOTENV-TEST config=version=v2;"), "v4 does not carry v2's config");
+    let out = run_in(&mut vm, "bootenv list --json")?;
+    ensure!(out.contains("\"name\": \"v4\"") && out.contains("\"running\": true"), "{out}");
+    power_off(&mut vm)
+}
+
+fn cli_upgrade_trial(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    run_in(&mut vm, "echo carried=1 >>/etc/config/app.conf")?;
+    let out = run_in(&mut vm, &format!("cd /root && bootenv upgrade v4 -- {}", becomes("v4")))?;
+    ensure!(out.contains("v4 is on trial"), "{out}");
+    run_in(&mut vm, "test ! -e /etc/upgraded-to && grep -q v1 /etc/bootenv-test/name")?;
+    power_off(&mut vm)?;
+    let mut vm = cx.uefi(&disk)?;
+    expect_be(&mut vm, "v4")?;
+    vm.expect(r"BOOTENV-TEST cmdline=[^\r\n]*bootenv\.trial=2", STEP)?;
+    vm.expect(r"BOOTENV-TEST config=version=v1;greeting=factory default of 1\.0;carried=1;", STEP)?;
+    vm.expect(r"BOOTENV-TEST ready", STEP)?;
+    run_in(&mut vm, "test \"$(cat /etc/upgraded-to)\" = v4")?;
+    // The old BE still holds the old files.
+    let out = run_in(&mut vm, "d=$(bootenv mount v1) && cat $d/etc/bootenv-test/name && ls $d/etc; bootenv unmount v1")?;
+    ensure!(out.contains("v1") && !out.contains("upgraded-to"), "{out}");
+    run_in(&mut vm, "bootenv mark-good")?;
+    power_off(&mut vm)?;
+    let mut vm = grub_boot(cx, &disk, "v4")?;
+    let out = run_in(&mut vm, "cat /proc/cmdline")?;
+    ensure!(!out.contains("bootenv.trial"), "{out}");
+    power_off(&mut vm)
+}
+
+fn cli_upgrade_fails_cleanly(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    let before = run_in(&mut vm, "zfs list -H -t all -o name -r tank | grep -v '@bootenv-export' | sort")?;
+    let out = run_fails(&mut vm, "bootenv upgrade v4 -- sh -c 'echo half >/etc/half; exit 3'")?;
+    ensure!(out.contains("the running boot environment is unchanged"), "{out}");
+    let after = run_in(&mut vm, "zfs list -H -t all -o name -r tank | grep -v '@bootenv-export' | sort")?;
+    let strip = |s: &str| s.lines().filter(|l| l.starts_with("tank")).map(str::to_owned).collect::<Vec<_>>();
+    ensure!(strip(&before) == strip(&after), "the pool changed:\nbefore {before}\nafter {after}");
+    run_in(&mut vm, "test ! -e /etc/half")?;
+    let out = run_in(&mut vm, "bootenv status")?;
+    ensure!(out.contains("grub: default=v1 next=- trial=-"), "{out}");
+    power_off(&mut vm)?;
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    power_off(&mut vm)
+}
+
+fn cli_rollback_walk(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    for (from, to) in [("v1", "v4"), ("v4", "v5"), ("v5", "v6")] {
+        let _ = from;
+        run_in(&mut vm, &format!("bootenv upgrade {to} -- {}", becomes(to)))?;
+        power_off(&mut vm)?;
+        vm = grub_boot(cx, &disk, to)?;
+        run_in(&mut vm, "bootenv mark-good")?;
+    }
+    for (verb, want) in [("rollback", "v5"), ("rollback", "v4"), ("rollforward", "v5")] {
+        let out = run_in(&mut vm, &format!("bootenv {verb}"))?;
+        ensure!(out.contains(&format!("-> {want}")), "{verb}: {out}");
+        power_off(&mut vm)?;
+        vm = grub_boot(cx, &disk, want)?;
+    }
+    power_off(&mut vm)
+}
+
+fn cli_mount_readonly(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = direct_ready(cx, &disk, "v1", "")?;
+    let out = run_in(&mut vm, "d=$(bootenv mount v2) && echo dir=$d && cat $d/etc/bootenv-test/name $d/etc/config/app.conf")?;
+    ensure!(out.contains("dir=/run/bootenv/mnt/v2") && out.contains("version=v2"), "{out}");
+    let out = run_fails(&mut vm, "touch /run/bootenv/mnt/v2/written && echo write-went-through")?;
+    ensure!(!out.lines().any(|l| l.trim() == "write-went-through") && out.contains("Read-only"), "{out}");
+    run_fails(&mut vm, "echo x >>/run/bootenv/mnt/v2/etc/config/app.conf")?;
+    run_in(&mut vm, "bootenv unmount v2")?;
+    run_in(&mut vm, "! grep -q /run/bootenv/mnt/v2 /proc/mounts")?;
+    // A snapshot: the factory state of v3, at a directory of our choice.
+    let out = run_in(&mut vm, "mkdir -p /tmp/f && bootenv mount v3@factory /tmp/f && cat /tmp/f/etc/config/app.conf && bootenv unmount /tmp/f")?;
+    ensure!(out.contains("version=v3"), "{out}");
+    run_fails(&mut vm, "bootenv mount v3@factory --rw")?;
+    let out = run_in(&mut vm, "bootenv diff v1 v2")?;
+    ensure!(out.contains("M /etc/bootenv-test/name") && out.contains("M /etc/config/app.conf"), "{out}");
+    power_off(&mut vm)
+}
+
+fn cli_destroy_safety(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = direct_ready(cx, &disk, "v1", "")?;
+    let out = run_fails(&mut vm, "bootenv destroy v1")?;
+    ensure!(out.contains("v1 is running now") && out.contains("v1 is the default") && out.contains("last known-good"), "{out}");
+    run_in(&mut vm, "bootenv create v4 --from v2")?;
+    let out = run_fails(&mut vm, "bootenv destroy v2")?;
+    ensure!(out.contains("clones of v2's snapshots") && out.contains("tank/ROOT/v4"), "{out}");
+    run_in(&mut vm, "bootenv activate --trial=2 v3")?;
+    let out = run_fails(&mut vm, "bootenv destroy v3")?;
+    ensure!(out.contains("v3 is on trial"), "{out}");
+    run_in(&mut vm, "bootenv activate v1")?;
+    run_in(&mut vm, "zfs create tank/ROOT/v3/extra")?;
+    let out = run_fails(&mut vm, "bootenv destroy v3")?;
+    ensure!(out.contains("did not make (tank/ROOT/v3/extra)"), "{out}");
+    // The dry run says exactly what goes.
+    let dry = run_in(&mut vm, "bootenv destroy v4 --dry-run")?;
+    let would: Vec<String> = dry.lines().filter_map(|l| l.trim().strip_prefix("destroy ")).map(str::to_owned).collect();
+    ensure!(!would.is_empty(), "{dry}");
+    let before = run_in(&mut vm, "zfs list -H -t all -o name -r tank")?;
+    run_in(&mut vm, "test -d /run/bootenv/esp/bootenv/v4 && bootenv destroy v4")?;
+    let after = run_in(&mut vm, "zfs list -H -t all -o name -r tank; test ! -e /run/bootenv/esp/bootenv/v4 && echo esp-clean")?;
+    let names = |s: &str| s.lines().filter(|l| l.starts_with("tank")).map(str::to_owned).collect::<Vec<_>>();
+    let gone: Vec<String> = names(&before).into_iter().filter(|n| !names(&after).contains(n)).collect();
+    let mut w = would.clone();
+    w.sort();
+    let mut g = gone.clone();
+    g.sort();
+    ensure!(w == g, "the dry run said {w:?}, the destroy removed {g:?}");
+    ensure!(after.contains("esp-clean"), "v4's kernels are still on the ESP: {after}");
+    ensure!(names(&after).iter().any(|n| n == "tank/ROOT/v3/extra"), "a dataset bootenv did not make went");
+    power_off(&mut vm)
 }
 
 /// Boots `be` directly (kernel and initramfs) with the test BE waiting for actions.
