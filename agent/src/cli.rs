@@ -177,6 +177,36 @@ pub enum Command {
         /// A file, or - for stdout.
         to: String,
     },
+    /// Lay out a blank disk as a bootenv machine: GPT (ESP, pool, BIOS boot), GRUB for UEFI
+    /// and BIOS, the pool (named by --pool, default rpool) with bootenv's layout, the first boot
+    /// environment (with its factory snapshot) from a directory tree or a tarball, its kernel
+    /// and the menu on the ESP.
+    Install {
+        /// The disk, e.g. /dev/sdb. Everything on it is lost.
+        #[arg(long)]
+        disk: PathBuf,
+        /// A directory tree or a tarball: the first boot environment's root.
+        #[arg(long)]
+        from: PathBuf,
+        /// Name of the first boot environment.
+        #[arg(long, default_value = "v1")]
+        name: BeName,
+        /// Its label.
+        #[arg(long)]
+        label: Option<String>,
+        /// Where GRUB's images are.
+        #[arg(long, default_value = crate::install::DEFAULT_GRUB_DIR)]
+        grub_dir: PathBuf,
+        /// Size of the ESP, MiB.
+        #[arg(long, default_value_t = crate::install::DEFAULT_ESP_MIB)]
+        esp_mib: u64,
+        /// Kernel command line for GRUB's entries (org.bootenv:cmdline).
+        #[arg(long)]
+        cmdline: Option<String>,
+        /// Lay out a disk that holds a partition table.
+        #[arg(long)]
+        force: bool,
+    },
     /// Receive a boot environment stream (from `bootenv export`) into this pool.
     Import {
         /// A file, or - for stdin.
@@ -266,6 +296,20 @@ pub fn main() -> i32 {
         Command::Rename { old, new } => ctx.rename_be(old, new, now),
         Command::Export { name, to } => ctx.export_be(name, to, now),
         Command::Import { from, name } => ctx.import_be(from, name.as_ref(), now),
+        Command::Install { disk, from, name, label, grub_dir, esp_mib, cmdline, force } => ctx.install(
+            &crate::install::InstallOpts {
+                disk: disk.clone(),
+                from: from.clone(),
+                pool: cli.pool.clone().unwrap_or_else(|| PoolName::new("rpool").expect("a valid name")),
+                name: name.clone(),
+                label: label.clone(),
+                grub_dir: grub_dir.clone(),
+                esp_mib: *esp_mib,
+                cmdline: cmdline.clone(),
+                force: *force,
+            },
+            now,
+        ),
     };
     match result {
         Ok(out) => {

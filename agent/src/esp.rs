@@ -22,7 +22,7 @@ pub const DIR: &str = "bootenv";
 /// Where bootenv mounts the ESP when it is not mounted already, relative to the root.
 pub const MOUNT: &str = "run/bootenv/esp";
 /// Places where a system usually mounts its ESP, relative to the root.
-pub const USUAL_MOUNTS: [&str; 3] = ["boot/efi", "efi", MOUNT];
+pub const USUAL_MOUNTS: [&str; 2] = ["boot/efi", "efi"];
 
 /// Reads the GPT of `disk` and returns the 1-based numbers of its ESP partitions.
 pub fn esp_partitions(disk: &Path, block_size: u64) -> anyhow::Result<Vec<u32>> {
@@ -106,19 +106,28 @@ pub fn find(root: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// The mount point of a vfat file system at one of the usual places, if any.
-pub fn mounted(root: &Path) -> Option<PathBuf> {
+/// vfat file systems mounted at the usual places, as (mount point, device).
+pub fn mounted(root: &Path) -> Vec<(PathBuf, PathBuf)> {
+    USUAL_MOUNTS.iter().flat_map(|want| mounted_at(root, &root.join(want))).collect()
+}
+
+/// The vfat file system mounted at `dir`, as (mount point, device).
+pub fn mounted_at(root: &Path, dir: &Path) -> Option<(PathBuf, PathBuf)> {
     let mounts = std::fs::read_to_string(root.join("proc/self/mounts")).ok()?;
-    for want in USUAL_MOUNTS {
-        let target = format!("/{want}");
-        if mounts.lines().any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 2 && f[1] == target && f[2] == "vfat"
-        }) {
-            return Some(root.join(want));
-        }
-    }
-    None
+    let rel = dir.strip_prefix(root).ok()?;
+    let target = format!("/{}", rel.display());
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 2 && f[1] == target && f[2] == "vfat").then(|| (dir.to_path_buf(), PathBuf::from(f[0])))
+    })
+}
+
+/// The disk (`vda`) a partition's device node (`/dev/vda1`) belongs to.
+pub fn disk_of(root: &Path, dev: &Path) -> Option<String> {
+    let name = dev.file_name()?.to_string_lossy().into_owned();
+    let link = std::fs::read_link(root.join("sys/class/block").join(&name)).ok()?;
+    let parent = link.parent()?.file_name()?.to_string_lossy().into_owned();
+    Some(if parent == "block" { name } else { parent })
 }
 
 /// The ESP, mounted.
@@ -131,31 +140,43 @@ pub struct Esp {
 }
 
 impl Esp {
-    /// Opens the ESP: `explicit` when given; else one mounted at /boot/efi, /efi or
-    /// /run/bootenv/esp; else the one ESP partition on this machine's disks, mounted at
-    /// /run/bootenv/esp.
-    pub fn open(root: &Path, explicit: Option<&Path>) -> anyhow::Result<Esp> {
+    /// Opens the ESP: `explicit` when given; else, of the ESPs on the disks that hold the pool
+    /// (`pool_disks`, names such as `vda`; all disks when empty), one already mounted at
+    /// /boot/efi, /efi or `mount_at`, else the one there is, mounted at `mount_at`.
+    pub fn open(root: &Path, explicit: Option<&Path>, pool_disks: &[String], mount_at: &Path) -> anyhow::Result<Esp> {
         let dir = match explicit {
             Some(d) => d.to_path_buf(),
-            None => match mounted(root) {
-                Some(d) => d,
-                None => {
-                    let parts = find(root);
-                    let dev = match parts.as_slice() {
-                        [one] => one.clone(),
-                        [] => bail!("no EFI system partition found (a GPT partition of type EF00); mount it at /boot/efi or name it with --esp <dir>"),
-                        many => bail!(
-                            "several EFI system partitions ({}); mount the right one at /boot/efi or name it with --esp <dir>",
-                            many.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-                        ),
-                    };
-                    let dir = root.join(MOUNT);
-                    std::fs::create_dir_all(&dir)?;
-                    nix::mount::mount(Some(&dev), &dir, Some("vfat"), nix::mount::MsFlags::MS_NOATIME, None::<&str>)
-                        .with_context(|| format!("mounting the ESP {} at {}", dev.display(), dir.display()))?;
-                    dir
+            None => {
+                let on_pool_disk = |dev: &Path| -> bool {
+                    pool_disks.is_empty() || disk_of(root, dev).is_some_and(|d| pool_disks.contains(&d))
+                };
+                let mounted_here = mounted_at(root, mount_at).into_iter().chain(mounted(root));
+                let mut chosen = None;
+                for (dir, dev) in mounted_here {
+                    if on_pool_disk(&dev) {
+                        chosen = Some(dir);
+                        break;
+                    }
                 }
-            },
+                match chosen {
+                    Some(d) => d,
+                    None => {
+                        let parts: Vec<PathBuf> = find(root).into_iter().filter(|p| on_pool_disk(p)).collect();
+                        let dev = match parts.as_slice() {
+                            [one] => one.clone(),
+                            [] => bail!("no EFI system partition found (a GPT partition of type EF00) on the pool's disks; mount it at /boot/efi or name it with --esp <dir>"),
+                            many => bail!(
+                                "several EFI system partitions ({}); mount the right one at /boot/efi or name it with --esp <dir>",
+                                many.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                            ),
+                        };
+                        std::fs::create_dir_all(mount_at)?;
+                        nix::mount::mount(Some(&dev), mount_at, Some("vfat"), nix::mount::MsFlags::MS_NOATIME, None::<&str>)
+                            .with_context(|| format!("mounting the ESP {} at {}", dev.display(), mount_at.display()))?;
+                        mount_at.to_path_buf()
+                    }
+                }
+            }
         };
         let uuid = uuid_of_mount(root, &dir)?;
         Ok(Esp { dir, uuid })

@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod grub;
 pub mod grubenv;
 pub mod initramfs;
+pub mod install;
 pub mod inventory;
 pub mod layout;
 pub mod lifecycle;

@@ -70,7 +70,7 @@ impl Ctx<'_> {
                 None => (BeName::new(f)?, None),
             },
             None => {
-                let running = self.boot_report().and_then(|r| r.get("be").and_then(|b| BeName::new(b).ok()));
+                let running = self.running_be().and_then(|b| BeName::new(&b).ok());
                 match running.or_else(|| inv.bootfs_be()) {
                     Some(b) => (b, None),
                     None => bail!("name the boot environment to start from: --from <name> or --from <name>@<snapshot>"),
@@ -331,8 +331,7 @@ impl Ctx<'_> {
         };
         let mut opts = opts.clone();
         if opts.from.is_none() {
-            let running = self.boot_report().and_then(|r| r.get("be").map(str::to_owned));
-            opts.from = running;
+            opts.from = self.running_be();
         }
         let (partial, _) = self.clone_partial(&pool, &inv, name, &opts, now, &run).map_err(|e| {
             e.context(format!("the upgrade to {name} did not happen; the running boot environment is unchanged and no part of {name} was kept"))
@@ -397,7 +396,7 @@ impl Ctx<'_> {
         };
         let be = inv.get(&name).with_context(|| format!("no boot environment {name}; `bootenv list` shows them"))?;
         anyhow::ensure!(!(rw && snap.is_some()), "a snapshot can only be mounted read-only");
-        if snap.is_none() && self.boot_report().and_then(|r| r.get("be").map(str::to_owned)).as_deref() == Some(name.as_str()) {
+        if snap.is_none() && self.running_be().as_deref() == Some(name.as_str()) {
             bail!("{name} is the running boot environment: its files are at /");
         }
         let source = match snap {
@@ -501,7 +500,7 @@ impl Ctx<'_> {
         let inv = self.inventory(&pool)?;
         let be = inv.get(name).with_context(|| format!("no boot environment {name}; `bootenv list` shows them"))?;
         let (_, st) = self.history(&pool)?;
-        let running = self.boot_report().and_then(|r| r.get("be").map(str::to_owned));
+        let running = self.running_be();
         let mut refuse = Vec::new();
         if running.as_deref() == Some(name.as_str()) {
             refuse.push(format!("{name} is running now"));
@@ -609,7 +608,7 @@ impl Ctx<'_> {
         let be = inv.get(old).with_context(|| format!("no boot environment {old}"))?;
         anyhow::ensure!(inv.get(new).is_none(), "boot environment {new} exists already");
         let (dir, mut st) = self.history(&pool)?;
-        let running = self.boot_report().and_then(|r| r.get("be").map(str::to_owned));
+        let running = self.running_be();
         let mut refuse = Vec::new();
         if running.as_deref() == Some(old.as_str()) {
             refuse.push("it is running now");

@@ -111,6 +111,23 @@ impl Ctx<'_> {
         Some(Report::parse(&text))
     }
 
+    /// The BE running now, when it is in the pool this command works on.
+    pub fn running_be(&self) -> Option<String> {
+        let r = self.boot_report()?;
+        let pool = self.pool().ok()?;
+        (r.get("pool") == Some(pool.as_str())).then(|| r.get("be").map(str::to_owned)).flatten()
+    }
+
+    /// Where the state dataset of `pool` is mounted: `/run/bootenv/state` for the pool this
+    /// system booted from (the agent mounted it there), `/run/bootenv/state-<pool>` for others.
+    pub fn state_mount(&self, pool: &PoolName) -> PathBuf {
+        let booted = self.boot_report().and_then(|r| r.get("pool").map(str::to_owned));
+        match booted {
+            Some(b) if b != pool.as_str() => self.path(&format!("{}-{pool}", crate::boot::STATE_MOUNT)),
+            _ => self.path(crate::boot::STATE_MOUNT),
+        }
+    }
+
     /// The pool to work on: `--pool`, else the pool this system booted from, else the one
     /// imported pool that holds a bootenv layout.
     pub fn pool(&self) -> anyhow::Result<PoolName> {
@@ -147,7 +164,7 @@ impl Ctx<'_> {
 
     /// The state directory, with the state dataset mounted on it.
     pub fn state_dir(&self, pool: &PoolName) -> anyhow::Result<PathBuf> {
-        let dir = self.path(crate::boot::STATE_MOUNT);
+        let dir = self.state_mount(pool);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         if !self.mounter.is_mountpoint(&dir) {
             let ds = layout::state_dataset(pool);
@@ -204,7 +221,11 @@ impl Ctx<'_> {
         if inv.get(name).is_some() {
             bail!("boot environment {name} exists already; pick another name");
         }
-        anyhow::ensure!(opts.rootfs.is_dir(), "--rootfs {} is not a directory", opts.rootfs.display());
+        anyhow::ensure!(
+            opts.rootfs.is_dir() || opts.rootfs.is_file(),
+            "--rootfs {} is neither a directory nor a tarball",
+            opts.rootfs.display()
+        );
         if let Some(c) = &opts.config {
             anyhow::ensure!(c.is_dir(), "--config {} is not a directory", c.display());
         }
@@ -288,7 +309,27 @@ impl Ctx<'_> {
             Some(EspChoice::Mounted(d)) => Some(d.as_path()),
             None => None,
         };
-        match Esp::open(&self.root, explicit) {
+        // The ESP on the disks of the pool this command works on; mounted at
+        // /run/bootenv/esp for the booted pool, /run/bootenv/esp-<pool> for another.
+        let (disks, mount_at) = match self.pool() {
+            Ok(pool) => {
+                let disks = self
+                    .zfs
+                    .vdev_devices(pool.as_str())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|d| crate::esp::disk_of(&self.root, Path::new(d)))
+                    .collect::<Vec<_>>();
+                let booted = self.boot_report().and_then(|r| r.get("pool").map(str::to_owned));
+                let at = match booted {
+                    Some(b) if b != pool.as_str() => self.path(&format!("{}-{pool}", crate::esp::MOUNT)),
+                    _ => self.path(crate::esp::MOUNT),
+                };
+                (disks, at)
+            }
+            Err(_) => (Vec::new(), self.path(crate::esp::MOUNT)),
+        };
+        match Esp::open(&self.root, explicit, &disks, &mount_at) {
             Ok(e) => Ok(Ok(e)),
             Err(e) if self.esp.is_none() && format!("{e:#}").starts_with("no EFI system partition found") => {
                 Ok(Err(format!("{e:#}")))
@@ -462,7 +503,7 @@ impl Ctx<'_> {
     /// Where the root of `be` can be read: `/` when it is running, an existing mount, or a
     /// read-only mount made for the purpose (returned for unmounting).
     fn be_tree(&self, be: &crate::inventory::Be) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
-        if self.boot_report().and_then(|r| r.get("be").map(str::to_owned)).as_deref() == Some(be.name.as_str()) {
+        if self.running_be().as_deref() == Some(be.name.as_str()) {
             return Ok((self.root.clone(), None));
         }
         if let Ok(mounts) = std::fs::read_to_string(self.path("proc/self/mounts")) {
@@ -547,8 +588,8 @@ impl Ctx<'_> {
         let be = match be {
             Some(b) => b.clone(),
             None => {
-                let r = self.boot_report().context("name the boot environment to reset with --be <name>")?;
-                BeName::new(r.get("be").unwrap_or(""))?
+                let r = self.running_be().context("name the boot environment to reset with --be <name>")?;
+                BeName::new(&r)?
             }
         };
         let b = self.bootable(&inv, &be)?;
@@ -607,7 +648,7 @@ impl Ctx<'_> {
     pub fn list_entries(&self) -> anyhow::Result<(PoolName, Vec<ListEntry>, Vec<String>)> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
-        let booted = self.boot_report().and_then(|r| r.get("be").map(str::to_owned));
+        let booted = self.running_be();
         let st = self.state_dir(&pool).ok().and_then(|d| state::load(&d).ok()).map(|l| l.state()).unwrap_or_default();
         let tries_left = self
             .esp()
@@ -837,8 +878,13 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-/// Copies the contents of `src` into `dst` with `cp -a` (owners, modes, links, devices kept).
+/// Copies the contents of `src` (a directory, or a tarball) into `dst`, keeping owners, modes,
+/// links and devices (`cp -a`, `tar -xp`).
 fn copy_tree(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    if src.is_file() {
+        Cmd::new("tar").args(["-xpf", &src.display().to_string(), "-C", &dst.display().to_string()]).run()?;
+        return Ok(());
+    }
     let from = format!("{}/.", src.display());
     Cmd::new("cp").args(["-a", &from]).arg(dst.display().to_string()).run()?;
     Ok(())

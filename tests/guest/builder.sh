@@ -1,8 +1,9 @@
 #!/bin/sh
-# /init of the builder VM: makes the test pool on /dev/vda2 with bootenv itself, from the boot
-# environment trees under /payload (each gets the kernel and initramfs under /payload-boot),
-# copies the kernels to the ESP and writes the GRUB menu with bootenv, then exports the pool and
-# powers off. The host cannot load ZFS, so the golden test disk is made here.
+# /init of the builder VM: makes the golden test disk on /dev/vda with bootenv itself:
+# `bootenv install` lays out the blank disk (GPT, ESP, GRUB for UEFI and BIOS, pool `tank`, the
+# first boot environment v1), `bootenv create` adds v2 and v3 from their trees under /payload
+# (each gets the kernel and initramfs under /payload-boot), then shared datasets; the pool is
+# exported and the VM powers off. The host cannot load ZFS, so the disk is made here.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export ZPOOL_IMPORT_UDEV_TIMEOUT_MS=0
 mount -t proc proc /proc
@@ -15,23 +16,24 @@ release=$(uname -r)
 grep -v '^#' /etc/bootenv/modules | while read -r m; do
 	insmod "/lib/modules/$release/$m" 2>/dev/null
 done
-for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda2 ] && break; sleep 0.2; done
-[ -b /dev/vda2 ] || fail "no /dev/vda2"
-
-run zpool create -f -o ashift=12 -o cachefile=none -O mountpoint=none -O compression=lz4 \
-	-O atime=off tank /dev/vda2
-run bootenv prepare-pool tank
-# What GRUB puts on every entry's kernel line, and its menu timeout (pool-wide settings).
-run zfs set org.bootenv:cmdline="console=ttyS0 quiet betest.interactive" org.bootenv:grub-timeout=3 tank/ROOT
+for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 0.2; done
+[ -b /dev/vda ] || fail "no /dev/vda"
 for be in $(ls /payload); do
 	mkdir -p "/payload/$be/boot"
 	ln /payload-boot/vmlinuz "/payload/$be/boot/vmlinuz"
 	ln /payload-boot/initrd.img "/payload/$be/boot/initrd.img"
+done
+
+# What GRUB puts on every entry's kernel line (betest.interactive: the test BEs take actions
+# from the console).
+run bootenv --pool tank install --disk /dev/vda --from /payload/v1 --name v1 --label 1.0 \
+	--esp-mib 256 --cmdline "console=ttyS0 quiet betest.interactive"
+run zpool import -N -o cachefile=none -d /dev tank
+run zfs set org.bootenv:grub-timeout=3 tank/ROOT
+for be in v2 v3; do
 	run bootenv --pool tank create "$be" --rootfs "/payload/$be" --label "$(cat /payload/$be/etc/bootenv-test/label)"
 done
 run bootenv --pool tank sync-boot
-run bootenv --pool tank activate v1
-run bootenv --pool tank mark-good v1
 # Shared datasets outside the boot environments: the agent never mounts them. A full factory
 # reset covers those marked org.bootenv:data=reset: tank/data goes back to its factory snapshot,
 # tank/scratch (no factory snapshot) to empty; tank/keep is not covered.
@@ -45,7 +47,7 @@ run zfs create -o mountpoint=/srv/keep -o canmount=on tank/keep
 echo "kept" >/srv/keep/keep.txt
 run bootenv --pool tank list
 zfs list -r -o name,canmount,mountpoint tank
-ls -lR /run/bootenv/esp
+ls -lR /run/bootenv/esp | head -40
 umount /run/bootenv/state 2>/dev/null
 umount /run/bootenv/esp || fail "unmounting the ESP"
 run zpool export tank

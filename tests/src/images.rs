@@ -58,7 +58,7 @@ fn write_if_changed(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 
 /// Adds a small test system below `dest`: busybox, the test init, bootenv and the ZFS tools,
 /// and a config carrying this boot environment's factory defaults.
-pub fn add_test_be(a: &mut Archive, dest: &str, name: &str, label: &str, agent: &[u8]) -> anyhow::Result<()> {
+pub fn add_test_be(a: &mut Archive, dest: &str, name: &str, label: &str, agent: &[u8], grub: &Path) -> anyhow::Result<()> {
     let mut be = Archive::new();
     for d in ["proc", "sys", "dev", "run", "tmp", "root", "mnt", "srv"] {
         be.add(d, Kind::Dir, 0o755);
@@ -67,6 +67,7 @@ pub fn add_test_be(a: &mut Archive, dest: &str, name: &str, label: &str, agent: 
     be.add("sbin/init", Kind::File(BE_INIT.as_bytes().to_vec()), 0o755);
     be.add("usr/sbin/bootenv", Kind::File(agent.to_vec()), 0o755);
     be.add("usr/sbin/betest-describe", Kind::File(BE_DESCRIBE.as_bytes().to_vec()), 0o755);
+    add_install_tools(&mut be, grub)?;
     for (d, src) in initramfs::zfs_tool_files()? {
         be.add(&d, Kind::File(std::fs::read(&src)?), 0o755);
     }
@@ -79,6 +80,16 @@ pub fn add_test_be(a: &mut Archive, dest: &str, name: &str, label: &str, agent: 
         a.add(&format!("{dest}/{p}"), e.kind, e.mode);
     }
     Ok(())
+}
+
+/// What `bootenv install` needs besides bootenv: mkfs.vfat (dosfstools) and GRUB's images in
+/// /usr/lib/bootenv/grub.
+pub fn add_install_tools(a: &mut Archive, grub: &Path) -> anyhow::Result<()> {
+    let mkfs = Path::new("/usr/sbin/mkfs.fat");
+    anyhow::ensure!(mkfs.is_file(), "{} is missing (package dosfstools); run `cargo xtask deps`", mkfs.display());
+    a.add("usr/sbin/mkfs.fat", Kind::File(std::fs::read(mkfs)?), 0o755);
+    a.add("usr/sbin/mkfs.vfat", Kind::Symlink("mkfs.fat".into()), 0o777);
+    initramfs::add_tree(a, "usr/lib/bootenv/grub", grub)
 }
 
 fn log_step(what: &str) {
@@ -125,14 +136,17 @@ impl Artifacts {
     }
 
     fn golden_disk(&self, base: &Archive, agent: &[u8], initrd: &[u8]) -> anyhow::Result<PathBuf> {
+        let grub = self.work.join("grub-images");
+        disk::grub_images(&grub, GRUB_EFI_CFG, GRUB_BIOS_CFG)?;
         let mut builder = base.clone();
         builder.add("init", Kind::File(BUILDER.as_bytes().to_vec()), 0o755);
         builder.add("usr/sbin/bootenv", Kind::File(agent.to_vec()), 0o755);
+        add_install_tools(&mut builder, &grub)?;
         let vmlinuz = std::fs::read(&self.kernel.vmlinuz)?;
         builder.add("payload-boot/vmlinuz", Kind::File(vmlinuz), 0o644);
         builder.add("payload-boot/initrd.img", Kind::File(initrd.to_vec()), 0o644);
         for (name, label) in TEST_BES {
-            add_test_be(&mut builder, &format!("payload/{name}"), name, label, agent)?;
+            add_test_be(&mut builder, &format!("payload/{name}"), name, label, agent, &grub)?;
         }
         let cpio = builder.write(0);
         let key = fnv64(&[&cpio, &DISK_MIB.to_le_bytes(), GRUB_EFI_CFG.as_bytes(), GRUB_BIOS_CFG.as_bytes()]);
@@ -146,7 +160,7 @@ impl Artifacts {
         let builder_img = self.work.join("builder.cpio");
         std::fs::write(&builder_img, &cpio)?;
         let tmp = self.work.join("golden.tmp.img");
-        disk::gpt_disk(&tmp, DISK_MIB)?;
+        disk::blank(&tmp, DISK_MIB)?;
         let cfg = VmConfig {
             boot: Boot::Direct { kernel: self.kernel.vmlinuz.clone(), initrd: builder_img.clone(), append: BASE_CMDLINE.into() },
             disks: vec![tmp.clone()],
@@ -161,7 +175,6 @@ impl Artifacts {
         vm.expect("BUILDER-OK|BUILDER-FAILED.*", Duration::from_secs(540))
             .and_then(|m| if m[0] == "BUILDER-OK" { Ok(()) } else { anyhow::bail!("{} (log: {})", m[0], cfg.log.display()) })?;
         vm.expect_poweroff(Duration::from_secs(60))?;
-        disk::install_grub(&tmp, &self.work.join("grub"), GRUB_EFI_CFG, GRUB_BIOS_CFG)?;
         std::fs::rename(&tmp, &golden)?;
         let _ = std::fs::remove_file(&builder_img);
         println!("    {} in {:.1} s", golden.display(), t.elapsed().as_secs_f64());

@@ -213,4 +213,16 @@ impl Zfs for ZfsCli {
             .map(|(n, v)| (n.to_owned(), v.to_owned()))
             .collect())
     }
+
+    fn vdev_devices(&self, pool: &str) -> anyhow::Result<Vec<String>> {
+        let out = self
+            .zpool()
+            .args(["list", "-v", "-H", "-P", pool])
+            .run()
+            .with_context(|| format!("listing the devices of pool {pool}"))?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split('\t').find(|f| f.trim_start().starts_with("/dev/")).map(|f| f.trim().to_owned()))
+            .collect())
+    }
 }

@@ -492,6 +492,10 @@ impl Zfs for FakeZfs {
         let d = i.datasets.get(dataset).ok_or_else(|| anyhow!("cannot open '{dataset}': dataset does not exist"))?;
         Ok(d.props.iter().filter(|(k, _)| *k != "origin").map(|(k, v)| (k.clone(), v.clone())).collect())
     }
+
+    fn vdev_devices(&self, _pool: &str) -> anyhow::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 #[cfg(test)]

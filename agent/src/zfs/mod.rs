@@ -146,6 +146,8 @@ pub trait Zfs {
     fn local_prop(&self, root: &str, prop: &str) -> anyhow::Result<Vec<(String, String)>>;
     /// The properties set locally on `dataset` (settable ones, user properties included).
     fn local_props(&self, dataset: &str) -> anyhow::Result<Vec<(String, String)>>;
+    /// The device nodes of an imported pool's leaf vdevs (`/dev/vda2`).
+    fn vdev_devices(&self, pool: &str) -> anyhow::Result<Vec<String>>;
 }
 
 /// The columns of a listing, in the order [`parse_list`] expects.
