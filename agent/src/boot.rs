@@ -82,7 +82,11 @@ impl Env<'_> {
         r
     }
 
-    fn import_inner(&self, args: &BootArgs, shim: &UdevShim) -> Result<(PoolName, Option<u32>), Rescue> {
+    fn import_inner(
+        &self,
+        args: &BootArgs,
+        shim: &UdevShim,
+    ) -> Result<(PoolName, Option<u32>), Rescue> {
         let wait = args.wait_secs.unwrap_or(DEFAULT_WAIT_SECS);
         let deadline = Instant::now() + Duration::from_secs(wait.into());
         let mut hostid = None;
@@ -111,7 +115,13 @@ impl Env<'_> {
 
     fn import_one(&self, pool: &PoolName, hostid: &mut Option<u32>) -> Result<(), ImportError> {
         let other = |e: anyhow::Error| ImportError::Other(format!("{e:#}"));
-        if self.zfs.imported_pools().map_err(other)?.iter().any(|p| p == pool.as_str()) {
+        if self
+            .zfs
+            .imported_pools()
+            .map_err(other)?
+            .iter()
+            .any(|p| p == pool.as_str())
+        {
             log::info!("pool {pool} is already imported");
             return Ok(());
         }
@@ -144,7 +154,10 @@ impl Env<'_> {
         let mut last_err = ImportError::NotFound;
         for candidate in found {
             let Ok(pool) = PoolName::new(&candidate.name) else {
-                log::warn!("skipping pool {}: not a name bootenv uses", printable(&candidate.name));
+                log::warn!(
+                    "skipping pool {}: not a name bootenv uses",
+                    printable(&candidate.name)
+                );
                 continue;
             };
             match self.import_one(&pool, hostid) {
@@ -167,7 +180,11 @@ impl Env<'_> {
     fn holds_bes(&self, pool: &PoolName) -> bool {
         self.zfs
             .list(&layout::root_container(pool))
-            .map(|l| l.datasets.iter().any(|d| d.name == layout::root_container(pool)))
+            .map(|l| {
+                l.datasets
+                    .iter()
+                    .any(|d| d.name == layout::root_container(pool))
+            })
             .unwrap_or(false)
     }
 
@@ -200,7 +217,10 @@ impl Env<'_> {
             Err(e) => {
                 return Err(Rescue {
                     reason: format!("the datasets of pool {pool} could not be listed: {e:#}"),
-                    hints: vec![format!("`zfs list -r {pool}` shows the error"), "type `exit` to try the boot again".into()],
+                    hints: vec![
+                        format!("`zfs list -r {pool}` shows the error"),
+                        "type `exit` to try the boot again".into(),
+                    ],
                 })
             }
         };
@@ -209,13 +229,24 @@ impl Env<'_> {
             log::warn!("{i}");
             warnings.push(i.clone());
         }
-        Ok(Prepared { pool, inventory, state, state_mounted, hostid, warnings })
+        Ok(Prepared {
+            pool,
+            inventory,
+            state,
+            state_mounted,
+            hostid,
+            warnings,
+        })
     }
 
     fn mount_state(&self, pool: &PoolName, warnings: &mut Vec<String>) -> (Loaded, bool) {
         let ds = layout::state_dataset(pool);
         let dir = self.path(STATE_MOUNT);
-        let exists = self.zfs.list(&ds).map(|l| l.datasets.iter().any(|d| d.name == ds)).unwrap_or(false);
+        let exists = self
+            .zfs
+            .list(&ds)
+            .map(|l| l.datasets.iter().any(|d| d.name == ds))
+            .unwrap_or(false);
         if !exists {
             let w = format!("{ds} does not exist: no last known-good record (create it with `bootenv prepare-pool {pool}`)");
             log::warn!("{w}");
@@ -226,7 +257,9 @@ impl Env<'_> {
             .map_err(anyhow::Error::from)
             .and_then(|()| self.mounter.mount_zfs(&ds, &dir, false));
         if let Err(e) = mounted {
-            let w = format!("state dataset not mounted, booting without the last known-good record: {e:#}");
+            let w = format!(
+                "state dataset not mounted, booting without the last known-good record: {e:#}"
+            );
             log::warn!("{w}");
             warnings.push(w);
             return (Loaded::Missing, false);
@@ -266,7 +299,12 @@ impl Env<'_> {
     /// Decides, carries out a pending factory reset of the chosen boot environment, mounts it,
     /// checks its init and writes the report. A boot environment that fails is recorded and the
     /// decision is made again without it.
-    pub fn mount_chosen(&self, args: &BootArgs, p: &Prepared, agent_start: f64) -> Result<Ready, Rescue> {
+    pub fn mount_chosen(
+        &self,
+        args: &BootArgs,
+        p: &Prepared,
+        agent_start: f64,
+    ) -> Result<Ready, Rescue> {
         let mut st = p.state.state();
         let writable = p.state_mounted && !matches!(p.state, Loaded::Newer(_));
         let mut inventory = p.inventory.clone();
@@ -274,13 +312,20 @@ impl Env<'_> {
         let mut failed: Vec<(BeName, String)> = Vec::new();
         let mut reset_note: Option<String> = None;
         loop {
-            let facts = Facts { args, inventory: &inventory, last_good: last_good.clone(), failed: &failed };
+            let facts = Facts {
+                args,
+                inventory: &inventory,
+                last_good: last_good.clone(),
+                failed: &failed,
+            };
             let plan = match core::decide(&facts) {
                 Plan::Rescue(r) => return Err(r),
                 Plan::Boot(plan) => plan,
             };
             if reset_note.is_none() {
-                if let Some(note) = self.factory_reset(args, p, &plan, &mut st, writable, &inventory)? {
+                if let Some(note) =
+                    self.factory_reset(args, p, &plan, &mut st, writable, &inventory)?
+                {
                     reset_note = Some(note);
                     // The BE's datasets changed: read them again and decide again.
                     if let Ok(l) = self.zfs.list(&layout::root_container(&p.pool)) {
@@ -299,9 +344,18 @@ impl Env<'_> {
             }
             match self.mount_plan(&plan) {
                 Ok(newroot) => {
-                    let mut report = Report::for_plan(&plan, p.pool.as_str(), p.hostid, agent_start, &p.warnings);
+                    let mut report = Report::for_plan(
+                        &plan,
+                        p.pool.as_str(),
+                        p.hostid,
+                        agent_start,
+                        &p.warnings,
+                    );
                     if let Some(left) = args.trial {
-                        log::info!("trial boot of {}: {left} tries left after this one", plan.be);
+                        log::info!(
+                            "trial boot of {}: {left} tries left after this one",
+                            plan.be
+                        );
                         report.put("trial-tries-left", &left.to_string());
                     }
                     if let Some(failed) = &args.rollback {
@@ -316,7 +370,11 @@ impl Env<'_> {
                     }
                     self.write_report(&report);
                     self.record_events(&mut st, writable, &plan, args);
-                    return Ok(Ready { plan, newroot, report });
+                    return Ok(Ready {
+                        plan,
+                        newroot,
+                        report,
+                    });
                 }
                 Err(e) => {
                     let why = format!("{e:#}");
@@ -348,27 +406,54 @@ impl Env<'_> {
                     layout::state_dataset(&p.pool)
                 );
             } else if !pending_here {
-                let id = reset::new_id(self.zfs, p.pool.as_str(), (self.now)()).map_err(|e| Rescue {
-                    reason: format!("the factory reset of {} could not start: {e:#}", plan.be),
-                    hints: vec!["boot without bootenv.reset to skip it".into(), "type `exit` to try the boot again".into()],
-                })?;
-                let request = state::ResetRequest { be: plan.be.to_string(), mode, erase, id, origin: "grub".into() };
-                log::warn!("factory reset of {} requested on the kernel command line: recording it first", plan.be);
+                let id =
+                    reset::new_id(self.zfs, p.pool.as_str(), (self.now)()).map_err(|e| Rescue {
+                        reason: format!("the factory reset of {} could not start: {e:#}", plan.be),
+                        hints: vec![
+                            "boot without bootenv.reset to skip it".into(),
+                            "type `exit` to try the boot again".into(),
+                        ],
+                    })?;
+                let request = state::ResetRequest {
+                    be: plan.be.to_string(),
+                    mode,
+                    erase,
+                    id,
+                    origin: "grub".into(),
+                };
+                log::warn!(
+                    "factory reset of {} requested on the kernel command line: recording it first",
+                    plan.be
+                );
                 st.reset = Some(request.clone());
                 st.push((self.now)(), EventKind::ResetRequested { request });
                 if let Err(e) = state::store(&dir, st) {
                     return Err(Rescue {
-                        reason: format!("the factory reset of {} could not be recorded: {e:#}", plan.be),
-                        hints: vec!["boot without bootenv.reset to skip it".into(), "type `exit` to try the boot again".into()],
+                        reason: format!(
+                            "the factory reset of {} could not be recorded: {e:#}",
+                            plan.be
+                        ),
+                        hints: vec![
+                            "boot without bootenv.reset to skip it".into(),
+                            "type `exit` to try the boot again".into(),
+                        ],
                     });
                 }
             }
         }
-        let Some(req) = st.reset.clone().filter(|r| r.be == plan.be.as_str()) else { return Ok(None) };
+        let Some(req) = st.reset.clone().filter(|r| r.be == plan.be.as_str()) else {
+            return Ok(None);
+        };
         if !writable {
             return Ok(None);
         }
-        log::warn!("FACTORY RESET of {} ({:?}{}), id {}", req.be, req.mode, if req.erase { ", erase" } else { "" }, req.id);
+        log::warn!(
+            "FACTORY RESET of {} ({:?}{}), id {}",
+            req.be,
+            req.mode,
+            if req.erase { ", erase" } else { "" },
+            req.id
+        );
         let fp = |name: &str| args.failpoint.as_deref() == Some(name) && (self.failpoint)(name);
         match reset::run(self.zfs, inventory, &req, &fp) {
             Ok(outcome) => {
@@ -377,10 +462,25 @@ impl Env<'_> {
                     "{:?} id {}; kept: {}; erased: {}",
                     req.mode,
                     req.id,
-                    if outcome.kept.is_empty() { "-".to_string() } else { outcome.kept.join(", ") },
-                    if outcome.erased.is_empty() { "-".to_string() } else { outcome.erased.join(", ") }
+                    if outcome.kept.is_empty() {
+                        "-".to_string()
+                    } else {
+                        outcome.kept.join(", ")
+                    },
+                    if outcome.erased.is_empty() {
+                        "-".to_string()
+                    } else {
+                        outcome.erased.join(", ")
+                    }
                 );
-                st.push((self.now)(), EventKind::ResetDone { request: req.clone(), kept: outcome.kept, erased: outcome.erased });
+                st.push(
+                    (self.now)(),
+                    EventKind::ResetDone {
+                        request: req.clone(),
+                        kept: outcome.kept,
+                        erased: outcome.erased,
+                    },
+                );
                 if let Err(e) = state::store(&dir, st) {
                     log::error!("the factory reset is done but could not be recorded ({e:#}); it will be found done at the next boot");
                 }
@@ -390,7 +490,13 @@ impl Env<'_> {
             Err(reset::Stop::Impossible(why)) => {
                 log::error!("factory reset of {} dropped: {why}", req.be);
                 st.reset = None;
-                st.push((self.now)(), EventKind::ResetDropped { request: req.clone(), reason: why.clone() });
+                st.push(
+                    (self.now)(),
+                    EventKind::ResetDropped {
+                        request: req.clone(),
+                        reason: why.clone(),
+                    },
+                );
                 let _ = state::store(&dir, st);
                 Ok(Some(format!("dropped: {why}")))
             }
@@ -401,8 +507,12 @@ impl Env<'_> {
             Err(reset::Stop::Failed(e)) => Err(Rescue {
                 reason: format!("the factory reset of {} stopped: {e:#}", req.be),
                 hints: vec![
-                    "the request is kept: the reset resumes where it stopped at the next boot".into(),
-                    format!("`zfs list -r {}` shows the datasets; nothing was destroyed", p.pool),
+                    "the request is kept: the reset resumes where it stopped at the next boot"
+                        .into(),
+                    format!(
+                        "`zfs list -r {}` shows the datasets; nothing was destroyed",
+                        p.pool
+                    ),
                     "type `exit` to try again now".into(),
                 ],
             }),
@@ -421,7 +531,11 @@ impl Env<'_> {
                 let target = newroot.join(m.mountpoint.trim_start_matches('/'));
                 if !target.is_dir() {
                     std::fs::create_dir_all(&target).map_err(|e| {
-                        anyhow::anyhow!("creating the mountpoint {} of {}: {e}", m.mountpoint, m.dataset)
+                        anyhow::anyhow!(
+                            "creating the mountpoint {} of {}: {e}",
+                            m.mountpoint,
+                            m.dataset
+                        )
                     })?;
                 }
                 self.mounter.mount_zfs(&m.dataset, &target, false)?;
@@ -457,21 +571,43 @@ impl Env<'_> {
     /// Records what this boot means for the state record: a fallback, and a rollback from a
     /// failed trial (which clears the trial request: the request is done). Written only when
     /// something changed.
-    fn record_events(&self, st: &mut state::State, writable: bool, plan: &BootPlan, args: &BootArgs) {
+    fn record_events(
+        &self,
+        st: &mut state::State,
+        writable: bool,
+        plan: &BootPlan,
+        args: &BootArgs,
+    ) {
         if !writable {
             return;
         }
         let before = st.clone();
         let now = (self.now)();
-        if let Choice::Fallback { requested, reason, .. } = &plan.choice {
-            st.push(now, EventKind::Fallback { requested: requested.clone(), booted: plan.be.to_string(), reason: reason.clone() });
+        if let Choice::Fallback {
+            requested, reason, ..
+        } = &plan.choice
+        {
+            st.push(
+                now,
+                EventKind::Fallback {
+                    requested: requested.clone(),
+                    booted: plan.be.to_string(),
+                    reason: reason.clone(),
+                },
+            );
         }
         if let Some(failed) = &args.rollback {
             // GRUB repeats the marker on every boot until bootenv rewrites its block; the
             // pending trial tells the first report from the repeats.
             if st.trial.as_ref().is_some_and(|t| t.be == failed.as_str()) {
                 st.trial = None;
-                st.push(now, EventKind::Rollback { failed: failed.to_string(), booted: plan.be.to_string() });
+                st.push(
+                    now,
+                    EventKind::Rollback {
+                        failed: failed.to_string(),
+                        booted: plan.be.to_string(),
+                    },
+                );
             }
         }
         if *st != before {
@@ -500,7 +636,12 @@ impl UdevShim {
     /// A shim for the database in `data`, for the block devices listed in `blocks`
     /// (`/sys/class/block`). It does nothing when udev runs (the database directory exists).
     pub fn new(data: &Path, blocks: &Path) -> UdevShim {
-        UdevShim { data: data.into(), blocks: blocks.into(), made: Default::default(), active: !data.exists() }
+        UdevShim {
+            data: data.into(),
+            blocks: blocks.into(),
+            made: Default::default(),
+            active: !data.exists(),
+        }
     }
 
     /// Adds entries for block devices that appeared since the last call.
@@ -508,12 +649,16 @@ impl UdevShim {
         if !self.active {
             return;
         }
-        let Ok(entries) = std::fs::read_dir(&self.blocks) else { return };
+        let Ok(entries) = std::fs::read_dir(&self.blocks) else {
+            return;
+        };
         if std::fs::create_dir_all(&self.data).is_err() {
             return;
         }
         for e in entries.flatten() {
-            let Ok(dev) = std::fs::read_to_string(e.path().join("dev")) else { continue };
+            let Ok(dev) = std::fs::read_to_string(e.path().join("dev")) else {
+                continue;
+            };
             let entry = self.data.join(format!("b{}", dev.trim()));
             let name = e.file_name().to_string_lossy().into_owned();
             let db = format!("I:1\nS:disk/by-bootenv/{name}\n");
@@ -540,13 +685,20 @@ impl UdevShim {
 pub fn check_init(newroot: &Path, init: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let path = crate::fsutil::resolve_in_root(newroot, init)?;
-    let meta = std::fs::metadata(&path).map_err(|_| anyhow::anyhow!("init {init} does not exist in it"))?;
+    let meta = std::fs::metadata(&path)
+        .map_err(|_| anyhow::anyhow!("init {init} does not exist in it"))?;
     anyhow::ensure!(meta.is_file(), "init {init} is not a file");
-    anyhow::ensure!(meta.permissions().mode() & 0o111 != 0, "init {init} is not executable");
+    anyhow::ensure!(
+        meta.permissions().mode() & 0o111 != 0,
+        "init {init} is not executable"
+    );
     let head = read_head(&path, 4096)?;
     if let Some(interp) = interpreter(&head) {
         let ip = crate::fsutil::resolve_in_root(newroot, &interp)?;
-        anyhow::ensure!(ip.is_file(), "init {init} needs {interp}, which does not exist in it");
+        anyhow::ensure!(
+            ip.is_file(),
+            "init {init} needs {interp}, which does not exist in it"
+        );
     }
     Ok(())
 }
@@ -554,7 +706,9 @@ pub fn check_init(newroot: &Path, init: &str) -> anyhow::Result<()> {
 fn read_head(path: &Path, n: usize) -> anyhow::Result<Vec<u8>> {
     use std::io::Read;
     let mut buf = Vec::with_capacity(n);
-    std::fs::File::open(path)?.take(n as u64).read_to_end(&mut buf)?;
+    std::fs::File::open(path)?
+        .take(n as u64)
+        .read_to_end(&mut buf)?;
     Ok(buf)
 }
 
@@ -597,13 +751,30 @@ mod tests {
     fn pool_with_bes(root: &Path) -> FakeZfs {
         let z = FakeZfs::new().with_root(root.into());
         z.add_pool("tank");
-        z.add_fs("tank/ROOT", &[("canmount", "off"), ("mountpoint", "none"), ("org.bootenv:layout", "1")]);
-        z.add_fs("tank/BOOTENV", &[("canmount", "noauto"), ("mountpoint", "legacy")]);
+        z.add_fs(
+            "tank/ROOT",
+            &[
+                ("canmount", "off"),
+                ("mountpoint", "none"),
+                ("org.bootenv:layout", "1"),
+            ],
+        );
+        z.add_fs(
+            "tank/BOOTENV",
+            &[("canmount", "noauto"), ("mountpoint", "legacy")],
+        );
         for be in ["v1", "v2", "v3"] {
-            z.add_fs(&format!("tank/ROOT/{be}"), &[("canmount", "noauto"), ("mountpoint", "/")]);
+            z.add_fs(
+                &format!("tank/ROOT/{be}"),
+                &[("canmount", "noauto"), ("mountpoint", "/")],
+            );
             z.add_fs(
                 &format!("tank/ROOT/{be}/config"),
-                &[("canmount", "noauto"), ("mountpoint", "/etc/config"), ("org.bootenv:member", "config")],
+                &[
+                    ("canmount", "noauto"),
+                    ("mountpoint", "/etc/config"),
+                    ("org.bootenv:member", "config"),
+                ],
             );
         }
         z.put_pool_prop("tank", "bootfs", "tank/ROOT/v1");
@@ -613,18 +784,27 @@ mod tests {
     fn mounter() -> FakeMounter {
         let mut m = FakeMounter::new();
         for be in ["v1", "v2", "v3"] {
-            m = m.file(&format!("tank/ROOT/{be}"), "sbin/init", b"#!/bin/sh\necho hi\n", 0o755).file(
-                &format!("tank/ROOT/{be}"),
-                "bin/sh",
-                b"",
-                0o755,
-            );
+            m = m
+                .file(
+                    &format!("tank/ROOT/{be}"),
+                    "sbin/init",
+                    b"#!/bin/sh\necho hi\n",
+                    0o755,
+                )
+                .file(&format!("tank/ROOT/{be}"), "bin/sh", b"", 0o755);
         }
         m
     }
 
     fn env<'a>(root: &'a Path, zfs: &'a FakeZfs, m: &'a FakeMounter) -> Env<'a> {
-        Env { root, zfs, mounter: m, uptime: &|| 1.0, now: &|| 1_700_000_000, failpoint: &|_| true }
+        Env {
+            root,
+            zfs,
+            mounter: m,
+            uptime: &|| 1.0,
+            now: &|| 1_700_000_000,
+            failpoint: &|_| true,
+        }
     }
 
     fn boot(e: &Env, cmdline: &str) -> Result<Ready, Rescue> {
@@ -642,12 +822,22 @@ mod tests {
         let ready = boot(&e, "bootenv=v2 bootenv.pool=tank").unwrap();
         assert_eq!(ready.plan.be.as_str(), "v2");
         let mounted: Vec<String> = m.mounted().into_iter().map(|(ds, _)| ds).collect();
-        assert_eq!(mounted, vec!["tank/BOOTENV", "tank/ROOT/v2", "tank/ROOT/v2/config"]);
+        assert_eq!(
+            mounted,
+            vec!["tank/BOOTENV", "tank/ROOT/v2", "tank/ROOT/v2/config"]
+        );
         assert_eq!(m.mounted()[2].1, d.path().join("sysroot/etc/config"));
         let r = std::fs::read_to_string(d.path().join("run/bootenv/boot")).unwrap();
-        assert!(r.contains("be=v2\n") && r.contains("choice=requested\n"), "{r}");
+        assert!(
+            r.contains("be=v2\n") && r.contains("choice=requested\n"),
+            "{r}"
+        );
         assert!(!d.path().join("run/bootenv/fallback").exists());
-        assert!(z.changes().is_empty(), "booting changed datasets: {:?}", z.changes());
+        assert!(
+            z.changes().is_empty(),
+            "booting changed datasets: {:?}",
+            z.changes()
+        );
     }
 
     #[test]
@@ -659,9 +849,14 @@ mod tests {
         let ready = boot(&e, "bootenv=nosuch bootenv.pool=tank").unwrap();
         assert_eq!(ready.plan.be.as_str(), "v1");
         let f = std::fs::read_to_string(d.path().join("run/bootenv/fallback")).unwrap();
-        assert!(f.contains("booted v1 instead of nosuch") && f.contains("does not exist"), "{f}");
+        assert!(
+            f.contains("booted v1 instead of nosuch") && f.contains("does not exist"),
+            "{f}"
+        );
         let st = state::load(&d.path().join(STATE_MOUNT)).unwrap().state();
-        assert!(matches!(&st.events[0].kind, EventKind::Fallback { requested, .. } if requested == "nosuch"));
+        assert!(
+            matches!(&st.events[0].kind, EventKind::Fallback { requested, .. } if requested == "nosuch")
+        );
     }
 
     #[test]
@@ -671,14 +866,25 @@ mod tests {
         let m = mounter();
         let dir = d.path().join(STATE_MOUNT);
         std::fs::create_dir_all(&dir).unwrap();
-        let st = state::State { last_good: Some("v1".into()), trial: Some(state::Trial { be: "v3".into(), tries: 2 }), reset: None, history: vec![], events: vec![] };
+        let st = state::State {
+            last_good: Some("v1".into()),
+            trial: Some(state::Trial {
+                be: "v3".into(),
+                tries: 2,
+            }),
+            reset: None,
+            history: vec![],
+            events: vec![],
+        };
         state::store(&dir, &st).unwrap();
         let e = env(d.path(), &z, &m);
         let ready = boot(&e, "bootenv=v1 bootenv.pool=tank bootenv.rollback=v3").unwrap();
         assert_eq!(ready.report.get("rollback"), Some("v3"));
         let after = state::load(&dir).unwrap().state();
         assert_eq!(after.trial, None);
-        assert!(matches!(&after.events[..], [state::Event { kind: EventKind::Rollback { failed, booted }, .. }] if failed == "v3" && booted == "v1"));
+        assert!(
+            matches!(&after.events[..], [state::Event { kind: EventKind::Rollback { failed, booted }, .. }] if failed == "v3" && booted == "v1")
+        );
         // GRUB repeats the marker until the block is rewritten: no second event.
         for (_, t) in m.mounted().into_iter().rev() {
             m.unmount(&t).unwrap();
@@ -693,7 +899,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let z = pool_with_bes(d.path());
         z.import("tank").unwrap().unwrap();
-        z.set("tank/ROOT/v2", &[("org.bootenv:factory", "factory")]).unwrap();
+        z.set("tank/ROOT/v2", &[("org.bootenv:factory", "factory")])
+            .unwrap();
         z.snapshot("tank/ROOT/v2", "factory", true).unwrap();
         z.export("tank").unwrap();
         let m = mounter();
@@ -708,10 +915,22 @@ mod tests {
         };
         // A power cut at a failpoint in the middle: the request was recorded first.
         let r = boot(&e, "bootenv=v2 bootenv.pool=tank bootenv.reset=config bootenv.failpoint=reset:parked:config").unwrap_err();
-        assert!(r.reason.contains("failpoint reset:parked:config"), "{}", r.reason);
-        assert!(m.mounted().iter().all(|(ds, _)| !ds.starts_with("tank/ROOT/")), "nothing of the BE was mounted");
+        assert!(
+            r.reason.contains("failpoint reset:parked:config"),
+            "{}",
+            r.reason
+        );
+        assert!(
+            m.mounted()
+                .iter()
+                .all(|(ds, _)| !ds.starts_with("tank/ROOT/")),
+            "nothing of the BE was mounted"
+        );
         let st = state::load(&d.path().join(STATE_MOUNT)).unwrap().state();
-        assert_eq!(st.reset.as_ref().map(|r| r.id.as_str()), Some("20261122T000000Z"));
+        assert_eq!(
+            st.reset.as_ref().map(|r| r.id.as_str()),
+            Some("20261122T000000Z")
+        );
         // The next boot has a plain command line; the request resumes and finishes.
         for (_, t) in m.mounted().into_iter().rev() {
             m.unmount(&t).unwrap();
@@ -719,13 +938,26 @@ mod tests {
         z.export("tank").unwrap();
         stop_at.set(false);
         let ready = boot(&e, "bootenv=v2 bootenv.pool=tank").unwrap();
-        assert!(ready.report.get("reset").unwrap().contains("tank/ROOT/v2/config -> tank/ROOT/v2/config.reset-20261122T000000Z"));
+        assert!(ready
+            .report
+            .get("reset")
+            .unwrap()
+            .contains("tank/ROOT/v2/config -> tank/ROOT/v2/config.reset-20261122T000000Z"));
         let st = state::load(&d.path().join(STATE_MOUNT)).unwrap().state();
         assert!(st.reset.is_none());
-        assert!(st.events.iter().any(|e| matches!(e.kind, EventKind::ResetDone { .. })));
-        assert_eq!(z.get("tank/ROOT/v2/config", "org.bootenv:reset").as_deref(), Some("20261122T000000Z"));
+        assert!(st
+            .events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::ResetDone { .. })));
+        assert_eq!(
+            z.get("tank/ROOT/v2/config", "org.bootenv:reset").as_deref(),
+            Some("20261122T000000Z")
+        );
         let mounted: Vec<String> = m.mounted().into_iter().map(|(ds, _)| ds).collect();
-        assert_eq!(mounted, vec!["tank/BOOTENV", "tank/ROOT/v2", "tank/ROOT/v2/config"]);
+        assert_eq!(
+            mounted,
+            vec!["tank/BOOTENV", "tank/ROOT/v2", "tank/ROOT/v2/config"]
+        );
     }
 
     #[test]
@@ -737,21 +969,30 @@ mod tests {
         let e = env(d.path(), &z, &m);
         let ready = boot(&e, "bootenv=v2 bootenv.pool=tank").unwrap();
         assert_eq!(ready.plan.be.as_str(), "v1");
-        assert!(matches!(&ready.plan.choice, Choice::Fallback { reason, .. } if reason.contains("Input/output error")));
+        assert!(
+            matches!(&ready.plan.choice, Choice::Fallback { reason, .. } if reason.contains("Input/output error"))
+        );
         // Everything of v2 was unmounted again; only the state and v1 remain.
         let mounted: Vec<String> = m.mounted().into_iter().map(|(ds, _)| ds).collect();
-        assert_eq!(mounted, vec!["tank/BOOTENV", "tank/ROOT/v1", "tank/ROOT/v1/config"]);
+        assert_eq!(
+            mounted,
+            vec!["tank/BOOTENV", "tank/ROOT/v1", "tank/ROOT/v1/config"]
+        );
     }
 
     #[test]
     fn missing_init_is_a_failed_be() {
         let d = tempfile::tempdir().unwrap();
         let z = pool_with_bes(d.path());
-        let m = FakeMounter::new().file("tank/ROOT/v1", "sbin/init", b"#!/bin/sh\n", 0o755).file("tank/ROOT/v1", "bin/sh", b"", 0o755);
+        let m = FakeMounter::new()
+            .file("tank/ROOT/v1", "sbin/init", b"#!/bin/sh\n", 0o755)
+            .file("tank/ROOT/v1", "bin/sh", b"", 0o755);
         let e = env(d.path(), &z, &m);
         let ready = boot(&e, "bootenv=v3 bootenv.pool=tank").unwrap();
         assert_eq!(ready.plan.be.as_str(), "v1");
-        assert!(matches!(&ready.plan.choice, Choice::Fallback { reason, .. } if reason.contains("init /sbin/init does not exist")));
+        assert!(
+            matches!(&ready.plan.choice, Choice::Fallback { reason, .. } if reason.contains("init /sbin/init does not exist"))
+        );
     }
 
     #[test]
@@ -761,7 +1002,11 @@ mod tests {
         let m = mounter();
         let e = env(d.path(), &z, &m);
         let r = boot(&e, "bootenv.pool=other bootenv.wait=0").unwrap_err();
-        assert!(r.reason.contains("pool other was not found"), "{}", r.reason);
+        assert!(
+            r.reason.contains("pool other was not found"),
+            "{}",
+            r.reason
+        );
         assert!(m.mounted().is_empty());
         assert!(z.changes().is_empty());
         assert!(!z.is_imported("tank"));
@@ -777,7 +1022,10 @@ mod tests {
         let ready = boot(&e, "").unwrap();
         assert_eq!(ready.plan.be.as_str(), "v1");
         assert!(z.is_imported("tank"));
-        assert!(!z.is_imported("data"), "a pool without boot environments is exported again");
+        assert!(
+            !z.is_imported("data"),
+            "a pool without boot environments is exported again"
+        );
     }
 
     #[test]
@@ -790,7 +1038,10 @@ mod tests {
         let e = env(d.path(), &z, &m);
         let ready = boot(&e, "bootenv.pool=tank").unwrap();
         assert_eq!(ready.report.get("hostid"), Some("2d0b6f3f"));
-        assert_eq!(std::fs::read(d.path().join("etc/hostid")).unwrap(), 0x2d0b6f3fu32.to_le_bytes());
+        assert_eq!(
+            std::fs::read(d.path().join("etc/hostid")).unwrap(),
+            0x2d0b6f3fu32.to_le_bytes()
+        );
         // A pool in use elsewhere is never forced.
         let d2 = tempfile::tempdir().unwrap();
         let z2 = pool_with_bes(d2.path());
@@ -811,8 +1062,15 @@ mod tests {
         let e = env(d.path(), &z, &m);
         let ready = boot(&e, "bootenv=nosuch bootenv.pool=tank").unwrap();
         assert_eq!(ready.plan.be.as_str(), "v1");
-        assert!(ready.report.all("warning").iter().any(|w| w.contains("state record is unreadable")));
-        assert_eq!(std::fs::read(d.path().join(STATE_MOUNT).join("state.corrupt")).unwrap(), b"\0\0garbage");
+        assert!(ready
+            .report
+            .all("warning")
+            .iter()
+            .any(|w| w.contains("state record is unreadable")));
+        assert_eq!(
+            std::fs::read(d.path().join(STATE_MOUNT).join("state.corrupt")).unwrap(),
+            b"\0\0garbage"
+        );
     }
 
     #[test]
@@ -826,7 +1084,10 @@ mod tests {
         let data = d.path().join("run/udev/data");
         let shim = UdevShim::new(&data, &blocks);
         shim.refresh();
-        assert_eq!(std::fs::read_to_string(data.join("b254:2")).unwrap(), "I:1\nS:disk/by-bootenv/vda2\n");
+        assert_eq!(
+            std::fs::read_to_string(data.join("b254:2")).unwrap(),
+            "I:1\nS:disk/by-bootenv/vda2\n"
+        );
         assert!(data.join("b254:0").exists());
         shim.remove();
         assert!(!d.path().join("run/udev").exists());
@@ -837,13 +1098,19 @@ mod tests {
         shim.refresh();
         shim.remove();
         assert!(!data.join("b254:2").exists());
-        assert_eq!(std::fs::read_to_string(data.join("b254:0")).unwrap(), "I:1\n");
+        assert_eq!(
+            std::fs::read_to_string(data.join("b254:0")).unwrap(),
+            "I:1\n"
+        );
     }
 
     #[test]
     fn interpreters_are_found() {
         assert_eq!(interpreter(b"#!/bin/sh -e\nx").as_deref(), Some("/bin/sh"));
-        assert_eq!(interpreter(b"#!  /usr/bin/env bash\n").as_deref(), Some("/usr/bin/env"));
+        assert_eq!(
+            interpreter(b"#!  /usr/bin/env bash\n").as_deref(),
+            Some("/usr/bin/env")
+        );
         assert_eq!(interpreter(b"plain"), None);
         // A real dynamic ELF: the test binary itself.
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();

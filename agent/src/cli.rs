@@ -3,21 +3,27 @@
 //! Exit codes: 0 success; 1 the command failed (the message says why and what to do);
 //! 2 the command line is wrong.
 
+use crate::lifecycle::CloneOpts;
 use crate::mounts::SysMounter;
 use crate::names::{BeName, PoolName};
-use crate::state::ResetMode;
-use crate::lifecycle::CloneOpts;
 use crate::ops::{Activation, CreateOpts, Ctx, EspChoice};
+use crate::state::ResetMode;
 use crate::zfs::cli::ZfsCli;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+
+/// What `bootenv --help` and the man page say about exit codes.
+pub const EXIT_STATUS: &str = "Exit status:
+  0  success
+  1  the command failed; the message says why and what to do, and nothing was left half-done
+  2  the command line is wrong (unknown verb or option, missing argument)";
 
 /// Versioned, self-healing ZFS boot environments.
 ///
 /// As PID 1 of an initramfs this program boots the boot environment GRUB chose; on a running
 /// system it is the operator's tool.
 #[derive(Debug, Parser)]
-#[command(name = "bootenv", version, about, long_about = None)]
+#[command(name = "bootenv", version, about, long_about = None, after_long_help = EXIT_STATUS)]
 pub struct Cli {
     /// The pool holding the boot environments (default: the pool this system booted from).
     #[arg(long, global = true)]
@@ -37,7 +43,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// How this system booted: which boot environment, why, and what bootenv remembers.
-    Status,
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the boot environments: name, label, creation time, origin, space used and state.
     List {
         /// Machine-readable output.
@@ -246,20 +256,50 @@ fn parse_mode(s: &str) -> Result<ResetMode, String> {
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let level = if cli.verbose { log::LevelFilter::Debug } else { log::LevelFilter::Warn };
+    let level = if cli.verbose {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Warn
+    };
     let _ = simple_logger::SimpleLogger::new().with_level(level).init();
     let zfs = ZfsCli::default();
     let mounter = SysMounter;
-    let ctx = Ctx { root: PathBuf::from("/"), zfs: &zfs, mounter: &mounter, pool: cli.pool.clone(), esp: cli.esp.clone().map(EspChoice::Mounted) };
+    let ctx = Ctx {
+        root: PathBuf::from("/"),
+        zfs: &zfs,
+        mounter: &mounter,
+        pool: cli.pool.clone(),
+        esp: cli.esp.clone().map(EspChoice::Mounted),
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let result = match &cli.command {
-        Command::Status => ctx.status(),
-        Command::List { json } => if *json { ctx.list_json() } else { ctx.list() },
+        Command::Status { json } => {
+            if *json {
+                ctx.status_json()
+            } else {
+                ctx.status()
+            }
+        }
+        Command::List { json } => {
+            if *json {
+                ctx.list_json()
+            } else {
+                ctx.list()
+            }
+        }
         Command::PreparePool { pool } => ctx.prepare_pool(pool),
-        Command::Create { name, from, fresh_config, rootfs, config, label, config_mountpoint } => match rootfs {
+        Command::Create {
+            name,
+            from,
+            fresh_config,
+            rootfs,
+            config,
+            label,
+            config_mountpoint,
+        } => match rootfs {
             Some(rootfs) => ctx.create(
                 name,
                 &CreateOpts {
@@ -269,7 +309,15 @@ pub fn main() -> i32 {
                     config_mountpoint: config_mountpoint.clone(),
                 },
             ),
-            None => ctx.create_from(name, &CloneOpts { from: from.clone(), label: label.clone(), fresh_config: *fresh_config }, now),
+            None => ctx.create_from(
+                name,
+                &CloneOpts {
+                    from: from.clone(),
+                    label: label.clone(),
+                    fresh_config: *fresh_config,
+                },
+                now,
+            ),
         },
         Command::Activate { name, once, trial } => {
             let how = match (once, trial) {
@@ -283,24 +331,67 @@ pub fn main() -> i32 {
         Command::MarkGood { name } => ctx.mark_good(name.as_ref(), now),
         Command::SyncBoot { names } => ctx.sync_boot(names, now),
         Command::GrubMenu => ctx.grub_menu(),
-        Command::FactoryReset { mode, erase, be, cancel } => ctx.factory_reset(*mode, *erase, be.as_ref(), *cancel, now),
-        Command::Upgrade { name, label, tries, fresh_config, command } => {
-            ctx.upgrade(name, command, &CloneOpts { from: None, label: label.clone(), fresh_config: *fresh_config }, *tries, now)
-        }
+        Command::FactoryReset {
+            mode,
+            erase,
+            be,
+            cancel,
+        } => ctx.factory_reset(*mode, *erase, be.as_ref(), *cancel, now),
+        Command::Upgrade {
+            name,
+            label,
+            tries,
+            fresh_config,
+            command,
+        } => ctx.upgrade(
+            name,
+            command,
+            &CloneOpts {
+                from: None,
+                label: label.clone(),
+                fresh_config: *fresh_config,
+            },
+            *tries,
+            now,
+        ),
         Command::Rollback { name } => ctx.walk(name.as_ref(), false, now),
         Command::Rollforward => ctx.walk(None, true, now),
         Command::Mount { what, dir, rw } => ctx.mount_be(what, dir.as_deref(), *rw),
         Command::Unmount { what } => ctx.unmount_be(what),
         Command::Diff { a, b } => ctx.diff(a, b),
-        Command::Destroy { name, dry_run, promote_dependents } => ctx.destroy_be(name, *dry_run, *promote_dependents, now),
+        Command::Destroy {
+            name,
+            dry_run,
+            promote_dependents,
+        } => ctx.destroy_be(name, *dry_run, *promote_dependents, now),
         Command::Rename { old, new } => ctx.rename_be(old, new, now),
-        Command::Export { name, to } => ctx.export_be(name, to, now),
+        Command::Export { name, to } => ctx.export_be(name, to, now).map(|msg| {
+            // The stream owns standard output when it goes there.
+            if to == "-" {
+                eprint!("{msg}");
+                String::new()
+            } else {
+                msg
+            }
+        }),
         Command::Import { from, name } => ctx.import_be(from, name.as_ref(), now),
-        Command::Install { disk, from, name, label, grub_dir, esp_mib, cmdline, force } => ctx.install(
+        Command::Install {
+            disk,
+            from,
+            name,
+            label,
+            grub_dir,
+            esp_mib,
+            cmdline,
+            force,
+        } => ctx.install(
             &crate::install::InstallOpts {
                 disk: disk.clone(),
                 from: from.clone(),
-                pool: cli.pool.clone().unwrap_or_else(|| PoolName::new("rpool").expect("a valid name")),
+                pool: cli
+                    .pool
+                    .clone()
+                    .unwrap_or_else(|| PoolName::new("rpool").expect("a valid name")),
                 name: name.clone(),
                 label: label.clone(),
                 grub_dir: grub_dir.clone(),

@@ -68,12 +68,15 @@ fn quoted(input: &str) -> IResult<&str, &str> {
 
 /// One argument: a run of quoted and unquoted pieces up to whitespace outside quotes.
 fn raw_arg(input: &str) -> IResult<&str, &str> {
-    recognize(many1(alt((quoted, take_while1(|c: char| !is_space(c) && c != '"'))))).parse(input)
+    recognize(many1(alt((
+        quoted,
+        take_while1(|c: char| !is_space(c) && c != '"'),
+    ))))
+    .parse(input)
 }
 
 fn raw_args(input: &str) -> IResult<&str, Vec<&str>> {
-    let (rest, args) =
-        many0(preceded(take_while(is_space), raw_arg)).parse(input)?;
+    let (rest, args) = many0(preceded(take_while(is_space), raw_arg)).parse(input)?;
     let (rest, _) = take_while(is_space).parse(rest)?;
     Ok((rest, args))
 }
@@ -86,16 +89,28 @@ fn unquote(raw: &str) -> Arg {
         None => (body, None),
         Some(i) => (&body[..i], Some(&body[i + 1..])),
     };
-    let strip_end = |s: &str| -> String {
-        s.strip_suffix('"').unwrap_or(s).to_owned()
-    };
+    let strip_end = |s: &str| -> String { s.strip_suffix('"').unwrap_or(s).to_owned() };
     match value {
-        None => Arg { key: if quoted_arg { strip_end(key) } else { key.to_owned() }, value: None },
+        None => Arg {
+            key: if quoted_arg {
+                strip_end(key)
+            } else {
+                key.to_owned()
+            },
+            value: None,
+        },
         Some(v) => {
             let v = v.strip_prefix('"').map(strip_end).unwrap_or_else(|| {
-                if quoted_arg { strip_end(v) } else { v.to_owned() }
+                if quoted_arg {
+                    strip_end(v)
+                } else {
+                    v.to_owned()
+                }
             });
-            Arg { key: key.to_owned(), value: Some(v) }
+            Arg {
+                key: key.to_owned(),
+                value: Some(v),
+            }
         }
     }
 }
@@ -131,7 +146,9 @@ impl Arg {
 /// How `root=` names a dataset: `ZFS=<ds>` or `zfs:<ds>` (the forms GRUB's 10_linux and
 /// dracut use).
 fn root_dataset(value: &str) -> Option<&str> {
-    value.strip_prefix("ZFS=").or_else(|| value.strip_prefix("zfs:"))
+    value
+        .strip_prefix("ZFS=")
+        .or_else(|| value.strip_prefix("zfs:"))
 }
 
 impl BootArgs {
@@ -167,7 +184,9 @@ impl BootArgs {
                         "bootenv.pool={} ignored: {e}",
                         printable(value.unwrap_or(""))
                     )),
-                    None => out.warn("bootenv.pool without a value ignored: write bootenv.pool=<pool>".into()),
+                    None => out.warn(
+                        "bootenv.pool without a value ignored: write bootenv.pool=<pool>".into(),
+                    ),
                 },
                 "root" => {
                     if let Some(v) = value {
@@ -191,7 +210,10 @@ impl BootArgs {
                 },
                 "bootenv.trial" => match value.map(str::parse::<u32>) {
                     Some(Ok(n)) => out.trial = Some(n),
-                    _ => out.warn(format!("bootenv.trial={} ignored: not a number", printable(value.unwrap_or("")))),
+                    _ => out.warn(format!(
+                        "bootenv.trial={} ignored: not a number",
+                        printable(value.unwrap_or(""))
+                    )),
                 },
                 "bootenv.rollback" => match value.map(BeName::new) {
                     Some(Ok(b)) => out.rollback = Some(b),
@@ -210,10 +232,17 @@ impl BootArgs {
                     )),
                 },
                 "bootenv.failpoint" => match value {
-                    Some(v) if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || ":-_.".contains(c)) => {
+                    Some(v)
+                        if !v.is_empty()
+                            && v.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || ":-_.".contains(c)) =>
+                    {
                         out.failpoint = Some(v.to_owned())
                     }
-                    _ => out.warn(format!("bootenv.failpoint={} ignored", printable(value.unwrap_or("")))),
+                    _ => out.warn(format!(
+                        "bootenv.failpoint={} ignored",
+                        printable(value.unwrap_or(""))
+                    )),
                 },
                 "bootenv.rescue" => out.rescue = flag(value),
                 "bootenv.debug" => out.debug = flag(value),
@@ -294,12 +323,16 @@ mod tests {
     use super::*;
 
     fn arg(k: &str, v: Option<&str>) -> Arg {
-        Arg { key: k.into(), value: v.map(Into::into) }
+        Arg {
+            key: k.into(),
+            value: v.map(Into::into),
+        }
     }
 
     #[test]
     fn splits_like_the_kernel() {
-        let (args, rest) = split("  console=ttyS0  quiet bootenv=v2\tfoo=\"a b\" \"x=y z\" -- single x=1");
+        let (args, rest) =
+            split("  console=ttyS0  quiet bootenv=v2\tfoo=\"a b\" \"x=y z\" -- single x=1");
         assert_eq!(
             args,
             vec![
@@ -401,9 +434,18 @@ mod tests {
     #[test]
     fn reset_requests() {
         use crate::state::ResetMode;
-        assert_eq!(BootArgs::parse("bootenv.reset=config").reset, Some((ResetMode::Config, false)));
-        assert_eq!(BootArgs::parse("bootenv.reset=full").reset, Some((ResetMode::Full, false)));
-        assert_eq!(BootArgs::parse("bootenv.reset=full-erase").reset, Some((ResetMode::Full, true)));
+        assert_eq!(
+            BootArgs::parse("bootenv.reset=config").reset,
+            Some((ResetMode::Config, false))
+        );
+        assert_eq!(
+            BootArgs::parse("bootenv.reset=full").reset,
+            Some((ResetMode::Full, false))
+        );
+        assert_eq!(
+            BootArgs::parse("bootenv.reset=full-erase").reset,
+            Some((ResetMode::Full, true))
+        );
         let a = BootArgs::parse("bootenv.reset=everything bootenv.failpoint=reset:parked:config");
         assert!(a.reset.is_none() && a.warnings.len() == 1);
         assert_eq!(a.failpoint.as_deref(), Some("reset:parked:config"));
@@ -423,7 +465,18 @@ mod tests {
 
     #[test]
     fn hostile_bytes_do_not_panic() {
-        for s in ["\"", "\"\"", "=", "==", "\"=\"", "a=\"", "\u{0}\u{7f}", "bootenv=\"\"", "--", "-- --"] {
+        for s in [
+            "\"",
+            "\"\"",
+            "=",
+            "==",
+            "\"=\"",
+            "a=\"",
+            "\u{0}\u{7f}",
+            "bootenv=\"\"",
+            "--",
+            "-- --",
+        ] {
             let _ = BootArgs::parse(s);
         }
     }

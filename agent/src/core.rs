@@ -106,16 +106,26 @@ fn retry_hint() -> String {
 /// Decides what to boot from the facts.
 pub fn decide(f: &Facts) -> Plan {
     let inv = f.inventory;
-    let failed = |be: &BeName| f.failed.iter().find(|(n, _)| n == be).map(|(_, r)| r.clone());
+    let failed = |be: &BeName| {
+        f.failed
+            .iter()
+            .find(|(n, _)| n == be)
+            .map(|(_, r)| r.clone())
+    };
     // Why `be` cannot boot, if it cannot.
     let why_not = |be: &BeName| -> Option<String> {
         match inv.get(be) {
-            None => Some(format!("boot environment {be} does not exist in pool {}", inv.pool)),
+            None => Some(format!(
+                "boot environment {be} does not exist in pool {}",
+                inv.pool
+            )),
             Some(b) => b
                 .unbootable
                 .clone()
                 .map(|r| format!("boot environment {be} cannot boot: {r}"))
-                .or_else(|| failed(be).map(|r| format!("boot environment {be} failed to start: {r}"))),
+                .or_else(|| {
+                    failed(be).map(|r| format!("boot environment {be} failed to start: {r}"))
+                }),
         }
     };
 
@@ -123,7 +133,10 @@ pub fn decide(f: &Facts) -> Plan {
         return Plan::Rescue(Rescue {
             reason: "the kernel command line asks for the rescue shell (bootenv.rescue)".into(),
             hints: vec![
-                format!("pool {} is imported; `zfs list -r {}/ROOT` shows the boot environments", inv.pool, inv.pool),
+                format!(
+                    "pool {} is imported; `zfs list -r {}/ROOT` shows the boot environments",
+                    inv.pool, inv.pool
+                ),
                 retry_hint(),
             ],
         });
@@ -135,7 +148,11 @@ pub fn decide(f: &Facts) -> Plan {
             be: be.clone(),
             root: b.dataset.clone(),
             mounts: b.members.clone(),
-            init: f.args.init.clone().unwrap_or_else(|| DEFAULT_INIT.to_string()),
+            init: f
+                .args
+                .init
+                .clone()
+                .unwrap_or_else(|| DEFAULT_INIT.to_string()),
             choice,
         })
     };
@@ -146,7 +163,9 @@ pub fn decide(f: &Facts) -> Plan {
         if let Some(b) = inv.bootfs_be() {
             candidates.push((b, DefaultSource::Bootfs));
         } else if let Some(ds) = &inv.bootfs {
-            not_default.push(format!("the pool's bootfs ({ds}) is not a boot environment"));
+            not_default.push(format!(
+                "the pool's bootfs ({ds}) is not a boot environment"
+            ));
         }
         if let Some(b) = &f.last_good {
             candidates.push((b.clone(), DefaultSource::LastGood));
@@ -174,7 +193,11 @@ pub fn decide(f: &Facts) -> Plan {
             Some(reason) => match default {
                 Some((be, source)) => plan_for(
                     &be,
-                    Choice::Fallback { requested: req.to_string(), reason, source },
+                    Choice::Fallback {
+                        requested: req.to_string(),
+                        reason,
+                        source,
+                    },
                 ),
                 None => no_bootable(inv, Some(reason), &not_default, f.failed),
             },
@@ -186,7 +209,12 @@ pub fn decide(f: &Facts) -> Plan {
     }
 }
 
-fn no_bootable(inv: &Inventory, requested: Option<String>, not_default: &[String], failed: &[(BeName, String)]) -> Plan {
+fn no_bootable(
+    inv: &Inventory,
+    requested: Option<String>,
+    not_default: &[String],
+    failed: &[(BeName, String)],
+) -> Plan {
     let pool = &inv.pool;
     let mut reason = match &requested {
         Some(r) => format!("{r}, and there is no default boot environment to boot instead"),
@@ -208,11 +236,18 @@ fn no_bootable(inv: &Inventory, requested: Option<String>, not_default: &[String
     if bootable.is_empty() {
         hints.push(format!("`zfs list -r {pool}/ROOT` shows what the pool holds; a boot environment is {pool}/ROOT/<name> with mountpoint=/ and canmount=noauto"));
     } else {
-        hints.push(format!("boot environments that can boot: {}", bootable.join(", ")));
+        hints.push(format!(
+            "boot environments that can boot: {}",
+            bootable.join(", ")
+        ));
         hints.push(format!("boot one now: reboot and add bootenv=<name> to the kernel command line, or set a default with `zpool set bootfs={pool}/ROOT/<name> {pool}`"));
     }
     for b in inv.bes.iter().filter(|b| b.unbootable.is_some()) {
-        hints.push(format!("{} cannot boot: {}", b.name, b.unbootable.as_deref().unwrap_or("")));
+        hints.push(format!(
+            "{} cannot boot: {}",
+            b.name,
+            b.unbootable.as_deref().unwrap_or("")
+        ));
     }
     for (n, r) in failed {
         hints.push(format!("{n} failed to start: {r}"));
@@ -223,7 +258,9 @@ fn no_bootable(inv: &Inventory, requested: Option<String>, not_default: &[String
 
 /// The rescue for a pool that could not be found or imported.
 pub fn import_rescue(pool: Option<&PoolName>, err: &ImportError, waited_secs: u32) -> Rescue {
-    let name = pool.map_or("a pool with boot environments".to_string(), |p| format!("pool {p}"));
+    let name = pool.map_or("a pool with boot environments".to_string(), |p| {
+        format!("pool {p}")
+    });
     let mut hints = Vec::new();
     let reason = match err {
         ImportError::NotFound => {
@@ -262,9 +299,21 @@ mod tests {
         let l = listing(&[
             ("tank/ROOT", "off", "none", "-", "-"),
             ("tank/ROOT/v1", "noauto", "/", "1.0", "-"),
-            ("tank/ROOT/v1/config", "noauto", "/etc/config", "-", "config"),
+            (
+                "tank/ROOT/v1/config",
+                "noauto",
+                "/etc/config",
+                "-",
+                "config",
+            ),
             ("tank/ROOT/v2", "noauto", "/", "2.0", "-"),
-            ("tank/ROOT/v2/config", "noauto", "/etc/config", "-", "config"),
+            (
+                "tank/ROOT/v2/config",
+                "noauto",
+                "/etc/config",
+                "-",
+                "config",
+            ),
             ("tank/ROOT/v3", "noauto", "/", "3.0", "-"),
             ("tank/ROOT/broken", "off", "/", "-", "-"),
         ]);
@@ -275,9 +324,19 @@ mod tests {
         BeName::new(s).unwrap()
     }
 
-    fn run(cmdline: &str, inv: &Inventory, last_good: Option<&str>, failed: &[(BeName, String)]) -> Plan {
+    fn run(
+        cmdline: &str,
+        inv: &Inventory,
+        last_good: Option<&str>,
+        failed: &[(BeName, String)],
+    ) -> Plan {
         let args = BootArgs::parse(cmdline);
-        decide(&Facts { args: &args, inventory: inv, last_good: last_good.map(be), failed })
+        decide(&Facts {
+            args: &args,
+            inventory: inv,
+            last_good: last_good.map(be),
+            failed,
+        })
     }
 
     fn booted(p: &Plan) -> (String, Choice) {
@@ -303,9 +362,15 @@ mod tests {
     #[test]
     fn no_request_boots_bootfs_then_last_good() {
         let i = inv(Some("tank/ROOT/v3"));
-        assert_eq!(booted(&run("", &i, Some("v1"), &[])), ("v3".into(), Choice::Default(DefaultSource::Bootfs)));
+        assert_eq!(
+            booted(&run("", &i, Some("v1"), &[])),
+            ("v3".into(), Choice::Default(DefaultSource::Bootfs))
+        );
         let i = inv(None);
-        assert_eq!(booted(&run("", &i, Some("v1"), &[])), ("v1".into(), Choice::Default(DefaultSource::LastGood)));
+        assert_eq!(
+            booted(&run("", &i, Some("v1"), &[])),
+            ("v1".into(), Choice::Default(DefaultSource::LastGood))
+        );
     }
 
     #[test]
@@ -314,7 +379,14 @@ mod tests {
         let p = run("bootenv=nosuch", &i, None, &[]);
         let (name, choice) = booted(&p);
         assert_eq!(name, "v1");
-        let Choice::Fallback { requested, reason, source } = choice else { panic!() };
+        let Choice::Fallback {
+            requested,
+            reason,
+            source,
+        } = choice
+        else {
+            panic!()
+        };
         assert_eq!(requested, "nosuch");
         assert!(reason.contains("does not exist"), "{reason}");
         assert_eq!(source, DefaultSource::Bootfs);
@@ -342,26 +414,50 @@ mod tests {
 
     #[test]
     fn the_only_be_is_the_default() {
-        let l = listing(&[("tank/ROOT", "off", "none", "-", "-"), ("tank/ROOT/solo", "noauto", "/", "-", "-")]);
+        let l = listing(&[
+            ("tank/ROOT", "off", "none", "-", "-"),
+            ("tank/ROOT/solo", "noauto", "/", "-", "-"),
+        ]);
         let i = Inventory::from_listing(&PoolName::new("tank").unwrap(), &l, None);
-        assert_eq!(booted(&run("", &i, None, &[])), ("solo".into(), Choice::Default(DefaultSource::OnlyOne)));
+        assert_eq!(
+            booted(&run("", &i, None, &[])),
+            ("solo".into(), Choice::Default(DefaultSource::OnlyOne))
+        );
     }
 
     #[test]
     fn init_from_the_command_line() {
         let i = inv(Some("tank/ROOT/v1"));
-        let Plan::Boot(b) = run("init=/bin/sh", &i, None, &[]) else { panic!() };
+        let Plan::Boot(b) = run("init=/bin/sh", &i, None, &[]) else {
+            panic!()
+        };
         assert_eq!(b.init, "/bin/sh");
     }
 
     #[test]
     fn without_a_default_it_is_rescue_naming_what_can_boot() {
         let i = inv(None);
-        let Plan::Rescue(r) = run("", &i, None, &[]) else { panic!() };
-        assert!(r.reason.contains("no default boot environment"), "{}", r.reason);
-        assert!(r.hints.iter().any(|h| h.contains("v1, v2, v3")), "{:?}", r.hints);
-        assert!(r.hints.iter().any(|h| h.contains("broken cannot boot")), "{:?}", r.hints);
-        let Plan::Rescue(r) = run("bootenv=nosuch", &i, None, &[]) else { panic!() };
+        let Plan::Rescue(r) = run("", &i, None, &[]) else {
+            panic!()
+        };
+        assert!(
+            r.reason.contains("no default boot environment"),
+            "{}",
+            r.reason
+        );
+        assert!(
+            r.hints.iter().any(|h| h.contains("v1, v2, v3")),
+            "{:?}",
+            r.hints
+        );
+        assert!(
+            r.hints.iter().any(|h| h.contains("broken cannot boot")),
+            "{:?}",
+            r.hints
+        );
+        let Plan::Rescue(r) = run("bootenv=nosuch", &i, None, &[]) else {
+            panic!()
+        };
         assert!(r.reason.contains("nosuch does not exist"), "{}", r.reason);
     }
 
@@ -385,25 +481,43 @@ mod tests {
     #[test]
     fn empty_pool_and_operator_rescue() {
         let i = Inventory::from_listing(&PoolName::new("tank").unwrap(), &Default::default(), None);
-        let Plan::Rescue(r) = run("", &i, None, &[]) else { panic!() };
-        assert!(r.reason.contains("tank/ROOT does not exist"), "{}", r.reason);
+        let Plan::Rescue(r) = run("", &i, None, &[]) else {
+            panic!()
+        };
+        assert!(
+            r.reason.contains("tank/ROOT does not exist"),
+            "{}",
+            r.reason
+        );
         let i = inv(Some("tank/ROOT/v1"));
-        let Plan::Rescue(r) = run("bootenv.rescue bootenv=v1", &i, None, &[]) else { panic!() };
+        let Plan::Rescue(r) = run("bootenv.rescue bootenv=v1", &i, None, &[]) else {
+            panic!()
+        };
         assert!(r.reason.contains("bootenv.rescue"));
     }
 
     #[test]
     fn bootfs_outside_the_layout_is_not_booted() {
         let i = inv(Some("tank/data"));
-        let Plan::Rescue(r) = run("", &i, None, &[]) else { panic!() };
-        assert!(r.reason.contains("bootfs (tank/data) is not a boot environment"), "{}", r.reason);
+        let Plan::Rescue(r) = run("", &i, None, &[]) else {
+            panic!()
+        };
+        assert!(
+            r.reason
+                .contains("bootfs (tank/data) is not a boot environment"),
+            "{}",
+            r.reason
+        );
     }
 
     #[test]
     fn import_rescue_names_the_pool_and_the_fix() {
         let p = PoolName::new("tank").unwrap();
         let r = import_rescue(Some(&p), &ImportError::NotFound, 10);
-        assert_eq!(r.reason, "pool tank was not found on any disk (waited 10 s)");
+        assert_eq!(
+            r.reason,
+            "pool tank was not found on any disk (waited 10 s)"
+        );
         assert!(r.hints.iter().any(|h| h.contains("bootenv.pool=")));
         let r = import_rescue(Some(&p), &ImportError::InUse("x".into()), 0);
         assert!(r.hints.iter().any(|h| h.contains("never forces")));

@@ -79,11 +79,19 @@ pub fn fat_uuid(boot_sector: &[u8]) -> Option<String> {
 /// Block devices below `root` that are ESP partitions, as paths of their device nodes.
 pub fn find(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    let Ok(disks) = std::fs::read_dir(root.join("sys/block")) else { return found };
-    let mut disks: Vec<_> = disks.flatten().map(|d| d.file_name().to_string_lossy().into_owned()).collect();
+    let Ok(disks) = std::fs::read_dir(root.join("sys/block")) else {
+        return found;
+    };
+    let mut disks: Vec<_> = disks
+        .flatten()
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .collect();
     disks.sort();
     for disk in disks {
-        if ["loop", "ram", "zram", "zd", "sr", "fd", "dm-", "md"].iter().any(|p| disk.starts_with(p)) {
+        if ["loop", "ram", "zram", "zd", "sr", "fd", "dm-", "md"]
+            .iter()
+            .any(|p| disk.starts_with(p))
+        {
             continue;
         }
         let sys = root.join("sys/block").join(&disk);
@@ -91,10 +99,14 @@ pub fn find(root: &Path) -> Vec<PathBuf> {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(512u64);
-        let Ok(parts) = esp_partitions(&root.join("dev").join(&disk), bs) else { continue };
+        let Ok(parts) = esp_partitions(&root.join("dev").join(&disk), bs) else {
+            continue;
+        };
         for n in parts {
             // The partition's name in sysfs: the child directory whose `partition` is n.
-            let Ok(children) = std::fs::read_dir(&sys) else { continue };
+            let Ok(children) = std::fs::read_dir(&sys) else {
+                continue;
+            };
             for c in children.flatten() {
                 let num = std::fs::read_to_string(c.path().join("partition")).ok();
                 if num.as_deref().map(str::trim) == Some(&n.to_string()) {
@@ -108,7 +120,10 @@ pub fn find(root: &Path) -> Vec<PathBuf> {
 
 /// vfat file systems mounted at the usual places, as (mount point, device).
 pub fn mounted(root: &Path) -> Vec<(PathBuf, PathBuf)> {
-    USUAL_MOUNTS.iter().flat_map(|want| mounted_at(root, &root.join(want))).collect()
+    USUAL_MOUNTS
+        .iter()
+        .flat_map(|want| mounted_at(root, &root.join(want)))
+        .collect()
 }
 
 /// The vfat file system mounted at `dir`, as (mount point, device).
@@ -118,7 +133,8 @@ pub fn mounted_at(root: &Path, dir: &Path) -> Option<(PathBuf, PathBuf)> {
     let target = format!("/{}", rel.display());
     mounts.lines().find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
-        (f.len() > 2 && f[1] == target && f[2] == "vfat").then(|| (dir.to_path_buf(), PathBuf::from(f[0])))
+        (f.len() > 2 && f[1] == target && f[2] == "vfat")
+            .then(|| (dir.to_path_buf(), PathBuf::from(f[0])))
     })
 }
 
@@ -143,12 +159,18 @@ impl Esp {
     /// Opens the ESP: `explicit` when given; else, of the ESPs on the disks that hold the pool
     /// (`pool_disks`, names such as `vda`; all disks when empty), one already mounted at
     /// /boot/efi, /efi or `mount_at`, else the one there is, mounted at `mount_at`.
-    pub fn open(root: &Path, explicit: Option<&Path>, pool_disks: &[String], mount_at: &Path) -> anyhow::Result<Esp> {
+    pub fn open(
+        root: &Path,
+        explicit: Option<&Path>,
+        pool_disks: &[String],
+        mount_at: &Path,
+    ) -> anyhow::Result<Esp> {
         let dir = match explicit {
             Some(d) => d.to_path_buf(),
             None => {
                 let on_pool_disk = |dev: &Path| -> bool {
-                    pool_disks.is_empty() || disk_of(root, dev).is_some_and(|d| pool_disks.contains(&d))
+                    pool_disks.is_empty()
+                        || disk_of(root, dev).is_some_and(|d| pool_disks.contains(&d))
                 };
                 let mounted_here = mounted_at(root, mount_at).into_iter().chain(mounted(root));
                 let mut chosen = None;
@@ -161,7 +183,8 @@ impl Esp {
                 match chosen {
                     Some(d) => d,
                     None => {
-                        let parts: Vec<PathBuf> = find(root).into_iter().filter(|p| on_pool_disk(p)).collect();
+                        let parts: Vec<PathBuf> =
+                            find(root).into_iter().filter(|p| on_pool_disk(p)).collect();
                         let dev = match parts.as_slice() {
                             [one] => one.clone(),
                             [] => bail!("no EFI system partition found (a GPT partition of type EF00) on the pool's disks; mount it at /boot/efi or name it with --esp <dir>"),
@@ -171,8 +194,20 @@ impl Esp {
                             ),
                         };
                         std::fs::create_dir_all(mount_at)?;
-                        nix::mount::mount(Some(&dev), mount_at, Some("vfat"), nix::mount::MsFlags::MS_NOATIME, None::<&str>)
-                            .with_context(|| format!("mounting the ESP {} at {}", dev.display(), mount_at.display()))?;
+                        nix::mount::mount(
+                            Some(&dev),
+                            mount_at,
+                            Some("vfat"),
+                            nix::mount::MsFlags::MS_NOATIME,
+                            None::<&str>,
+                        )
+                        .with_context(|| {
+                            format!(
+                                "mounting the ESP {} at {}",
+                                dev.display(),
+                                mount_at.display()
+                            )
+                        })?;
                         mount_at.to_path_buf()
                     }
                 }
@@ -190,7 +225,9 @@ impl Esp {
 
 /// The FAT serial of the file system mounted at `dir`: found through its device number.
 fn uuid_of_mount(root: &Path, dir: &Path) -> anyhow::Result<String> {
-    let dev = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?.dev();
+    let dev = std::fs::metadata(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .dev();
     let (major, minor) = (libc::major(dev), libc::minor(dev));
     let node = root.join(format!("sys/dev/block/{major}:{minor}"));
     let name = std::fs::read_link(&node)
@@ -201,7 +238,12 @@ fn uuid_of_mount(root: &Path, dir: &Path) -> anyhow::Result<String> {
     std::fs::File::open(root.join("dev").join(&name))
         .and_then(|mut f| f.read_exact(&mut sector))
         .with_context(|| format!("reading the boot sector of /dev/{name}"))?;
-    fat_uuid(&sector).with_context(|| format!("/dev/{name} (mounted at {}) is not a FAT file system", dir.display()))
+    fat_uuid(&sector).with_context(|| {
+        format!(
+            "/dev/{name} (mounted at {}) is not a FAT file system",
+            dir.display()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -224,7 +266,9 @@ mod tests {
         })
         .unwrap();
         assert_eq!(parts, vec![2]);
-        assert!(parse_gpt(&[0u8; 512], |_, _| unreachable!()).unwrap().is_empty());
+        assert!(parse_gpt(&[0u8; 512], |_, _| unreachable!())
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -253,8 +297,14 @@ mod tests {
             .arg(&img)
             .arg("34000")
             .output();
-        let Ok(out) = ok else { panic!("mkfs.vfat is missing: run `cargo xtask deps`") };
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let Ok(out) = ok else {
+            panic!("mkfs.vfat is missing: run `cargo xtask deps`")
+        };
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let b = std::fs::read(&img).unwrap();
         assert_eq!(fat_uuid(&b[..512]).as_deref(), Some("C0FF-EE42"));
     }

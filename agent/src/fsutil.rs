@@ -19,10 +19,13 @@ pub fn atomic_write(dir: &Path, name: &str, data: &[u8]) -> anyhow::Result<()> {
         .mode(0o644)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(data).with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+    f.write_all(data)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", tmp.display()))?;
     drop(f);
-    fs::rename(&tmp, &dest).with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+    fs::rename(&tmp, &dest)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("syncing directory {}", dir.display()))?;
@@ -96,10 +99,19 @@ mod tests {
         fs::write(r.join("lib/systemd/systemd"), b"").unwrap();
         symlink("/lib/systemd/systemd", r.join("sbin/init")).unwrap();
         symlink("../lib", r.join("sbin/lib")).unwrap();
-        assert_eq!(resolve_in_root(r, "/sbin/init").unwrap(), r.join("lib/systemd/systemd"));
-        assert_eq!(resolve_in_root(r, "/sbin/lib/systemd/systemd").unwrap(), r.join("lib/systemd/systemd"));
+        assert_eq!(
+            resolve_in_root(r, "/sbin/init").unwrap(),
+            r.join("lib/systemd/systemd")
+        );
+        assert_eq!(
+            resolve_in_root(r, "/sbin/lib/systemd/systemd").unwrap(),
+            r.join("lib/systemd/systemd")
+        );
         // ".." never climbs out of the root.
-        assert_eq!(resolve_in_root(r, "/../../sbin/../lib").unwrap(), r.join("lib"));
+        assert_eq!(
+            resolve_in_root(r, "/../../sbin/../lib").unwrap(),
+            r.join("lib")
+        );
         symlink("/loop", r.join("loop")).unwrap();
         assert!(resolve_in_root(r, "/loop").is_err());
     }

@@ -29,7 +29,12 @@ pub const DEFAULT_TRIES: u32 = 3;
 /// Default `panic=` put on kernel lines when the configured command line has none.
 pub const DEFAULT_PANIC: u32 = 10;
 /// The variables the menu loads.
-pub const VARS: [&str; 4] = ["bootenv_default", "bootenv_next", "bootenv_trial", "bootenv_tries"];
+pub const VARS: [&str; 4] = [
+    "bootenv_default",
+    "bootenv_next",
+    "bootenv_trial",
+    "bootenv_tries",
+];
 
 /// One menu entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,15 +86,26 @@ pub fn safe_title(label: &str) -> String {
     label
         .chars()
         .take(48)
-        .map(|c| if c.is_ascii_alphanumeric() || TITLE_EXTRA.contains(c) { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || TITLE_EXTRA.contains(c) {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 
 /// Checks a kernel command line from a property: no character GRUB's script syntax gives a
 /// meaning to, and none of bootenv's own keys. Returns the reason when it is refused.
 pub fn check_cmdline(s: &str) -> Result<(), String> {
-    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || " ._,:/=+@%-".contains(*c))) {
-        return Err(format!("it holds {c:?}, which GRUB's script language would interpret"));
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || " ._,:/=+@%-".contains(*c)))
+    {
+        return Err(format!(
+            "it holds {c:?}, which GRUB's script language would interpret"
+        ));
     }
     for w in s.split_whitespace() {
         let key = w.split('=').next().unwrap_or("");
@@ -108,7 +124,10 @@ fn tries_left(tries: Option<&str>) -> Option<u32> {
 impl Menu {
     fn has(&self, name: Option<&str>) -> Option<BeName> {
         let name = name?;
-        self.entries.iter().find(|e| e.be.as_str() == name).map(|e| e.be.clone())
+        self.entries
+            .iter()
+            .find(|e| e.be.as_str() == name)
+            .map(|e| e.be.clone())
     }
 
     /// The model: what the menu script does with these variables (`None`: the block could not
@@ -149,11 +168,25 @@ impl Menu {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let w = &mut s;
-        let _ = writeln!(w, "# bootenv GRUB menu, format {VERSION}. Made by `bootenv grub-menu`; do not edit:");
-        let _ = writeln!(w, "# bootenv rewrites it whenever boot environments or their states change.");
+        let _ = writeln!(
+            w,
+            "# bootenv GRUB menu, format {VERSION}. Made by `bootenv grub-menu`; do not edit:"
+        );
+        let _ = writeln!(
+            w,
+            "# bootenv rewrites it whenever boot environments or their states change."
+        );
         let _ = writeln!(w, "insmod part_gpt\ninsmod fat");
-        let _ = writeln!(w, "search --no-floppy --fs-uuid --set=bootenv_esp {}", self.esp_uuid);
-        let _ = writeln!(w, "set bootenv_env=\"($bootenv_esp)/{}/grubenv\"", crate::esp::DIR);
+        let _ = writeln!(
+            w,
+            "search --no-floppy --fs-uuid --set=bootenv_esp {}",
+            self.esp_uuid
+        );
+        let _ = writeln!(
+            w,
+            "set bootenv_env=\"($bootenv_esp)/{}/grubenv\"",
+            crate::esp::DIR
+        );
         for v in VARS {
             let _ = writeln!(w, "set {v}=");
         }
@@ -162,30 +195,53 @@ impl Menu {
         for (i, _) in self.entries.iter().enumerate() {
             let _ = writeln!(w, "set bootenv_arg_{i}=");
         }
-        let _ = writeln!(w, "# The persistent default, when the block names a BE of this menu.");
+        let _ = writeln!(
+            w,
+            "# The persistent default, when the block names a BE of this menu."
+        );
         for e in &self.entries {
-            let _ = writeln!(w, "if [ \"$bootenv_default\" = {0} ]; then set bootenv_boot={0}; fi", e.be);
+            let _ = writeln!(
+                w,
+                "if [ \"$bootenv_default\" = {0} ]; then set bootenv_boot={0}; fi",
+                e.be
+            );
         }
-        let _ = writeln!(w, "# A one-shot boot: cleared before booting, so the attempt uses it up.");
+        let _ = writeln!(
+            w,
+            "# A one-shot boot: cleared before booting, so the attempt uses it up."
+        );
         let _ = writeln!(w, "set bootenv_once=");
         let _ = writeln!(w, "if [ -n \"$bootenv_next\" ]; then");
         for e in &self.entries {
             let _ = writeln!(w, "  if [ \"$bootenv_next\" = {0} ]; then set bootenv_boot={0}; set bootenv_once=1; fi", e.be);
         }
-        let _ = writeln!(w, "  set bootenv_next=\n  save_env --file \"$bootenv_env\" bootenv_next\nfi");
-        let _ = writeln!(w, "# A trial: count the attempt before handing over; when no try is left, roll back.");
+        let _ = writeln!(
+            w,
+            "  set bootenv_next=\n  save_env --file \"$bootenv_env\" bootenv_next\nfi"
+        );
+        let _ = writeln!(
+            w,
+            "# A trial: count the attempt before handing over; when no try is left, roll back."
+        );
         let _ = writeln!(w, "if [ -z \"$bootenv_once\" ]; then");
         for (i, e) in self.entries.iter().enumerate() {
             let _ = writeln!(w, "  if [ \"$bootenv_trial\" = {} ]; then", e.be);
             let _ = writeln!(w, "    set bootenv_left=");
             for n in 1..=MAX_TRIES {
-                let _ = writeln!(w, "    if [ \"$bootenv_tries\" = {n} ]; then set bootenv_left={}; fi", n - 1);
+                let _ = writeln!(
+                    w,
+                    "    if [ \"$bootenv_tries\" = {n} ]; then set bootenv_left={}; fi",
+                    n - 1
+                );
             }
             let _ = writeln!(w, "    if [ -n \"$bootenv_left\" ]; then");
             let _ = writeln!(w, "      set bootenv_tries=$bootenv_left");
             let _ = writeln!(w, "      save_env --file \"$bootenv_env\" bootenv_tries");
             let _ = writeln!(w, "      set bootenv_boot={}", e.be);
-            let _ = writeln!(w, "      set bootenv_arg_{i}=\"bootenv.trial=$bootenv_left\"");
+            let _ = writeln!(
+                w,
+                "      set bootenv_arg_{i}=\"bootenv.trial=$bootenv_left\""
+            );
             let _ = writeln!(w, "    else");
             let _ = writeln!(w, "      set bootenv_boot={}", self.good);
             for (j, o) in self.entries.iter().enumerate() {
@@ -203,15 +259,35 @@ impl Menu {
         let _ = writeln!(w, "set fallback=\"bootenv-{}\"", self.good);
         let _ = writeln!(w, "set timeout={}\nset timeout_style=menu", self.timeout);
         for (i, e) in self.entries.iter().enumerate() {
-            self.entry(w, &e.title, &format!("bootenv-{}", e.be), e, &format!("$bootenv_arg_{i}"), "");
+            self.entry(
+                w,
+                &e.title,
+                &format!("bootenv-{}", e.be),
+                e,
+                &format!("$bootenv_arg_{i}"),
+                "",
+            );
         }
         // Factory resets, chosen at boot time: the agent records the request first, so that a
         // power cut during the reset resumes it at the next boot.
-        let _ = writeln!(w, "submenu 'Advanced: factory reset' --id 'bootenv-advanced' {{");
+        let _ = writeln!(
+            w,
+            "submenu 'Advanced: factory reset' --id 'bootenv-advanced' {{"
+        );
         for e in &self.entries {
-            for (mode, what) in [("config", "configuration"), ("full", "configuration and data")] {
+            for (mode, what) in [
+                ("config", "configuration"),
+                ("full", "configuration and data"),
+            ] {
                 let title = format!("{}: factory reset ({what})", e.be);
-                self.entry(w, &title, &format!("bootenv-{}-reset-{mode}", e.be), e, "", &format!(" bootenv.reset={mode}"));
+                self.entry(
+                    w,
+                    &title,
+                    &format!("bootenv-{}-reset-{mode}", e.be),
+                    e,
+                    "",
+                    &format!(" bootenv.reset={mode}"),
+                );
             }
         }
         let _ = writeln!(w, "}}");
@@ -221,8 +297,15 @@ impl Menu {
     fn entry(&self, w: &mut String, title: &str, id: &str, e: &Entry, arg: &str, extra: &str) {
         let _ = writeln!(w, "menuentry '{title}' --id '{id}' {{");
         let _ = writeln!(w, "  echo 'bootenv: loading {}'", e.be);
-        let cmdline = if e.cmdline.is_empty() { String::new() } else { format!(" {}", e.cmdline) };
-        let line = format!("  linux ($bootenv_esp){}/vmlinuz bootenv={} bootenv.pool={}{cmdline}{extra} {arg}", e.kernel_dir, e.be, self.pool);
+        let cmdline = if e.cmdline.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", e.cmdline)
+        };
+        let line = format!(
+            "  linux ($bootenv_esp){}/vmlinuz bootenv={} bootenv.pool={}{cmdline}{extra} {arg}",
+            e.kernel_dir, e.be, self.pool
+        );
         let _ = writeln!(w, "{}", line.trim_end());
         let _ = writeln!(w, "  initrd ($bootenv_esp){}/initrd.img", e.kernel_dir);
         let _ = writeln!(w, "}}");
@@ -275,12 +358,22 @@ mod tests {
     #[test]
     fn default_from_the_block_or_baked_in() {
         let m = menu();
-        assert_eq!(m.model(Some(&env(&[("bootenv_default", "v2")]))).boot, be("v2"));
+        assert_eq!(
+            m.model(Some(&env(&[("bootenv_default", "v2")]))).boot,
+            be("v2")
+        );
         assert_eq!(m.model(Some(&env(&[]))).boot, be("v1"));
         // Unreadable block, unknown names, hostile values: the baked default.
         assert_eq!(m.model(None).boot, be("v1"));
-        assert_eq!(m.model(Some(&env(&[("bootenv_default", "nosuch")]))).boot, be("v1"));
-        assert_eq!(m.model(Some(&env(&[("bootenv_default", "v2; reboot")]))).boot, be("v1"));
+        assert_eq!(
+            m.model(Some(&env(&[("bootenv_default", "nosuch")]))).boot,
+            be("v1")
+        );
+        assert_eq!(
+            m.model(Some(&env(&[("bootenv_default", "v2; reboot")])))
+                .boot,
+            be("v1")
+        );
     }
 
     #[test]
@@ -300,7 +393,11 @@ mod tests {
     #[test]
     fn a_trial_counts_down_then_rolls_back() {
         let m = menu();
-        let mut e = env(&[("bootenv_default", "v1"), ("bootenv_trial", "v3"), ("bootenv_tries", "2")]);
+        let mut e = env(&[
+            ("bootenv_default", "v1"),
+            ("bootenv_trial", "v3"),
+            ("bootenv_tries", "2"),
+        ]);
         let b = boot(&m, &mut e);
         assert_eq!(b.boot, be("v3"));
         assert_eq!(b.args, vec![(be("v3"), "bootenv.trial=1".to_string())]);
@@ -311,7 +408,9 @@ mod tests {
         let b = boot(&m, &mut e);
         assert_eq!(b.boot, be("v1"));
         assert!(b.saves.is_empty());
-        assert!(b.args.contains(&(be("v1"), "bootenv.rollback=v3".to_string())));
+        assert!(b
+            .args
+            .contains(&(be("v1"), "bootenv.rollback=v3".to_string())));
         assert!(!b.args.iter().any(|(n, _)| n.as_str() == "v3"));
         // And it stays rolled back until bootenv rewrites the block.
         assert_eq!(boot(&m, &mut e).boot, be("v1"));
@@ -321,7 +420,11 @@ mod tests {
     fn a_trial_of_the_default_rolls_back_to_the_known_good() {
         let mut m = menu();
         m.default = be("v3");
-        let mut e = env(&[("bootenv_default", "v3"), ("bootenv_trial", "v3"), ("bootenv_tries", "0")]);
+        let mut e = env(&[
+            ("bootenv_default", "v3"),
+            ("bootenv_trial", "v3"),
+            ("bootenv_tries", "0"),
+        ]);
         assert_eq!(boot(&m, &mut e).boot, be("v1"));
     }
 
@@ -337,7 +440,11 @@ mod tests {
     #[test]
     fn a_one_shot_during_a_trial_does_not_use_a_try() {
         let m = menu();
-        let mut e = env(&[("bootenv_trial", "v3"), ("bootenv_tries", "2"), ("bootenv_next", "v2")]);
+        let mut e = env(&[
+            ("bootenv_trial", "v3"),
+            ("bootenv_tries", "2"),
+            ("bootenv_next", "v2"),
+        ]);
         assert_eq!(boot(&m, &mut e).boot, be("v2"));
         assert_eq!(e.get("bootenv_tries"), Some("2"));
         assert_eq!(boot(&m, &mut e).boot, be("v3"));
@@ -353,12 +460,23 @@ mod tests {
         assert!(s.contains("menuentry 'v3: label' --id 'bootenv-v3' {"));
         assert!(s.contains("linux ($bootenv_esp)/bootenv/v3/k-00000000/vmlinuz bootenv=v3 bootenv.pool=tank console=ttyS0 panic=10 $bootenv_arg_0"));
         assert!(s.contains("submenu 'Advanced: factory reset' --id 'bootenv-advanced' {"));
-        assert!(s.contains("menuentry 'v1: factory reset (configuration and data)' --id 'bootenv-v1-reset-full' {"));
-        assert!(s.contains("bootenv=v1 bootenv.pool=tank console=ttyS0 panic=10 bootenv.reset=config\n"));
+        assert!(s.contains(
+            "menuentry 'v1: factory reset (configuration and data)' --id 'bootenv-v1-reset-full' {"
+        ));
+        assert!(s.contains(
+            "bootenv=v1 bootenv.pool=tank console=ttyS0 panic=10 bootenv.reset=config\n"
+        ));
         // Values from the block are only ever compared, never used in a command.
-        for line in s.lines().filter(|l| l.contains("$bootenv_default") || l.contains("$bootenv_next") || l.contains("$bootenv_trial")) {
+        for line in s.lines().filter(|l| {
+            l.contains("$bootenv_default")
+                || l.contains("$bootenv_next")
+                || l.contains("$bootenv_trial")
+        }) {
             let l = line.trim();
-            assert!(l.starts_with("if [ ") || l.starts_with("if [ -n") || l.starts_with("if [ -z"), "{l}");
+            assert!(
+                l.starts_with("if [ ") || l.starts_with("if [ -n") || l.starts_with("if [ -z"),
+                "{l}"
+            );
         }
     }
 
@@ -367,16 +485,39 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("menu.cfg");
         std::fs::write(&p, menu().render()).unwrap();
-        let out = std::process::Command::new("grub-script-check").arg(&p).output();
-        let Ok(out) = out else { panic!("grub-script-check is missing: run `cargo xtask deps`") };
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("grub-script-check")
+            .arg(&p)
+            .output();
+        let Ok(out) = out else {
+            panic!("grub-script-check is missing: run `cargo xtask deps`")
+        };
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]
     fn titles_and_command_lines_cannot_inject_script() {
-        assert_eq!(safe_title("2.0 'beta'; reboot\n$x"), "2.0 ?beta?? reboot??x");
+        assert_eq!(
+            safe_title("2.0 'beta'; reboot\n$x"),
+            "2.0 ?beta?? reboot??x"
+        );
         assert!(check_cmdline("console=ttyS0,115200 quiet panic=10 zfs.zfs_arc_max=1").is_ok());
-        for bad in ["a;b", "a$b", "a\"b", "a'b", "a{b}", "a\nb", "a\\b", "x #c", "bootenv=v9", "bootenv.pool=x", "root=/dev/sda"] {
+        for bad in [
+            "a;b",
+            "a$b",
+            "a\"b",
+            "a'b",
+            "a{b}",
+            "a\nb",
+            "a\\b",
+            "x #c",
+            "bootenv=v9",
+            "bootenv.pool=x",
+            "root=/dev/sda",
+        ] {
             assert!(check_cmdline(bad).is_err(), "{bad} accepted");
         }
     }

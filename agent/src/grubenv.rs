@@ -74,9 +74,10 @@ fn escape(v: &str) -> String {
 }
 
 fn comment(input: &str) -> IResult<&str, Line> {
-    map(terminated(recognize((char('#'), take_till(|c| c == '\n'))), char('\n')), |c: &str| {
-        Line::Comment(c.to_owned())
-    })
+    map(
+        terminated(recognize((char('#'), take_till(|c| c == '\n'))), char('\n')),
+        |c: &str| Line::Comment(c.to_owned()),
+    )
     .parse(input)
 }
 
@@ -94,13 +95,20 @@ fn value(input: &str) -> IResult<&str, String> {
             c => out.push(c),
         }
     }
-    Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Eof)))
+    Err(nom::Err::Error(nom::error::Error::new(
+        input,
+        nom::error::ErrorKind::Eof,
+    )))
 }
 
 fn var(input: &str) -> IResult<&str, Line> {
-    let (rest, name) = terminated(take_till(|c| c == '=' || c == '\n' || c == '#'), char('=')).parse(input)?;
+    let (rest, name) =
+        terminated(take_till(|c| c == '=' || c == '\n' || c == '#'), char('=')).parse(input)?;
     if name.is_empty() {
-        return Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Verify)));
+        return Err(nom::Err::Error(nom::error::Error::new(
+            input,
+            nom::error::ErrorKind::Verify,
+        )));
     }
     let (rest, v) = value(rest)?;
     Ok((rest, Line::Var(name.to_owned(), v)))
@@ -119,14 +127,20 @@ impl Default for EnvBlock {
 impl EnvBlock {
     /// A new, empty block as `grub-editenv create` makes it.
     pub fn new() -> EnvBlock {
-        EnvBlock { lines: vec![Line::Comment(WARNING.trim_end_matches('\n').to_owned())], size: SIZE }
+        EnvBlock {
+            lines: vec![Line::Comment(WARNING.trim_end_matches('\n').to_owned())],
+            size: SIZE,
+        }
     }
 
     /// Parses a block.
     pub fn parse(bytes: &[u8]) -> Result<EnvBlock, EnvError> {
         let bad = |w: &str| Err(EnvError::Malformed(w.to_owned()));
         if bytes.len() != SIZE {
-            return Err(EnvError::Malformed(format!("it is {} bytes long, not {SIZE} (truncated?)", bytes.len())));
+            return Err(EnvError::Malformed(format!(
+                "it is {} bytes long, not {SIZE} (truncated?)",
+                bytes.len()
+            )));
         }
         let text = match std::str::from_utf8(bytes) {
             Ok(t) => t,
@@ -144,7 +158,10 @@ impl EnvBlock {
             return bad("the padding does not follow a newline (a torn or truncated block)");
         }
         match body(content) {
-            Ok((_, lines)) => Ok(EnvBlock { lines, size: bytes.len() }),
+            Ok((_, lines)) => Ok(EnvBlock {
+                lines,
+                size: bytes.len(),
+            }),
             Err(_) => bad("a line is neither a comment nor name=value"),
         }
     }
@@ -172,11 +189,20 @@ impl EnvBlock {
 
     /// Sets `name` (in place when it exists, else at the end).
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), EnvError> {
-        assert!(!name.is_empty() && !name.contains(['=', '\n', '#']), "variable names are bootenv's own");
+        assert!(
+            !name.is_empty() && !name.contains(['=', '\n', '#']),
+            "variable names are bootenv's own"
+        );
         let before = self.clone();
-        match self.lines.iter_mut().find(|l| matches!(l, Line::Var(n, _) if n == name)) {
+        match self
+            .lines
+            .iter_mut()
+            .find(|l| matches!(l, Line::Var(n, _) if n == name))
+        {
             Some(Line::Var(_, v)) => *v = value.to_owned(),
-            _ => self.lines.push(Line::Var(name.to_owned(), value.to_owned())),
+            _ => self
+                .lines
+                .push(Line::Var(name.to_owned(), value.to_owned())),
         }
         if self.content_len() > self.size {
             *self = before;
@@ -187,7 +213,8 @@ impl EnvBlock {
 
     /// Removes `name`.
     pub fn unset(&mut self, name: &str) {
-        self.lines.retain(|l| !matches!(l, Line::Var(n, _) if n == name));
+        self.lines
+            .retain(|l| !matches!(l, Line::Var(n, _) if n == name));
     }
 
     fn content(&self) -> String {
@@ -242,7 +269,10 @@ mod tests {
         e.unset("tricky");
         e.set("empty", "").unwrap();
         e.set("hash", "#x#").unwrap();
-        assert_eq!(String::from_utf8_lossy(&e.render()), String::from_utf8_lossy(OPS));
+        assert_eq!(
+            String::from_utf8_lossy(&e.render()),
+            String::from_utf8_lossy(OPS)
+        );
     }
 
     #[test]

@@ -69,8 +69,14 @@ pub fn guid_bytes(s: &str) -> [u8; 16] {
 
 fn random_guid() -> [u8; 16] {
     let mut b = [0u8; 16];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         b.copy_from_slice(&t.to_le_bytes());
     }
     b[7] = (b[7] & 0x0f) | 0x40; // version 4 (the field is little endian on disk)
@@ -98,11 +104,30 @@ pub fn layout(sectors: u64, esp_mib: u64) -> anyhow::Result<Vec<Part>> {
     let pool_first = esp_last + 1;
     // Keep the pool's end aligned to 1 MiB.
     let pool_last = (last_usable + 1) / 2048 * 2048 - 1;
-    anyhow::ensure!(pool_last > pool_first + 2048 * 64, "the disk is too small: it needs at least {} MiB", esp_mib + 66);
+    anyhow::ensure!(
+        pool_last > pool_first + 2048 * 64,
+        "the disk is too small: it needs at least {} MiB",
+        esp_mib + 66
+    );
     Ok(vec![
-        Part { first: ESP_FIRST, last: esp_last, kind: TYPE_ESP, name: "ESP" },
-        Part { first: pool_first, last: pool_last, kind: TYPE_ZFS, name: "bootenv-pool" },
-        Part { first: BIOS_BOOT_FIRST, last: ESP_FIRST - 1, kind: TYPE_BIOS, name: "bios-boot" },
+        Part {
+            first: ESP_FIRST,
+            last: esp_last,
+            kind: TYPE_ESP,
+            name: "ESP",
+        },
+        Part {
+            first: pool_first,
+            last: pool_last,
+            kind: TYPE_ZFS,
+            name: "bootenv-pool",
+        },
+        Part {
+            first: BIOS_BOOT_FIRST,
+            last: ESP_FIRST - 1,
+            kind: TYPE_BIOS,
+            name: "bios-boot",
+        },
     ])
 }
 
@@ -146,7 +171,9 @@ pub fn gpt(sectors: u64, parts: &[Part]) -> Vec<(u64, Vec<u8>)> {
     mbr[446 + 4] = 0xee;
     mbr[446 + 5..446 + 8].copy_from_slice(&[0xff, 0xff, 0xff]);
     mbr[446 + 8..446 + 12].copy_from_slice(&1u32.to_le_bytes());
-    mbr[446 + 12..446 + 16].copy_from_slice(&(sectors.saturating_sub(1).min(u64::from(u32::MAX)) as u32).to_le_bytes());
+    mbr[446 + 12..446 + 16].copy_from_slice(
+        &(sectors.saturating_sub(1).min(u64::from(u32::MAX)) as u32).to_le_bytes(),
+    );
     mbr[510] = 0x55;
     mbr[511] = 0xaa;
     vec![
@@ -158,6 +185,30 @@ pub fn gpt(sectors: u64, parts: &[Part]) -> Vec<(u64, Vec<u8>)> {
     ]
 }
 
+/// Whether `dev` is `disk` or one of its partitions (symbolic links such as /dev/disk/by-id
+/// resolved; the kernel's sysfs names the parent of a partition).
+fn on_disk(disk: &Path, dev: &Path) -> bool {
+    let name = |p: &Path| {
+        std::fs::canonicalize(p)
+            .ok()
+            .and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
+    };
+    let (Some(d), Some(v)) = (name(disk), name(dev)) else {
+        return false;
+    };
+    if d == v {
+        return true;
+    }
+    std::fs::canonicalize(Path::new("/sys/class/block").join(&v))
+        .ok()
+        .and_then(|p| {
+            p.parent()
+                .and_then(|q| q.file_name())
+                .map(|n| n.to_string_lossy() == d.as_str())
+        })
+        .unwrap_or(false)
+}
+
 /// Whether the disk looks used: a partition table or a ZFS label at its start.
 fn in_use(disk: &Path) -> anyhow::Result<Option<String>> {
     let mut f = std::fs::File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
@@ -167,14 +218,18 @@ fn in_use(disk: &Path) -> anyhow::Result<Option<String>> {
     if head.len() >= 520 && &head[512..520] == b"EFI PART" {
         return Ok(Some("it has a GPT".into()));
     }
-    if head.len() >= 512 && head[510..512] == [0x55, 0xaa] && head[446..510].iter().any(|b| *b != 0) {
+    if head.len() >= 512 && head[510..512] == [0x55, 0xaa] && head[446..510].iter().any(|b| *b != 0)
+    {
         return Ok(Some("it has an MBR partition table".into()));
     }
     Ok(None)
 }
 
 fn write_pieces(disk: &Path, pieces: &[(u64, Vec<u8>)]) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new().write(true).open(disk).with_context(|| format!("opening {} for writing", disk.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(disk)
+        .with_context(|| format!("opening {} for writing", disk.display()))?;
     for (off, bytes) in pieces {
         f.seek(SeekFrom::Start(*off))?;
         f.write_all(bytes)?;
@@ -185,12 +240,21 @@ fn write_pieces(disk: &Path, pieces: &[(u64, Vec<u8>)]) -> anyhow::Result<()> {
 
 /// The device node of partition `n` of `disk`, once the kernel has it.
 fn partition(disk: &Path, n: u32) -> anyhow::Result<PathBuf> {
-    let name = disk.file_name().context("a disk path")?.to_string_lossy().into_owned();
+    let name = disk
+        .file_name()
+        .context("a disk path")?
+        .to_string_lossy()
+        .into_owned();
     let sys = Path::new("/sys/block").join(&name);
     for _ in 0..50 {
         if let Ok(rd) = std::fs::read_dir(&sys) {
             for e in rd.flatten() {
-                if std::fs::read_to_string(e.path().join("partition")).ok().as_deref().map(str::trim) == Some(&n.to_string()) {
+                if std::fs::read_to_string(e.path().join("partition"))
+                    .ok()
+                    .as_deref()
+                    .map(str::trim)
+                    == Some(&n.to_string())
+                {
                     let dev = Path::new("/dev").join(e.file_name());
                     if dev.exists() {
                         return Ok(dev);
@@ -207,18 +271,35 @@ fn partition(disk: &Path, n: u32) -> anyhow::Result<PathBuf> {
 /// pointing at the core image in the BIOS boot partition; the core image's first sector lists
 /// where the rest of it is.
 fn install_bios(disk: &Path, grub: &Path) -> anyhow::Result<()> {
-    let mut boot = std::fs::read(grub.join("i386-pc/boot.img")).context("reading i386-pc/boot.img")?;
-    let mut core = std::fs::read(grub.join("i386-pc/core.img")).context("reading i386-pc/core.img")?;
-    anyhow::ensure!(boot.len() >= 512 && core.len() >= 512, "boot.img or core.img is too short");
-    anyhow::ensure!(core.len() as u64 <= (ESP_FIRST - BIOS_BOOT_FIRST) * SECTOR, "core.img does not fit in the BIOS boot partition");
+    let mut boot =
+        std::fs::read(grub.join("i386-pc/boot.img")).context("reading i386-pc/boot.img")?;
+    let mut core =
+        std::fs::read(grub.join("i386-pc/core.img")).context("reading i386-pc/core.img")?;
+    anyhow::ensure!(
+        boot.len() >= 512 && core.len() >= 512,
+        "boot.img or core.img is too short"
+    );
+    anyhow::ensure!(
+        core.len() as u64 <= (ESP_FIRST - BIOS_BOOT_FIRST) * SECTOR,
+        "core.img does not fit in the BIOS boot partition"
+    );
     boot[0x5c..0x64].copy_from_slice(&BIOS_BOOT_FIRST.to_le_bytes());
     core[0x1f4..0x1fc].copy_from_slice(&(BIOS_BOOT_FIRST + 1).to_le_bytes());
-    write_pieces(disk, &[(0, boot[..440].to_vec()), (BIOS_BOOT_FIRST * SECTOR, core)])
+    write_pieces(
+        disk,
+        &[(0, boot[..440].to_vec()), (BIOS_BOOT_FIRST * SECTOR, core)],
+    )
 }
 
 fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to)?;
-    Cmd::new("cp").args(["-r", &format!("{}/.", from.display()), &to.display().to_string()]).run()?;
+    Cmd::new("cp")
+        .args([
+            "-r",
+            &format!("{}/.", from.display()),
+            &to.display().to_string(),
+        ])
+        .run()?;
     Ok(())
 }
 
@@ -227,27 +308,70 @@ impl Ctx<'_> {
     pub fn install(&self, o: &InstallOpts, now: u64) -> anyhow::Result<String> {
         let step = |s: &str| eprintln!("bootenv: install: {s}");
         let mut out = String::new();
-        for f in ["BOOTX64.EFI", "grub-bios.cfg", "i386-pc/boot.img", "i386-pc/core.img", "i386-pc/normal.mod"] {
+        for f in [
+            "BOOTX64.EFI",
+            "grub-bios.cfg",
+            "i386-pc/boot.img",
+            "i386-pc/core.img",
+            "i386-pc/normal.mod",
+        ] {
             anyhow::ensure!(
                 o.grub_dir.join(f).is_file(),
                 "{} has no {f}: install the bootenv-grub package, or name GRUB's images with --grub-dir",
                 o.grub_dir.display()
             );
         }
-        anyhow::ensure!(o.from.exists(), "--from {} does not exist", o.from.display());
-        if self.zfs.imported_pools()?.iter().any(|p| p == o.pool.as_str()) {
-            bail!("a pool named {} is imported already; pick another name with --pool", o.pool);
+        anyhow::ensure!(
+            o.from.exists(),
+            "--from {} does not exist",
+            o.from.display()
+        );
+        if self
+            .zfs
+            .imported_pools()?
+            .iter()
+            .any(|p| p == o.pool.as_str())
+        {
+            bail!(
+                "a pool named {} is imported already; pick another name with --pool",
+                o.pool
+            );
         }
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let dev = o.disk.display().to_string();
-        if mounts.lines().any(|l| l.split_whitespace().next().is_some_and(|m| m.starts_with(&dev))) {
-            bail!("{dev} (or one of its partitions) is mounted: it is in use");
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        if let Some(m) = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .find(|m| on_disk(&o.disk, Path::new(m)))
+        {
+            bail!("{dev} is in use: {m} is mounted; pick another disk, or unmount it first");
+        }
+        let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+        if let Some(m) = swaps
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .find(|m| on_disk(&o.disk, Path::new(m)))
+        {
+            bail!("{dev} is in use: {m} is swap; pick another disk, or swapoff it first");
+        }
+        for pool in self.zfs.imported_pools()? {
+            if let Some(v) = self
+                .zfs
+                .vdev_devices(&pool)?
+                .into_iter()
+                .find(|v| on_disk(&o.disk, Path::new(v)))
+            {
+                bail!("{dev} is in use: {v} belongs to the imported pool {pool}; pick another disk, or export {pool} first");
+            }
         }
         if let Some(why) = in_use(&o.disk)? {
             if !o.force {
                 bail!("{dev} is not blank ({why}); everything on it would be lost: add --force if that is what you want");
             }
-            step(&format!("{dev} is not blank ({why}); --force: laying it out anew"));
+            step(&format!(
+                "{dev} is not blank ({why}); --force: laying it out anew"
+            ));
         }
         let size = {
             let mut f = std::fs::File::open(&o.disk)?;
@@ -255,49 +379,111 @@ impl Ctx<'_> {
         };
         let sectors = size / SECTOR;
         let parts = layout(sectors, o.esp_mib)?;
-        step(&format!("partitioning {dev} ({} MiB): ESP {} MiB, pool, BIOS boot", size >> 20, o.esp_mib));
+        step(&format!(
+            "partitioning {dev} ({} MiB): ESP {} MiB, pool, BIOS boot",
+            size >> 20,
+            o.esp_mib
+        ));
         write_pieces(&o.disk, &gpt(sectors, &parts))?;
         let f = std::fs::File::open(&o.disk)?;
         // BLKRRPART: the kernel reads the new partition table.
         // SAFETY: an ioctl without argument on an open block device.
         let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), 0x125f) };
         if rc != 0 {
-            log::warn!("the kernel did not re-read the partition table of {dev}: {}", std::io::Error::last_os_error());
+            log::warn!(
+                "the kernel did not re-read the partition table of {dev}: {}",
+                std::io::Error::last_os_error()
+            );
         }
         drop(f);
         let esp_dev = partition(&o.disk, 1)?;
         let pool_dev = partition(&o.disk, 2)?;
         step(&format!("formatting the ESP {}", esp_dev.display()));
-        Cmd::new("mkfs.vfat").args(["-F", "32", "-n", "ESP"]).arg(esp_dev.display().to_string()).run().context("making the ESP's FAT file system (package dosfstools)")?;
+        Cmd::new("mkfs.vfat")
+            .args(["-F", "32", "-n", "ESP"])
+            .arg(esp_dev.display().to_string())
+            .run()
+            .context("making the ESP's FAT file system (package dosfstools)")?;
         step("installing GRUB for UEFI and BIOS");
         install_bios(&o.disk, &o.grub_dir)?;
-        let esp_dir = self.root.join("run/bootenv").join(format!("install-esp-{}", std::process::id()));
+        let esp_dir = self
+            .root
+            .join("run/bootenv")
+            .join(format!("install-esp-{}", std::process::id()));
         std::fs::create_dir_all(&esp_dir)?;
-        nix::mount::mount(Some(&esp_dev), &esp_dir, Some("vfat"), nix::mount::MsFlags::MS_NOATIME, None::<&str>)
-            .with_context(|| format!("mounting {}", esp_dev.display()))?;
+        nix::mount::mount(
+            Some(&esp_dev),
+            &esp_dir,
+            Some("vfat"),
+            nix::mount::MsFlags::MS_NOATIME,
+            None::<&str>,
+        )
+        .with_context(|| format!("mounting {}", esp_dev.display()))?;
         let result = (|| -> anyhow::Result<()> {
             std::fs::create_dir_all(esp_dir.join("EFI/BOOT"))?;
-            std::fs::copy(o.grub_dir.join("BOOTX64.EFI"), esp_dir.join("EFI/BOOT/BOOTX64.EFI"))?;
+            std::fs::copy(
+                o.grub_dir.join("BOOTX64.EFI"),
+                esp_dir.join("EFI/BOOT/BOOTX64.EFI"),
+            )?;
             std::fs::create_dir_all(esp_dir.join("boot/grub"))?;
-            std::fs::copy(o.grub_dir.join("grub-bios.cfg"), esp_dir.join("boot/grub/grub.cfg"))?;
-            copy_dir(&o.grub_dir.join("i386-pc"), &esp_dir.join("boot/grub/i386-pc"))?;
+            std::fs::copy(
+                o.grub_dir.join("grub-bios.cfg"),
+                esp_dir.join("boot/grub/grub.cfg"),
+            )?;
+            copy_dir(
+                &o.grub_dir.join("i386-pc"),
+                &esp_dir.join("boot/grub/i386-pc"),
+            )?;
             let mut sector = vec![0u8; 512];
             std::fs::File::open(&esp_dev)?.read_exact(&mut sector)?;
-            let esp = Esp { dir: esp_dir.clone(), uuid: crate::esp::fat_uuid(&sector).context("the new ESP has no FAT serial")? };
-            step(&format!("creating pool {} on {}", o.pool, pool_dev.display()));
+            let esp = Esp {
+                dir: esp_dir.clone(),
+                uuid: crate::esp::fat_uuid(&sector).context("the new ESP has no FAT serial")?,
+            };
+            step(&format!(
+                "creating pool {} on {}",
+                o.pool,
+                pool_dev.display()
+            ));
             Cmd::new("zpool")
                 .env("ZPOOL_IMPORT_UDEV_TIMEOUT_MS", "0")
-                .args(["create", "-f", "-o", "ashift=12", "-o", "cachefile=none", "-O", "mountpoint=none", "-O", "compression=lz4", "-O", "atime=off"])
+                .args([
+                    "create",
+                    "-f",
+                    "-o",
+                    "ashift=12",
+                    "-o",
+                    "cachefile=none",
+                    "-O",
+                    "mountpoint=none",
+                    "-O",
+                    "compression=lz4",
+                    "-O",
+                    "atime=off",
+                ])
                 .arg(o.pool.as_str())
                 .arg(pool_dev.display().to_string())
                 .run()?;
-            let ctx = Ctx { root: self.root.clone(), zfs: self.zfs, mounter: self.mounter, pool: Some(o.pool.clone()), esp: Some(EspChoice::Known(esp)) };
+            let ctx = Ctx {
+                root: self.root.clone(),
+                zfs: self.zfs,
+                mounter: self.mounter,
+                pool: Some(o.pool.clone()),
+                esp: Some(EspChoice::Known(esp)),
+            };
             ctx.prepare_pool(&o.pool)?;
             if let Some(c) = &o.cmdline {
                 crate::grub::check_cmdline(c).map_err(|w| anyhow::anyhow!("--cmdline {w}"))?;
-                self.zfs.set(&crate::layout::root_container(&o.pool), &[(crate::layout::PROP_CMDLINE, c)])?;
+                self.zfs.set(
+                    &crate::layout::root_container(&o.pool),
+                    &[(crate::layout::PROP_CMDLINE, c)],
+                )?;
             }
-            step(&format!("creating boot environment {} from {}", o.name, o.from.display()));
+            step(&format!(
+                "creating boot environment {} from {}",
+                o.name,
+                o.from.display()
+            ));
             ctx.create(
                 &o.name,
                 &CreateOpts {
@@ -319,7 +505,12 @@ impl Ctx<'_> {
         let _ = std::fs::remove_dir(&esp_dir);
         result?;
         unmounted.context("unmounting the new ESP")?;
-        if self.zfs.imported_pools()?.iter().any(|p| p == o.pool.as_str()) {
+        if self
+            .zfs
+            .imported_pools()?
+            .iter()
+            .any(|p| p == o.pool.as_str())
+        {
             self.zfs.export(o.pool.as_str())?;
         }
         use std::fmt::Write as _;
@@ -349,13 +540,32 @@ mod tests {
         std::fs::File::create(&img).unwrap().set_len(size).unwrap();
         let parts = layout(size / 512, 256).unwrap();
         write_pieces(&img, &gpt(size / 512, &parts)).unwrap();
-        let out = std::process::Command::new("sgdisk").args(["-v"]).arg(&img).output();
-        let Ok(out) = out else { panic!("sgdisk is missing: run `cargo xtask deps`") };
+        let out = std::process::Command::new("sgdisk")
+            .args(["-v"])
+            .arg(&img)
+            .output();
+        let Ok(out) = out else {
+            panic!("sgdisk is missing: run `cargo xtask deps`")
+        };
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("No problems found"), "{text}");
-        let p = String::from_utf8_lossy(&std::process::Command::new("sgdisk").arg("-p").arg(&img).output().unwrap().stdout).into_owned();
-        assert!(p.contains("EF00") && p.contains("EF02") && p.contains("BF01"), "{p}");
-        assert!(p.contains("ESP") && p.contains("bootenv-pool") && p.contains("bios-boot"), "{p}");
+        let p = String::from_utf8_lossy(
+            &std::process::Command::new("sgdisk")
+                .arg("-p")
+                .arg(&img)
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned();
+        assert!(
+            p.contains("EF00") && p.contains("EF02") && p.contains("BF01"),
+            "{p}"
+        );
+        assert!(
+            p.contains("ESP") && p.contains("bootenv-pool") && p.contains("bios-boot"),
+            "{p}"
+        );
         // bootenv's own reader finds the ESP in it.
         let found = crate::esp::esp_partitions(&img, 512).unwrap();
         assert_eq!(found, vec![1]);

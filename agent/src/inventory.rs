@@ -85,7 +85,14 @@ impl Inventory {
             }
         }
         bes.sort_by(|a, b| (a.creation, &a.name).cmp(&(b.creation, &b.name)));
-        Inventory { pool: pool.clone(), bootfs, bes, ignored, has_root, settings }
+        Inventory {
+            pool: pool.clone(),
+            bootfs,
+            bes,
+            ignored,
+            has_root,
+            settings,
+        }
     }
 
     /// The boot environment called `name`.
@@ -156,9 +163,18 @@ fn read_be(name: BeName, root: &Dataset, listing: &Listing) -> Be {
     let mut members = Vec::new();
     let mut used = root.used;
     let mut kept = Vec::new();
-    for ds in listing.datasets.iter().filter(|d| d.name.starts_with(&prefix)) {
+    for ds in listing
+        .datasets
+        .iter()
+        .filter(|d| d.name.starts_with(&prefix))
+    {
         used = used.saturating_add(ds.used);
-        if ds.name.rsplit('/').next().is_some_and(|last| last.contains(".reset-")) {
+        if ds
+            .name
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(".reset-"))
+        {
             kept.push(ds.name.clone());
         }
         if ds.canmount == CanMount::Off {
@@ -218,7 +234,10 @@ pub(crate) mod tests {
     pub(crate) fn listing(rows: &[(&str, &str, &str, &str, &str)]) -> Listing {
         let mut out = String::new();
         for (i, (n, c, m, label, member)) in rows.iter().enumerate() {
-            out.push_str(&format!("{n}\t{c}\t{m}\t{}\t-\t100\t-\t{label}\t{member}\t-\t-\t-\t-\t-\n", 1000 + i));
+            out.push_str(&format!(
+                "{n}\t{c}\t{m}\t{}\t-\t100\t-\t{label}\t{member}\t-\t-\t-\t-\t-\n",
+                1000 + i
+            ));
         }
         parse_list(&out)
     }
@@ -232,7 +251,13 @@ pub(crate) mod tests {
         let l = listing(&[
             ("tank/ROOT", "off", "none", "-", "-"),
             ("tank/ROOT/v1", "noauto", "/", "1.0", "-"),
-            ("tank/ROOT/v1/config", "noauto", "/etc/config", "-", "config"),
+            (
+                "tank/ROOT/v1/config",
+                "noauto",
+                "/etc/config",
+                "-",
+                "config",
+            ),
             ("tank/ROOT/v1/var", "off", "/var", "-", "-"),
             ("tank/ROOT/v1/var/log", "noauto", "/var/log", "-", "-"),
             ("tank/ROOT/v1/legacy", "noauto", "legacy", "-", "-"),
@@ -260,7 +285,11 @@ pub(crate) mod tests {
             ("tank/ROOT/v1/x", "noauto", "/a", "-", "-"),
         ]);
         let inv = Inventory::from_listing(&pool(), &l, None);
-        let mps: Vec<&str> = inv.bes[0].members.iter().map(|m| m.mountpoint.as_str()).collect();
+        let mps: Vec<&str> = inv.bes[0]
+            .members
+            .iter()
+            .map(|m| m.mountpoint.as_str())
+            .collect();
         assert_eq!(mps, vec!["/a", "/a/b/c", "/a-b"]);
     }
 
@@ -275,7 +304,14 @@ pub(crate) mod tests {
             ("tank/ROOT/ok", "noauto", "legacy", "-", "-"),
         ]);
         let inv = Inventory::from_listing(&pool(), &l, None);
-        let reason = |n: &str| inv.bes.iter().find(|b| b.name.as_str() == n).unwrap().unbootable.clone();
+        let reason = |n: &str| {
+            inv.bes
+                .iter()
+                .find(|b| b.name.as_str() == n)
+                .unwrap()
+                .unbootable
+                .clone()
+        };
         assert!(reason("off").unwrap().contains("canmount=off"));
         assert!(reason("elsewhere").unwrap().contains("mountpoint=/srv"));
         assert!(reason("escape").unwrap().contains("absolute path below /"));

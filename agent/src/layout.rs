@@ -48,8 +48,16 @@ pub const DEFAULT_CONFIG_MOUNTPOINT: &str = "/etc/config";
 pub const FACTORY_SNAPSHOT: &str = "factory";
 
 /// The user properties bootenv lists with every dataset, in a fixed order.
-pub const LISTED_PROPS: [&str; 8] =
-    [PROP_LAYOUT, PROP_LABEL, PROP_MEMBER, PROP_FACTORY, PROP_SOURCE, PROP_CMDLINE, PROP_GRUB_TIMEOUT, PROP_TRIES];
+pub const LISTED_PROPS: [&str; 8] = [
+    PROP_LAYOUT,
+    PROP_LABEL,
+    PROP_MEMBER,
+    PROP_FACTORY,
+    PROP_SOURCE,
+    PROP_CMDLINE,
+    PROP_GRUB_TIMEOUT,
+    PROP_TRIES,
+];
 
 /// `<pool>/ROOT`
 pub fn root_container(pool: &PoolName) -> String {
@@ -68,8 +76,14 @@ pub fn state_dataset(pool: &PoolName) -> String {
 
 /// If `dataset` is a BE root (`<pool>/ROOT/<name>`), its name; `Err` with the reason when it
 /// lies where a BE root would but its name is not one bootenv can use.
-pub fn be_of_root(pool: &PoolName, dataset: &str) -> Option<Result<BeName, crate::names::NameError>> {
-    let rest = dataset.strip_prefix(pool.as_str())?.strip_prefix('/')?.strip_prefix(ROOT)?;
+pub fn be_of_root(
+    pool: &PoolName,
+    dataset: &str,
+) -> Option<Result<BeName, crate::names::NameError>> {
+    let rest = dataset
+        .strip_prefix(pool.as_str())?
+        .strip_prefix('/')?
+        .strip_prefix(ROOT)?;
     let name = rest.strip_prefix('/')?;
     if name.contains('/') {
         return None;
@@ -84,7 +98,10 @@ mod tests {
     #[test]
     fn be_roots_are_recognised() {
         let p = PoolName::new("tank").unwrap();
-        assert_eq!(be_of_root(&p, "tank/ROOT/v1").unwrap().unwrap().as_str(), "v1");
+        assert_eq!(
+            be_of_root(&p, "tank/ROOT/v1").unwrap().unwrap().as_str(),
+            "v1"
+        );
         assert!(be_of_root(&p, "tank/ROOT/v1/config").is_none());
         assert!(be_of_root(&p, "tank/ROOT").is_none());
         assert!(be_of_root(&p, "tank/ROOTS/v1").is_none());

@@ -63,7 +63,11 @@ fn be_datasets(ctx: &Ctx, be: &Be) -> anyhow::Result<Vec<crate::zfs::Dataset>> {
 
 impl Ctx<'_> {
     /// The BE that `from` names (`be` or `be@snap`), and the snapshot to clone, if given.
-    fn source<'i>(&self, inv: &'i Inventory, from: Option<&str>) -> anyhow::Result<(&'i Be, Option<String>)> {
+    fn source<'i>(
+        &self,
+        inv: &'i Inventory,
+        from: Option<&str>,
+    ) -> anyhow::Result<(&'i Be, Option<String>)> {
         let (name, snap) = match from {
             Some(f) => match f.split_once('@') {
                 Some((b, s)) => (BeName::new(b)?, Some(s.to_owned())),
@@ -77,10 +81,14 @@ impl Ctx<'_> {
                 }
             }
         };
-        let be = inv.get(&name).with_context(|| format!("no boot environment {name}; `bootenv list` shows them"))?;
+        let be = inv
+            .get(&name)
+            .with_context(|| format!("no boot environment {name}; `bootenv list` shows them"))?;
         if let Some(s) = &snap {
             anyhow::ensure!(
-                !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c)),
+                !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c)),
                 "invalid snapshot name {}",
                 printable(s)
             );
@@ -129,7 +137,11 @@ impl Ctx<'_> {
         let result = (|| {
             let datasets = be_datasets(self, src)?;
             let factory = src.factory.clone();
-            let label = opts.label.clone().or_else(|| src.label.clone()).unwrap_or_else(|| name.to_string());
+            let label = opts
+                .label
+                .clone()
+                .or_else(|| src.label.clone())
+                .unwrap_or_else(|| name.to_string());
             let mut config_pair: Option<(String, String)> = None;
             for d in &datasets {
                 let rel = &d.name[src.dataset.len()..];
@@ -138,7 +150,12 @@ impl Ctx<'_> {
                     .zfs
                     .local_props(&d.name)?
                     .into_iter()
-                    .filter(|(k, _)| !NOT_CARRIED.contains(&k.as_str()) && k != PROP_LABEL && k != PROP_SOURCE && k != PROP_FACTORY)
+                    .filter(|(k, _)| {
+                        !NOT_CARRIED.contains(&k.as_str())
+                            && k != PROP_LABEL
+                            && k != PROP_SOURCE
+                            && k != PROP_FACTORY
+                    })
                     .collect();
                 props.push(("canmount".into(), "noauto".into()));
                 let mp = match &d.mountpoint {
@@ -154,9 +171,21 @@ impl Ctx<'_> {
                 let is_config = d.prop(PROP_MEMBER) == Some(layout::MEMBER_CONFIG);
                 let factory_snap = factory.as_ref().map(|f| format!("{}@{f}", d.name));
                 let from_factory = is_config
-                    && factory_snap.as_ref().is_some_and(|f| self.zfs.snapshots(&d.name).map(|s| s.contains(f)).unwrap_or(false));
-                let origin = if from_factory { factory_snap.clone().expect("checked") } else { format!("{}@{snap}", d.name) };
-                let p: Vec<(&str, &str)> = props.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    && factory_snap.as_ref().is_some_and(|f| {
+                        self.zfs
+                            .snapshots(&d.name)
+                            .map(|s| s.contains(f))
+                            .unwrap_or(false)
+                    });
+                let origin = if from_factory {
+                    factory_snap.clone().expect("checked")
+                } else {
+                    format!("{}@{snap}", d.name)
+                };
+                let p: Vec<(&str, &str)> = props
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
                 self.zfs.clone_snapshot(&origin, &target, &p)?;
                 if from_factory && !opts.fresh_config {
                     config_pair = Some((format!("{}@{snap}", d.name), target.clone()));
@@ -164,8 +193,10 @@ impl Ctx<'_> {
             }
             // The new root mounted with its members, for `prepare` (an upgrade's command).
             self.with_mounted_tree(&partial, false, prepare)?;
-            self.zfs.snapshot(&partial, layout::FACTORY_SNAPSHOT, true)?;
-            self.zfs.set(&partial, &[(PROP_FACTORY, layout::FACTORY_SNAPSHOT)])?;
+            self.zfs
+                .snapshot(&partial, layout::FACTORY_SNAPSHOT, true)?;
+            self.zfs
+                .set(&partial, &[(PROP_FACTORY, layout::FACTORY_SNAPSHOT)])?;
             if let Some((current, target)) = config_pair {
                 self.carry_config(&current, &target)?;
             }
@@ -180,7 +211,12 @@ impl Ctx<'_> {
 
     /// Removes what a failed run made: the partial BE and the snapshot it took.
     fn remove_partial(&self, partial: &str, made_snap: &str) {
-        if !self.zfs.list(partial).map(|l| l.datasets.is_empty()).unwrap_or(true) {
+        if !self
+            .zfs
+            .list(partial)
+            .map(|l| l.datasets.is_empty())
+            .unwrap_or(true)
+        {
             log::warn!("removing the unfinished boot environment {partial}");
             if let Err(e) = self.zfs.destroy(partial, true) {
                 log::warn!("{e:#}");
@@ -203,7 +239,11 @@ impl Ctx<'_> {
         std::fs::create_dir_all(&to)?;
         self.mounter.mount_zfs(current, &from, true)?;
         let r = self.mounter.mount_zfs(target, &to, false).and_then(|()| {
-            let copied = Cmd::new("cp").arg("-a").arg(format!("{}/.", from.display())).arg(to.display().to_string()).run();
+            let copied = Cmd::new("cp")
+                .arg("-a")
+                .arg(format!("{}/.", from.display()))
+                .arg(to.display().to_string())
+                .run();
             let u = self.mounter.unmount(&to);
             copied.map(|_| ()).map_err(anyhow::Error::from).and(u)
         });
@@ -216,8 +256,16 @@ impl Ctx<'_> {
 
     /// Mounts a BE tree (root and members) at a directory of its own, runs `f` on it, and
     /// unmounts it again, whatever `f` returned.
-    pub fn with_mounted_tree(&self, root_ds: &str, readonly: bool, f: &dyn Fn(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
-        let dir = self.root.join("run/bootenv/mnt").join(root_ds.replace(['/', ':', '@'], "_"));
+    pub fn with_mounted_tree(
+        &self,
+        root_ds: &str,
+        readonly: bool,
+        f: &dyn Fn(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let dir = self
+            .root
+            .join("run/bootenv/mnt")
+            .join(root_ds.replace(['/', ':', '@'], "_"));
         let mounted = self.mount_tree(root_ds, &dir, readonly)?;
         let r = f(&dir);
         let u = self.unmount_all(&mounted);
@@ -227,7 +275,12 @@ impl Ctx<'_> {
 
     /// Mounts a BE's root (or a snapshot of it) at `dir` and its members below; returns what it
     /// mounted, in order.
-    fn mount_tree(&self, root_ds: &str, dir: &Path, readonly: bool) -> anyhow::Result<Vec<PathBuf>> {
+    fn mount_tree(
+        &self,
+        root_ds: &str,
+        dir: &Path,
+        readonly: bool,
+    ) -> anyhow::Result<Vec<PathBuf>> {
         let (ds, snap) = match root_ds.split_once('@') {
             Some((d, s)) => (d.to_owned(), Some(s.to_owned())),
             None => (root_ds.to_owned(), None),
@@ -239,12 +292,18 @@ impl Ctx<'_> {
         let mut members: Vec<_> = listing
             .datasets
             .into_iter()
-            .filter(|d| d.name != ds && d.prop(PROP_MEMBER).is_some() && d.canmount != crate::zfs::CanMount::Off)
+            .filter(|d| {
+                d.name != ds
+                    && d.prop(PROP_MEMBER).is_some()
+                    && d.canmount != crate::zfs::CanMount::Off
+            })
             .filter(|d| !d.name.contains(".reset-") && !d.name.contains(".new-"))
             .collect();
         members.sort_by(|a, b| a.name.cmp(&b.name));
         for m in members {
-            let crate::zfs::Mountpoint::Path(mp) = &m.mountpoint else { continue };
+            let crate::zfs::Mountpoint::Path(mp) = &m.mountpoint else {
+                continue;
+            };
             let target = dir.join(mp.trim_start_matches('/'));
             let source = match &snap {
                 Some(s) => format!("{}@{s}", m.name),
@@ -287,7 +346,10 @@ impl Ctx<'_> {
         let (partial, _) = self.clone_partial(&pool, &inv, name, opts, now, &|_| Ok(()))?;
         let final_ds = layout::be_dataset(&pool, name);
         self.zfs.rename(&partial, &final_ds)?;
-        let mut out = format!("created boot environment {name} ({final_ds}) from {}\n", self.zfs_source_of(&final_ds));
+        let mut out = format!(
+            "created boot environment {name} ({final_ds}) from {}\n",
+            self.zfs_source_of(&final_ds)
+        );
         match self.sync_boot(std::slice::from_ref(name), now) {
             Ok(s) => out.push_str(&s),
             Err(e) if format!("{e:#}").starts_with("no EFI system partition") => {}
@@ -308,24 +370,44 @@ impl Ctx<'_> {
     /// `bootenv upgrade <name> -- <command...>`: a new BE from the running one, the command run
     /// chrooted in it, its kernel copied to the ESP, then a trial of it. A failing command
     /// removes the new BE; the running BE is never changed.
-    pub fn upgrade(&self, name: &BeName, command: &[String], opts: &CloneOpts, tries: Option<u32>, now: u64) -> anyhow::Result<String> {
-        anyhow::ensure!(!command.is_empty(), "say what to run in the new boot environment: bootenv upgrade {name} -- <command...>");
+    pub fn upgrade(
+        &self,
+        name: &BeName,
+        command: &[String],
+        opts: &CloneOpts,
+        tries: Option<u32>,
+        now: u64,
+    ) -> anyhow::Result<String> {
+        anyhow::ensure!(
+            !command.is_empty(),
+            "say what to run in the new boot environment: bootenv upgrade {name} -- <command...>"
+        );
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let run = |root: &Path| -> anyhow::Result<()> {
-            log::warn!("running `{}` in the new boot environment {name}", command.join(" "));
+            log::warn!(
+                "running `{}` in the new boot environment {name}",
+                command.join(" ")
+            );
             with_api_mounts(root, || {
                 let status = std::process::Command::new("chroot")
                     .arg(root)
                     .arg("/bin/sh")
                     .arg("-c")
-                    .arg(format!("cd {} 2>/dev/null || cd /; exec \"$@\"", shell_quote(&cwd.to_string_lossy())))
+                    .arg(format!(
+                        "cd {} 2>/dev/null || cd /; exec \"$@\"",
+                        shell_quote(&cwd.to_string_lossy())
+                    ))
                     .arg("bootenv-upgrade")
                     .args(command)
                     .status()
                     .context("running chroot")?;
-                anyhow::ensure!(status.success(), "`{}` failed in the new boot environment ({status})", command.join(" "));
+                anyhow::ensure!(
+                    status.success(),
+                    "`{}` failed in the new boot environment ({status})",
+                    command.join(" ")
+                );
                 Ok(())
             })
         };
@@ -338,7 +420,10 @@ impl Ctx<'_> {
         })?;
         let final_ds = layout::be_dataset(&pool, name);
         self.zfs.rename(&partial, &final_ds)?;
-        let mut out = format!("created boot environment {name} ({final_ds}) and ran `{}` in it\n", command.join(" "));
+        let mut out = format!(
+            "created boot environment {name} ({final_ds}) and ran `{}` in it\n",
+            command.join(" ")
+        );
         out.push_str(&self.sync_boot(std::slice::from_ref(name), now)?);
         out.push_str(&self.activate(name, Activation::Trial(tries), now)?);
         Ok(out)
@@ -348,7 +433,9 @@ impl Ctx<'_> {
     fn history(&self, pool: &PoolName) -> anyhow::Result<(PathBuf, state::State)> {
         let dir = self.state_dir(pool)?;
         let st = match state::load(&dir)? {
-            state::Loaded::Newer(v) => bail!("the state record has format version {v}, newer than this bootenv"),
+            state::Loaded::Newer(v) => {
+                bail!("the state record has format version {v}, newer than this bootenv")
+            }
             l => l.state(),
         };
         Ok((dir, st))
@@ -365,12 +452,22 @@ impl Ctx<'_> {
             Some(n) => n.clone(),
             None => {
                 let h = &st.history;
-                let at = current.as_ref().and_then(|c| h.iter().rposition(|x| x == c));
-                let exists = |n: &String| BeName::new(n).ok().and_then(|b| inv.get(&b).map(|be| be.unbootable.is_none())).unwrap_or(false);
+                let at = current
+                    .as_ref()
+                    .and_then(|c| h.iter().rposition(|x| x == c));
+                let exists = |n: &String| {
+                    BeName::new(n)
+                        .ok()
+                        .and_then(|b| inv.get(&b).map(|be| be.unbootable.is_none()))
+                        .unwrap_or(false)
+                };
                 let pick = match (at, forward) {
                     (Some(i), false) => h[..i].iter().rev().find(|n| exists(n)),
                     (Some(i), true) => h[i + 1..].iter().find(|n| exists(n)),
-                    (None, false) => h.iter().rev().find(|n| Some(*n) != current.as_ref() && exists(n)),
+                    (None, false) => h
+                        .iter()
+                        .rev()
+                        .find(|n| Some(*n) != current.as_ref() && exists(n)),
                     (None, true) => None,
                 };
                 match pick {
@@ -381,7 +478,18 @@ impl Ctx<'_> {
             }
         };
         let mut out = self.activate(&target, Activation::Walk, now)?;
-        out.insert_str(0, &format!("{} {} -> {target}\n", if forward { "rolling forward" } else { "rolling back" }, current.unwrap_or_else(|| "-".into())));
+        out.insert_str(
+            0,
+            &format!(
+                "{} {} -> {target}\n",
+                if forward {
+                    "rolling forward"
+                } else {
+                    "rolling back"
+                },
+                current.unwrap_or_else(|| "-".into())
+            ),
+        );
         Ok(out)
     }
 
@@ -394,22 +502,36 @@ impl Ctx<'_> {
             Some((b, s)) => (BeName::new(b)?, Some(s)),
             None => (BeName::new(what)?, None),
         };
-        let be = inv.get(&name).with_context(|| format!("no boot environment {name}; `bootenv list` shows them"))?;
-        anyhow::ensure!(!(rw && snap.is_some()), "a snapshot can only be mounted read-only");
+        let be = inv
+            .get(&name)
+            .with_context(|| format!("no boot environment {name}; `bootenv list` shows them"))?;
+        anyhow::ensure!(
+            !(rw && snap.is_some()),
+            "a snapshot can only be mounted read-only"
+        );
         if snap.is_none() && self.running_be().as_deref() == Some(name.as_str()) {
             bail!("{name} is the running boot environment: its files are at /");
         }
         let source = match snap {
             Some(s) => {
                 let full = format!("{}@{s}", be.dataset);
-                anyhow::ensure!(self.zfs.snapshots(&be.dataset)?.contains(&full), "{full} does not exist");
+                anyhow::ensure!(
+                    self.zfs.snapshots(&be.dataset)?.contains(&full),
+                    "{full} does not exist"
+                );
                 full
             }
             None => be.dataset.clone(),
         };
-        let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| self.root.join("run/bootenv/mnt").join(what.replace('@', "@")));
+        let dir = dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.join("run/bootenv/mnt").join(what));
         if self.mounter.is_mountpoint(&dir) {
-            bail!("{} has something mounted on it already; `bootenv unmount {}` first", dir.display(), dir.display());
+            bail!(
+                "{} has something mounted on it already; `bootenv unmount {}` first",
+                dir.display(),
+                dir.display()
+            );
         }
         self.mount_tree(&source, &dir, !rw)?;
         Ok(format!("{}\n", dir.display()))
@@ -417,8 +539,13 @@ impl Ctx<'_> {
 
     /// `bootenv unmount <name|dir>`: unmounts what `bootenv mount` mounted.
     pub fn unmount_be(&self, what: &str) -> anyhow::Result<String> {
-        let dir = if what.starts_with('/') { PathBuf::from(what) } else { self.root.join("run/bootenv/mnt").join(what) };
-        let mounts = std::fs::read_to_string(self.root.join("proc/self/mounts")).unwrap_or_default();
+        let dir = if what.starts_with('/') {
+            PathBuf::from(what)
+        } else {
+            self.root.join("run/bootenv/mnt").join(what)
+        };
+        let mounts =
+            std::fs::read_to_string(self.root.join("proc/self/mounts")).unwrap_or_default();
         let prefix = dir.to_string_lossy().into_owned();
         let mut below: Vec<PathBuf> = mounts
             .lines()
@@ -446,7 +573,9 @@ impl Ctx<'_> {
                 Some((n, s)) => (n, Some(s)),
                 None => (w, None),
             };
-            let be = inv.get(&BeName::new(n)?).with_context(|| format!("no boot environment {n}"))?;
+            let be = inv
+                .get(&BeName::new(n)?)
+                .with_context(|| format!("no boot environment {n}"))?;
             Ok(match s {
                 Some(s) => format!("{}@{s}", be.dataset),
                 None => be.dataset.clone(),
@@ -454,8 +583,13 @@ impl Ctx<'_> {
         };
         let (mut da, mut db) = (resolve(a)?, resolve(b)?);
         // A mounted BE (the running one) cannot be mounted twice: compare a snapshot taken now.
-        let mounts = std::fs::read_to_string(self.root.join("proc/self/mounts")).unwrap_or_default();
-        let mounted = |ds: &str| mounts.lines().any(|l| l.split_whitespace().next() == Some(ds));
+        let mounts =
+            std::fs::read_to_string(self.root.join("proc/self/mounts")).unwrap_or_default();
+        let mounted = |ds: &str| {
+            mounts
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(ds))
+        };
         let mut temp = Vec::new();
         for d in [&mut da, &mut db] {
             if !d.contains('@') && mounted(d) {
@@ -474,7 +608,11 @@ impl Ctx<'_> {
             }
         }
         let o = r?;
-        Ok(if o.is_empty() { format!("{a} and {b} hold the same files\n") } else { o })
+        Ok(if o.is_empty() {
+            format!("{a} and {b} hold the same files\n")
+        } else {
+            o
+        })
     }
 
     fn diff_trees(&self, da: &str, db: &str) -> anyhow::Result<String> {
@@ -498,7 +636,9 @@ impl Ctx<'_> {
     pub fn destroy_plan(&self, name: &BeName, promote: bool) -> anyhow::Result<DestroyPlan> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
-        let be = inv.get(name).with_context(|| format!("no boot environment {name}; `bootenv list` shows them"))?;
+        let be = inv
+            .get(name)
+            .with_context(|| format!("no boot environment {name}; `bootenv list` shows them"))?;
         let (_, st) = self.history(&pool)?;
         let running = self.running_be();
         let mut refuse = Vec::new();
@@ -515,17 +655,25 @@ impl Ctx<'_> {
             refuse.push(format!("{name} is the last known-good boot environment, where a failed trial rolls back to"));
         }
         if st.reset.as_ref().is_some_and(|r| r.be == name.as_str()) {
-            refuse.push(format!("a factory reset of {name} is pending (`bootenv factory-reset --cancel`)"));
+            refuse.push(format!(
+                "a factory reset of {name} is pending (`bootenv factory-reset --cancel`)"
+            ));
         }
         let all = self.zfs.list(pool.as_str())?.datasets;
         let prefix = format!("{}/", be.dataset);
-        let mine: Vec<&crate::zfs::Dataset> = all.iter().filter(|d| d.name == be.dataset || d.name.starts_with(&prefix)).collect();
+        let mine: Vec<&crate::zfs::Dataset> = all
+            .iter()
+            .filter(|d| d.name == be.dataset || d.name.starts_with(&prefix))
+            .collect();
         // Only what bootenv made: the root (it carries org.bootenv:source or is a BE root made
         // by bootenv's layout), members, and what resets kept aside.
         let foreign: Vec<String> = mine
             .iter()
             .filter(|d| d.name != be.dataset)
-            .filter(|d| d.prop(PROP_MEMBER).is_none() && !d.name.rsplit('/').next().unwrap_or("").contains(".reset-"))
+            .filter(|d| {
+                d.prop(PROP_MEMBER).is_none()
+                    && !d.name.rsplit('/').next().unwrap_or("").contains(".reset-")
+            })
             .map(|d| d.name.clone())
             .collect();
         if !foreign.is_empty() {
@@ -537,7 +685,10 @@ impl Ctx<'_> {
         }
         // Clones elsewhere whose origin is one of this BE's snapshots.
         let mut dependents = Vec::new();
-        for d in all.iter().filter(|d| !(d.name == be.dataset || d.name.starts_with(&prefix))) {
+        for d in all
+            .iter()
+            .filter(|d| !(d.name == be.dataset || d.name.starts_with(&prefix)))
+        {
             if let Some(o) = &d.origin {
                 let ods = o.split('@').next().unwrap_or("");
                 if ods == be.dataset || ods.starts_with(&prefix) {
@@ -565,15 +716,31 @@ impl Ctx<'_> {
         for d in &datasets {
             snapshots.extend(self.zfs.snapshots(d)?);
         }
-        Ok(DestroyPlan { be: name.clone(), root: be.dataset.clone(), refuse, promotions, datasets, snapshots })
+        Ok(DestroyPlan {
+            be: name.clone(),
+            root: be.dataset.clone(),
+            refuse,
+            promotions,
+            datasets,
+            snapshots,
+        })
     }
 
     /// `bootenv destroy <name> [--dry-run] [--promote-dependents]`.
-    pub fn destroy_be(&self, name: &BeName, dry_run: bool, promote: bool, now: u64) -> anyhow::Result<String> {
+    pub fn destroy_be(
+        &self,
+        name: &BeName,
+        dry_run: bool,
+        promote: bool,
+        now: u64,
+    ) -> anyhow::Result<String> {
         let plan = self.destroy_plan(name, promote)?;
         let mut out = plan.render();
         if !plan.refuse.is_empty() {
-            bail!("refusing to destroy {name}:\n  - {}", plan.refuse.join("\n  - "));
+            bail!(
+                "refusing to destroy {name}:\n  - {}",
+                plan.refuse.join("\n  - ")
+            );
         }
         if dry_run {
             out.insert_str(0, "dry run: nothing was destroyed\n");
@@ -587,7 +754,12 @@ impl Ctx<'_> {
         let inv = self.inventory(&pool)?;
         let (dir, mut st) = self.history(&pool)?;
         st.history.retain(|h| h != name.as_str());
-        st.push(now, EventKind::Destroyed { be: name.to_string() });
+        st.push(
+            now,
+            EventKind::Destroyed {
+                be: name.to_string(),
+            },
+        );
         state::store(&dir, &st)?;
         match self.refresh_boot(&inv, &st) {
             Ok(notes) => {
@@ -605,8 +777,13 @@ impl Ctx<'_> {
     pub fn rename_be(&self, old: &BeName, new: &BeName, now: u64) -> anyhow::Result<String> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
-        let be = inv.get(old).with_context(|| format!("no boot environment {old}"))?;
-        anyhow::ensure!(inv.get(new).is_none(), "boot environment {new} exists already");
+        let be = inv
+            .get(old)
+            .with_context(|| format!("no boot environment {old}"))?;
+        anyhow::ensure!(
+            inv.get(new).is_none(),
+            "boot environment {new} exists already"
+        );
         let (dir, mut st) = self.history(&pool)?;
         let running = self.running_be();
         let mut refuse = Vec::new();
@@ -626,13 +803,23 @@ impl Ctx<'_> {
             refuse.push("a factory reset of it is pending");
         }
         if !refuse.is_empty() {
-            bail!("refusing to rename {old}: {} (GRUB and the state record name it)", refuse.join(", "));
+            bail!(
+                "refusing to rename {old}: {} (GRUB and the state record name it)",
+                refuse.join(", ")
+            );
         }
-        self.zfs.rename(&be.dataset, &layout::be_dataset(&pool, new))?;
+        self.zfs
+            .rename(&be.dataset, &layout::be_dataset(&pool, new))?;
         for h in st.history.iter_mut().filter(|h| *h == old.as_str()) {
             *h = new.to_string();
         }
-        st.push(now, EventKind::Renamed { from: old.to_string(), to: new.to_string() });
+        st.push(
+            now,
+            EventKind::Renamed {
+                from: old.to_string(),
+                to: new.to_string(),
+            },
+        );
         state::store(&dir, &st)?;
         let mut out = format!("renamed {old} to {new}\n");
         let inv = self.inventory(&pool)?;
@@ -653,7 +840,9 @@ impl Ctx<'_> {
     pub fn export_be(&self, name: &BeName, to: &str, now: u64) -> anyhow::Result<String> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
-        let be = inv.get(name).with_context(|| format!("no boot environment {name}"))?;
+        let be = inv
+            .get(name)
+            .with_context(|| format!("no boot environment {name}"))?;
         let snap = format!("bootenv-export-{}", crate::reset::id_from_time(now));
         self.zfs.snapshot(&be.dataset, &snap, true)?;
         let full = format!("{}@{snap}", be.dataset);
@@ -675,7 +864,9 @@ impl Ctx<'_> {
         let status = child.wait()?;
         anyhow::ensure!(status.success(), "zfs send {full} failed ({status})");
         if to != "-" {
-            std::fs::File::open(to).and_then(|f| f.sync_all()).with_context(|| format!("syncing {to}"))?;
+            std::fs::File::open(to)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("syncing {to}"))?;
         }
         Ok(format!("exported {name} ({bytes} bytes) from {full}\n"))
     }
@@ -685,41 +876,66 @@ impl Ctx<'_> {
     pub fn import_be(&self, from: &str, name: Option<&BeName>, now: u64) -> anyhow::Result<String> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
-        anyhow::ensure!(inv.has_root, "{} does not exist; run `bootenv prepare-pool {pool}` first", layout::root_container(&pool));
+        anyhow::ensure!(
+            inv.has_root,
+            "{} does not exist; run `bootenv prepare-pool {pool}` first",
+            layout::root_container(&pool)
+        );
         let before: Vec<String> = inv.bes.iter().map(|b| b.name.to_string()).collect();
-        let mut cmd = std::process::Command::new("zfs");
-        cmd.arg("receive").arg("-u");
-        match name {
-            Some(n) => {
-                anyhow::ensure!(inv.get(n).is_none(), "boot environment {n} exists already; import under another --name");
-                cmd.arg(layout::be_dataset(&pool, n));
-            }
-            None => {
-                cmd.arg("-e").arg(layout::root_container(&pool));
-            }
-        }
-        cmd.stdin(std::process::Stdio::piped());
-        let mut child = cmd.spawn().context("running zfs receive")?;
-        let mut sink = child.stdin.take().expect("piped");
         let mut src: Box<dyn std::io::Read> = if from == "-" {
             Box::new(std::io::stdin().lock())
         } else {
             Box::new(std::fs::File::open(from).with_context(|| format!("opening {from}"))?)
         };
-        let bytes = copy_with_progress(&mut src, &mut sink, "received")?;
+        // The stream's first record names the BE it carries: check it before receiving anything.
+        let mut head = vec![0u8; STREAM_HEAD];
+        std::io::Read::read_exact(&mut src, &mut head).with_context(|| {
+            format!("{from} is not a ZFS send stream (too short); make one with `bootenv export`")
+        })?;
+        let sent = stream_be_name(&head).map_err(|e| {
+            anyhow::anyhow!(
+                "{from} is not a boot environment stream: {e}; make one with `bootenv export`"
+            )
+        })?;
+        let target = match name {
+            Some(n) => n.clone(),
+            None => BeName::new(&sent).map_err(|e| anyhow::anyhow!("the stream carries {sent:?}, not a valid boot environment name ({e}); import it with --name <name>"))?,
+        };
+        anyhow::ensure!(inv.get(&target).is_none(), "boot environment {target} exists already in {pool}; import it under another name with --name <name>");
+        let mut cmd = std::process::Command::new("zfs");
+        cmd.arg("receive")
+            .arg("-u")
+            .arg(layout::be_dataset(&pool, &target));
+        cmd.stdin(std::process::Stdio::piped());
+        log::info!("receiving {sent} as {}", layout::be_dataset(&pool, &target));
+        let mut child = cmd.spawn().context("running zfs receive")?;
+        let mut sink = child.stdin.take().expect("piped");
+        let mut src = std::io::Read::chain(std::io::Cursor::new(head), src);
+        let copied = copy_with_progress(&mut src, &mut sink, "received");
         drop(sink);
         let status = child.wait()?;
         anyhow::ensure!(
             status.success(),
-            "zfs receive failed ({status}); if a boot environment of that name exists, import with --name <new name>"
+            "zfs receive into {} failed ({status}); nothing was imported",
+            layout::be_dataset(&pool, &target)
         );
+        let bytes = copied.with_context(|| format!("reading {from}"))?;
         let inv = self.inventory(&pool)?;
-        let new: Vec<BeName> = inv.bes.iter().filter(|b| !before.contains(&b.name.to_string())).map(|b| b.name.clone()).collect();
+        let new: Vec<BeName> = inv
+            .bes
+            .iter()
+            .filter(|b| !before.contains(&b.name.to_string()))
+            .map(|b| b.name.clone())
+            .collect();
         let [got] = new.as_slice() else {
-            bail!("the stream did not make exactly one boot environment in {} (made: {new:?})", layout::root_container(&pool));
+            bail!(
+                "the stream did not make exactly one boot environment in {} (made: {new:?})",
+                layout::root_container(&pool)
+            );
         };
         let be = inv.get(got).expect("listed");
-        self.zfs.set(&be.dataset, &[("canmount", "noauto"), ("mountpoint", "/")])?;
+        self.zfs
+            .set(&be.dataset, &[("canmount", "noauto"), ("mountpoint", "/")])?;
         let mut out = format!("imported {got} ({bytes} bytes) as {}\n", be.dataset);
         match self.sync_boot(std::slice::from_ref(got), now) {
             Ok(s) => out.push_str(&s),
@@ -764,8 +980,41 @@ impl DestroyPlan {
     }
 }
 
+/// How much of a send stream [`stream_be_name`] needs: the first record (header and BEGIN).
+const STREAM_HEAD: usize = 8 + 48 + 256;
+
+/// The magic number of a ZFS send stream's BEGIN record (`DMU_BACKUP_MAGIC`).
+const DMU_BACKUP_MAGIC: u64 = 0x2_f5ba_cbac;
+
+/// The BE name a ZFS send stream carries: the last component of the dataset in its first
+/// BEGIN record (`pool/ROOT/<be>@snap`), as `zfs receive -e` would name it. The record is
+/// `drr_type`, `drr_payloadlen` (4 bytes each), then `drr_begin`: magic, version, creation time
+/// (8 each), object set type, flags (4 each), two GUIDs (8 each) and the NUL-padded name.
+pub fn stream_be_name(head: &[u8]) -> Result<String, String> {
+    if head.len() < STREAM_HEAD {
+        return Err("too short".into());
+    }
+    let magic = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
+    if magic != DMU_BACKUP_MAGIC && magic.swap_bytes() != DMU_BACKUP_MAGIC {
+        return Err("no ZFS stream magic number".into());
+    }
+    let raw = &head[56..56 + 256];
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    let full = std::str::from_utf8(&raw[..end])
+        .map_err(|_| "its dataset name is not UTF-8".to_string())?;
+    let ds = full.split('@').next().unwrap_or_default();
+    match ds.rsplit('/').next() {
+        Some(n) if !n.is_empty() => Ok(n.to_string()),
+        _ => Err(format!("it names no dataset ({full:?})")),
+    }
+}
+
 /// Copies a stream, telling how far it got every 64 MiB.
-fn copy_with_progress(src: &mut dyn std::io::Read, dst: &mut dyn std::io::Write, what: &str) -> anyhow::Result<u64> {
+fn copy_with_progress(
+    src: &mut dyn std::io::Read,
+    dst: &mut dyn std::io::Write,
+    what: &str,
+) -> anyhow::Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     let mut next = 64u64 << 20;
@@ -798,8 +1047,14 @@ fn with_api_mounts(root: &Path, f: impl FnOnce() -> anyhow::Result<()>) -> anyho
         if let Err(e) = std::fs::create_dir_all(&target)
             .map_err(anyhow::Error::from)
             .and_then(|()| {
-                nix::mount::mount(Some(&Path::new("/").join(d)), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                    .with_context(|| format!("binding /{d} into {}", root.display()))
+                nix::mount::mount(
+                    Some(&Path::new("/").join(d)),
+                    &target,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .with_context(|| format!("binding /{d} into {}", root.display()))
             })
         {
             result = Err(e);
@@ -820,6 +1075,25 @@ fn with_api_mounts(root: &Path, f: impl FnOnce() -> anyhow::Result<()>) -> anyho
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_send_streams_name_is_read_from_its_begin_record() {
+        let mut head = vec![0u8; super::STREAM_HEAD + 100];
+        head[8..16].copy_from_slice(&super::DMU_BACKUP_MAGIC.to_le_bytes());
+        let name = b"tank/ROOT/v2@bootenv-export-20261122";
+        head[56..56 + name.len()].copy_from_slice(name);
+        assert_eq!(super::stream_be_name(&head).as_deref(), Ok("v2"));
+        head[8..16].copy_from_slice(&super::DMU_BACKUP_MAGIC.to_be_bytes());
+        assert_eq!(super::stream_be_name(&head).as_deref(), Ok("v2"));
+        head[8] ^= 1;
+        assert!(super::stream_be_name(&head).unwrap_err().contains("magic"));
+        assert!(super::stream_be_name(&head[..100]).is_err());
+        let mut empty = vec![0u8; super::STREAM_HEAD];
+        empty[8..16].copy_from_slice(&super::DMU_BACKUP_MAGIC.to_le_bytes());
+        assert!(super::stream_be_name(&empty)
+            .unwrap_err()
+            .contains("no dataset"));
+    }
+
     use super::*;
     use crate::mounts::FakeMounter;
     use crate::ops::EspChoice;
@@ -831,23 +1105,53 @@ mod tests {
         let z = FakeZfs::new();
         z.add_pool("tank");
         z.import("tank").unwrap().unwrap();
-        z.add_fs("tank/ROOT", &[("canmount", "off"), ("mountpoint", "none"), ("org.bootenv:layout", "1")]);
-        z.add_fs("tank/BOOTENV", &[("canmount", "noauto"), ("mountpoint", "legacy")]);
+        z.add_fs(
+            "tank/ROOT",
+            &[
+                ("canmount", "off"),
+                ("mountpoint", "none"),
+                ("org.bootenv:layout", "1"),
+            ],
+        );
+        z.add_fs(
+            "tank/BOOTENV",
+            &[("canmount", "noauto"), ("mountpoint", "legacy")],
+        );
         for be in ["v1", "v2"] {
-            z.add_fs(&format!("tank/ROOT/{be}"), &[("canmount", "noauto"), ("mountpoint", "/"), (PROP_LABEL, be), ("compression", "lz4")]);
+            z.add_fs(
+                &format!("tank/ROOT/{be}"),
+                &[
+                    ("canmount", "noauto"),
+                    ("mountpoint", "/"),
+                    (PROP_LABEL, be),
+                    ("compression", "lz4"),
+                ],
+            );
             z.add_fs(
                 &format!("tank/ROOT/{be}/config"),
-                &[("canmount", "noauto"), ("mountpoint", "/etc/config"), (PROP_MEMBER, "config")],
+                &[
+                    ("canmount", "noauto"),
+                    ("mountpoint", "/etc/config"),
+                    (PROP_MEMBER, "config"),
+                ],
             );
-            z.snapshot(&format!("tank/ROOT/{be}"), "factory", true).unwrap();
-            z.set(&format!("tank/ROOT/{be}"), &[(PROP_FACTORY, "factory")]).unwrap();
+            z.snapshot(&format!("tank/ROOT/{be}"), "factory", true)
+                .unwrap();
+            z.set(&format!("tank/ROOT/{be}"), &[(PROP_FACTORY, "factory")])
+                .unwrap();
         }
         z.set_pool_prop("tank", "bootfs", "tank/ROOT/v1").unwrap();
         (d, z, FakeMounter::new())
     }
 
     fn ctx<'a>(d: &Path, z: &'a FakeZfs, m: &'a FakeMounter) -> Ctx<'a> {
-        Ctx { root: d.into(), zfs: z, mounter: m, pool: Some(PoolName::new("tank").unwrap()), esp: None::<EspChoice> }
+        Ctx {
+            root: d.into(),
+            zfs: z,
+            mounter: m,
+            pool: Some(PoolName::new("tank").unwrap()),
+            esp: None::<EspChoice>,
+        }
     }
 
     fn be(s: &str) -> BeName {
@@ -855,7 +1159,12 @@ mod tests {
     }
 
     fn origin(z: &FakeZfs, ds: &str) -> Option<String> {
-        z.list(ds).unwrap().datasets.into_iter().find(|d| d.name == ds).and_then(|d| d.origin)
+        z.list(ds)
+            .unwrap()
+            .datasets
+            .into_iter()
+            .find(|d| d.name == ds)
+            .and_then(|d| d.origin)
     }
 
     #[test]
@@ -863,25 +1172,71 @@ mod tests {
         let (d, z, m) = world();
         let c = ctx(d.path(), &z, &m);
         let now = 1_795_305_600;
-        c.create_from(&be("v3"), &CloneOpts { from: Some("v2".into()), ..Default::default() }, now).unwrap();
+        c.create_from(
+            &be("v3"),
+            &CloneOpts {
+                from: Some("v2".into()),
+                ..Default::default()
+            },
+            now,
+        )
+        .unwrap();
         let snap = "tank/ROOT/v2@bootenv-20261122T000000Z";
-        assert!(z.has_snapshot(snap) && z.has_snapshot("tank/ROOT/v2/config@bootenv-20261122T000000Z"), "one recursive snapshot");
+        assert!(
+            z.has_snapshot(snap) && z.has_snapshot("tank/ROOT/v2/config@bootenv-20261122T000000Z"),
+            "one recursive snapshot"
+        );
         assert_eq!(origin(&z, "tank/ROOT/v3").as_deref(), Some(snap));
-        assert_eq!(origin(&z, "tank/ROOT/v3/config").as_deref(), Some("tank/ROOT/v2/config@factory"));
+        assert_eq!(
+            origin(&z, "tank/ROOT/v3/config").as_deref(),
+            Some("tank/ROOT/v2/config@factory")
+        );
         assert_eq!(z.get("tank/ROOT/v3", "canmount").as_deref(), Some("noauto"));
-        assert_eq!(z.get("tank/ROOT/v3", "compression").as_deref(), Some("lz4"), "local properties carried over");
+        assert_eq!(
+            z.get("tank/ROOT/v3", "compression").as_deref(),
+            Some("lz4"),
+            "local properties carried over"
+        );
         assert_eq!(z.get("tank/ROOT/v3", PROP_LABEL).as_deref(), Some("v2"));
         assert_eq!(z.get("tank/ROOT/v3", PROP_SOURCE).as_deref(), Some(snap));
-        assert!(z.has_snapshot("tank/ROOT/v3@factory") && z.has_snapshot("tank/ROOT/v3/config@factory"));
-        assert!(z.changes().last().unwrap().starts_with("zfs rename tank/ROOT/v3:partial"), "committed by a rename");
+        assert!(
+            z.has_snapshot("tank/ROOT/v3@factory") && z.has_snapshot("tank/ROOT/v3/config@factory")
+        );
+        assert!(
+            z.changes()
+                .last()
+                .unwrap()
+                .starts_with("zfs rename tank/ROOT/v3:partial"),
+            "committed by a rename"
+        );
         assert!(m.mounted().is_empty());
         // From a named snapshot; an unknown one is refused before anything changes.
         let before = z.changes();
-        let e = c.create_from(&be("v4"), &CloneOpts { from: Some("v2@nosuch".into()), ..Default::default() }, now).unwrap_err();
+        let e = c
+            .create_from(
+                &be("v4"),
+                &CloneOpts {
+                    from: Some("v2@nosuch".into()),
+                    ..Default::default()
+                },
+                now,
+            )
+            .unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
         assert_eq!(z.changes(), before);
-        c.create_from(&be("v4"), &CloneOpts { from: Some("v1@factory".into()), ..Default::default() }, now).unwrap();
-        assert_eq!(origin(&z, "tank/ROOT/v4").as_deref(), Some("tank/ROOT/v1@factory"));
+        c.create_from(
+            &be("v4"),
+            &CloneOpts {
+                from: Some("v1@factory".into()),
+                ..Default::default()
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            origin(&z, "tank/ROOT/v4").as_deref(),
+            Some("tank/ROOT/v1@factory")
+        );
     }
 
     #[test]
@@ -889,33 +1244,87 @@ mod tests {
         let (d, z, _) = world();
         let m = FakeMounter::new().failing("tank/ROOT/v3:partial", "no space");
         let c = ctx(d.path(), &z, &m);
-        let before: Vec<String> = z.list("tank").unwrap().datasets.into_iter().map(|d| d.name).collect();
+        let before: Vec<String> = z
+            .list("tank")
+            .unwrap()
+            .datasets
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
         assert!(c.create_from(&be("v3"), &CloneOpts::default(), 1).is_err());
-        let after: Vec<String> = z.list("tank").unwrap().datasets.into_iter().map(|d| d.name).collect();
+        let after: Vec<String> = z
+            .list("tank")
+            .unwrap()
+            .datasets
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
         assert_eq!(before, after);
-        assert!(z.snapshots("tank/ROOT/v1").unwrap().iter().all(|s| !s.contains("bootenv-")), "the snapshot it took is gone too");
+        assert!(
+            z.snapshots("tank/ROOT/v1")
+                .unwrap()
+                .iter()
+                .all(|s| !s.contains("bootenv-")),
+            "the snapshot it took is gone too"
+        );
     }
 
     #[test]
     fn destroy_refuses_what_must_stay_and_the_dry_run_is_what_happens() {
         let (d, z, m) = world();
         let c = ctx(d.path(), &z, &m);
-        c.create_from(&be("v3"), &CloneOpts { from: Some("v2".into()), ..Default::default() }, 1).unwrap();
-        let e = c.destroy_be(&be("v1"), false, false, 2).unwrap_err().to_string();
+        c.create_from(
+            &be("v3"),
+            &CloneOpts {
+                from: Some("v2".into()),
+                ..Default::default()
+            },
+            1,
+        )
+        .unwrap();
+        let e = c
+            .destroy_be(&be("v1"), false, false, 2)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("v1 is the default"), "{e}");
-        let e = c.destroy_be(&be("v2"), false, false, 2).unwrap_err().to_string();
-        assert!(e.contains("clones of v2's snapshots") && e.contains("tank/ROOT/v3"), "{e}");
+        let e = c
+            .destroy_be(&be("v2"), false, false, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("clones of v2's snapshots") && e.contains("tank/ROOT/v3"),
+            "{e}"
+        );
         // Datasets bootenv did not make are never destroyed.
         z.add_fs("tank/ROOT/v3/mine", &[]);
-        let e = c.destroy_be(&be("v3"), false, false, 2).unwrap_err().to_string();
+        let e = c
+            .destroy_be(&be("v3"), false, false, 2)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("did not make (tank/ROOT/v3/mine)"), "{e}");
         z.destroy("tank/ROOT/v3/mine", false).unwrap();
         let dry = c.destroy_be(&be("v3"), true, false, 2).unwrap();
         assert!(dry.starts_with("dry run"));
-        let would: Vec<String> = dry.lines().filter_map(|l| l.strip_prefix("destroy ")).map(str::to_owned).collect();
-        let before: Vec<String> = z.list("tank").unwrap().datasets.into_iter().map(|d| d.name).collect();
+        let would: Vec<String> = dry
+            .lines()
+            .filter_map(|l| l.strip_prefix("destroy "))
+            .map(str::to_owned)
+            .collect();
+        let before: Vec<String> = z
+            .list("tank")
+            .unwrap()
+            .datasets
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
         c.destroy_be(&be("v3"), false, false, 3).unwrap();
-        let after: Vec<String> = z.list("tank").unwrap().datasets.into_iter().map(|d| d.name).collect();
+        let after: Vec<String> = z
+            .list("tank")
+            .unwrap()
+            .datasets
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
         let gone: Vec<String> = before.into_iter().filter(|n| !after.contains(n)).collect();
         let would_ds: Vec<String> = would.iter().filter(|w| !w.contains('@')).cloned().collect();
         assert_eq!(gone, would_ds);
@@ -923,7 +1332,15 @@ mod tests {
             assert!(!z.has_snapshot(s), "{s} should be gone");
         }
         // With dependents promoted, v2 can go; v3's clone keeps the snapshots it needs.
-        c.create_from(&be("v5"), &CloneOpts { from: Some("v2".into()), ..Default::default() }, 4).unwrap();
+        c.create_from(
+            &be("v5"),
+            &CloneOpts {
+                from: Some("v2".into()),
+                ..Default::default()
+            },
+            4,
+        )
+        .unwrap();
         c.destroy_be(&be("v2"), false, true, 5).unwrap();
         assert!(z.list("tank/ROOT/v2").unwrap().datasets.is_empty());
         assert!(!z.list("tank/ROOT/v5").unwrap().datasets.is_empty());
@@ -935,10 +1352,23 @@ mod tests {
         let c = ctx(d.path(), &z, &m);
         c.prepare_pool(&PoolName::new("tank").unwrap()).unwrap();
         for (i, b) in ["v1", "v2", "v3", "v4"].iter().enumerate() {
-            if z.list(&format!("tank/ROOT/{b}")).unwrap().datasets.is_empty() {
-                c.create_from(&be(b), &CloneOpts { from: Some("v1".into()), ..Default::default() }, 10 + i as u64).unwrap();
+            if z.list(&format!("tank/ROOT/{b}"))
+                .unwrap()
+                .datasets
+                .is_empty()
+            {
+                c.create_from(
+                    &be(b),
+                    &CloneOpts {
+                        from: Some("v1".into()),
+                        ..Default::default()
+                    },
+                    10 + i as u64,
+                )
+                .unwrap();
             }
-            c.activate(&be(b), Activation::Default, 20 + i as u64).unwrap();
+            c.activate(&be(b), Activation::Default, 20 + i as u64)
+                .unwrap();
         }
         let default = || z.pool_prop("tank", "bootfs").unwrap().unwrap();
         c.walk(None, false, 30).unwrap();
@@ -949,16 +1379,28 @@ mod tests {
         assert_eq!(default(), "tank/ROOT/v3");
         c.walk(Some(&be("v1")), false, 33).unwrap();
         assert_eq!(default(), "tank/ROOT/v1");
-        assert!(c.walk(None, false, 34).unwrap_err().to_string().contains("nothing to roll back to"));
+        assert!(c
+            .walk(None, false, 34)
+            .unwrap_err()
+            .to_string()
+            .contains("nothing to roll back to"));
     }
 
     #[test]
     fn rename_refuses_names_grub_and_the_state_use() {
         let (d, z, m) = world();
         let c = ctx(d.path(), &z, &m);
-        assert!(c.rename_be(&be("v1"), &be("x"), 1).unwrap_err().to_string().contains("it is the default"));
+        assert!(c
+            .rename_be(&be("v1"), &be("x"), 1)
+            .unwrap_err()
+            .to_string()
+            .contains("it is the default"));
         c.rename_be(&be("v2"), &be("two"), 1).unwrap();
         assert!(!z.list("tank/ROOT/two/config").unwrap().datasets.is_empty());
-        assert!(c.rename_be(&be("two"), &be("v1"), 1).unwrap_err().to_string().contains("exists already"));
+        assert!(c
+            .rename_be(&be("two"), &be("v1"), 1)
+            .unwrap_err()
+            .to_string()
+            .contains("exists already"));
     }
 }

@@ -30,7 +30,11 @@ pub struct SysMounter;
 
 impl Mounter for SysMounter {
     fn mount_zfs(&self, dataset: &str, target: &Path, readonly: bool) -> anyhow::Result<()> {
-        log::debug!("mount -t zfs {dataset} {}{}", target.display(), if readonly { " (read-only)" } else { "" });
+        log::debug!(
+            "mount -t zfs {dataset} {}{}",
+            target.display(),
+            if readonly { " (read-only)" } else { "" }
+        );
         let mut flags = MsFlags::MS_NOATIME;
         if readonly {
             flags |= MsFlags::MS_RDONLY;
@@ -43,7 +47,8 @@ impl Mounter for SysMounter {
 
     fn unmount(&self, target: &Path) -> anyhow::Result<()> {
         log::debug!("umount {}", target.display());
-        nix::mount::umount2(target, MntFlags::empty()).with_context(|| format!("unmounting {}", target.display()))
+        nix::mount::umount2(target, MntFlags::empty())
+            .with_context(|| format!("unmounting {}", target.display()))
     }
 }
 
@@ -70,7 +75,8 @@ mod tempfile_dir {
         pub fn new() -> std::io::Result<Dir> {
             static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let p = std::env::temp_dir().join(format!("bootenv-fake-ds-{}-{n}", std::process::id()));
+            let p =
+                std::env::temp_dir().join(format!("bootenv-fake-ds-{}-{n}", std::process::id()));
             std::fs::create_dir_all(&p)?;
             Ok(Dir(p))
         }
@@ -104,7 +110,10 @@ impl FakeMounter {
 
     /// Registers a file (relative path, content, mode) that appears when `dataset` is mounted.
     pub fn file(mut self, dataset: &str, rel: &str, content: &[u8], mode: u32) -> FakeMounter {
-        self.contents.entry(dataset.into()).or_default().push((rel.into(), content.to_vec(), mode));
+        self.contents
+            .entry(dataset.into())
+            .or_default()
+            .push((rel.into(), content.to_vec(), mode));
         self
     }
 
@@ -123,9 +132,16 @@ impl FakeMounter {
 impl Mounter for FakeMounter {
     fn mount_zfs(&self, dataset: &str, target: &Path, _readonly: bool) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        anyhow::ensure!(target.is_dir(), "mounting {dataset} at {}: no such directory", target.display());
+        anyhow::ensure!(
+            target.is_dir(),
+            "mounting {dataset} at {}: no such directory",
+            target.display()
+        );
         if self.mounted.borrow().iter().any(|(d, _)| d == dataset) {
-            anyhow::bail!("mounting {dataset} at {}: filesystem already mounted", target.display());
+            anyhow::bail!(
+                "mounting {dataset} at {}: filesystem already mounted",
+                target.display()
+            );
         }
         if let Some(e) = self.failing.get(dataset) {
             anyhow::bail!("mounting {dataset} at {}: {e}", target.display());
@@ -143,7 +159,9 @@ impl Mounter for FakeMounter {
                 }
             }
         }
-        self.mounted.borrow_mut().push((dataset.into(), target.into()));
+        self.mounted
+            .borrow_mut()
+            .push((dataset.into(), target.into()));
         Ok(())
     }
 
@@ -153,7 +171,10 @@ impl Mounter for FakeMounter {
 
     fn unmount(&self, target: &Path) -> anyhow::Result<()> {
         let mut m = self.mounted.borrow_mut();
-        let at = m.iter().rposition(|(_, t)| t == target).context("not mounted")?;
+        let at = m
+            .iter()
+            .rposition(|(_, t)| t == target)
+            .context("not mounted")?;
         let (dataset, _) = m.remove(at);
         let dir = tempfile_dir::Dir::new()?;
         move_entries(target, dir.path())?;

@@ -46,7 +46,11 @@ impl fmt::Display for NameError {
 impl std::error::Error for NameError {}
 
 fn check(kind: &'static str, s: &str, first_may_be_digit: bool) -> Result<(), NameError> {
-    let err = |why| NameError { kind, text: printable(s), why };
+    let err = |why| NameError {
+        kind,
+        text: printable(s),
+        why,
+    };
     let first = match s.bytes().next() {
         None => return Err(err("it is empty")),
         Some(b) => b,
@@ -62,7 +66,10 @@ fn check(kind: &'static str, s: &str, first_may_be_digit: bool) -> Result<(), Na
             "it must start with a letter"
         }));
     }
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
         return Err(err("it holds a character that is not allowed"));
     }
     Ok(())
@@ -166,7 +173,10 @@ mod tests {
         ];
         for bad in hostile {
             let e = BeName::new(bad).unwrap_err();
-            assert!(!e.to_string().contains('\n'), "message must stay on one line: {e}");
+            assert!(
+                !e.to_string().contains('\n'),
+                "message must stay on one line: {e}"
+            );
         }
     }
 

@@ -1,7 +1,9 @@
 //! The operator's verbs on a running system (or in an installer): each is a function over a
 //! [`Ctx`], which holds the ZFS and mount boundaries and the root all paths are relative to.
 
-use crate::bootfiles::{build_menu, compute_env, find_kernel, install_kernel, prune, read_env, write_menu_and_env, Next};
+use crate::bootfiles::{
+    build_menu, compute_env, find_kernel, install_kernel, prune, read_env, write_menu_and_env, Next,
+};
 use crate::esp::Esp;
 use crate::inventory::Inventory;
 use crate::layout::{self, PROP_FACTORY, PROP_LABEL, PROP_LAYOUT, PROP_MEMBER, PROP_SOURCE};
@@ -115,15 +117,21 @@ impl Ctx<'_> {
     pub fn running_be(&self) -> Option<String> {
         let r = self.boot_report()?;
         let pool = self.pool().ok()?;
-        (r.get("pool") == Some(pool.as_str())).then(|| r.get("be").map(str::to_owned)).flatten()
+        (r.get("pool") == Some(pool.as_str()))
+            .then(|| r.get("be").map(str::to_owned))
+            .flatten()
     }
 
     /// Where the state dataset of `pool` is mounted: `/run/bootenv/state` for the pool this
     /// system booted from (the agent mounted it there), `/run/bootenv/state-<pool>` for others.
     pub fn state_mount(&self, pool: &PoolName) -> PathBuf {
-        let booted = self.boot_report().and_then(|r| r.get("pool").map(str::to_owned));
+        let booted = self
+            .boot_report()
+            .and_then(|r| r.get("pool").map(str::to_owned));
         match booted {
-            Some(b) if b != pool.as_str() => self.path(&format!("{}-{pool}", crate::boot::STATE_MOUNT)),
+            Some(b) if b != pool.as_str() => {
+                self.path(&format!("{}-{pool}", crate::boot::STATE_MOUNT))
+            }
             _ => self.path(crate::boot::STATE_MOUNT),
         }
     }
@@ -134,14 +142,22 @@ impl Ctx<'_> {
         if let Some(p) = &self.pool {
             return Ok(p.clone());
         }
-        if let Some(p) = self.boot_report().and_then(|r| r.get("pool").and_then(|p| PoolName::new(p).ok())) {
+        if let Some(p) = self
+            .boot_report()
+            .and_then(|r| r.get("pool").and_then(|p| PoolName::new(p).ok()))
+        {
             return Ok(p);
         }
         let mut found = Vec::new();
         for p in self.zfs.imported_pools()? {
-            let Ok(pool) = PoolName::new(&p) else { continue };
+            let Ok(pool) = PoolName::new(&p) else {
+                continue;
+            };
             let l = self.zfs.list(&layout::root_container(&pool))?;
-            if l.datasets.iter().any(|d| d.name == layout::root_container(&pool) && d.prop(PROP_LAYOUT).is_some()) {
+            if l.datasets
+                .iter()
+                .any(|d| d.name == layout::root_container(&pool) && d.prop(PROP_LAYOUT).is_some())
+            {
                 found.push(pool);
             }
         }
@@ -184,19 +200,35 @@ impl Ctx<'_> {
         let existing = self.zfs.list(pool.as_str())?;
         let has = |n: &str| existing.datasets.iter().any(|d| d.name == n);
         if has(&root) {
-            let layout_prop = existing.datasets.iter().find(|d| d.name == root).and_then(|d| d.prop(PROP_LAYOUT));
+            let layout_prop = existing
+                .datasets
+                .iter()
+                .find(|d| d.name == root)
+                .and_then(|d| d.prop(PROP_LAYOUT));
             match layout_prop {
                 Some(v) if v == layout::LAYOUT_VERSION => writeln!(out, "{root} exists")?,
-                Some(v) => bail!("{root} has layout version {v}; this bootenv knows version {}", layout::LAYOUT_VERSION),
+                Some(v) => bail!(
+                    "{root} has layout version {v}; this bootenv knows version {}",
+                    layout::LAYOUT_VERSION
+                ),
                 None => {
-                    self.zfs.set(&root, &[(PROP_LAYOUT, layout::LAYOUT_VERSION)])?;
-                    writeln!(out, "{root} exists; marked with {PROP_LAYOUT}={}", layout::LAYOUT_VERSION)?;
+                    self.zfs
+                        .set(&root, &[(PROP_LAYOUT, layout::LAYOUT_VERSION)])?;
+                    writeln!(
+                        out,
+                        "{root} exists; marked with {PROP_LAYOUT}={}",
+                        layout::LAYOUT_VERSION
+                    )?;
                 }
             }
         } else {
             self.zfs.create(
                 &root,
-                &[("canmount", "off"), ("mountpoint", "none"), (PROP_LAYOUT, layout::LAYOUT_VERSION)],
+                &[
+                    ("canmount", "off"),
+                    ("mountpoint", "none"),
+                    (PROP_LAYOUT, layout::LAYOUT_VERSION),
+                ],
             )?;
             writeln!(out, "created {root}")?;
         }
@@ -204,7 +236,8 @@ impl Ctx<'_> {
         if has(&st) {
             writeln!(out, "{st} exists")?;
         } else {
-            self.zfs.create(&st, &[("canmount", "noauto"), ("mountpoint", "legacy")])?;
+            self.zfs
+                .create(&st, &[("canmount", "noauto"), ("mountpoint", "legacy")])?;
             writeln!(out, "created {st}")?;
         }
         Ok(out)
@@ -216,7 +249,10 @@ impl Ctx<'_> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
         if !inv.has_root {
-            bail!("{} does not exist; run `bootenv prepare-pool {pool}` first", layout::root_container(&pool));
+            bail!(
+                "{} does not exist; run `bootenv prepare-pool {pool}` first",
+                layout::root_container(&pool)
+            );
         }
         if inv.get(name).is_some() {
             bail!("boot environment {name} exists already; pick another name");
@@ -255,10 +291,21 @@ impl Ctx<'_> {
         ))
     }
 
-    fn create_partial(&self, partial: &str, label: &str, source: &str, opts: &CreateOpts) -> anyhow::Result<()> {
+    fn create_partial(
+        &self,
+        partial: &str,
+        label: &str,
+        source: &str,
+        opts: &CreateOpts,
+    ) -> anyhow::Result<()> {
         self.zfs.create(
             partial,
-            &[("canmount", "noauto"), ("mountpoint", "/"), (PROP_LABEL, label), (PROP_SOURCE, source)],
+            &[
+                ("canmount", "noauto"),
+                ("mountpoint", "/"),
+                (PROP_LABEL, label),
+                (PROP_SOURCE, source),
+            ],
         )?;
         let config_ds = format!("{partial}/{}", layout::MEMBER_CONFIG);
         self.zfs.create(
@@ -269,12 +316,15 @@ impl Ctx<'_> {
                 (PROP_MEMBER, layout::MEMBER_CONFIG),
             ],
         )?;
-        let mnt = self.path("run/bootenv/mnt").join(partial.replace(['/', ':'], "_"));
+        let mnt = self
+            .path("run/bootenv/mnt")
+            .join(partial.replace(['/', ':'], "_"));
         std::fs::create_dir_all(&mnt).with_context(|| format!("creating {}", mnt.display()))?;
         self.mounter.mount_zfs(partial, &mnt, false)?;
         let cfg_mnt = mnt.join(opts.config_mountpoint.trim_start_matches('/'));
         let filled = (|| {
-            std::fs::create_dir_all(&cfg_mnt).with_context(|| format!("creating {}", cfg_mnt.display()))?;
+            std::fs::create_dir_all(&cfg_mnt)
+                .with_context(|| format!("creating {}", cfg_mnt.display()))?;
             self.mounter.mount_zfs(&config_ds, &cfg_mnt, false)?;
             let copied = copy_tree(&opts.rootfs, &mnt).and_then(|()| match &opts.config {
                 Some(c) => copy_tree(c, &cfg_mnt),
@@ -288,7 +338,8 @@ impl Ctx<'_> {
         filled?;
         unmounted?;
         self.zfs.snapshot(partial, layout::FACTORY_SNAPSHOT, true)?;
-        self.zfs.set(partial, &[(PROP_FACTORY, layout::FACTORY_SNAPSHOT)])?;
+        self.zfs
+            .set(partial, &[(PROP_FACTORY, layout::FACTORY_SNAPSHOT)])?;
         Ok(())
     }
 
@@ -320,9 +371,13 @@ impl Ctx<'_> {
                     .iter()
                     .filter_map(|d| crate::esp::disk_of(&self.root, Path::new(d)))
                     .collect::<Vec<_>>();
-                let booted = self.boot_report().and_then(|r| r.get("pool").map(str::to_owned));
+                let booted = self
+                    .boot_report()
+                    .and_then(|r| r.get("pool").map(str::to_owned));
                 let at = match booted {
-                    Some(b) if b != pool.as_str() => self.path(&format!("{}-{pool}", crate::esp::MOUNT)),
+                    Some(b) if b != pool.as_str() => {
+                        self.path(&format!("{}-{pool}", crate::esp::MOUNT))
+                    }
                     _ => self.path(crate::esp::MOUNT),
                 };
                 (disks, at)
@@ -331,7 +386,10 @@ impl Ctx<'_> {
         };
         match Esp::open(&self.root, explicit, &disks, &mount_at) {
             Ok(e) => Ok(Ok(e)),
-            Err(e) if self.esp.is_none() && format!("{e:#}").starts_with("no EFI system partition found") => {
+            Err(e)
+                if self.esp.is_none()
+                    && format!("{e:#}").starts_with("no EFI system partition found") =>
+            {
                 Ok(Err(format!("{e:#}")))
             }
             Err(e) => Err(e),
@@ -349,7 +407,14 @@ impl Ctx<'_> {
 
     /// Rewrites the GRUB menu and environment block on the ESP from `st` (and `default`, when
     /// an activation is under way). Without an ESP, says so and does nothing.
-    fn refresh(&self, inv: &Inventory, st: &State, default: Option<&BeName>, restart_trial: bool, next: &Next) -> anyhow::Result<Vec<String>> {
+    fn refresh(
+        &self,
+        inv: &Inventory,
+        st: &State,
+        default: Option<&BeName>,
+        restart_trial: bool,
+        next: &Next,
+    ) -> anyhow::Result<Vec<String>> {
         let esp = match self.esp()? {
             Ok(e) => e,
             Err(why) => return Ok(vec![format!("GRUB is not managed on this machine: {why}")]),
@@ -357,16 +422,34 @@ impl Ctx<'_> {
         let (menu, mut notes) = build_menu(inv, &esp, st, default)?;
         let current = read_env(&esp);
         let known = |n: &str| menu.entries.iter().any(|e| e.be.as_str() == n);
-        let env = compute_env(&menu.default, st.trial.as_ref(), restart_trial, next, &current, &known);
+        let env = compute_env(
+            &menu.default,
+            st.trial.as_ref(),
+            restart_trial,
+            next,
+            &current,
+            &known,
+        );
         notes.extend(write_menu_and_env(&esp, &menu, &env, &current)?);
-        notes.extend(prune(&esp, inv).into_iter().map(|r| format!("removed {r} from the ESP")));
+        notes.extend(
+            prune(&esp, inv)
+                .into_iter()
+                .map(|r| format!("removed {r} from the ESP")),
+        );
         Ok(notes)
     }
 
-    fn bootable<'i>(&self, inv: &'i Inventory, name: &BeName) -> anyhow::Result<&'i crate::inventory::Be> {
-        let be = inv
-            .get(name)
-            .with_context(|| format!("no boot environment {name} in pool {}; `bootenv list` shows them", inv.pool))?;
+    fn bootable<'i>(
+        &self,
+        inv: &'i Inventory,
+        name: &BeName,
+    ) -> anyhow::Result<&'i crate::inventory::Be> {
+        let be = inv.get(name).with_context(|| {
+            format!(
+                "no boot environment {name} in pool {}; `bootenv list` shows them",
+                inv.pool
+            )
+        })?;
         if let Some(why) = &be.unbootable {
             bail!("boot environment {name} cannot boot: {why}");
         }
@@ -389,18 +472,35 @@ impl Ctx<'_> {
                 if how == Activation::Default {
                     st.became_default(name.as_str());
                 }
-                st.push(now, EventKind::Activated { be: name.to_string(), once: false });
+                st.push(
+                    now,
+                    EventKind::Activated {
+                        be: name.to_string(),
+                        once: false,
+                    },
+                );
                 // The boot loader first, then the pool, then the record: an interrupted
                 // activation boots the new default and the next run completes the rest.
                 for n in self.refresh(&inv, &st, Some(name), false, &Next::Keep)? {
                     writeln!(out, "{n}")?;
                 }
-                self.zfs.set_pool_prop(pool.as_str(), "bootfs", &be.dataset)?;
+                self.zfs
+                    .set_pool_prop(pool.as_str(), "bootfs", &be.dataset)?;
                 state::store(&dir, &st)?;
-                writeln!(out, "{name} is now the default boot environment (bootfs={})", be.dataset)?;
+                writeln!(
+                    out,
+                    "{name} is now the default boot environment (bootfs={})",
+                    be.dataset
+                )?;
             }
             Activation::Once => {
-                st.push(now, EventKind::Activated { be: name.to_string(), once: true });
+                st.push(
+                    now,
+                    EventKind::Activated {
+                        be: name.to_string(),
+                        once: true,
+                    },
+                );
                 let notes = self.refresh(&inv, &st, None, false, &Next::Set(name.clone()))?;
                 if notes.iter().any(|n| n.starts_with("GRUB is not managed")) {
                     bail!("a one-shot boot needs GRUB: {}", notes.join("; "));
@@ -409,7 +509,10 @@ impl Ctx<'_> {
                     writeln!(out, "{n}")?;
                 }
                 state::store(&dir, &st)?;
-                writeln!(out, "{name} boots next time only; the boot after that is the default again")?;
+                writeln!(
+                    out,
+                    "{name} boots next time only; the boot after that is the default again"
+                )?;
             }
             Activation::Trial(tries) => {
                 let tries = tries
@@ -424,12 +527,24 @@ impl Ctx<'_> {
                     bail!("{name} is the default already: there is nothing to try");
                 }
                 // The request first: an interrupted activation resumes on the next write.
-                st.trial = Some(Trial { be: name.to_string(), tries });
-                st.push(now, EventKind::TrialStarted { be: name.to_string(), tries });
+                st.trial = Some(Trial {
+                    be: name.to_string(),
+                    tries,
+                });
+                st.push(
+                    now,
+                    EventKind::TrialStarted {
+                        be: name.to_string(),
+                        tries,
+                    },
+                );
                 state::store(&dir, &st)?;
                 let notes = self.refresh(&inv, &st, None, true, &Next::Keep)?;
                 if notes.iter().any(|n| n.starts_with("GRUB is not managed")) {
-                    bail!("a trial needs GRUB to count the boots: {}", notes.join("; "));
+                    bail!(
+                        "a trial needs GRUB to count the boots: {}",
+                        notes.join("; ")
+                    );
                 }
                 for n in notes {
                     writeln!(out, "{n}")?;
@@ -466,20 +581,35 @@ impl Ctx<'_> {
             st.trial = None;
             st.last_good = Some(name.to_string());
             st.became_default(name.as_str());
-            st.push(now, EventKind::TrialCommitted { be: name.to_string() });
+            st.push(
+                now,
+                EventKind::TrialCommitted {
+                    be: name.to_string(),
+                },
+            );
             // The boot loader first (it must stop counting), then the pool, then the record.
             for n in self.refresh(&inv, &st, Some(&name), false, &Next::Keep)? {
                 writeln!(out, "{n}")?;
             }
-            self.zfs.set_pool_prop(pool.as_str(), "bootfs", &be.dataset)?;
+            self.zfs
+                .set_pool_prop(pool.as_str(), "bootfs", &be.dataset)?;
             state::store(&dir, &st)?;
-            writeln!(out, "{name} passed its trial: it is the default and the last known-good")?;
+            writeln!(
+                out,
+                "{name} passed its trial: it is the default and the last known-good"
+            )?;
         } else if is_default || inv.bootfs.is_none() {
-            let changed = st.last_good.as_deref() != Some(name.as_str()) || st.history.last().map(String::as_str) != Some(name.as_str());
+            let changed = st.last_good.as_deref() != Some(name.as_str())
+                || st.history.last().map(String::as_str) != Some(name.as_str());
             st.last_good = Some(name.to_string());
             st.became_default(name.as_str());
             if changed {
-                st.push(now, EventKind::MarkedGood { be: name.to_string() });
+                st.push(
+                    now,
+                    EventKind::MarkedGood {
+                        be: name.to_string(),
+                    },
+                );
             }
             for n in self.refresh(&inv, &st, None, false, &Next::Keep)? {
                 writeln!(out, "{n}")?;
@@ -533,7 +663,10 @@ impl Ctx<'_> {
         let targets: Vec<&crate::inventory::Be> = if names.is_empty() {
             inv.bootable().collect()
         } else {
-            names.iter().map(|n| self.bootable(&inv, n)).collect::<anyhow::Result<_>>()?
+            names
+                .iter()
+                .map(|n| self.bootable(&inv, n))
+                .collect::<anyhow::Result<_>>()?
         };
         let mut failures = Vec::new();
         for be in targets {
@@ -552,11 +685,20 @@ impl Ctx<'_> {
                 }
             }
         }
-        let st = self.state_dir(&pool).ok().and_then(|d| state::load(&d).ok()).map(|l| l.state()).unwrap_or_default();
+        let st = self
+            .state_dir(&pool)
+            .ok()
+            .and_then(|d| state::load(&d).ok())
+            .map(|l| l.state())
+            .unwrap_or_default();
         for n in self.refresh(&inv, &st, None, false, &Next::Keep)? {
             writeln!(out, "{n}")?;
         }
-        writeln!(out, "menu written to {}", esp.bootenv_dir().join(crate::bootfiles::MENU).display())?;
+        writeln!(
+            out,
+            "menu written to {}",
+            esp.bootenv_dir().join(crate::bootfiles::MENU).display()
+        )?;
         if !failures.is_empty() {
             bail!("{out}kernels missing for: {}", failures.join(", "));
         }
@@ -565,30 +707,53 @@ impl Ctx<'_> {
 
     /// `bootenv factory-reset`: schedules a factory reset of a BE (default: the running one) for
     /// its next boot, or cancels one that has not started.
-    pub fn factory_reset(&self, mode: Option<ResetMode>, erase: bool, be: Option<&BeName>, cancel: bool, now: u64) -> anyhow::Result<String> {
+    pub fn factory_reset(
+        &self,
+        mode: Option<ResetMode>,
+        erase: bool,
+        be: Option<&BeName>,
+        cancel: bool,
+        now: u64,
+    ) -> anyhow::Result<String> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
         let (dir, mut st) = self.load_state(&pool)?;
         let started = |r: &ResetRequest| -> anyhow::Result<bool> {
             let all = self.zfs.list(pool.as_str())?.datasets;
-            Ok(all.iter().any(|d| d.name.ends_with(&format!(".reset-{}", r.id)) || d.name.ends_with(&format!(".new-{}", r.id))))
+            Ok(all.iter().any(|d| {
+                d.name.ends_with(&format!(".reset-{}", r.id))
+                    || d.name.ends_with(&format!(".new-{}", r.id))
+            }))
         };
         if cancel {
-            let Some(r) = st.reset.clone() else { return Ok("no factory reset is pending\n".into()) };
+            let Some(r) = st.reset.clone() else {
+                return Ok("no factory reset is pending\n".into());
+            };
             if started(&r)? {
                 bail!("the factory reset of {} (id {}) has started; it completes at the next boot and cannot be cancelled halfway", r.be, r.id);
             }
             st.reset = None;
-            st.push(now, EventKind::ResetDropped { request: r.clone(), reason: "cancelled by the operator".into() });
+            st.push(
+                now,
+                EventKind::ResetDropped {
+                    request: r.clone(),
+                    reason: "cancelled by the operator".into(),
+                },
+            );
             state::store(&dir, &st)?;
             return Ok(format!("the factory reset of {} is cancelled\n", r.be));
         }
         let mode = mode.context("say how much to reset: --mode config or --mode full")?;
-        anyhow::ensure!(!erase || mode == ResetMode::Full, "--erase goes with --mode full: it destroys the previous data instead of keeping it");
+        anyhow::ensure!(
+            !erase || mode == ResetMode::Full,
+            "--erase goes with --mode full: it destroys the previous data instead of keeping it"
+        );
         let be = match be {
             Some(b) => b.clone(),
             None => {
-                let r = self.running_be().context("name the boot environment to reset with --be <name>")?;
+                let r = self
+                    .running_be()
+                    .context("name the boot environment to reset with --be <name>")?;
                 BeName::new(&r)?
             }
         };
@@ -606,12 +771,27 @@ impl Ctx<'_> {
             writeln!(out, "replacing the pending factory reset of {}", r.be)?;
         }
         let id = crate::reset::new_id(self.zfs, pool.as_str(), now)?;
-        let request = ResetRequest { be: be.to_string(), mode, erase, id: id.clone(), origin: "cli".into() };
+        let request = ResetRequest {
+            be: be.to_string(),
+            mode,
+            erase,
+            id: id.clone(),
+            origin: "cli".into(),
+        };
         let swaps = crate::reset::swaps(self.zfs, &inv, &request)?;
         st.reset = Some(request.clone());
-        st.push(now, EventKind::ResetRequested { request: request.clone() });
+        st.push(
+            now,
+            EventKind::ResetRequested {
+                request: request.clone(),
+            },
+        );
         state::store(&dir, &st)?;
-        writeln!(out, "factory reset ({}) of {be} scheduled for its next boot (id {id}):", mode_name(&request))?;
+        writeln!(
+            out,
+            "factory reset ({}) of {be} scheduled for its next boot (id {id}):",
+            mode_name(&request)
+        )?;
         for s in &swaps {
             let from = match &s.source {
                 crate::reset::Source::Snapshot(snap) => format!("its factory snapshot @{snap}"),
@@ -620,11 +800,17 @@ impl Ctx<'_> {
             let prev = if s.erase {
                 "the previous content will be DESTROYED".to_string()
             } else {
-                format!("the previous content is kept as {}", crate::reset::kept_name(&s.target, &id))
+                format!(
+                    "the previous content is kept as {}",
+                    crate::reset::kept_name(&s.target, &id)
+                )
             };
             writeln!(out, "  {} goes back to {from}; {prev}", s.target)?;
         }
-        writeln!(out, "cancel with `bootenv factory-reset --cancel` before rebooting")?;
+        writeln!(
+            out,
+            "cancel with `bootenv factory-reset --cancel` before rebooting"
+        )?;
         Ok(out)
     }
 
@@ -636,7 +822,12 @@ impl Ctx<'_> {
             Ok(e) => e,
             Err(why) => bail!("{why}"),
         };
-        let st = self.state_dir(&pool).ok().and_then(|d| state::load(&d).ok()).map(|l| l.state()).unwrap_or_default();
+        let st = self
+            .state_dir(&pool)
+            .ok()
+            .and_then(|d| state::load(&d).ok())
+            .map(|l| l.state())
+            .unwrap_or_default();
         let (menu, notes) = build_menu(&inv, &esp, &st, None)?;
         for n in notes {
             log::warn!("{n}");
@@ -649,19 +840,31 @@ impl Ctx<'_> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
         let booted = self.running_be();
-        let st = self.state_dir(&pool).ok().and_then(|d| state::load(&d).ok()).map(|l| l.state()).unwrap_or_default();
+        let st = self
+            .state_dir(&pool)
+            .ok()
+            .and_then(|d| state::load(&d).ok())
+            .map(|l| l.state())
+            .unwrap_or_default();
         let tries_left = self
             .esp()
             .ok()
             .and_then(|e| e.ok())
             .and_then(|esp| read_env(&esp).ok().flatten())
-            .and_then(|b| Some((b.get("bootenv_trial")?.to_owned(), b.get("bootenv_tries")?.parse::<u32>().ok()?)));
+            .and_then(|b| {
+                Some((
+                    b.get("bootenv_trial")?.to_owned(),
+                    b.get("bootenv_tries")?.parse::<u32>().ok()?,
+                ))
+            });
         // A BE is "failed" when its last trial rolled back and it was not committed since.
         let mut failed: Vec<String> = Vec::new();
         for e in &st.events {
             match &e.kind {
                 EventKind::Rollback { failed: f, .. } => failed.push(f.clone()),
-                EventKind::TrialCommitted { be } | EventKind::TrialStarted { be, .. } => failed.retain(|f| f != be),
+                EventKind::TrialCommitted { be } | EventKind::TrialStarted { be, .. } => {
+                    failed.retain(|f| f != be)
+                }
                 EventKind::Activated { be, once: false } => failed.retain(|f| f != be),
                 _ => {}
             }
@@ -669,10 +872,14 @@ impl Ctx<'_> {
         let mut out = Vec::new();
         for be in inv.bes.iter().rev() {
             let name = be.name.to_string();
-            let trial = st.trial.as_ref().filter(|t| t.be == name).map(|t| match &tries_left {
-                Some((tb, n)) if *tb == name => *n,
-                _ => t.tries,
-            });
+            let trial = st
+                .trial
+                .as_ref()
+                .filter(|t| t.be == name)
+                .map(|t| match &tries_left {
+                    Some((tb, n)) if *tb == name => *n,
+                    _ => t.tries,
+                });
             out.push(ListEntry {
                 name: name.clone(),
                 label: be.label.clone(),
@@ -703,10 +910,20 @@ impl Ctx<'_> {
     pub fn list(&self) -> anyhow::Result<String> {
         let (_, entries, ignored) = self.list_entries()?;
         let mut out = String::new();
-        writeln!(out, "{:<16} {:<12} {:<6} {:>8}  {:<16} {:<24} STATE", "NAME", "LABEL", "FLAGS", "USED", "CREATED", "ORIGIN")?;
+        writeln!(
+            out,
+            "{:<16} {:<12} {:<6} {:>8}  {:<16} {:<24} STATE",
+            "NAME", "LABEL", "FLAGS", "USED", "CREATED", "ORIGIN"
+        )?;
         for e in &entries {
             let mut flags = String::new();
-            for (on, c) in [(e.running, 'N'), (e.default, 'R'), (e.trial_tries_left.is_some(), 'T'), (e.last_known_good, 'G'), (e.failed, 'F')] {
+            for (on, c) in [
+                (e.running, 'N'),
+                (e.default, 'R'),
+                (e.trial_tries_left.is_some(), 'T'),
+                (e.last_known_good, 'G'),
+                (e.failed, 'F'),
+            ] {
                 if on {
                     flags.push(c);
                 }
@@ -720,7 +937,11 @@ impl Ctx<'_> {
             if !e.kept.is_empty() {
                 state.push_str(&format!("; {} kept by resets", e.kept.len()));
             }
-            let origin = e.origin.as_deref().map(|o| o.rsplit('/').next().unwrap_or(o)).unwrap_or("-");
+            let origin = e
+                .origin
+                .as_deref()
+                .map(|o| o.rsplit('/').next().unwrap_or(o))
+                .unwrap_or("-");
             writeln!(
                 out,
                 "{:<16} {:<12} {:<6} {:>8}  {:<16} {:<24} {}",
@@ -728,7 +949,16 @@ impl Ctx<'_> {
                 printable(e.label.as_deref().unwrap_or("-")),
                 if flags.is_empty() { "-".into() } else { flags },
                 human_bytes(e.used),
-                crate::reset::id_from_time(e.created).get(..13).map_or(String::new(), |d| format!("{}-{}-{} {}:{}", &d[..4], &d[4..6], &d[6..8], &d[9..11], &d[11..13])),
+                crate::reset::id_from_time(e.created)
+                    .get(..13)
+                    .map_or(String::new(), |d| format!(
+                        "{}-{}-{} {}:{}",
+                        &d[..4],
+                        &d[4..6],
+                        &d[6..8],
+                        &d[9..11],
+                        &d[11..13]
+                    )),
                 printable(origin),
                 state
             )?;
@@ -751,10 +981,19 @@ impl Ctx<'_> {
         let Some(r) = self.boot_report() else {
             bail!("this system was not booted by the bootenv agent (no /run/bootenv/boot)");
         };
-        writeln!(out, "booted: {} ({})", r.get("be").unwrap_or("?"), r.get("dataset").unwrap_or("?"))?;
+        writeln!(
+            out,
+            "booted: {} ({})",
+            r.get("be").unwrap_or("?"),
+            r.get("dataset").unwrap_or("?")
+        )?;
         match r.get("choice") {
             Some("requested") => writeln!(out, "chosen: asked for on the kernel command line")?,
-            Some("default") => writeln!(out, "chosen: the default ({})", r.get("source").unwrap_or("?"))?,
+            Some("default") => writeln!(
+                out,
+                "chosen: the default ({})",
+                r.get("source").unwrap_or("?")
+            )?,
             Some("fallback") => writeln!(
                 out,
                 "chosen: FALLBACK: {} was asked for but did not boot: {}",
@@ -776,7 +1015,10 @@ impl Ctx<'_> {
             writeln!(out, "hostid: adopted {h} from the pool label")?;
         }
         if let (Some(a), Some(b)) = (r.get("agent-start"), r.get("init-exec")) {
-            writeln!(out, "timing: agent started at {a} s, init started at {b} s after the kernel")?;
+            writeln!(
+                out,
+                "timing: agent started at {a} s, init started at {b} s after the kernel"
+            )?;
         }
         for w in r.all("warning") {
             writeln!(out, "warning: {w}")?;
@@ -795,7 +1037,10 @@ impl Ctx<'_> {
                     )?;
                 }
                 Ok(None) => writeln!(out, "grub: no environment block on the ESP yet")?,
-                Err(why) => writeln!(out, "grub: environment block damaged ({why}); the next bootenv write repairs it")?,
+                Err(why) => writeln!(
+                    out,
+                    "grub: environment block damaged ({why}); the next bootenv write repairs it"
+                )?,
             },
             Ok(Err(why)) => writeln!(out, "grub: not managed ({why})")?,
             Err(e) => writeln!(out, "grub: {e:#}")?,
@@ -807,12 +1052,22 @@ impl Ctx<'_> {
                         writeln!(out, "state: unreadable ({why})")?;
                     }
                     let st = l.state();
-                    writeln!(out, "last known-good: {}", st.last_good.as_deref().unwrap_or("none recorded"))?;
+                    writeln!(
+                        out,
+                        "last known-good: {}",
+                        st.last_good.as_deref().unwrap_or("none recorded")
+                    )?;
                     if let Some(t) = &st.trial {
                         writeln!(out, "trial pending: {} ({} tries)", t.be, t.tries)?;
                     }
                     if let Some(r) = &st.reset {
-                        writeln!(out, "factory reset pending: {} of {} (id {}), at its next boot", mode_name(r), r.be, r.id)?;
+                        writeln!(
+                            out,
+                            "factory reset pending: {} of {} (id {}), at its next boot",
+                            mode_name(r),
+                            r.be,
+                            r.id
+                        )?;
                     }
                     for ev in st.events.iter().rev().take(5) {
                         writeln!(out, "event @{}: {}", ev.time, describe(&ev.kind))?;
@@ -825,19 +1080,115 @@ impl Ctx<'_> {
     }
 }
 
+impl Ctx<'_> {
+    /// `bootenv status --json`: the boot report (`boot`, its keys as written, `warning` as a
+    /// list), GRUB's variables (`grub`, or `grub_problem`), and the state record (`state`, with
+    /// each event's sentence under `text`).
+    pub fn status_json(&self) -> anyhow::Result<String> {
+        use serde_json::{json, Map, Value};
+        let Some(r) = self.boot_report() else {
+            bail!("this system was not booted by the bootenv agent (no /run/bootenv/boot)");
+        };
+        let mut boot = Map::new();
+        for (k, v) in r.map() {
+            if k != "warning" {
+                boot.insert(k.to_owned(), Value::from(v));
+            }
+        }
+        boot.insert("warnings".into(), json!(r.all("warning")));
+        let mut out = Map::new();
+        out.insert("boot".into(), Value::Object(boot));
+        match self.esp() {
+            Ok(Ok(esp)) => match read_env(&esp) {
+                Ok(Some(b)) => {
+                    let v = |k: &str| {
+                        b.get(k)
+                            .filter(|v| !v.is_empty())
+                            .map(Value::from)
+                            .unwrap_or(Value::Null)
+                    };
+                    out.insert(
+                        "grub".into(),
+                        json!({ "default": v("bootenv_default"), "next": v("bootenv_next"), "trial": v("bootenv_trial"), "tries": v("bootenv_tries") }),
+                    );
+                }
+                Ok(None) => {
+                    out.insert(
+                        "grub_problem".into(),
+                        json!("no environment block on the ESP yet"),
+                    );
+                }
+                Err(why) => {
+                    out.insert(
+                        "grub_problem".into(),
+                        json!(format!("environment block damaged ({why})")),
+                    );
+                }
+            },
+            Ok(Err(why)) => {
+                out.insert("grub_problem".into(), json!(format!("not managed ({why})")));
+            }
+            Err(e) => {
+                out.insert("grub_problem".into(), json!(format!("{e:#}")));
+            }
+        }
+        if let Some(pool) = r.get("pool").and_then(|p| PoolName::new(p).ok()) {
+            match self.state_dir(&pool).and_then(|d| state::load(&d)) {
+                Ok(l) => {
+                    if let Loaded::Corrupt(why) = &l {
+                        out.insert("state_problem".into(), json!(format!("unreadable ({why})")));
+                    }
+                    let st = l.state();
+                    let mut v = serde_json::to_value(&st)?;
+                    if let Some(evs) = v.get_mut("events").and_then(Value::as_array_mut) {
+                        for (e, ev) in evs.iter_mut().zip(&st.events) {
+                            if let Some(o) = e.as_object_mut() {
+                                o.insert("text".into(), json!(describe(&ev.kind)));
+                            }
+                        }
+                    }
+                    out.insert("state".into(), v);
+                }
+                Err(e) => {
+                    out.insert("state_problem".into(), json!(format!("{e:#}")));
+                }
+            }
+        }
+        Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&Value::Object(out))?
+        ))
+    }
+}
+
 fn describe(k: &EventKind) -> String {
     match k {
-        EventKind::Fallback { requested, booted, reason } => {
+        EventKind::Fallback {
+            requested,
+            booted,
+            reason,
+        } => {
             format!("fallback: booted {booted} instead of {requested}: {reason}")
         }
         EventKind::MarkedGood { be } => format!("{be} marked good"),
-        EventKind::TrialStarted { be, tries } => format!("trial of {be} started with {tries} tries"),
+        EventKind::TrialStarted { be, tries } => {
+            format!("trial of {be} started with {tries} tries")
+        }
         EventKind::TrialCommitted { be } => format!("trial of {be} committed: it is the default"),
         EventKind::Rollback { failed, booted } => {
             format!("ROLLBACK: the trial of {failed} used up its tries without being marked good; {booted} booted instead")
         }
-        EventKind::ResetRequested { request: r } => format!("factory reset ({}) of {} requested ({})", mode_name(r), r.be, r.origin),
-        EventKind::ResetDone { request: r, kept, erased } => {
+        EventKind::ResetRequested { request: r } => format!(
+            "factory reset ({}) of {} requested ({})",
+            mode_name(r),
+            r.be,
+            r.origin
+        ),
+        EventKind::ResetDone {
+            request: r,
+            kept,
+            erased,
+        } => {
             let mut s = format!("factory reset ({}) of {} done", mode_name(r), r.be);
             if !kept.is_empty() {
                 s.push_str(&format!("; kept: {}", kept.join(", ")));
@@ -847,7 +1198,11 @@ fn describe(k: &EventKind) -> String {
             }
             s
         }
-        EventKind::ResetDropped { request: r, reason } => format!("factory reset ({}) of {} dropped: {reason}", mode_name(r), r.be),
+        EventKind::ResetDropped { request: r, reason } => format!(
+            "factory reset ({}) of {} dropped: {reason}",
+            mode_name(r),
+            r.be
+        ),
         EventKind::Destroyed { be } => format!("{be} destroyed"),
         EventKind::Renamed { from, to } => format!("{from} renamed to {to}"),
         EventKind::Activated { be, once: false } => format!("{be} made the default"),
@@ -882,11 +1237,21 @@ fn human_bytes(n: u64) -> String {
 /// links and devices (`cp -a`, `tar -xp`).
 fn copy_tree(src: &Path, dst: &Path) -> anyhow::Result<()> {
     if src.is_file() {
-        Cmd::new("tar").args(["-xpf", &src.display().to_string(), "-C", &dst.display().to_string()]).run()?;
+        Cmd::new("tar")
+            .args([
+                "-xpf",
+                &src.display().to_string(),
+                "-C",
+                &dst.display().to_string(),
+            ])
+            .run()?;
         return Ok(());
     }
     let from = format!("{}/.", src.display());
-    Cmd::new("cp").args(["-a", &from]).arg(dst.display().to_string()).run()?;
+    Cmd::new("cp")
+        .args(["-a", &from])
+        .arg(dst.display().to_string())
+        .run()?;
     Ok(())
 }
 
@@ -905,7 +1270,13 @@ mod tests {
     }
 
     fn ctx<'a>(d: &Path, z: &'a FakeZfs, m: &'a FakeMounter) -> Ctx<'a> {
-        Ctx { root: d.into(), zfs: z, mounter: m, pool: Some(PoolName::new("tank").unwrap()), esp: None }
+        Ctx {
+            root: d.into(),
+            zfs: z,
+            mounter: m,
+            pool: Some(PoolName::new("tank").unwrap()),
+            esp: None,
+        }
     }
 
     #[test]
@@ -918,7 +1289,10 @@ mod tests {
         let out = c.prepare_pool(&PoolName::new("tank").unwrap()).unwrap();
         assert!(out.contains("tank/ROOT exists"));
         assert_eq!(z.changes(), before);
-        assert_eq!(z.get("tank/ROOT", "org.bootenv:layout").as_deref(), Some("1"));
+        assert_eq!(
+            z.get("tank/ROOT", "org.bootenv:layout").as_deref(),
+            Some("1")
+        );
     }
 
     #[test]
@@ -930,18 +1304,40 @@ mod tests {
         let rootfs = d.path().join("rootfs");
         std::fs::create_dir_all(rootfs.join("etc/config")).unwrap();
         std::fs::write(rootfs.join("etc/config/app.conf"), "x=1\n").unwrap();
-        let opts = CreateOpts { rootfs, config_mountpoint: "/etc/config".into(), label: Some("1.0".into()), ..Default::default() };
+        let opts = CreateOpts {
+            rootfs,
+            config_mountpoint: "/etc/config".into(),
+            label: Some("1.0".into()),
+            ..Default::default()
+        };
         c.create(&BeName::new("v1").unwrap(), &opts).unwrap();
         assert_eq!(z.get("tank/ROOT/v1", "canmount").as_deref(), Some("noauto"));
-        assert_eq!(z.get("tank/ROOT/v1", "org.bootenv:label").as_deref(), Some("1.0"));
-        assert_eq!(z.get("tank/ROOT/v1/config", "mountpoint").as_deref(), Some("/etc/config"));
-        assert!(z.has_snapshot("tank/ROOT/v1@factory") && z.has_snapshot("tank/ROOT/v1/config@factory"));
+        assert_eq!(
+            z.get("tank/ROOT/v1", "org.bootenv:label").as_deref(),
+            Some("1.0")
+        );
+        assert_eq!(
+            z.get("tank/ROOT/v1/config", "mountpoint").as_deref(),
+            Some("/etc/config")
+        );
+        assert!(
+            z.has_snapshot("tank/ROOT/v1@factory") && z.has_snapshot("tank/ROOT/v1/config@factory")
+        );
         let ch = z.changes();
-        assert!(ch.last().unwrap().starts_with("zfs rename tank/ROOT/v1:partial"), "{ch:?}");
+        assert!(
+            ch.last()
+                .unwrap()
+                .starts_with("zfs rename tank/ROOT/v1:partial"),
+            "{ch:?}"
+        );
         assert!(m.mounted().is_empty(), "everything is unmounted again");
         let inv = c.inventory(&PoolName::new("tank").unwrap()).unwrap();
         assert_eq!(inv.bes.len(), 1);
-        assert!(c.create(&BeName::new("v1").unwrap(), &opts).unwrap_err().to_string().contains("exists already"));
+        assert!(c
+            .create(&BeName::new("v1").unwrap(), &opts)
+            .unwrap_err()
+            .to_string()
+            .contains("exists already"));
     }
 
     #[test]
@@ -959,7 +1355,10 @@ mod tests {
             ..Default::default()
         };
         assert!(c.create(&BeName::new("v1").unwrap(), &opts).is_err());
-        let opts = CreateOpts { config: None, ..opts };
+        let opts = CreateOpts {
+            config: None,
+            ..opts
+        };
         // A failure inside: the config mount fails.
         let m2 = FakeMounter::new().failing("tank/ROOT/v1:partial/config", "boom");
         let c2 = ctx(d.path(), &z, &m2);
@@ -975,22 +1374,47 @@ mod tests {
         let m = FakeMounter::new();
         let c = ctx(d.path(), &z, &m);
         c.prepare_pool(&PoolName::new("tank").unwrap()).unwrap();
-        z.add_fs("tank/ROOT/v1", &[("canmount", "noauto"), ("mountpoint", "/")]);
+        z.add_fs(
+            "tank/ROOT/v1",
+            &[("canmount", "noauto"), ("mountpoint", "/")],
+        );
         z.add_fs("tank/ROOT/off", &[("canmount", "off"), ("mountpoint", "/")]);
-        let out = c.activate(&BeName::new("v1").unwrap(), Activation::Default, 1).unwrap();
+        let out = c
+            .activate(&BeName::new("v1").unwrap(), Activation::Default, 1)
+            .unwrap();
         assert!(out.contains("GRUB is not managed on this machine"), "{out}");
-        assert_eq!(z.pool_prop("tank", "bootfs").unwrap().as_deref(), Some("tank/ROOT/v1"));
-        assert!(c.activate(&BeName::new("off").unwrap(), Activation::Default, 1).is_err());
-        let e = c.activate(&BeName::new("nosuch").unwrap(), Activation::Default, 1).unwrap_err();
+        assert_eq!(
+            z.pool_prop("tank", "bootfs").unwrap().as_deref(),
+            Some("tank/ROOT/v1")
+        );
+        assert!(c
+            .activate(&BeName::new("off").unwrap(), Activation::Default, 1)
+            .is_err());
+        let e = c
+            .activate(&BeName::new("nosuch").unwrap(), Activation::Default, 1)
+            .unwrap_err();
         assert!(e.to_string().contains("bootenv list"));
-        let e = c.activate(&BeName::new("v1").unwrap(), Activation::Once, 1).unwrap_err();
+        let e = c
+            .activate(&BeName::new("v1").unwrap(), Activation::Once, 1)
+            .unwrap_err();
         assert!(e.to_string().contains("needs GRUB"), "{e}");
-        assert!(c.mark_good(None, 1).unwrap_err().to_string().contains("not booted by bootenv"));
+        assert!(c
+            .mark_good(None, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("not booted by bootenv"));
         c.mark_good(Some(&BeName::new("v1").unwrap()), 7).unwrap();
-        let st = state::load(&d.path().join(crate::boot::STATE_MOUNT)).unwrap().state();
+        let st = state::load(&d.path().join(crate::boot::STATE_MOUNT))
+            .unwrap()
+            .state();
         assert_eq!(st.last_good.as_deref(), Some("v1"));
         let listing = c.list().unwrap();
-        assert!(listing.lines().any(|l| l.starts_with("v1") && l.contains("RG")), "{listing}");
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.starts_with("v1") && l.contains("RG")),
+            "{listing}"
+        );
     }
 
     mod trial {
@@ -1012,17 +1436,40 @@ mod tests {
             let zfs = FakeZfs::new().with_root(dir.path().into());
             zfs.add_pool("tank");
             zfs.import("tank").unwrap().unwrap();
-            zfs.add_fs("tank/ROOT", &[("canmount", "off"), ("mountpoint", "none"), ("org.bootenv:layout", "1")]);
-            zfs.add_fs("tank/BOOTENV", &[("canmount", "noauto"), ("mountpoint", "legacy")]);
+            zfs.add_fs(
+                "tank/ROOT",
+                &[
+                    ("canmount", "off"),
+                    ("mountpoint", "none"),
+                    ("org.bootenv:layout", "1"),
+                ],
+            );
+            zfs.add_fs(
+                "tank/BOOTENV",
+                &[("canmount", "noauto"), ("mountpoint", "legacy")],
+            );
             let mut mounter = FakeMounter::new();
             for be in BES {
-                zfs.add_fs(&format!("tank/ROOT/{be}"), &[("canmount", "noauto"), ("mountpoint", "/")]);
+                zfs.add_fs(
+                    &format!("tank/ROOT/{be}"),
+                    &[("canmount", "noauto"), ("mountpoint", "/")],
+                );
                 let ds = format!("tank/ROOT/{be}");
                 mounter = mounter
                     .file(&ds, "sbin/init", b"#!/bin/sh\n", 0o755)
                     .file(&ds, "bin/sh", b"", 0o755)
-                    .file(&ds, "boot/vmlinuz", format!("kernel of {be}").as_bytes(), 0o644)
-                    .file(&ds, "boot/initrd.img", format!("initrd of {be}").as_bytes(), 0o644);
+                    .file(
+                        &ds,
+                        "boot/vmlinuz",
+                        format!("kernel of {be}").as_bytes(),
+                        0o644,
+                    )
+                    .file(
+                        &ds,
+                        "boot/initrd.img",
+                        format!("initrd of {be}").as_bytes(),
+                        0o644,
+                    );
             }
             std::fs::create_dir_all(dir.path().join("esp")).unwrap();
             World { dir, zfs, mounter }
@@ -1030,7 +1477,10 @@ mod tests {
 
         impl World {
             fn ctx(&self) -> Ctx<'_> {
-                let esp = Esp { dir: self.dir.path().join("esp"), uuid: "ABCD-1234".into() };
+                let esp = Esp {
+                    dir: self.dir.path().join("esp"),
+                    uuid: "ABCD-1234".into(),
+                };
                 Ctx {
                     root: self.dir.path().into(),
                     zfs: &self.zfs,
@@ -1041,7 +1491,10 @@ mod tests {
             }
 
             fn esp(&self) -> Esp {
-                Esp { dir: self.dir.path().join("esp"), uuid: "ABCD-1234".into() }
+                Esp {
+                    dir: self.dir.path().join("esp"),
+                    uuid: "ABCD-1234".into(),
+                }
             }
 
             fn env_path(&self) -> PathBuf {
@@ -1049,7 +1502,10 @@ mod tests {
             }
 
             fn state(&self) -> State {
-                let dir = self.ctx().state_dir(&PoolName::new("tank").unwrap()).unwrap();
+                let dir = self
+                    .ctx()
+                    .state_dir(&PoolName::new("tank").unwrap())
+                    .unwrap();
                 state::load(&dir).unwrap().state()
             }
 
@@ -1061,11 +1517,22 @@ mod tests {
                 // The model is of the menu on the ESP: the same script but for the titles
                 // (which may lag behind the state after an interrupted write).
                 let untitled = |s: &str| -> Vec<String> {
-                    s.lines().map(|l| if l.starts_with("menuentry '") { l[l.find("' --id").unwrap()..].to_owned() } else { l.to_owned() }).collect()
+                    s.lines()
+                        .map(|l| {
+                            if l.starts_with("menuentry '") {
+                                l[l.find("' --id").unwrap()..].to_owned()
+                            } else {
+                                l.to_owned()
+                            }
+                        })
+                        .collect()
                 };
-                let on_disk = std::fs::read_to_string(self.esp().bootenv_dir().join("grub.cfg")).unwrap();
+                let on_disk =
+                    std::fs::read_to_string(self.esp().bootenv_dir().join("grub.cfg")).unwrap();
                 assert_eq!(untitled(&on_disk), untitled(&menu.render()));
-                let block = std::fs::read(self.env_path()).ok().and_then(|b| EnvBlock::parse(&b).ok());
+                let block = std::fs::read(self.env_path())
+                    .ok()
+                    .and_then(|b| EnvBlock::parse(&b).ok());
                 let b = menu.model(block.as_ref());
                 if let Some(mut blk) = block {
                     for (k, v) in &b.saves {
@@ -1073,7 +1540,13 @@ mod tests {
                     }
                     std::fs::write(self.env_path(), blk.render()).unwrap();
                 }
-                let args = b.args.iter().filter(|(n, _)| n == &b.boot).map(|(_, a)| a.clone()).collect::<Vec<_>>().join(" ");
+                let args = b
+                    .args
+                    .iter()
+                    .filter(|(n, _)| n == &b.boot)
+                    .map(|(_, a)| a.clone())
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 (b.boot.to_string(), args)
             }
 
@@ -1090,7 +1563,14 @@ mod tests {
             /// runs (its mounts stay) until the next power cycle.
             fn agent(&self, be: &str, args: &str) -> String {
                 self.power_cycle();
-                let e = Env { root: self.dir.path(), zfs: &self.zfs, mounter: &self.mounter, uptime: &|| 1.0, now: &|| 50, failpoint: &|_| true };
+                let e = Env {
+                    root: self.dir.path(),
+                    zfs: &self.zfs,
+                    mounter: &self.mounter,
+                    uptime: &|| 1.0,
+                    now: &|| 50,
+                    failpoint: &|_| true,
+                };
                 let a = BootArgs::parse(&format!("bootenv={be} bootenv.pool=tank {args}"));
                 let p = e.prepare(&a).unwrap();
                 let r = e.mount_chosen(&a, &p, 0.5).unwrap();
@@ -1121,16 +1601,27 @@ mod tests {
             let w = world();
             installed(&w);
             assert_eq!(w.boot(), "v1");
-            w.ctx().activate(&be("v3"), Activation::Trial(Some(2)), 20).unwrap();
+            w.ctx()
+                .activate(&be("v3"), Activation::Trial(Some(2)), 20)
+                .unwrap();
             let menu = std::fs::read_to_string(w.esp().bootenv_dir().join("grub.cfg")).unwrap();
             assert!(menu.contains("'v3: v3 (trial)'"), "{menu}");
             assert_eq!(w.boot(), "v3");
             w.ctx().mark_good(None, 21).unwrap();
-            assert_eq!(w.zfs.pool_prop("tank", "bootfs").unwrap().as_deref(), Some("tank/ROOT/v3"));
+            assert_eq!(
+                w.zfs.pool_prop("tank", "bootfs").unwrap().as_deref(),
+                Some("tank/ROOT/v3")
+            );
             let st = w.state();
-            assert_eq!((st.last_good.as_deref(), st.trial.as_ref()), (Some("v3"), None));
+            assert_eq!(
+                (st.last_good.as_deref(), st.trial.as_ref()),
+                (Some("v3"), None)
+            );
             let block = EnvBlock::parse(&std::fs::read(w.env_path()).unwrap()).unwrap();
-            assert_eq!((block.get("bootenv_default"), block.get("bootenv_trial")), (Some("v3"), None));
+            assert_eq!(
+                (block.get("bootenv_default"), block.get("bootenv_trial")),
+                (Some("v3"), None)
+            );
             for _ in 0..3 {
                 assert_eq!(w.boot(), "v3");
             }
@@ -1140,13 +1631,18 @@ mod tests {
         fn a_failing_trial_rolls_back_and_is_reported_once() {
             let w = world();
             installed(&w);
-            w.ctx().activate(&be("v3"), Activation::Trial(Some(2)), 20).unwrap();
+            w.ctx()
+                .activate(&be("v3"), Activation::Trial(Some(2)), 20)
+                .unwrap();
             // v3 fails twice (a panic, an init that reboots): nobody marks it good.
             assert_eq!(w.boot(), "v3");
             assert_eq!(w.boot(), "v3");
             assert_eq!(w.grub().0, "v1", "tries used up: GRUB goes back by itself");
             let (boot, args) = w.grub();
-            assert_eq!((boot.as_str(), args.as_str()), ("v1", "bootenv.rollback=v3"));
+            assert_eq!(
+                (boot.as_str(), args.as_str()),
+                ("v1", "bootenv.rollback=v3")
+            );
             assert_eq!(w.agent(&boot, &args), "v1");
             let st = w.state();
             assert!(st.trial.is_none());
@@ -1155,12 +1651,38 @@ mod tests {
             assert!(report.contains("rollback=v3"), "{report}");
             let status = w.ctx().status().unwrap();
             assert!(status.contains("ROLLBACK"), "{status}");
+            let json: serde_json::Value =
+                serde_json::from_str(&w.ctx().status_json().unwrap()).unwrap();
+            assert_eq!(json["boot"]["rollback"], "v3", "{json}");
+            assert_eq!(json["boot"]["be"], "v1", "{json}");
+            assert_eq!(json["grub"]["default"], "v1", "{json}");
+            // The block still holds the used-up trial until the next bootenv write.
+            assert_eq!(
+                (&json["grub"]["trial"], &json["grub"]["tries"]),
+                (&serde_json::json!("v3"), &serde_json::json!("0")),
+                "{json}"
+            );
+            let events = json["state"]["events"].as_array().unwrap();
+            assert!(
+                events
+                    .iter()
+                    .any(|e| e["text"].as_str().is_some_and(|t| t.contains("v3"))),
+                "{json}"
+            );
             // v1 marks itself good: the block forgets the trial; the default stays v1.
             w.ctx().mark_good(None, 30).unwrap();
             let block = EnvBlock::parse(&std::fs::read(w.env_path()).unwrap()).unwrap();
-            assert_eq!((block.get("bootenv_default"), block.get("bootenv_trial")), (Some("v1"), None));
+            assert_eq!(
+                (block.get("bootenv_default"), block.get("bootenv_trial")),
+                (Some("v1"), None)
+            );
             assert_eq!(w.boot(), "v1");
-            let rollbacks = w.state().events.iter().filter(|e| matches!(e.kind, EventKind::Rollback { .. })).count();
+            let rollbacks = w
+                .state()
+                .events
+                .iter()
+                .filter(|e| matches!(e.kind, EventKind::Rollback { .. }))
+                .count();
             assert_eq!(rollbacks, 1);
         }
 
@@ -1183,33 +1705,62 @@ mod tests {
             let good = std::fs::read(w.env_path()).unwrap();
             let mut torn = good.clone();
             torn.truncate(300);
-            for garbage in [torn, vec![0xAAu8; 1024], b"# GRUB Environment Block\nbootenv_default=v2\nbootenv_tr".to_vec()] {
+            for garbage in [
+                torn,
+                vec![0xAAu8; 1024],
+                b"# GRUB Environment Block\nbootenv_default=v2\nbootenv_tr".to_vec(),
+            ] {
                 std::fs::write(w.env_path(), &garbage).unwrap();
                 assert_eq!(w.boot(), "v1");
                 let out = w.ctx().mark_good(None, 40).unwrap();
-                assert!(out.contains("repaired the damaged GRUB environment block"), "{out}");
-                assert_eq!(std::fs::read(w.env_path()).unwrap(), good, "repaired to the same content");
-                assert_eq!(std::fs::read(w.esp().bootenv_dir().join("grubenv.damaged")).unwrap(), garbage);
+                assert!(
+                    out.contains("repaired the damaged GRUB environment block"),
+                    "{out}"
+                );
+                assert_eq!(
+                    std::fs::read(w.env_path()).unwrap(),
+                    good,
+                    "repaired to the same content"
+                );
+                assert_eq!(
+                    std::fs::read(w.esp().bootenv_dir().join("grubenv.damaged")).unwrap(),
+                    garbage
+                );
             }
             // Nothing else changed.
-            assert_eq!(w.zfs.pool_prop("tank", "bootfs").unwrap().as_deref(), Some("tank/ROOT/v1"));
+            assert_eq!(
+                w.zfs.pool_prop("tank", "bootfs").unwrap().as_deref(),
+                Some("tank/ROOT/v1")
+            );
         }
 
         #[test]
         fn a_torn_block_during_a_trial_rolls_back() {
             let w = world();
             installed(&w);
-            w.ctx().activate(&be("v3"), Activation::Trial(Some(3)), 20).unwrap();
+            w.ctx()
+                .activate(&be("v3"), Activation::Trial(Some(3)), 20)
+                .unwrap();
             assert_eq!(w.boot(), "v3");
             // GRUB's save_env tears the block at the next power-on.
             std::fs::write(w.env_path(), vec![b'#'; 1024]).unwrap();
-            assert_eq!(w.boot(), "v1", "an unreadable block boots the known-good BE");
+            assert_eq!(
+                w.boot(),
+                "v1",
+                "an unreadable block boots the known-good BE"
+            );
             // The next write cannot know how many tries GRUB counted: none are left.
             w.ctx().mark_good(None, 30).unwrap();
             let block = EnvBlock::parse(&std::fs::read(w.env_path()).unwrap()).unwrap();
-            assert_eq!((block.get("bootenv_trial"), block.get("bootenv_tries")), (Some("v3"), Some("0")));
+            assert_eq!(
+                (block.get("bootenv_trial"), block.get("bootenv_tries")),
+                (Some("v3"), Some("0"))
+            );
             let (boot, args) = w.grub();
-            assert_eq!((boot.as_str(), args.as_str()), ("v1", "bootenv.rollback=v3"));
+            assert_eq!(
+                (boot.as_str(), args.as_str()),
+                ("v1", "bootenv.rollback=v3")
+            );
         }
 
         #[test]
@@ -1219,7 +1770,10 @@ mod tests {
             // The request reached the state record, then the power went: the block has no trial.
             let mut st = w.state();
             let dir = w.dir.path().join(crate::boot::STATE_MOUNT);
-            st.trial = Some(Trial { be: "v3".into(), tries: 2 });
+            st.trial = Some(Trial {
+                be: "v3".into(),
+                tries: 2,
+            });
             state::store(&dir, &st).unwrap();
             assert_eq!(w.boot(), "v1");
             // The next write (here: the default marking itself good) carries the trial to GRUB.
@@ -1233,8 +1787,14 @@ mod tests {
             installed(&w);
             let esp = w.esp();
             assert_eq!(crate::bootfiles::kernel_dirs(&esp, "v2").len(), 1);
-            let kdir = esp.bootenv_dir().join("v2").join(crate::bootfiles::kernel_dirs(&esp, "v2")[0].clone());
-            assert_eq!(std::fs::read(kdir.join("vmlinuz")).unwrap(), b"kernel of v2");
+            let kdir = esp
+                .bootenv_dir()
+                .join("v2")
+                .join(crate::bootfiles::kernel_dirs(&esp, "v2")[0].clone());
+            assert_eq!(
+                std::fs::read(kdir.join("vmlinuz")).unwrap(),
+                b"kernel of v2"
+            );
             // A BE that goes away loses its kernels at the next write.
             w.zfs.destroy("tank/ROOT/v2", true).unwrap();
             w.ctx().sync_boot(&[], 50).unwrap();

@@ -48,7 +48,13 @@ fn source_name(s: DefaultSource) -> &'static str {
 
 impl Report {
     /// The report for a plan about to be carried out.
-    pub fn for_plan(plan: &BootPlan, pool: &str, hostid: Option<u32>, agent_start: f64, warnings: &[String]) -> Report {
+    pub fn for_plan(
+        plan: &BootPlan,
+        pool: &str,
+        hostid: Option<u32>,
+        agent_start: f64,
+        warnings: &[String],
+    ) -> Report {
         let mut r = Report::default();
         r.put("version", VERSION);
         r.put("be", plan.be.as_str());
@@ -60,7 +66,11 @@ impl Report {
                 r.put("choice", "default");
                 r.put("source", source_name(*s));
             }
-            Choice::Fallback { requested, reason, source } => {
+            Choice::Fallback {
+                requested,
+                reason,
+                source,
+            } => {
                 r.put("choice", "fallback");
                 r.put("source", source_name(*source));
                 r.put("requested", requested);
@@ -85,12 +95,19 @@ impl Report {
 
     /// The first value of `k`.
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.entries.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+        self.entries
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of `k`.
     pub fn all(&self, k: &str) -> Vec<&str> {
-        self.entries.iter().filter(|(key, _)| key == k).map(|(_, v)| v.as_str()).collect()
+        self.entries
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// The file's text.
@@ -162,6 +179,9 @@ mod tests {
         assert_eq!(back.get("hostid"), Some("00000abc"));
         assert_eq!(back.all("warning"), vec!["w1", "w2"]);
         assert!(!back.get("reason").unwrap().contains('\n'));
-        assert!(back.fallback_sentence().unwrap().contains("booted v1 instead of nosuch"));
+        assert!(back
+            .fallback_sentence()
+            .unwrap()
+            .contains("booted v1 instead of nosuch"));
     }
 }

@@ -37,8 +37,16 @@ pub const PROP_SAVED: &str = "org.bootenv:saved";
 pub const PROP_CANMOUNT: &str = "org.bootenv:canmount";
 
 /// Properties a clone cannot be given (encryption is the origin's).
-const NOT_COPIED: [&str; 8] =
-    ["encryption", "keyformat", "keylocation", "pbkdf2iters", "encryptionroot", "keystatus", "origin", PROP_RESET];
+const NOT_COPIED: [&str; 8] = [
+    "encryption",
+    "keyformat",
+    "keylocation",
+    "pbkdf2iters",
+    "encryptionroot",
+    "keystatus",
+    "origin",
+    PROP_RESET,
+];
 
 /// What a swapped-in dataset starts from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,7 +151,10 @@ pub fn plan_swap(swap: &Swap, id: &str, f: &SwapFacts) -> Result<Vec<Step>, Stri
     let swapped = f.target && f.target_reset.as_deref() == Some(id);
     if swapped {
         let kept_mark = format!("{}@", kept_name(&swap.target, id));
-        let still_clone = f.target_origin.as_deref().is_some_and(|o| o.starts_with(&kept_mark));
+        let still_clone = f
+            .target_origin
+            .as_deref()
+            .is_some_and(|o| o.starts_with(&kept_mark));
         return Ok(done_tail(still_clone, f.kept));
     }
     match (f.target, f.kept) {
@@ -185,10 +196,18 @@ pub fn facts(zfs: &dyn Zfs, swap: &Swap, id: &str) -> anyhow::Result<SwapFacts> 
     };
     let t = exists(&swap.target)?;
     let target_reset = match &t {
-        Some(_) => zfs.local_props(&swap.target)?.into_iter().find(|(k, _)| k == PROP_RESET).map(|(_, v)| v),
+        Some(_) => zfs
+            .local_props(&swap.target)?
+            .into_iter()
+            .find(|(k, _)| k == PROP_RESET)
+            .map(|(_, v)| v),
         None => None,
     };
-    let marked = t.is_some() && zfs.snapshots(&swap.target)?.iter().any(|s| s.ends_with(&format!("@{}", mark_name(id))));
+    let marked = t.is_some()
+        && zfs
+            .snapshots(&swap.target)?
+            .iter()
+            .any(|s| s.ends_with(&format!("@{}", mark_name(id))));
     Ok(SwapFacts {
         target: t.is_some(),
         target_reset,
@@ -201,8 +220,17 @@ pub fn facts(zfs: &dyn Zfs, swap: &Swap, id: &str) -> anyhow::Result<SwapFacts> 
 
 /// The properties T had before the reset, to give the fresh dataset: from T (untouched, or
 /// already swapped: the fresh dataset was given them), else from where T was kept.
-fn original_props(zfs: &dyn Zfs, swap: &Swap, id: &str, f: &SwapFacts) -> anyhow::Result<Vec<(String, String)>> {
-    let from = if f.target { swap.target.clone() } else { kept_name(&swap.target, id) };
+fn original_props(
+    zfs: &dyn Zfs,
+    swap: &Swap,
+    id: &str,
+    f: &SwapFacts,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let from = if f.target {
+        swap.target.clone()
+    } else {
+        kept_name(&swap.target, id)
+    };
     let mut props = zfs.local_props(&from)?;
     // The canmount it had before any swap step: recorded when a step turned it off.
     let canmount = props
@@ -210,39 +238,67 @@ fn original_props(zfs: &dyn Zfs, swap: &Swap, id: &str, f: &SwapFacts) -> anyhow
         .find(|(k, _)| k == PROP_CANMOUNT)
         .or_else(|| props.iter().find(|(k, _)| k == "canmount"))
         .map_or_else(|| "on".to_string(), |(_, v)| v.clone());
-    props.retain(|(k, _)| !NOT_COPIED.contains(&k.as_str()) && k != PROP_SAVED && k != "canmount" && k != PROP_CANMOUNT);
+    props.retain(|(k, _)| {
+        !NOT_COPIED.contains(&k.as_str())
+            && k != PROP_SAVED
+            && k != "canmount"
+            && k != PROP_CANMOUNT
+    });
     props.push(("canmount".into(), canmount));
     Ok(props)
 }
 
 fn canmount(props: &[(String, String)]) -> &str {
-    props.iter().find(|(k, _)| k == "canmount").map_or("on", |(_, v)| v.as_str())
+    props
+        .iter()
+        .find(|(k, _)| k == "canmount")
+        .map_or("on", |(_, v)| v.as_str())
 }
 
 /// Runs one step. Every step is a single ZFS change (Park: one property change, one rename).
-fn run_step(zfs: &dyn Zfs, swap: &Swap, id: &str, step: &Step, props: &[(String, String)]) -> anyhow::Result<()> {
+fn run_step(
+    zfs: &dyn Zfs,
+    swap: &Swap,
+    id: &str,
+    step: &Step,
+    props: &[(String, String)],
+) -> anyhow::Result<()> {
     let t = swap.target.as_str();
     let kept = kept_name(t, id);
     let fresh = fresh_name(t, id);
     match step {
         Step::Mark => zfs.snapshot(t, &mark_name(id), false),
         Step::Prepare => {
-            let mut p: Vec<(&str, &str)> =
-                props.iter().filter(|(k, _)| k != "canmount").map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut p: Vec<(&str, &str)> = props
+                .iter()
+                .filter(|(k, _)| k != "canmount")
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             p.push(("canmount", "off"));
             p.push((PROP_CANMOUNT, canmount(props)));
             p.push((PROP_RESET, id));
             match &swap.source {
                 Source::Snapshot(snap) => {
                     // The factory snapshot sits on T, or on the kept dataset once T moved.
-                    let owner = if zfs.list(t)?.datasets.iter().any(|d| d.name == t) { t } else { kept.as_str() };
+                    let owner = if zfs.list(t)?.datasets.iter().any(|d| d.name == t) {
+                        t
+                    } else {
+                        kept.as_str()
+                    };
                     zfs.clone_snapshot(&format!("{owner}@{snap}"), &fresh, &p)
                 }
                 Source::Empty => zfs.create(&fresh, &p),
             }
         }
         Step::Park => {
-            zfs.set(t, &[("canmount", "off"), (PROP_CANMOUNT, canmount(props)), (PROP_SAVED, t)])?;
+            zfs.set(
+                t,
+                &[
+                    ("canmount", "off"),
+                    (PROP_CANMOUNT, canmount(props)),
+                    (PROP_SAVED, t),
+                ],
+            )?;
             zfs.rename(t, &kept)
         }
         Step::Install => zfs.rename(&fresh, t),
@@ -254,9 +310,15 @@ fn run_step(zfs: &dyn Zfs, swap: &Swap, id: &str, step: &Step, props: &[(String,
 
 /// The swaps of a request: the BE's config member, and for a full reset every dataset marked
 /// `org.bootenv:data=reset` outside the BEs and bootenv's state.
-pub fn swaps(zfs: &dyn Zfs, inv: &crate::inventory::Inventory, req: &ResetRequest) -> anyhow::Result<Vec<Swap>> {
+pub fn swaps(
+    zfs: &dyn Zfs,
+    inv: &crate::inventory::Inventory,
+    req: &ResetRequest,
+) -> anyhow::Result<Vec<Swap>> {
     let be = crate::names::BeName::new(&req.be)?;
-    let be = inv.get(&be).with_context(|| format!("boot environment {} does not exist", req.be))?;
+    let be = inv
+        .get(&be)
+        .with_context(|| format!("boot environment {} does not exist", req.be))?;
     // The config member, by role; while a reset of it is under way it may be parked as
     // `<config>.reset-<id>`, whose name gives the member's.
     let suffix = format!(".reset-{}", req.id);
@@ -267,12 +329,27 @@ pub fn swaps(zfs: &dyn Zfs, inv: &crate::inventory::Inventory, req: &ResetReques
         .filter(|d| d.prop(PROP_MEMBER) == Some(crate::layout::MEMBER_CONFIG))
         .find_map(|d| match d.name.strip_suffix(&suffix) {
             Some(t) => Some(t.to_owned()),
-            None if !d.name.contains(".reset-") && !d.name.contains(".new-") => Some(d.name.clone()),
+            None if !d.name.contains(".reset-") && !d.name.contains(".new-") => {
+                Some(d.name.clone())
+            }
             None => None,
         })
-        .with_context(|| format!("boot environment {} has no config dataset ({PROP_MEMBER}=config)", req.be))?;
-    let factory = be.factory.clone().unwrap_or_else(|| crate::layout::FACTORY_SNAPSHOT.to_string());
-    let mut out = vec![Swap { role: "config", target: config, source: Source::Snapshot(factory), erase: false }];
+        .with_context(|| {
+            format!(
+                "boot environment {} has no config dataset ({PROP_MEMBER}=config)",
+                req.be
+            )
+        })?;
+    let factory = be
+        .factory
+        .clone()
+        .unwrap_or_else(|| crate::layout::FACTORY_SNAPSHOT.to_string());
+    let mut out = vec![Swap {
+        role: "config",
+        target: config,
+        source: Source::Snapshot(factory),
+        erase: false,
+    }];
     if req.mode == ResetMode::Full {
         let pool = inv.pool.as_str();
         let root = crate::layout::root_container(&inv.pool);
@@ -284,7 +361,10 @@ pub fn swaps(zfs: &dyn Zfs, inv: &crate::inventory::Inventory, req: &ResetReques
             if v != "reset" || inside(&root) || inside(&state) {
                 continue;
             }
-            let t = match (ds.strip_suffix(&format!(".reset-{}", req.id)), ds.strip_suffix(&format!(".new-{}", req.id))) {
+            let t = match (
+                ds.strip_suffix(&format!(".reset-{}", req.id)),
+                ds.strip_suffix(&format!(".new-{}", req.id)),
+            ) {
                 (Some(t), _) | (_, Some(t)) => t.to_owned(),
                 _ if ds.contains(".reset-") || ds.contains(".new-") => continue,
                 _ => ds,
@@ -296,16 +376,41 @@ pub fn swaps(zfs: &dyn Zfs, inv: &crate::inventory::Inventory, req: &ResetReques
         targets.sort();
         for t in targets {
             let kept = kept_name(&t, &req.id);
-            let here = if zfs.list(&t)?.datasets.iter().any(|d| d.name == t) { t.clone() } else { kept };
-            let snap = zfs.local_props(&here)?.into_iter().find(|(k, _)| k == PROP_FACTORY).map(|(_, v)| v);
+            let here = if zfs.list(&t)?.datasets.iter().any(|d| d.name == t) {
+                t.clone()
+            } else {
+                kept
+            };
+            let snap = zfs
+                .local_props(&here)?
+                .into_iter()
+                .find(|(k, _)| k == PROP_FACTORY)
+                .map(|(_, v)| v);
             let source = match snap {
-                Some(s) if zfs.snapshots(&here)?.iter().any(|x| x.ends_with(&format!("@{s}"))) => Source::Snapshot(s),
-                Some(s) if zfs.snapshots(&t).map(|v| v.iter().any(|x| x.ends_with(&format!("@{s}")))).unwrap_or(false) => {
+                Some(s)
+                    if zfs
+                        .snapshots(&here)?
+                        .iter()
+                        .any(|x| x.ends_with(&format!("@{s}"))) =>
+                {
+                    Source::Snapshot(s)
+                }
+                Some(s)
+                    if zfs
+                        .snapshots(&t)
+                        .map(|v| v.iter().any(|x| x.ends_with(&format!("@{s}"))))
+                        .unwrap_or(false) =>
+                {
                     Source::Snapshot(s)
                 }
                 _ => Source::Empty,
             };
-            out.push(Swap { role: "data", target: t, source, erase: req.erase });
+            out.push(Swap {
+                role: "data",
+                target: t,
+                source,
+                erase: req.erase,
+            });
         }
     }
     Ok(out)
@@ -344,11 +449,15 @@ pub fn run(
     for swap in &swaps {
         let f = facts(zfs, swap, &req.id).map_err(Stop::Failed)?;
         if let Source::Snapshot(snap) = &swap.source {
-            let owner_has = |ds: &str| zfs.snapshots(ds).map(|v| v.iter().any(|s| s.ends_with(&format!("@{snap}"))));
+            let owner_has = |ds: &str| {
+                zfs.snapshots(ds)
+                    .map(|v| v.iter().any(|s| s.ends_with(&format!("@{snap}"))))
+            };
             let swapped = f.target && f.target_reset.as_deref() == Some(req.id.as_str());
             if !swapped && !f.fresh {
                 let has = owner_has(&swap.target).map_err(Stop::Failed)?
-                    || (f.kept && owner_has(&kept_name(&swap.target, &req.id)).map_err(Stop::Failed)?);
+                    || (f.kept
+                        && owner_has(&kept_name(&swap.target, &req.id)).map_err(Stop::Failed)?);
                 if !has {
                     return Err(Stop::Impossible(format!(
                         "{} has no factory snapshot @{snap} (taken when the boot environment was created)",
@@ -360,7 +469,12 @@ pub fn run(
         let steps = plan_swap(swap, &req.id, &f).map_err(Stop::Impossible)?;
         let props = original_props(zfs, swap, &req.id, &f).map_err(Stop::Failed)?;
         for step in steps {
-            log::info!("factory reset of {}: {} ({})", swap.target, step.name(), swap.role);
+            log::info!(
+                "factory reset of {}: {} ({})",
+                swap.target,
+                step.name(),
+                swap.role
+            );
             run_step(zfs, swap, &req.id, &step, &props)
                 .with_context(|| format!("factory reset step {} of {}", step.name(), swap.target))
                 .map_err(Stop::Failed)?;
@@ -371,7 +485,10 @@ pub fn run(
         }
         let kept = kept_name(&swap.target, &req.id);
         if swap.erase {
-            log::warn!("factory reset: ERASED the previous {} ({kept}) as the request asked", swap.target);
+            log::warn!(
+                "factory reset: ERASED the previous {} ({kept}) as the request asked",
+                swap.target
+            );
             outcome.erased.push(kept);
         } else {
             outcome.kept.push(format!("{} -> {kept}", swap.target));
@@ -394,14 +511,28 @@ pub fn id_from_time(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// A new request's id: from the time, made unique among what earlier resets left.
 pub fn new_id(zfs: &dyn Zfs, pool: &str, secs: u64) -> anyhow::Result<String> {
     let base = id_from_time(secs);
-    let names: Vec<String> = zfs.list(pool)?.datasets.into_iter().map(|d| d.name).collect();
-    let taken = |id: &str| names.iter().any(|n| n.ends_with(&format!(".reset-{id}")) || n.ends_with(&format!(".new-{id}")));
+    let names: Vec<String> = zfs
+        .list(pool)?
+        .datasets
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    let taken = |id: &str| {
+        names
+            .iter()
+            .any(|n| n.ends_with(&format!(".reset-{id}")) || n.ends_with(&format!(".new-{id}")))
+    };
     let mut id = base.clone();
     let mut n = 1;
     while taken(&id) {
@@ -419,7 +550,12 @@ mod tests {
     use super::*;
 
     fn swap(erase: bool) -> Swap {
-        Swap { role: "data", target: "tank/data".into(), source: Source::Snapshot("factory".into()), erase }
+        Swap {
+            role: "data",
+            target: "tank/data".into(),
+            source: Source::Snapshot("factory".into()),
+            erase,
+        }
     }
 
     #[test]
@@ -431,12 +567,27 @@ mod tests {
 
     #[test]
     fn a_fresh_reset_plans_every_step() {
-        let f = SwapFacts { target: true, ..Default::default() };
+        let f = SwapFacts {
+            target: true,
+            ..Default::default()
+        };
         use Step::*;
-        assert_eq!(plan_swap(&swap(false), "X", &f).unwrap(), vec![Mark, Prepare, Park, Install, Finish, Promote]);
-        assert_eq!(plan_swap(&swap(true), "X", &f).unwrap(), vec![Mark, Prepare, Park, Install, Finish, Promote, Erase]);
-        let empty = Swap { source: Source::Empty, ..swap(false) };
-        assert_eq!(plan_swap(&empty, "X", &f).unwrap(), vec![Mark, Prepare, Park, Install, Finish]);
+        assert_eq!(
+            plan_swap(&swap(false), "X", &f).unwrap(),
+            vec![Mark, Prepare, Park, Install, Finish, Promote]
+        );
+        assert_eq!(
+            plan_swap(&swap(true), "X", &f).unwrap(),
+            vec![Mark, Prepare, Park, Install, Finish, Promote, Erase]
+        );
+        let empty = Swap {
+            source: Source::Empty,
+            ..swap(false)
+        };
+        assert_eq!(
+            plan_swap(&empty, "X", &f).unwrap(),
+            vec![Mark, Prepare, Park, Install, Finish]
+        );
     }
 
     #[test]
@@ -451,10 +602,33 @@ mod tests {
             fresh,
         };
         let cases: Vec<(SwapFacts, Vec<Step>)> = vec![
-            (t(None, None, true, false, false), vec![Prepare, Park, Install, Finish, Promote, Erase]),
-            (t(None, None, true, false, true), vec![Park, Install, Finish, Promote, Erase]),
-            (SwapFacts { target: false, kept: true, fresh: true, ..Default::default() }, vec![Install, Finish, Promote, Erase]),
-            (t(Some("X"), Some("tank/data.reset-X@factory"), false, true, false), vec![Finish, Promote, Erase]),
+            (
+                t(None, None, true, false, false),
+                vec![Prepare, Park, Install, Finish, Promote, Erase],
+            ),
+            (
+                t(None, None, true, false, true),
+                vec![Park, Install, Finish, Promote, Erase],
+            ),
+            (
+                SwapFacts {
+                    target: false,
+                    kept: true,
+                    fresh: true,
+                    ..Default::default()
+                },
+                vec![Install, Finish, Promote, Erase],
+            ),
+            (
+                t(
+                    Some("X"),
+                    Some("tank/data.reset-X@factory"),
+                    false,
+                    true,
+                    false,
+                ),
+                vec![Finish, Promote, Erase],
+            ),
             (t(Some("X"), None, false, true, false), vec![Finish, Erase]),
             (t(Some("X"), None, false, false, false), vec![Finish]),
         ];
@@ -481,16 +655,40 @@ mod tests {
             z.import("tank").unwrap().unwrap();
             z.add_fs("tank/ROOT", &[("canmount", "off"), ("mountpoint", "none")]);
             for be in ["v1", "v2"] {
-                z.add_fs(&format!("tank/ROOT/{be}"), &[("canmount", "noauto"), ("mountpoint", "/"), ("org.bootenv:factory", "factory")]);
+                z.add_fs(
+                    &format!("tank/ROOT/{be}"),
+                    &[
+                        ("canmount", "noauto"),
+                        ("mountpoint", "/"),
+                        ("org.bootenv:factory", "factory"),
+                    ],
+                );
                 z.add_fs(
                     &format!("tank/ROOT/{be}/config"),
-                    &[("canmount", "noauto"), ("mountpoint", "/etc/config"), ("org.bootenv:member", "config"), ("compression", "zstd")],
+                    &[
+                        ("canmount", "noauto"),
+                        ("mountpoint", "/etc/config"),
+                        ("org.bootenv:member", "config"),
+                        ("compression", "zstd"),
+                    ],
                 );
-                z.snapshot(&format!("tank/ROOT/{be}"), "factory", true).unwrap();
+                z.snapshot(&format!("tank/ROOT/{be}"), "factory", true)
+                    .unwrap();
             }
-            z.add_fs("tank/data", &[("canmount", "on"), ("mountpoint", "/srv/data"), (PROP_DATA, "reset"), ("org.bootenv:factory", "factory")]);
+            z.add_fs(
+                "tank/data",
+                &[
+                    ("canmount", "on"),
+                    ("mountpoint", "/srv/data"),
+                    (PROP_DATA, "reset"),
+                    ("org.bootenv:factory", "factory"),
+                ],
+            );
             z.snapshot("tank/data", "factory", false).unwrap();
-            z.add_fs("tank/scratch", &[(PROP_DATA, "reset"), ("mountpoint", "/srv/scratch")]);
+            z.add_fs(
+                "tank/scratch",
+                &[(PROP_DATA, "reset"), ("mountpoint", "/srv/scratch")],
+            );
             z.add_fs("tank/other", &[("mountpoint", "/srv/other")]);
             z
         }
@@ -501,7 +699,13 @@ mod tests {
         }
 
         fn req(mode: ResetMode, erase: bool) -> ResetRequest {
-            ResetRequest { be: "v1".into(), mode, erase, id: "20261122T000000Z".into(), origin: "cli".into() }
+            ResetRequest {
+                be: "v1".into(),
+                mode,
+                erase,
+                id: "20261122T000000Z".into(),
+                origin: "cli".into(),
+            }
         }
 
         /// Everything about the pool that a reset may change, as text.
@@ -510,7 +714,13 @@ mod tests {
             for d in z.list("tank").unwrap().datasets {
                 let mut props = z.local_props(&d.name).unwrap();
                 props.sort();
-                out.push(format!("{} origin={:?} {:?} snaps={:?}", d.name, d.origin, props, z.snapshots(&d.name).unwrap()));
+                out.push(format!(
+                    "{} origin={:?} {:?} snaps={:?}",
+                    d.name,
+                    d.origin,
+                    props,
+                    z.snapshots(&d.name).unwrap()
+                ));
             }
             out
         }
@@ -518,24 +728,67 @@ mod tests {
         #[test]
         fn a_config_reset_swaps_in_a_clone_of_the_factory_snapshot_and_keeps_the_old() {
             let z = pool();
-            let before_v2: Vec<String> = dump(&z).into_iter().filter(|l| l.starts_with("tank/ROOT/v2") || l.starts_with("tank/data") || l.starts_with("tank/other")).collect();
+            let before_v2: Vec<String> = dump(&z)
+                .into_iter()
+                .filter(|l| {
+                    l.starts_with("tank/ROOT/v2")
+                        || l.starts_with("tank/data")
+                        || l.starts_with("tank/other")
+                })
+                .collect();
             let out = run(&z, &inv(&z), &req(ResetMode::Config, false), &|_| false).unwrap();
             let id = "20261122T000000Z";
-            assert_eq!(out.kept, vec![format!("tank/ROOT/v1/config -> tank/ROOT/v1/config.reset-{id}")]);
-            let new = z.list("tank/ROOT/v1/config").unwrap().datasets.into_iter().find(|d| d.name == "tank/ROOT/v1/config").unwrap();
+            assert_eq!(
+                out.kept,
+                vec![format!(
+                    "tank/ROOT/v1/config -> tank/ROOT/v1/config.reset-{id}"
+                )]
+            );
+            let new = z
+                .list("tank/ROOT/v1/config")
+                .unwrap()
+                .datasets
+                .into_iter()
+                .find(|d| d.name == "tank/ROOT/v1/config")
+                .unwrap();
             assert_eq!(new.origin, None, "promoted");
-            assert_eq!(z.get("tank/ROOT/v1/config", PROP_RESET).as_deref(), Some(id));
-            assert_eq!(z.get("tank/ROOT/v1/config", "canmount").as_deref(), Some("noauto"));
-            assert_eq!(z.get("tank/ROOT/v1/config", "compression").as_deref(), Some("zstd"), "local properties carried over");
+            assert_eq!(
+                z.get("tank/ROOT/v1/config", PROP_RESET).as_deref(),
+                Some(id)
+            );
+            assert_eq!(
+                z.get("tank/ROOT/v1/config", "canmount").as_deref(),
+                Some("noauto")
+            );
+            assert_eq!(
+                z.get("tank/ROOT/v1/config", "compression").as_deref(),
+                Some("zstd"),
+                "local properties carried over"
+            );
             assert!(z.has_snapshot("tank/ROOT/v1/config@factory"));
             let kept = format!("tank/ROOT/v1/config.reset-{id}");
             assert_eq!(z.get(&kept, "canmount").as_deref(), Some("off"));
             assert!(z.has_snapshot(&format!("{kept}@reset-{id}")));
             // The BE still boots with one config member; other BEs and shared data are untouched.
             let i = inv(&z);
-            let members: Vec<&str> = i.bes.iter().find(|b| b.name.as_str() == "v1").unwrap().members.iter().map(|m| m.dataset.as_str()).collect();
+            let members: Vec<&str> = i
+                .bes
+                .iter()
+                .find(|b| b.name.as_str() == "v1")
+                .unwrap()
+                .members
+                .iter()
+                .map(|m| m.dataset.as_str())
+                .collect();
             assert_eq!(members, vec!["tank/ROOT/v1/config"]);
-            let after_v2: Vec<String> = dump(&z).into_iter().filter(|l| l.starts_with("tank/ROOT/v2") || l.starts_with("tank/data") || l.starts_with("tank/other")).collect();
+            let after_v2: Vec<String> = dump(&z)
+                .into_iter()
+                .filter(|l| {
+                    l.starts_with("tank/ROOT/v2")
+                        || l.starts_with("tank/data")
+                        || l.starts_with("tank/other")
+                })
+                .collect();
             assert_eq!(before_v2, after_v2);
         }
 
@@ -547,23 +800,52 @@ mod tests {
             assert!(z.has_snapshot("tank/data@factory"));
             assert!(z.has_snapshot("tank/data.reset-20261122T000000Z@reset-20261122T000000Z"));
             assert_eq!(z.get("tank/data", "canmount").as_deref(), Some("on"));
-            assert_eq!(z.get("tank/data.reset-20261122T000000Z", "canmount").as_deref(), Some("off"));
+            assert_eq!(
+                z.get("tank/data.reset-20261122T000000Z", "canmount")
+                    .as_deref(),
+                Some("off")
+            );
             // Without a factory snapshot, a data set starts empty.
             assert_eq!(z.snapshots("tank/scratch").unwrap(), Vec::<String>::new());
-            assert!(z.list("tank/other").unwrap().datasets.len() == 1 && z.get("tank/other", PROP_RESET).is_none());
+            assert!(
+                z.list("tank/other").unwrap().datasets.len() == 1
+                    && z.get("tank/other", PROP_RESET).is_none()
+            );
 
             let z = pool();
             let out = run(&z, &inv(&z), &req(ResetMode::Full, true), &|_| false).unwrap();
             assert_eq!(out.erased.len(), 2);
-            assert!(z.list("tank/data.reset-20261122T000000Z").unwrap().datasets.is_empty());
-            assert!(!z.list("tank/ROOT/v1/config.reset-20261122T000000Z").unwrap().datasets.is_empty(), "the previous config stays");
-            assert!(z.changes().iter().all(|c| !c.starts_with("zfs destroy") || c.contains(".reset-")), "{:?}", z.changes());
+            assert!(z
+                .list("tank/data.reset-20261122T000000Z")
+                .unwrap()
+                .datasets
+                .is_empty());
+            assert!(
+                !z.list("tank/ROOT/v1/config.reset-20261122T000000Z")
+                    .unwrap()
+                    .datasets
+                    .is_empty(),
+                "the previous config stays"
+            );
+            assert!(
+                z.changes()
+                    .iter()
+                    .all(|c| !c.starts_with("zfs destroy") || c.contains(".reset-")),
+                "{:?}",
+                z.changes()
+            );
         }
 
         #[test]
         fn a_power_cut_after_any_step_resumes_to_the_same_end() {
             let reference = pool();
-            run(&reference, &inv(&reference), &req(ResetMode::Full, true), &|_| false).unwrap();
+            run(
+                &reference,
+                &inv(&reference),
+                &req(ResetMode::Full, true),
+                &|_| false,
+            )
+            .unwrap();
             let want = dump(&reference);
             let names = RefCell::new(Vec::new());
             let probe = pool();
@@ -582,9 +864,13 @@ mod tests {
                     *s += 1;
                     *s == k + 1
                 });
-                assert!(matches!(stopped, Err(Stop::Failpoint(ref n)) if n == cut), "cut {k} at {cut}");
+                assert!(
+                    matches!(stopped, Err(Stop::Failpoint(ref n)) if n == cut),
+                    "cut {k} at {cut}"
+                );
                 // The next boot: the same request, from what the pool holds now.
-                run(&z, &inv(&z), &req(ResetMode::Full, true), &|_| false).unwrap_or_else(|e| panic!("resume after {cut}: {e:?}"));
+                run(&z, &inv(&z), &req(ResetMode::Full, true), &|_| false)
+                    .unwrap_or_else(|e| panic!("resume after {cut}: {e:?}"));
                 assert_eq!(dump(&z), want, "after a cut at {cut}");
             }
         }
@@ -592,11 +878,25 @@ mod tests {
         #[test]
         fn without_a_factory_snapshot_the_request_is_dropped_not_guessed() {
             let z = pool();
-            z.add_fs("tank/ROOT/v3", &[("canmount", "noauto"), ("mountpoint", "/")]);
-            z.add_fs("tank/ROOT/v3/config", &[("org.bootenv:member", "config"), ("mountpoint", "/etc/config")]);
-            let r = ResetRequest { be: "v3".into(), ..req(ResetMode::Config, false) };
+            z.add_fs(
+                "tank/ROOT/v3",
+                &[("canmount", "noauto"), ("mountpoint", "/")],
+            );
+            z.add_fs(
+                "tank/ROOT/v3/config",
+                &[
+                    ("org.bootenv:member", "config"),
+                    ("mountpoint", "/etc/config"),
+                ],
+            );
+            let r = ResetRequest {
+                be: "v3".into(),
+                ..req(ResetMode::Config, false)
+            };
             let before = z.changes();
-            assert!(matches!(run(&z, &inv(&z), &r, &|_| false), Err(Stop::Impossible(ref w)) if w.contains("no factory snapshot")));
+            assert!(
+                matches!(run(&z, &inv(&z), &r, &|_| false), Err(Stop::Impossible(ref w)) if w.contains("no factory snapshot"))
+            );
             assert_eq!(z.changes(), before);
         }
 

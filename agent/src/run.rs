@@ -81,7 +81,13 @@ fn tail(s: &str) -> String {
 impl Cmd {
     /// A command running `program` (looked up in `PATH` unless it holds a `/`).
     pub fn new(program: impl Into<String>) -> Cmd {
-        Cmd { program: program.into(), args: Vec::new(), env: Vec::new(), timeout: None, input: None }
+        Cmd {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            timeout: None,
+            input: None,
+        }
     }
 
     /// Adds one argument.
@@ -140,7 +146,11 @@ impl Cmd {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
-            .stdin(if self.input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if self.input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in &self.env {
@@ -162,7 +172,10 @@ impl Cmd {
         if let Some(limit) = self.timeout {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             std::thread::spawn(move || {
-                let killed = matches!(done_rx.recv_timeout(limit), Err(mpsc::RecvTimeoutError::Timeout));
+                let killed = matches!(
+                    done_rx.recv_timeout(limit),
+                    Err(mpsc::RecvTimeoutError::Timeout)
+                );
                 if killed {
                     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
                 }
@@ -185,7 +198,9 @@ impl Cmd {
         };
         log::debug!(
             "  -> {} in {} ms",
-            result.code.map_or("signal".to_string(), |c| format!("exit {c}")),
+            result
+                .code
+                .map_or("signal".to_string(), |c| format!("exit {c}")),
             started.elapsed().as_millis()
         );
         Ok(result)
@@ -203,14 +218,21 @@ impl Cmd {
             return Ok(out);
         }
         let what = if out.timed_out {
-            format!("did not finish within {} s and was killed", self.timeout.unwrap_or_default().as_secs())
+            format!(
+                "did not finish within {} s and was killed",
+                self.timeout.unwrap_or_default().as_secs()
+            )
         } else {
             match out.code {
                 Some(c) => format!("failed with exit status {c}"),
                 None => "was killed by a signal".to_string(),
             }
         };
-        Err(CmdError { cmdline: self.cmdline(), what, stderr_tail: tail(&out.stderr) })
+        Err(CmdError {
+            cmdline: self.cmdline(),
+            what,
+            stderr_tail: tail(&out.stderr),
+        })
     }
 }
 
@@ -220,25 +242,43 @@ mod tests {
 
     #[test]
     fn captures_stdout_and_reports_stderr_tail() {
-        let out = Cmd::new("sh").args(["-c", "echo hello; echo oops >&2"]).run().unwrap();
+        let out = Cmd::new("sh")
+            .args(["-c", "echo hello; echo oops >&2"])
+            .run()
+            .unwrap();
         assert_eq!(out, "hello\n");
-        let err = Cmd::new("sh").args(["-c", "echo 'bad thing' >&2; exit 3"]).run().unwrap_err();
+        let err = Cmd::new("sh")
+            .args(["-c", "echo 'bad thing' >&2; exit 3"])
+            .run()
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("exit status 3"), "{msg}");
         assert!(msg.contains("bad thing"), "{msg}");
-        assert!(msg.starts_with("`sh -c \"echo 'bad thing' >&2; exit 3\"`"), "{msg}");
+        assert!(
+            msg.starts_with("`sh -c \"echo 'bad thing' >&2; exit 3\"`"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn keeps_only_the_tail_of_long_stderr() {
-        let err = Cmd::new("sh").args(["-c", "head -c 5000 /dev/zero | tr '\\0' x >&2; echo END >&2; exit 1"]).run().unwrap_err();
+        let err = Cmd::new("sh")
+            .args([
+                "-c",
+                "head -c 5000 /dev/zero | tr '\\0' x >&2; echo END >&2; exit 1",
+            ])
+            .run()
+            .unwrap_err();
         assert!(err.stderr_tail.len() <= STDERR_TAIL + 3);
         assert!(err.stderr_tail.trim_end().ends_with("END"));
     }
 
     #[test]
     fn a_missing_program_is_named() {
-        let err = Cmd::new("/nonexistent/zpool").arg("list").run().unwrap_err();
+        let err = Cmd::new("/nonexistent/zpool")
+            .arg("list")
+            .run()
+            .unwrap_err();
         assert!(err.to_string().contains("could not start"));
         assert!(err.to_string().contains("/nonexistent/zpool list"));
     }
@@ -246,14 +286,23 @@ mod tests {
     #[test]
     fn timeout_kills() {
         let t = Instant::now();
-        let err = Cmd::new("sleep").arg("5").timeout(Duration::from_millis(200)).run().unwrap_err();
+        let err = Cmd::new("sleep")
+            .arg("5")
+            .timeout(Duration::from_millis(200))
+            .run()
+            .unwrap_err();
         assert!(err.to_string().contains("did not finish"), "{err}");
         assert!(t.elapsed() < Duration::from_secs(4));
     }
 
     #[test]
     fn env_and_input_reach_the_command() {
-        let out = Cmd::new("sh").args(["-c", "echo $X; cat"]).env("X", "42").input(b"in".to_vec()).run().unwrap();
+        let out = Cmd::new("sh")
+            .args(["-c", "echo $X; cat"])
+            .env("X", "42")
+            .input(b"in".to_vec())
+            .run()
+            .unwrap();
         assert_eq!(out, "42\nin");
     }
 }

@@ -228,12 +228,19 @@ pub fn encode(state: &State) -> Vec<u8> {
 /// Decodes a record.
 pub fn decode(bytes: &[u8]) -> Loaded {
     if bytes.len() < 18 || &bytes[..8] != MAGIC {
-        return Loaded::Corrupt(format!("not a bootenv state record ({} bytes, bad magic)", bytes.len()));
+        return Loaded::Corrupt(format!(
+            "not a bootenv state record ({} bytes, bad magic)",
+            bytes.len()
+        ));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
     let len = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]) as usize;
     if bytes.len() != 18 + len {
-        return Loaded::Corrupt(format!("length {} does not match the header ({})", bytes.len(), 18 + len));
+        return Loaded::Corrupt(format!(
+            "length {} does not match the header ({})",
+            bytes.len(),
+            18 + len
+        ));
     }
     let crc = u32::from_le_bytes(bytes[14 + len..].try_into().expect("4 bytes"));
     if crc32fast::hash(&bytes[..14 + len]) != crc {
@@ -285,19 +292,38 @@ mod tests {
     fn sample() -> State {
         let mut s = State {
             last_good: Some("v1".into()),
-            trial: Some(Trial { be: "v2".into(), tries: 3 }),
-            reset: Some(ResetRequest { be: "v1".into(), mode: ResetMode::Full, erase: true, id: "20261122T000000Z".into(), origin: "cli".into() }),
+            trial: Some(Trial {
+                be: "v2".into(),
+                tries: 3,
+            }),
+            reset: Some(ResetRequest {
+                be: "v1".into(),
+                mode: ResetMode::Full,
+                erase: true,
+                id: "20261122T000000Z".into(),
+                origin: "cli".into(),
+            }),
             history: vec!["v1".into()],
             events: vec![],
         };
-        s.push(5, EventKind::Fallback { requested: "x".into(), booted: "v1".into(), reason: "gone".into() });
+        s.push(
+            5,
+            EventKind::Fallback {
+                requested: "x".into(),
+                booted: "v1".into(),
+                reason: "gone".into(),
+            },
+        );
         s
     }
 
     #[test]
     fn round_trips() {
         assert_eq!(decode(&encode(&sample())), Loaded::Valid(sample()));
-        assert_eq!(decode(&encode(&State::default())), Loaded::Valid(State::default()));
+        assert_eq!(
+            decode(&encode(&State::default())),
+            Loaded::Valid(State::default())
+        );
     }
 
     #[test]
@@ -307,7 +333,10 @@ mod tests {
             for bit in 0..8 {
                 let mut b = good.clone();
                 b[i] ^= 1 << bit;
-                assert!(!matches!(decode(&b), Loaded::Valid(_)), "flip at byte {i} bit {bit} went unnoticed");
+                assert!(
+                    !matches!(decode(&b), Loaded::Valid(_)),
+                    "flip at byte {i} bit {bit} went unnoticed"
+                );
             }
         }
     }
@@ -316,7 +345,10 @@ mod tests {
     fn every_truncation_is_detected() {
         let good = encode(&sample());
         for n in 0..good.len() {
-            assert!(matches!(decode(&good[..n]), Loaded::Corrupt(_)), "truncation to {n} bytes");
+            assert!(
+                matches!(decode(&good[..n]), Loaded::Corrupt(_)),
+                "truncation to {n} bytes"
+            );
         }
     }
 
@@ -330,7 +362,10 @@ mod tests {
         assert_eq!(decode(&b), Loaded::Newer(9));
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join(FILE), &b).unwrap();
-        assert!(store(d.path(), &State::default()).unwrap_err().to_string().contains("newer"));
+        assert!(store(d.path(), &State::default())
+            .unwrap_err()
+            .to_string()
+            .contains("newer"));
         assert_eq!(std::fs::read(d.path().join(FILE)).unwrap(), b);
     }
 
@@ -342,14 +377,22 @@ mod tests {
         assert!(matches!(load(d.path()).unwrap(), Loaded::Corrupt(_)));
         store(d.path(), &sample()).unwrap();
         assert_eq!(load(d.path()).unwrap(), Loaded::Valid(sample()));
-        assert_eq!(std::fs::read(d.path().join("state.corrupt")).unwrap(), b"garbage");
+        assert_eq!(
+            std::fs::read(d.path().join("state.corrupt")).unwrap(),
+            b"garbage"
+        );
     }
 
     #[test]
     fn events_are_bounded() {
         let mut s = State::default();
         for i in 0..100 {
-            s.push(i, EventKind::MarkedGood { be: format!("b{i}") });
+            s.push(
+                i,
+                EventKind::MarkedGood {
+                    be: format!("b{i}"),
+                },
+            );
         }
         assert_eq!(s.events.len(), MAX_EVENTS);
         assert_eq!(s.events[0].time, 100 - MAX_EVENTS as u64);

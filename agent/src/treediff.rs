@@ -9,7 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 fn names(dir: &Path) -> std::io::Result<BTreeSet<String>> {
-    Ok(std::fs::read_dir(dir)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+    Ok(std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect())
 }
 
 fn same_content(a: &Path, b: &Path) -> std::io::Result<bool> {
@@ -38,7 +41,9 @@ fn differ(a: &Path, b: &Path) -> std::io::Result<bool> {
     let (ma, mb) = (std::fs::symlink_metadata(a)?, std::fs::symlink_metadata(b)?);
     let (ta, tb) = (ma.file_type(), mb.file_type());
     if ta.is_symlink() || tb.is_symlink() {
-        return Ok(!(ta.is_symlink() && tb.is_symlink() && std::fs::read_link(a)? == std::fs::read_link(b)?));
+        return Ok(!(ta.is_symlink()
+            && tb.is_symlink()
+            && std::fs::read_link(a)? == std::fs::read_link(b)?));
     }
     if ta.is_dir() != tb.is_dir() || ta.is_file() != tb.is_file() {
         return Ok(true);
@@ -60,13 +65,18 @@ pub fn diff(a: &Path, b: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
 fn walk(a: &Path, b: &Path, rel: &str, out: &mut Vec<String>) -> std::io::Result<()> {
     let (na, nb) = (names(a)?, names(b)?);
     for n in na.union(&nb) {
-        let r = if rel.is_empty() { format!("/{n}") } else { format!("{rel}/{n}") };
+        let r = if rel.is_empty() {
+            format!("/{n}")
+        } else {
+            format!("{rel}/{n}")
+        };
         let (pa, pb) = (a.join(n), b.join(n));
         match (na.contains(n), nb.contains(n)) {
             (true, false) => out.push(format!("- {r}")),
             (false, true) => out.push(format!("+ {r}")),
             _ => {
-                let both_dirs = std::fs::symlink_metadata(&pa)?.is_dir() && std::fs::symlink_metadata(&pb)?.is_dir();
+                let both_dirs = std::fs::symlink_metadata(&pa)?.is_dir()
+                    && std::fs::symlink_metadata(&pb)?.is_dir();
                 if differ(&pa, &pb)? {
                     out.push(format!("M {r}"));
                 }

@@ -36,7 +36,9 @@ pub struct Archive {
 }
 
 fn clean(path: &str) -> String {
-    path.trim_start_matches('/').trim_end_matches('/').to_owned()
+    path.trim_start_matches('/')
+        .trim_end_matches('/')
+        .to_owned()
 }
 
 impl Archive {
@@ -49,12 +51,20 @@ impl Archive {
     pub fn add(&mut self, path: &str, kind: Kind, mode: u32) {
         let p = clean(path);
         let mut parent = String::new();
-        for comp in p.split('/').collect::<Vec<_>>().iter().take(p.matches('/').count()) {
+        for comp in p
+            .split('/')
+            .collect::<Vec<_>>()
+            .iter()
+            .take(p.matches('/').count())
+        {
             if !parent.is_empty() {
                 parent.push('/');
             }
             parent.push_str(comp);
-            self.entries.entry(parent.clone()).or_insert(Entry { kind: Kind::Dir, mode: 0o755 });
+            self.entries.entry(parent.clone()).or_insert(Entry {
+                kind: Kind::Dir,
+                mode: 0o755,
+            });
         }
         self.entries.insert(p, Entry { kind, mode });
     }
@@ -96,7 +106,16 @@ impl Archive {
                 Kind::CharDev(ma, mi) => (0o020000, &[], (*ma, *mi)),
             };
             let nlink = if e.kind == Kind::Dir { 2 } else { 1 };
-            header(&mut out, ino as u32 + 1, type_bits | (e.mode & 0o7777), nlink, mtime, data.len() as u32, rdev, path);
+            header(
+                &mut out,
+                ino as u32 + 1,
+                type_bits | (e.mode & 0o7777),
+                nlink,
+                mtime,
+                data.len() as u32,
+                rdev,
+                path,
+            );
             out.extend_from_slice(data);
             pad4(&mut out);
         }
@@ -106,9 +125,20 @@ impl Archive {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn header(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, mtime: u32, size: u32, rdev: (u32, u32), name: &str) {
+fn header(
+    out: &mut Vec<u8>,
+    ino: u32,
+    mode: u32,
+    nlink: u32,
+    mtime: u32,
+    size: u32,
+    rdev: (u32, u32),
+    name: &str,
+) {
     let namesize = name.len() as u32 + 1;
-    let fields = [ino, mode, 0, 0, nlink, mtime, size, 0, 0, rdev.0, rdev.1, namesize, 0];
+    let fields = [
+        ino, mode, 0, 0, nlink, mtime, size, 0, 0, rdev.0, rdev.1, namesize, 0,
+    ];
     let _ = write!(out, "070701");
     for f in fields {
         let _ = write!(out, "{f:08X}");
@@ -119,7 +149,7 @@ fn header(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, mtime: u32, size: 
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -135,7 +165,18 @@ mod tests {
         a.add("/dev/console", Kind::CharDev(5, 1), 0o600);
         a.add("bin/sh", Kind::Symlink("busybox".into()), 0o777);
         let paths: Vec<&str> = a.paths().collect();
-        assert_eq!(paths, vec!["bin", "bin/sh", "dev", "dev/console", "usr", "usr/sbin", "usr/sbin/zpool"]);
+        assert_eq!(
+            paths,
+            vec![
+                "bin",
+                "bin/sh",
+                "dev",
+                "dev/console",
+                "usr",
+                "usr/sbin",
+                "usr/sbin/zpool"
+            ]
+        );
         assert_eq!(a.write(0), a.clone().write(0));
         assert_eq!(a.write(0).len() % 4, 0);
     }
@@ -143,7 +184,11 @@ mod tests {
     #[test]
     fn gnu_cpio_reads_it_back() {
         // The archive must be readable by a standard tool, not only by the kernel.
-        if std::process::Command::new("cpio").arg("--version").output().is_err() {
+        if std::process::Command::new("cpio")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             return;
         }
         let mut a = Archive::new();
@@ -158,7 +203,15 @@ mod tests {
             .unwrap();
         child.stdin.take().unwrap().write_all(&a.write(0)).unwrap();
         assert!(child.wait().unwrap().success());
-        assert_eq!(std::fs::read(dir.path().join("etc/motd")).unwrap(), b"hello\n");
-        assert_eq!(std::fs::read_link(dir.path().join("bin/sh")).unwrap().to_str(), Some("busybox"));
+        assert_eq!(
+            std::fs::read(dir.path().join("etc/motd")).unwrap(),
+            b"hello\n"
+        );
+        assert_eq!(
+            std::fs::read_link(dir.path().join("bin/sh"))
+                .unwrap()
+                .to_str(),
+            Some("busybox")
+        );
     }
 }

@@ -37,8 +37,11 @@ pub const MODULES: &[&str] = &[
 ];
 
 /// The ZFS programs copied in, as (path in the initramfs, path on the build host).
-pub const ZFS_TOOLS: &[(&str, &str)] =
-    &[("sbin/zpool", "/usr/sbin/zpool"), ("sbin/zfs", "/usr/sbin/zfs"), ("sbin/mount.zfs", "/usr/sbin/mount.zfs")];
+pub const ZFS_TOOLS: &[(&str, &str)] = &[
+    ("sbin/zpool", "/usr/sbin/zpool"),
+    ("sbin/zfs", "/usr/sbin/zfs"),
+    ("sbin/mount.zfs", "/usr/sbin/mount.zfs"),
+];
 
 /// A kernel to build for.
 #[derive(Clone, Debug)]
@@ -53,7 +56,9 @@ impl Kernel {
     /// The kernel `release`, or the newest installed kernel for which ZFS modules are built.
     pub fn find(release: Option<&str>) -> anyhow::Result<Kernel> {
         let mut candidates = Vec::new();
-        for e in std::fs::read_dir("/lib/modules").context("reading /lib/modules (is a kernel installed? run `cargo xtask deps`)")? {
+        for e in std::fs::read_dir("/lib/modules")
+            .context("reading /lib/modules (is a kernel installed? run `cargo xtask deps`)")?
+        {
             let name = e?.file_name().to_string_lossy().into_owned();
             if release.is_some_and(|r| r != name) {
                 continue;
@@ -61,10 +66,13 @@ impl Kernel {
             let vmlinuz = PathBuf::from(format!("/boot/vmlinuz-{name}"));
             let zfs = find_module_file(&name, "zfs");
             if vmlinuz.is_file() && zfs.is_some() {
-                candidates.push(Kernel { release: name, vmlinuz });
+                candidates.push(Kernel {
+                    release: name,
+                    vmlinuz,
+                });
             }
         }
-        candidates.sort_by(|a, b| version_key(&a.release).cmp(&version_key(&b.release)));
+        candidates.sort_by_key(|c| version_key(&c.release));
         match candidates.pop() {
             Some(k) => Ok(k),
             None => match release {
@@ -97,7 +105,9 @@ impl Kernel {
                     continue;
                 }
                 let Some(path) = w.next() else { continue };
-                let rel = path.strip_prefix(&base).with_context(|| format!("module path {path} outside {base}"))?;
+                let rel = path
+                    .strip_prefix(&base)
+                    .with_context(|| format!("module path {path} outside {base}"))?;
                 if !order.iter().any(|o| o == rel) {
                     order.push(rel.to_owned());
                 }
@@ -108,13 +118,18 @@ impl Kernel {
 }
 
 fn find_module_file(release: &str, name: &str) -> Option<PathBuf> {
-    let out = Command::new("modinfo").args(["-k", release, "-n", name]).output().ok()?;
+    let out = Command::new("modinfo")
+        .args(["-k", release, "-n", name])
+        .output()
+        .ok()?;
     let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     (out.status.success() && p.is_file()).then_some(p)
 }
 
 fn version_key(r: &str) -> Vec<u64> {
-    r.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect()
+    r.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .collect()
 }
 
 /// What goes into an image.
@@ -130,7 +145,10 @@ pub struct Options {
 
 /// The libraries `ldd` names for `bin`, with the dynamic loader.
 pub fn libraries(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let out = Command::new("ldd").arg(bin).output().context("running ldd")?;
+    let out = Command::new("ldd")
+        .arg(bin)
+        .output()
+        .context("running ldd")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || text.contains("not a dynamic executable") {
         return Ok(Vec::new());
@@ -154,7 +172,11 @@ pub fn zfs_tool_files() -> anyhow::Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();
     for (dest, src) in ZFS_TOOLS {
         let src = Path::new(src);
-        anyhow::ensure!(src.is_file(), "{} is missing (package zfsutils-linux); run `cargo xtask deps`", src.display());
+        anyhow::ensure!(
+            src.is_file(),
+            "{} is missing (package zfsutils-linux); run `cargo xtask deps`",
+            src.display()
+        );
         files.push((dest.to_string(), src.to_path_buf()));
         for lib in libraries(src)? {
             let dest = lib.to_string_lossy().trim_start_matches('/').to_owned();
@@ -173,14 +195,23 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 fn mode_of(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644)
+    std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o644)
 }
 
 /// Adds busybox and a link for each of its applets below `bin/`.
 pub fn add_busybox(a: &mut Archive, busybox: &Path) -> anyhow::Result<()> {
-    anyhow::ensure!(busybox.is_file(), "{} is missing (package busybox-static); run `cargo xtask deps`", busybox.display());
+    anyhow::ensure!(
+        busybox.is_file(),
+        "{} is missing (package busybox-static); run `cargo xtask deps`",
+        busybox.display()
+    );
     a.add("bin/busybox", Kind::File(read(busybox)?), 0o755);
-    let out = Command::new(busybox).arg("--list").output().context("listing busybox applets")?;
+    let out = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .context("listing busybox applets")?;
     for applet in String::from_utf8_lossy(&out.stdout).lines() {
         let applet = applet.trim();
         if applet.is_empty() || applet.contains('/') || applet == "busybox" {
@@ -197,7 +228,9 @@ pub fn add_busybox(a: &mut Archive, busybox: &Path) -> anyhow::Result<()> {
 /// Everything but `/init`: busybox, the ZFS tools, the modules and their order, device nodes.
 pub fn base(opts: &Options) -> anyhow::Result<Archive> {
     let mut a = Archive::new();
-    for d in ["dev", "proc", "sys", "run", "sysroot", "tmp", "root", "etc", "mnt"] {
+    for d in [
+        "dev", "proc", "sys", "run", "sysroot", "tmp", "root", "etc", "mnt",
+    ] {
         a.add(d, Kind::Dir, 0o755);
     }
     a.add("dev/console", Kind::CharDev(5, 1), 0o600);
@@ -207,12 +240,18 @@ pub fn base(opts: &Options) -> anyhow::Result<Archive> {
     for (dest, src) in zfs_tool_files()? {
         a.add(&dest, Kind::File(read(&src)?), mode_of(&src));
     }
-    add_tree(&mut a, "usr/share/zfs/compatibility.d", Path::new("/usr/share/zfs/compatibility.d"))?;
+    add_tree(
+        &mut a,
+        "usr/share/zfs/compatibility.d",
+        Path::new("/usr/share/zfs/compatibility.d"),
+    )?;
     let mut names: Vec<String> = MODULES.iter().map(|s| s.to_string()).collect();
     names.extend(opts.extra_modules.iter().cloned());
     let order = opts.kernel.module_order(&names)?;
     let base = format!("lib/modules/{}", opts.kernel.release);
-    let mut list = String::from("# Load order, written by bootenv's initramfs builder from modprobe --show-depends.\n");
+    let mut list = String::from(
+        "# Load order, written by bootenv's initramfs builder from modprobe --show-depends.\n",
+    );
     for rel in &order {
         let src = Path::new("/").join(&base).join(rel);
         a.add(&format!("{base}/{rel}"), Kind::File(read(&src)?), 0o644);
@@ -232,7 +271,8 @@ pub fn agent_image(opts: &Options) -> anyhow::Result<Archive> {
 
 /// Adds the tree at `src` below `dest`, keeping modes and symbolic links.
 pub fn add_tree(a: &mut Archive, dest: &str, src: &Path) -> anyhow::Result<()> {
-    let meta = std::fs::symlink_metadata(src).with_context(|| format!("reading {}", src.display()))?;
+    let meta =
+        std::fs::symlink_metadata(src).with_context(|| format!("reading {}", src.display()))?;
     if meta.file_type().is_symlink() {
         let t = std::fs::read_link(src)?;
         a.add(dest, Kind::Symlink(t.to_string_lossy().into_owned()), 0o777);
@@ -263,14 +303,19 @@ pub fn compress(data: &[u8]) -> anyhow::Result<Vec<u8>> {
     let data = data.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&data));
     let out = child.wait_with_output()?;
-    writer.join().map_err(|_| anyhow::anyhow!("zstd writer panicked"))??;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("zstd writer panicked"))??;
     anyhow::ensure!(out.status.success(), "zstd failed");
     Ok(out.stdout)
 }
 
 /// The modification time written into archives: `SOURCE_DATE_EPOCH`, else 0.
 pub fn epoch() -> u32 {
-    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -286,7 +331,14 @@ mod tests {
     #[test]
     fn ldd_lists_the_loader_of_a_dynamic_program() {
         let libs = libraries(Path::new("/bin/sh")).unwrap();
-        assert!(libs.iter().any(|l| l.to_string_lossy().contains("ld-linux")), "{libs:?}");
-        assert!(libs.iter().any(|l| l.to_string_lossy().contains("libc.so")), "{libs:?}");
+        assert!(
+            libs.iter()
+                .any(|l| l.to_string_lossy().contains("ld-linux")),
+            "{libs:?}"
+        );
+        assert!(
+            libs.iter().any(|l| l.to_string_lossy().contains("libc.so")),
+            "{libs:?}"
+        );
     }
 }

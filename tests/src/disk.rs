@@ -46,7 +46,18 @@ pub fn gpt_disk(path: &Path, size_mib: u64) -> anyhow::Result<()> {
     let esp = path.with_extension("esp.tmp");
     let _ = std::fs::remove_file(&esp);
     let esp_s = esp.to_string_lossy();
-    run("mkfs.vfat", &["-F", "32", "-n", "ESP", "-C", &esp_s, &(ESP_MIB * 1024).to_string()])?;
+    run(
+        "mkfs.vfat",
+        &[
+            "-F",
+            "32",
+            "-n",
+            "ESP",
+            "-C",
+            &esp_s,
+            &(ESP_MIB * 1024).to_string(),
+        ],
+    )?;
     run(
         "dd",
         &[
@@ -67,7 +78,17 @@ pub fn overlay(base: &Path, path: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(path);
     run(
         "qemu-img",
-        &["create", "-q", "-f", "qcow2", "-F", "raw", "-b", &base.to_string_lossy(), &path.to_string_lossy()],
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "raw",
+            "-b",
+            &base.to_string_lossy(),
+            &path.to_string_lossy(),
+        ],
     )?;
     Ok(())
 }
@@ -112,7 +133,9 @@ pub fn grub_images(dir: &Path, efi_cfg: &str, bios_cfg: &str) -> anyhow::Result<
     )?;
     for e in std::fs::read_dir("/usr/lib/grub/i386-pc")?.flatten() {
         let p = e.path();
-        if p.extension().is_some_and(|x| x == "mod" || x == "lst") || p.file_name().is_some_and(|n| n == "boot.img") {
+        if p.extension().is_some_and(|x| x == "mod" || x == "lst")
+            || p.file_name().is_some_and(|n| n == "boot.img")
+        {
             std::fs::copy(&p, dir.join("i386-pc").join(e.file_name()))?;
         }
     }

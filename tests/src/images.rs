@@ -58,7 +58,14 @@ fn write_if_changed(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 
 /// Adds a small test system below `dest`: busybox, the test init, bootenv and the ZFS tools,
 /// and a config carrying this boot environment's factory defaults.
-pub fn add_test_be(a: &mut Archive, dest: &str, name: &str, label: &str, agent: &[u8], grub: &Path) -> anyhow::Result<()> {
+pub fn add_test_be(
+    a: &mut Archive,
+    dest: &str,
+    name: &str,
+    label: &str,
+    agent: &[u8],
+    grub: &Path,
+) -> anyhow::Result<()> {
     let mut be = Archive::new();
     for d in ["proc", "sys", "dev", "run", "tmp", "root", "mnt", "srv"] {
         be.add(d, Kind::Dir, 0o755);
@@ -66,13 +73,25 @@ pub fn add_test_be(a: &mut Archive, dest: &str, name: &str, label: &str, agent: 
     initramfs::add_busybox(&mut be, Path::new("/bin/busybox"))?;
     be.add("sbin/init", Kind::File(BE_INIT.as_bytes().to_vec()), 0o755);
     be.add("usr/sbin/bootenv", Kind::File(agent.to_vec()), 0o755);
-    be.add("usr/sbin/betest-describe", Kind::File(BE_DESCRIBE.as_bytes().to_vec()), 0o755);
+    be.add(
+        "usr/sbin/betest-describe",
+        Kind::File(BE_DESCRIBE.as_bytes().to_vec()),
+        0o755,
+    );
     add_install_tools(&mut be, grub)?;
     for (d, src) in initramfs::zfs_tool_files()? {
         be.add(&d, Kind::File(std::fs::read(&src)?), 0o755);
     }
-    be.add("etc/bootenv-test/name", Kind::File(format!("{name}\n").into_bytes()), 0o644);
-    be.add("etc/bootenv-test/label", Kind::File(format!("{label}\n").into_bytes()), 0o644);
+    be.add(
+        "etc/bootenv-test/name",
+        Kind::File(format!("{name}\n").into_bytes()),
+        0o644,
+    );
+    be.add(
+        "etc/bootenv-test/label",
+        Kind::File(format!("{label}\n").into_bytes()),
+        0o644,
+    );
     let conf = format!("version={name}\ngreeting=factory default of {label}\n");
     be.add("etc/config/app.conf", Kind::File(conf.into_bytes()), 0o644);
     for p in be.paths().map(str::to_owned).collect::<Vec<_>>() {
@@ -86,9 +105,17 @@ pub fn add_test_be(a: &mut Archive, dest: &str, name: &str, label: &str, agent: 
 /// /usr/lib/bootenv/grub.
 pub fn add_install_tools(a: &mut Archive, grub: &Path) -> anyhow::Result<()> {
     let mkfs = Path::new("/usr/sbin/mkfs.fat");
-    anyhow::ensure!(mkfs.is_file(), "{} is missing (package dosfstools); run `cargo xtask deps`", mkfs.display());
+    anyhow::ensure!(
+        mkfs.is_file(),
+        "{} is missing (package dosfstools); run `cargo xtask deps`",
+        mkfs.display()
+    );
     a.add("usr/sbin/mkfs.fat", Kind::File(std::fs::read(mkfs)?), 0o755);
-    a.add("usr/sbin/mkfs.vfat", Kind::Symlink("mkfs.fat".into()), 0o777);
+    a.add(
+        "usr/sbin/mkfs.vfat",
+        Kind::Symlink("mkfs.fat".into()),
+        0o777,
+    );
     initramfs::add_tree(a, "usr/lib/bootenv/grub", grub)
 }
 
@@ -101,7 +128,8 @@ impl Artifacts {
     pub fn prepare(work: &Path, agent: &Path, release: Option<&str>) -> anyhow::Result<Artifacts> {
         std::fs::create_dir_all(work)?;
         let kernel = Kernel::find(release)?;
-        let agent_bytes = std::fs::read(agent).with_context(|| format!("reading {}", agent.display()))?;
+        let agent_bytes =
+            std::fs::read(agent).with_context(|| format!("reading {}", agent.display()))?;
         let opts = initramfs::Options {
             kernel: kernel.clone(),
             agent: agent.to_path_buf(),
@@ -118,18 +146,35 @@ impl Artifacts {
             let t = Instant::now();
             let z = initramfs::compress(&cpio)?;
             std::fs::write(&initrd, &z)?;
-            println!("    {} ({} bytes, from {} bytes, in {:.1} s)", initrd.display(), z.len(), cpio.len(), t.elapsed().as_secs_f64());
+            println!(
+                "    {} ({} bytes, from {} bytes, in {:.1} s)",
+                initrd.display(),
+                z.len(),
+                cpio.len(),
+                t.elapsed().as_secs_f64()
+            );
         }
         let accel = {
             let probe_log = work.join("kvm-probe.log");
             let mut probe = base.clone();
-            probe.add("init", Kind::File(b"#!/bin/sh\necho KVM-PROBE-OK\n/bin/busybox poweroff -f\n".to_vec()), 0o755);
+            probe.add(
+                "init",
+                Kind::File(b"#!/bin/sh\necho KVM-PROBE-OK\n/bin/busybox poweroff -f\n".to_vec()),
+                0o755,
+            );
             let probe_img = work.join("probe.cpio");
             write_if_changed(&probe_img, &probe.write(0))?;
             crate::qemu::probe_accel(&kernel.vmlinuz, &probe_img, "KVM-PROBE-OK", &probe_log)
         };
         println!("    accelerator: {accel}");
-        let mut art = Artifacts { kernel, agent: agent.to_path_buf(), initrd, golden: PathBuf::new(), work: work.to_path_buf(), accel };
+        let mut art = Artifacts {
+            kernel,
+            agent: agent.to_path_buf(),
+            initrd,
+            golden: PathBuf::new(),
+            work: work.to_path_buf(),
+            accel,
+        };
         let initrd_bytes = std::fs::read(&art.initrd)?;
         art.golden = art.golden_disk(&base, &agent_bytes, &initrd_bytes)?;
         Ok(art)
@@ -144,12 +189,28 @@ impl Artifacts {
         add_install_tools(&mut builder, &grub)?;
         let vmlinuz = std::fs::read(&self.kernel.vmlinuz)?;
         builder.add("payload-boot/vmlinuz", Kind::File(vmlinuz), 0o644);
-        builder.add("payload-boot/initrd.img", Kind::File(initrd.to_vec()), 0o644);
+        builder.add(
+            "payload-boot/initrd.img",
+            Kind::File(initrd.to_vec()),
+            0o644,
+        );
         for (name, label) in TEST_BES {
-            add_test_be(&mut builder, &format!("payload/{name}"), name, label, agent, &grub)?;
+            add_test_be(
+                &mut builder,
+                &format!("payload/{name}"),
+                name,
+                label,
+                agent,
+                &grub,
+            )?;
         }
         let cpio = builder.write(0);
-        let key = fnv64(&[&cpio, &DISK_MIB.to_le_bytes(), GRUB_EFI_CFG.as_bytes(), GRUB_BIOS_CFG.as_bytes()]);
+        let key = fnv64(&[
+            &cpio,
+            &DISK_MIB.to_le_bytes(),
+            GRUB_EFI_CFG.as_bytes(),
+            GRUB_BIOS_CFG.as_bytes(),
+        ]);
         let golden = self.work.join(format!("golden-{key:016x}.img"));
         if golden.exists() {
             log_step(&format!("golden disk {} (cached)", golden.display()));
@@ -162,7 +223,11 @@ impl Artifacts {
         let tmp = self.work.join("golden.tmp.img");
         disk::blank(&tmp, DISK_MIB)?;
         let cfg = VmConfig {
-            boot: Boot::Direct { kernel: self.kernel.vmlinuz.clone(), initrd: builder_img.clone(), append: BASE_CMDLINE.into() },
+            boot: Boot::Direct {
+                kernel: self.kernel.vmlinuz.clone(),
+                initrd: builder_img.clone(),
+                append: BASE_CMDLINE.into(),
+            },
             disks: vec![tmp.clone()],
             log: self.work.join("builder.log"),
             memory_mb: 2048,
@@ -173,11 +238,21 @@ impl Artifacts {
         };
         let mut vm = Vm::start(&cfg)?;
         vm.expect("BUILDER-OK|BUILDER-FAILED.*", Duration::from_secs(540))
-            .and_then(|m| if m[0] == "BUILDER-OK" { Ok(()) } else { anyhow::bail!("{} (log: {})", m[0], cfg.log.display()) })?;
+            .and_then(|m| {
+                if m[0] == "BUILDER-OK" {
+                    Ok(())
+                } else {
+                    anyhow::bail!("{} (log: {})", m[0], cfg.log.display())
+                }
+            })?;
         vm.expect_poweroff(Duration::from_secs(60))?;
         std::fs::rename(&tmp, &golden)?;
         let _ = std::fs::remove_file(&builder_img);
-        println!("    {} in {:.1} s", golden.display(), t.elapsed().as_secs_f64());
+        println!(
+            "    {} in {:.1} s",
+            golden.display(),
+            t.elapsed().as_secs_f64()
+        );
         Ok(golden)
     }
 }

@@ -86,7 +86,11 @@ pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 fn drive_arg(p: &Path) -> String {
-    let fmt = if p.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" };
+    let fmt = if p.extension().is_some_and(|e| e == "qcow2") {
+        "qcow2"
+    } else {
+        "raw"
+    };
     format!("if=virtio,format={fmt},file={}", p.display())
 }
 
@@ -109,17 +113,34 @@ impl VmConfig {
         push(&self.cpus.to_string());
         push("-m");
         push(&self.memory_mb.to_string());
-        for s in ["-display", "none", "-monitor", "none", "-nic", "none", "-no-reboot"] {
+        for s in [
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-nic",
+            "none",
+            "-no-reboot",
+        ] {
             push(s);
         }
-        for s in ["-chardev", "stdio,id=ser0,signal=off", "-serial", "chardev:ser0"] {
+        for s in [
+            "-chardev",
+            "stdio,id=ser0,signal=off",
+            "-serial",
+            "chardev:ser0",
+        ] {
             push(s);
         }
         for s in ["-device", "pvpanic-pci", "-action", "panic=exit-failure"] {
             push(s);
         }
         match &self.boot {
-            Boot::Direct { kernel, initrd, append } => {
+            Boot::Direct {
+                kernel,
+                initrd,
+                append,
+            } => {
                 push("-kernel");
                 push(&kernel.display().to_string());
                 push("-initrd");
@@ -129,9 +150,14 @@ impl VmConfig {
             }
             Boot::Uefi { vars } => {
                 push("-drive");
-                push(&format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"));
+                push(&format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                ));
                 push("-drive");
-                push(&format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+                push(&format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
             }
             Boot::Bios => {
                 // Keep SeaBIOS's own screen output off the serial console.
@@ -153,17 +179,25 @@ impl Vm {
         if let Some(dir) = cfg.log.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut logfile = std::fs::File::create(&cfg.log).with_context(|| format!("creating {}", cfg.log.display()))?;
+        let mut logfile = std::fs::File::create(&cfg.log)
+            .with_context(|| format!("creating {}", cfg.log.display()))?;
         let mut cmd = Command::new("timeout");
         // Its own process group, so that killing the group also kills QEMU below `timeout`.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        cmd.args(["-k", "10", &cfg.limit.as_secs().to_string(), "qemu-system-x86_64"])
-            .args(cfg.args())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "-k",
+            "10",
+            &cfg.limit.as_secs().to_string(),
+            "qemu-system-x86_64",
+        ])
+        .args(cfg.args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let _ = writeln!(logfile, "# qemu-system-x86_64 {}", cfg.args().join(" "));
-        let mut child = cmd.spawn().context("starting qemu-system-x86_64 (run `cargo xtask deps`)")?;
+        let mut child = cmd
+            .spawn()
+            .context("starting qemu-system-x86_64 (run `cargo xtask deps`)")?;
         let buf = Arc::new(Mutex::new(Vec::new()));
         let mut stdout = child.stdout.take().expect("piped");
         let mut stderr = child.stderr.take().expect("piped");
@@ -182,7 +216,9 @@ impl Vm {
                             let _ = o.write_all(&strip_control(&chunk[..n]));
                             let _ = o.flush();
                         }
-                        b.lock().expect("not poisoned").extend_from_slice(&chunk[..n]);
+                        b.lock()
+                            .expect("not poisoned")
+                            .extend_from_slice(&chunk[..n]);
                     }
                 }
             }
@@ -192,11 +228,25 @@ impl Vm {
             let mut s = String::new();
             let _ = stderr.read_to_string(&mut s);
             if !s.trim().is_empty() {
-                b.lock().expect("not poisoned").extend_from_slice(format!("\n[qemu stderr] {s}").as_bytes());
+                b.lock()
+                    .expect("not poisoned")
+                    .extend_from_slice(format!("\n[qemu stderr] {s}").as_bytes());
             }
         });
-        let fatal = FATAL.iter().map(|p| regex::bytes::Regex::new(p).expect("valid")).collect();
-        Ok(Vm { stdin: child.stdin.take(), child, buf, cursor: 0, log: cfg.log.clone(), started: Instant::now(), exit: None, fatal })
+        let fatal = FATAL
+            .iter()
+            .map(|p| regex::bytes::Regex::new(p).expect("valid"))
+            .collect();
+        Ok(Vm {
+            stdin: child.stdin.take(),
+            child,
+            buf,
+            cursor: 0,
+            log: cfg.log.clone(),
+            started: Instant::now(),
+            exit: None,
+            fatal,
+        })
     }
 
     /// The console output so far, as text.
@@ -219,7 +269,11 @@ impl Vm {
         let t = self.text();
         let all: Vec<&str> = t.lines().collect();
         let start = all.len().saturating_sub(lines);
-        all[start..].iter().map(|l| format!("    | {}", l.trim_end())).collect::<Vec<_>>().join("\n")
+        all[start..]
+            .iter()
+            .map(|l| format!("    | {}", l.trim_end()))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Stops treating output matching `pattern` (one of [`FATAL`]) as a failure.
@@ -230,7 +284,8 @@ impl Vm {
     /// Waits until `pattern` appears after the previous match; returns its capture groups
     /// (group 0 first) and moves past it. Output matching a fatal pattern first is an error.
     pub fn expect(&mut self, pattern: &str, timeout: Duration) -> anyhow::Result<Vec<String>> {
-        let re = regex::bytes::Regex::new(pattern).with_context(|| format!("bad pattern {pattern}"))?;
+        let re =
+            regex::bytes::Regex::new(pattern).with_context(|| format!("bad pattern {pattern}"))?;
         let deadline = Instant::now() + timeout;
         let mut exited = false;
         loop {
@@ -238,7 +293,10 @@ impl Vm {
                 let b = self.buf.lock().expect("not poisoned");
                 let hay = &b[self.cursor.min(b.len())..];
                 let found = re.captures(hay);
-                let limit = found.as_ref().and_then(|c| c.get(0)).map_or(hay.len(), |m| m.start());
+                let limit = found
+                    .as_ref()
+                    .and_then(|c| c.get(0))
+                    .map_or(hay.len(), |m| m.start());
                 if let Some(f) = self.fatal.iter().find(|f| f.is_match(&hay[..limit])) {
                     let what = f.as_str().to_owned();
                     drop(b);
@@ -252,7 +310,11 @@ impl Vm {
                     let end = c.get(0).map_or(0, |m| m.end());
                     let groups = c
                         .iter()
-                        .map(|m| m.map_or(String::new(), |m| String::from_utf8_lossy(m.as_bytes()).into_owned()))
+                        .map(|m| {
+                            m.map_or(String::new(), |m| {
+                                String::from_utf8_lossy(m.as_bytes()).into_owned()
+                            })
+                        })
                         .collect();
                     drop(b);
                     self.cursor += end;
@@ -290,7 +352,11 @@ impl Vm {
     pub fn refute(&self, pattern: &str) -> anyhow::Result<()> {
         let re = Regex::new(pattern)?;
         if let Some(m) = re.find(&self.text()) {
-            bail!("unexpected /{pattern}/ on the console: {:?} (log: {})", m.as_str(), self.log.display());
+            bail!(
+                "unexpected /{pattern}/ on the console: {:?} (log: {})",
+                m.as_str(),
+                self.log.display()
+            );
         }
         Ok(())
     }
@@ -318,7 +384,11 @@ impl Vm {
             }
             if Instant::now() > deadline {
                 self.kill();
-                bail!("the VM did not power off within {} s; last console lines:\n{}", timeout.as_secs(), self.tail(10));
+                bail!(
+                    "the VM did not power off within {} s; last console lines:\n{}",
+                    timeout.as_secs(),
+                    self.tail(10)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -344,7 +414,10 @@ impl Vm {
             return;
         }
         let pgid = self.child.id() as i32;
-        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).stderr(Stdio::null()).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let status = self.child.wait().ok().and_then(|s| s.code());
         self.exit = Some(Exit::Other(status));
@@ -406,7 +479,11 @@ pub fn strip_control(b: &[u8]) -> Vec<u8> {
 /// Picks the accelerator: KVM if a short real boot of `kernel`+`initrd` under it prints
 /// `marker`, else TCG. The existence of /dev/kvm proves nothing on these machines.
 pub fn probe_accel(kernel: &Path, initrd: &Path, marker: &str, log: &Path) -> String {
-    let usable = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    let usable = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
     if !usable || std::env::var_os("BOOTENV_NO_KVM").is_some() {
         return "tcg".into();
     }
@@ -446,7 +523,11 @@ mod tests {
     #[test]
     fn the_command_line_has_the_essentials() {
         let cfg = VmConfig {
-            boot: Boot::Direct { kernel: "/k".into(), initrd: "/i".into(), append: "a b".into() },
+            boot: Boot::Direct {
+                kernel: "/k".into(),
+                initrd: "/i".into(),
+                append: "a b".into(),
+            },
             disks: vec!["/d.qcow2".into(), "/e.img".into()],
             log: "/l".into(),
             memory_mb: 1024,
@@ -456,7 +537,14 @@ mod tests {
             accel: "tcg".into(),
         };
         let a = cfg.args().join(" ");
-        for want in ["-accel tcg", "-no-reboot", "panic=exit-failure", "-append a b", "format=qcow2,file=/d.qcow2", "format=raw,file=/e.img"] {
+        for want in [
+            "-accel tcg",
+            "-no-reboot",
+            "panic=exit-failure",
+            "-append a b",
+            "format=qcow2,file=/d.qcow2",
+            "format=raw,file=/e.img",
+        ] {
             assert!(a.contains(want), "{want} missing in {a}");
         }
     }

@@ -44,7 +44,13 @@ impl<'a> Ctx<'a> {
         let dir = art.work.join("scenarios").join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        Ok(Ctx { art, dir, boots: 0, echo, cpus })
+        Ok(Ctx {
+            art,
+            dir,
+            boots: 0,
+            echo,
+            cpus,
+        })
     }
 
     /// A fresh copy (overlay) of the golden disk.
@@ -71,6 +77,15 @@ impl<'a> Ctx<'a> {
         self.firmware(disk, Boot::Uefi { vars })
     }
 
+    /// Forgets the UEFI variables (boot entries) earlier boots left, as a new machine would.
+    pub fn new_firmware(&self) -> anyhow::Result<()> {
+        let vars = self.dir.join("OVMF_VARS.fd");
+        if vars.exists() {
+            std::fs::remove_file(&vars)?;
+        }
+        Ok(())
+    }
+
     /// Powers `disk` on through SeaBIOS and the grub-pc in its MBR and BIOS boot partition.
     pub fn bios(&mut self, disk: &Path) -> anyhow::Result<Vm> {
         self.firmware(disk, Boot::Bios)
@@ -94,11 +109,20 @@ impl<'a> Ctx<'a> {
     /// Boots the kernel and bootenv's initramfs directly on `disk`, with `cmdline` after
     /// the base command line.
     pub fn boot(&mut self, disk: &Path, cmdline: &str) -> anyhow::Result<Vm> {
+        self.boot_disks(&[disk], cmdline)
+    }
+
+    /// Like [`Ctx::boot`], with several disks (`/dev/vda`, `/dev/vdb`, … in this order).
+    pub fn boot_disks(&mut self, disks: &[&Path], cmdline: &str) -> anyhow::Result<Vm> {
         self.boots += 1;
         let append = format!("{BASE_CMDLINE} {cmdline}").trim().to_string();
         let cfg = VmConfig {
-            boot: Boot::Direct { kernel: self.art.kernel.vmlinuz.clone(), initrd: self.art.initrd.clone(), append },
-            disks: vec![disk.to_path_buf()],
+            boot: Boot::Direct {
+                kernel: self.art.kernel.vmlinuz.clone(),
+                initrd: self.art.initrd.clone(),
+                append,
+            },
+            disks: disks.iter().map(|d| d.to_path_buf()).collect(),
             log: self.dir.join(format!("boot-{}.log", self.boots)),
             memory_mb: 1024,
             cpus: self.cpus,
@@ -233,14 +257,178 @@ pub fn all() -> Vec<Scenario> {
             about: "destroy refuses the running, default, trial, last known-good and depended-on BEs; --dry-run is exact",
             run: cli_destroy_safety,
         },
+        Scenario {
+            name: "cli-export-import",
+            about: "a BE exported to a file (and one through a pipe), imported into a fresh pool on another disk, boots from it",
+            run: cli_export_import,
+        },
+        Scenario {
+            name: "cli-install",
+            about: "a blank disk laid out by bootenv install from a tarball boots through GRUB, under UEFI and BIOS",
+            run: cli_install,
+        },
     ]
+}
+
+/// The fields of BE `name`'s row in `bootenv list` (name, label, flags, …).
+fn list_row(out: &str, name: &str) -> Option<Vec<String>> {
+    out.lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .find(|r| r.len() > 3 && r[0] == name)
+}
+
+/// Copies the running test BE (root and config) to `dir` as BE `name`, labelled `label`.
+fn copy_running_be(dir: &str, name: &str, label: &str) -> String {
+    format!(
+        "rm -rf {dir} && mkdir -p {dir} && for d in /*; do case $d in /proc|/sys|/dev|/run|/tmp|/mnt|/srv) mkdir -p {dir}$d;; \
+*) cp -a $d {dir}/ || exit 1;; esac; done \
+&& echo {name} >{dir}/etc/bootenv-test/name && echo {label} >{dir}/etc/bootenv-test/label"
+    )
+}
+
+/// The kernel command line `bootenv install` gives the test systems it lays out.
+const INSTALL_CMDLINE: &str = "--esp-mib 256 --cmdline 'console=ttyS0 quiet betest.interactive'";
+
+fn cli_install(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let blank = cx.dir.join("new.img");
+    disk::blank(&blank, 1024)?;
+    let mut vm = cx.boot_disks(
+        &[&disk, &blank],
+        "bootenv=v1 bootenv.pool=tank betest.interactive",
+    )?;
+    expect_ready(&mut vm, "v1")?;
+    // A root file system tarball, as a vendor would ship it.
+    run_in(
+        &mut vm,
+        &format!(
+            "{} && tar -C /run/r -cf /run/r.tar . && rm -rf /run/r",
+            copy_running_be("/run/r", "n1", "9.0")
+        ),
+    )?;
+    // The running system's disk is refused; so is a used disk without --force.
+    let out = run_fails(
+        &mut vm,
+        "bootenv --pool fresh install --disk /dev/vda --from /run/r.tar --force",
+    )?;
+    ensure!(
+        out.contains("in use"),
+        "installing over the running system's disk: {out}"
+    );
+    let out = run_in(&mut vm, &format!("bootenv --pool fresh install --disk /dev/vdb --from /run/r.tar --name n1 --label 9.0 {INSTALL_CMDLINE}"))?;
+    ensure!(out.contains("installed"), "{out}");
+    let out = run_fails(
+        &mut vm,
+        "bootenv --pool other install --disk /dev/vdb --from /run/r.tar",
+    )?;
+    ensure!(
+        out.contains("--force"),
+        "a second install over a used disk: {out}"
+    );
+    power_off(&mut vm)?;
+    // The new disk alone, on a new machine: UEFI, then BIOS.
+    cx.new_firmware()?;
+    let mut vm = grub_boot(cx, &blank, "n1")?;
+    ensure!(
+        vm.text().contains("BOOTENV-TEST config=version=v1;"),
+        "n1 does not carry the installed config"
+    );
+    let out = run_in(
+        &mut vm,
+        "bootenv list; zfs list -H -t all -o name -r fresh; cat /proc/cmdline",
+    )?;
+    ensure!(
+        list_row(&out, "n1")
+            .is_some_and(|r| r[1] == "9.0" && ["N", "R", "G"].iter().all(|f| r[2].contains(f))),
+        "{out}"
+    );
+    ensure!(
+        out.contains("fresh/ROOT/n1@factory") && out.contains("fresh/ROOT/n1/config@factory"),
+        "no factory snapshot: {out}"
+    );
+    ensure!(
+        out.contains("bootenv.pool=fresh") && !out.contains("bootenv.trial"),
+        "{out}"
+    );
+    let out = run_in(&mut vm, "bootenv status")?;
+    ensure!(out.contains("default=n1"), "{out}");
+    power_off(&mut vm)?;
+    let mut vm = cx.bios(&blank)?;
+    vm.expect(r"bootenv: loading ", BOOT)?;
+    expect_ready(&mut vm, "n1")?;
+    power_off(&mut vm)
+}
+
+fn cli_export_import(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let other = cx.dir.join("other.img");
+    disk::blank(&other, 1024)?;
+    let mut vm = cx.boot_disks(
+        &[&disk, &other],
+        "bootenv=v1 bootenv.pool=tank betest.interactive",
+    )?;
+    expect_ready(&mut vm, "v1")?;
+    // A machine to recover onto: a fresh pool with one BE of its own.
+    run_in(&mut vm, &copy_running_be("/run/r", "base", "0.1"))?;
+    run_in(&mut vm, &format!("bootenv --pool fresh install --disk /dev/vdb --from /run/r --name base --label 0.1 {INSTALL_CMDLINE} && rm -rf /run/r"))?;
+    run_in(&mut vm, "zpool import -N -o cachefile=none -d /dev fresh")?;
+    // One BE through a file, one through a pipe.
+    let out = run_in(
+        &mut vm,
+        "bootenv export v2 /run/v2.stream && ls -l /run/v2.stream",
+    )?;
+    ensure!(out.contains("exported v2"), "{out}");
+    let out = run_in(&mut vm, "bootenv --pool fresh import /run/v2.stream")?;
+    ensure!(
+        out.contains("imported v2") && out.contains("fresh/ROOT/v2"),
+        "{out}"
+    );
+    let out = run_in(
+        &mut vm,
+        "bootenv export v3 - | bootenv --pool fresh import - --name v3copy",
+    )?;
+    ensure!(out.contains("imported v3copy"), "{out}");
+    let out = run_fails(&mut vm, "bootenv --pool fresh import /run/v2.stream")?;
+    ensure!(out.contains("--name"), "importing v2 twice: {out}");
+    run_in(&mut vm, "bootenv --pool fresh activate v2")?;
+    let out = run_in(&mut vm, "bootenv --pool fresh list")?;
+    ensure!(
+        ["base ", "v2 ", "v3copy "]
+            .iter()
+            .all(|b| out.lines().any(|l| l.starts_with(b))),
+        "{out}"
+    );
+    // The source pool is as it was, apart from the export snapshots.
+    let out = run_in(&mut vm, "bootenv list && zpool export fresh")?;
+    ensure!(
+        out.lines().any(|l| l.starts_with("v2 ")) && !out.contains("v3copy"),
+        "{out}"
+    );
+    power_off(&mut vm)?;
+    cx.new_firmware()?;
+    let mut vm = grub_boot(cx, &other, "v2")?;
+    ensure!(
+        vm.text().contains("BOOTENV-TEST config=version=v2;"),
+        "v2 does not carry its config"
+    );
+    let out = run_in(&mut vm, "cat /proc/cmdline; bootenv list")?;
+    ensure!(out.contains("bootenv.pool=fresh"), "{out}");
+    ensure!(
+        list_row(&out, "v2").is_some_and(|r| r[2].contains('N') && r[2].contains('R')),
+        "{out}"
+    );
+    power_off(&mut vm)
 }
 
 /// Runs a command in the test BE that must fail; returns its output.
 fn run_fails(vm: &mut Vm, cmd: &str) -> anyhow::Result<String> {
     vm.send(&format!("run {cmd}\n"))?;
     let m = vm.expect(r"(?s)(.*?)BOOTENV-TEST done rc=(\d+)", STEP)?;
-    ensure!(m[2] != "0", "`{cmd}` succeeded but should have failed:\n{}", m[1]);
+    ensure!(
+        m[2] != "0",
+        "`{cmd}` succeeded but should have failed:\n{}",
+        m[1]
+    );
     vm.expect(r"BOOTENV-TEST ready", STEP)?;
     Ok(m[1].clone())
 }
@@ -256,16 +444,29 @@ fn cli_create_activate(cx: &mut Ctx) -> anyhow::Result<()> {
     let out = run_in(&mut vm, "bootenv create v4 --from v2 --label 4.0")?;
     ensure!(out.contains("created boot environment v4"), "{out}");
     // Give the clone its own identity, through a writable mount of it.
-    run_in(&mut vm, "d=$(bootenv mount v4 --rw) && echo v4 >$d/etc/bootenv-test/name && bootenv unmount v4")?;
+    run_in(
+        &mut vm,
+        "d=$(bootenv mount v4 --rw) && echo v4 >$d/etc/bootenv-test/name && bootenv unmount v4",
+    )?;
     let out = run_in(&mut vm, "bootenv list")?;
-    ensure!(out.lines().any(|l| l.starts_with("v4 ") && l.contains("4.0") && l.contains("v2@bootenv-")), "{out}");
+    ensure!(
+        out.lines()
+            .any(|l| l.starts_with("v4 ") && l.contains("4.0") && l.contains("v2@bootenv-")),
+        "{out}"
+    );
     run_in(&mut vm, "bootenv activate v4")?;
     power_off(&mut vm)?;
     let mut vm = grub_boot(cx, &disk, "v4")?;
     // The clone of v2 has v2's config.
-    ensure!(vm.text().contains("BOOTENV-TEST config=version=v2;"), "v4 does not carry v2's config");
+    ensure!(
+        vm.text().contains("BOOTENV-TEST config=version=v2;"),
+        "v4 does not carry v2's config"
+    );
     let out = run_in(&mut vm, "bootenv list --json")?;
-    ensure!(out.contains("\"name\": \"v4\"") && out.contains("\"running\": true"), "{out}");
+    ensure!(
+        out.contains("\"name\": \"v4\"") && out.contains("\"running\": true"),
+        "{out}"
+    );
     power_off(&mut vm)
 }
 
@@ -273,18 +474,30 @@ fn cli_upgrade_trial(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
     let mut vm = grub_boot(cx, &disk, "v1")?;
     run_in(&mut vm, "echo carried=1 >>/etc/config/app.conf")?;
-    let out = run_in(&mut vm, &format!("cd /root && bootenv upgrade v4 -- {}", becomes("v4")))?;
+    let out = run_in(
+        &mut vm,
+        &format!("cd /root && bootenv upgrade v4 -- {}", becomes("v4")),
+    )?;
     ensure!(out.contains("v4 is on trial"), "{out}");
-    run_in(&mut vm, "test ! -e /etc/upgraded-to && grep -q v1 /etc/bootenv-test/name")?;
+    run_in(
+        &mut vm,
+        "test ! -e /etc/upgraded-to && grep -q v1 /etc/bootenv-test/name",
+    )?;
     power_off(&mut vm)?;
     let mut vm = cx.uefi(&disk)?;
     expect_be(&mut vm, "v4")?;
     vm.expect(r"BOOTENV-TEST cmdline=[^\r\n]*bootenv\.trial=2", STEP)?;
-    vm.expect(r"BOOTENV-TEST config=version=v1;greeting=factory default of 1\.0;carried=1;", STEP)?;
+    vm.expect(
+        r"BOOTENV-TEST config=version=v1;greeting=factory default of 1\.0;carried=1;",
+        STEP,
+    )?;
     vm.expect(r"BOOTENV-TEST ready", STEP)?;
     run_in(&mut vm, "test \"$(cat /etc/upgraded-to)\" = v4")?;
     // The old BE still holds the old files.
-    let out = run_in(&mut vm, "d=$(bootenv mount v1) && cat $d/etc/bootenv-test/name && ls $d/etc; bootenv unmount v1")?;
+    let out = run_in(
+        &mut vm,
+        "d=$(bootenv mount v1) && cat $d/etc/bootenv-test/name && ls $d/etc; bootenv unmount v1",
+    )?;
     ensure!(out.contains("v1") && !out.contains("upgraded-to"), "{out}");
     run_in(&mut vm, "bootenv mark-good")?;
     power_off(&mut vm)?;
@@ -297,12 +510,32 @@ fn cli_upgrade_trial(cx: &mut Ctx) -> anyhow::Result<()> {
 fn cli_upgrade_fails_cleanly(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
     let mut vm = grub_boot(cx, &disk, "v1")?;
-    let before = run_in(&mut vm, "zfs list -H -t all -o name -r tank | grep -v '@bootenv-export' | sort")?;
-    let out = run_fails(&mut vm, "bootenv upgrade v4 -- sh -c 'echo half >/etc/half; exit 3'")?;
-    ensure!(out.contains("the running boot environment is unchanged"), "{out}");
-    let after = run_in(&mut vm, "zfs list -H -t all -o name -r tank | grep -v '@bootenv-export' | sort")?;
-    let strip = |s: &str| s.lines().filter(|l| l.starts_with("tank")).map(str::to_owned).collect::<Vec<_>>();
-    ensure!(strip(&before) == strip(&after), "the pool changed:\nbefore {before}\nafter {after}");
+    let before = run_in(
+        &mut vm,
+        "zfs list -H -t all -o name -r tank | grep -v '@bootenv-export' | sort",
+    )?;
+    let out = run_fails(
+        &mut vm,
+        "bootenv upgrade v4 -- sh -c 'echo half >/etc/half; exit 3'",
+    )?;
+    ensure!(
+        out.contains("the running boot environment is unchanged"),
+        "{out}"
+    );
+    let after = run_in(
+        &mut vm,
+        "zfs list -H -t all -o name -r tank | grep -v '@bootenv-export' | sort",
+    )?;
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| l.starts_with("tank"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    ensure!(
+        strip(&before) == strip(&after),
+        "the pool changed:\nbefore {before}\nafter {after}"
+    );
     run_in(&mut vm, "test ! -e /etc/half")?;
     let out = run_in(&mut vm, "bootenv status")?;
     ensure!(out.contains("grub: default=v1 next=- trial=-"), "{out}");
@@ -321,7 +554,11 @@ fn cli_rollback_walk(cx: &mut Ctx) -> anyhow::Result<()> {
         vm = grub_boot(cx, &disk, to)?;
         run_in(&mut vm, "bootenv mark-good")?;
     }
-    for (verb, want) in [("rollback", "v5"), ("rollback", "v4"), ("rollforward", "v5")] {
+    for (verb, want) in [
+        ("rollback", "v5"),
+        ("rollback", "v4"),
+        ("rollforward", "v5"),
+    ] {
         let out = run_in(&mut vm, &format!("bootenv {verb}"))?;
         ensure!(out.contains(&format!("-> {want}")), "{verb}: {out}");
         power_off(&mut vm)?;
@@ -334,9 +571,18 @@ fn cli_mount_readonly(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
     let mut vm = direct_ready(cx, &disk, "v1", "")?;
     let out = run_in(&mut vm, "d=$(bootenv mount v2) && echo dir=$d && cat $d/etc/bootenv-test/name $d/etc/config/app.conf")?;
-    ensure!(out.contains("dir=/run/bootenv/mnt/v2") && out.contains("version=v2"), "{out}");
-    let out = run_fails(&mut vm, "touch /run/bootenv/mnt/v2/written && echo write-went-through")?;
-    ensure!(!out.lines().any(|l| l.trim() == "write-went-through") && out.contains("Read-only"), "{out}");
+    ensure!(
+        out.contains("dir=/run/bootenv/mnt/v2") && out.contains("version=v2"),
+        "{out}"
+    );
+    let out = run_fails(
+        &mut vm,
+        "touch /run/bootenv/mnt/v2/written && echo write-went-through",
+    )?;
+    ensure!(
+        !out.lines().any(|l| l.trim() == "write-went-through") && out.contains("Read-only"),
+        "{out}"
+    );
     run_fails(&mut vm, "echo x >>/run/bootenv/mnt/v2/etc/config/app.conf")?;
     run_in(&mut vm, "bootenv unmount v2")?;
     run_in(&mut vm, "! grep -q /run/bootenv/mnt/v2 /proc/mounts")?;
@@ -345,7 +591,10 @@ fn cli_mount_readonly(cx: &mut Ctx) -> anyhow::Result<()> {
     ensure!(out.contains("version=v3"), "{out}");
     run_fails(&mut vm, "bootenv mount v3@factory --rw")?;
     let out = run_in(&mut vm, "bootenv diff v1 v2")?;
-    ensure!(out.contains("M /etc/bootenv-test/name") && out.contains("M /etc/config/app.conf"), "{out}");
+    ensure!(
+        out.contains("M /etc/bootenv-test/name") && out.contains("M /etc/config/app.conf"),
+        "{out}"
+    );
     power_off(&mut vm)
 }
 
@@ -353,10 +602,18 @@ fn cli_destroy_safety(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
     let mut vm = direct_ready(cx, &disk, "v1", "")?;
     let out = run_fails(&mut vm, "bootenv destroy v1")?;
-    ensure!(out.contains("v1 is running now") && out.contains("v1 is the default") && out.contains("last known-good"), "{out}");
+    ensure!(
+        out.contains("v1 is running now")
+            && out.contains("v1 is the default")
+            && out.contains("last known-good"),
+        "{out}"
+    );
     run_in(&mut vm, "bootenv create v4 --from v2")?;
     let out = run_fails(&mut vm, "bootenv destroy v2")?;
-    ensure!(out.contains("clones of v2's snapshots") && out.contains("tank/ROOT/v4"), "{out}");
+    ensure!(
+        out.contains("clones of v2's snapshots") && out.contains("tank/ROOT/v4"),
+        "{out}"
+    );
     run_in(&mut vm, "bootenv activate --trial=2 v3")?;
     let out = run_fails(&mut vm, "bootenv destroy v3")?;
     ensure!(out.contains("v3 is on trial"), "{out}");
@@ -366,26 +623,50 @@ fn cli_destroy_safety(cx: &mut Ctx) -> anyhow::Result<()> {
     ensure!(out.contains("did not make (tank/ROOT/v3/extra)"), "{out}");
     // The dry run says exactly what goes.
     let dry = run_in(&mut vm, "bootenv destroy v4 --dry-run")?;
-    let would: Vec<String> = dry.lines().filter_map(|l| l.trim().strip_prefix("destroy ")).map(str::to_owned).collect();
+    let would: Vec<String> = dry
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("destroy "))
+        .map(str::to_owned)
+        .collect();
     ensure!(!would.is_empty(), "{dry}");
     let before = run_in(&mut vm, "zfs list -H -t all -o name -r tank")?;
-    run_in(&mut vm, "test -d /run/bootenv/esp/bootenv/v4 && bootenv destroy v4")?;
+    run_in(
+        &mut vm,
+        "test -d /run/bootenv/esp/bootenv/v4 && bootenv destroy v4",
+    )?;
     let after = run_in(&mut vm, "zfs list -H -t all -o name -r tank; test ! -e /run/bootenv/esp/bootenv/v4 && echo esp-clean")?;
-    let names = |s: &str| s.lines().filter(|l| l.starts_with("tank")).map(str::to_owned).collect::<Vec<_>>();
-    let gone: Vec<String> = names(&before).into_iter().filter(|n| !names(&after).contains(n)).collect();
+    let names = |s: &str| {
+        s.lines()
+            .filter(|l| l.starts_with("tank"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let gone: Vec<String> = names(&before)
+        .into_iter()
+        .filter(|n| !names(&after).contains(n))
+        .collect();
     let mut w = would.clone();
     w.sort();
     let mut g = gone.clone();
     g.sort();
     ensure!(w == g, "the dry run said {w:?}, the destroy removed {g:?}");
-    ensure!(after.contains("esp-clean"), "v4's kernels are still on the ESP: {after}");
-    ensure!(names(&after).iter().any(|n| n == "tank/ROOT/v3/extra"), "a dataset bootenv did not make went");
+    ensure!(
+        after.contains("esp-clean"),
+        "v4's kernels are still on the ESP: {after}"
+    );
+    ensure!(
+        names(&after).iter().any(|n| n == "tank/ROOT/v3/extra"),
+        "a dataset bootenv did not make went"
+    );
     power_off(&mut vm)
 }
 
 /// Boots `be` directly (kernel and initramfs) with the test BE waiting for actions.
 fn direct_ready(cx: &mut Ctx, disk: &Path, be: &str, extra: &str) -> anyhow::Result<Vm> {
-    let mut vm = cx.boot(disk, &format!("bootenv={be} bootenv.pool=tank betest.interactive {extra}"))?;
+    let mut vm = cx.boot(
+        disk,
+        &format!("bootenv={be} bootenv.pool=tank betest.interactive {extra}"),
+    )?;
     expect_ready(&mut vm, be)?;
     Ok(vm)
 }
@@ -402,7 +683,12 @@ fn describe(vm: &mut Vm) -> anyhow::Result<Vec<String>> {
     Ok(out
         .lines()
         .map(|l| l.trim_end().to_string())
-        .filter(|l| l.starts_with("dataset ") || l.starts_with("snapshot ") || l.starts_with("config ") || l.starts_with("files "))
+        .filter(|l| {
+            l.starts_with("dataset ")
+                || l.starts_with("snapshot ")
+                || l.starts_with("config ")
+                || l.starts_with("files ")
+        })
         .collect())
 }
 
@@ -422,7 +708,10 @@ fn reset_v1(cx: &mut Ctx, disk: &Path, args: &str) -> anyhow::Result<Vm> {
     vm.expect(r"bootenv: FACTORY RESET of v1", BOOT)?;
     vm.expect(r"bootenv: factory reset of v1 done", STEP)?;
     expect_be(&mut vm, "v1")?;
-    vm.expect(r"BOOTENV-TEST config=version=v1;greeting=factory default of 1\.0;\r?\n", STEP)?;
+    vm.expect(
+        r"BOOTENV-TEST config=version=v1;greeting=factory default of 1\.0;\r?\n",
+        STEP,
+    )?;
     vm.expect(r"BOOTENV-TEST ready", STEP)?;
     Ok(vm)
 }
@@ -436,16 +725,38 @@ fn reset_config(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
     let mut vm = reset_v1(cx, &disk, "--mode config")?;
     let d = describe(&mut vm)?;
-    ensure!(has(&d, "dataset tank/ROOT/v1/config.reset-ID\toff"), "the previous config is not kept: {d:#?}");
-    ensure!(has(&d, "dataset tank/ROOT/v1/config\tnoauto\t/etc/config\t-\tID"), "{d:#?}");
-    for want in ["files data: user.txt", "files scratch: more.txt scratch.txt", "files keep: keep.txt user.txt"] {
-        ensure!(has(&d, want), "shared data changed by a config reset ({want} missing): {d:#?}");
+    ensure!(
+        has(&d, "dataset tank/ROOT/v1/config.reset-ID\toff"),
+        "the previous config is not kept: {d:#?}"
+    );
+    ensure!(
+        has(
+            &d,
+            "dataset tank/ROOT/v1/config\tnoauto\t/etc/config\t-\tID"
+        ),
+        "{d:#?}"
+    );
+    for want in [
+        "files data: user.txt",
+        "files scratch: more.txt scratch.txt",
+        "files keep: keep.txt user.txt",
+    ] {
+        ensure!(
+            has(&d, want),
+            "shared data changed by a config reset ({want} missing): {d:#?}"
+        );
     }
     let old = kept_files(&mut vm, "v1/config.reset-", "app.conf")?;
-    ensure!(old.contains("changed=1"), "the kept config is not the changed one: {old}");
+    ensure!(
+        old.contains("changed=1"),
+        "the kept config is not the changed one: {old}"
+    );
     let out = run_in(&mut vm, "bootenv status; bootenv list")?;
     ensure!(out.contains("factory reset (configuration) of v1 done; kept: tank/ROOT/v1/config -> tank/ROOT/v1/config.reset-"), "{out}");
-    ensure!(out.contains("kept by a factory reset of v1: tank/ROOT/v1/config.reset-"), "{out}");
+    ensure!(
+        out.contains("kept by a factory reset of v1: tank/ROOT/v1/config.reset-"),
+        "{out}"
+    );
     power_off(&mut vm)
 }
 
@@ -465,9 +776,15 @@ fn reset_full(cx: &mut Ctx) -> anyhow::Result<()> {
     ] {
         ensure!(has(&d, want), "{want} missing after a full reset: {d:#?}");
     }
-    ensure!(d.iter().any(|l| l == "files scratch:"), "scratch is not empty: {d:#?}");
+    ensure!(
+        d.iter().any(|l| l == "files scratch:"),
+        "scratch is not empty: {d:#?}"
+    );
     let old = kept_files(&mut vm, "tank/data.reset-.*@reset-", "user.txt")?;
-    ensure!(old.contains("user"), "the previous data is not in the kept snapshot: {old}");
+    ensure!(
+        old.contains("user"),
+        "the previous data is not in the kept snapshot: {old}"
+    );
     power_off(&mut vm)
 }
 
@@ -477,16 +794,37 @@ fn reset_erase(cx: &mut Ctx) -> anyhow::Result<()> {
     let before = describe(&mut vm)?;
     power_off(&mut vm)?;
     let mut vm = reset_v1(cx, &disk, "--mode full --erase")?;
-    ensure!(vm.text().contains("ERASED the previous tank/data"), "the erase was not logged");
+    ensure!(
+        vm.text().contains("ERASED the previous tank/data"),
+        "the erase was not logged"
+    );
     let d = describe(&mut vm)?;
-    ensure!(!d.iter().any(|l| l.contains("tank/data.reset-") || l.contains("tank/scratch.reset-")), "the previous data is still there: {d:#?}");
-    ensure!(has(&d, "dataset tank/ROOT/v1/config.reset-ID\toff"), "the previous config went too: {d:#?}");
-    ensure!(has(&d, "files keep: keep.txt user.txt") && has(&d, "files data: factory.txt"), "{d:#?}");
+    ensure!(
+        !d.iter()
+            .any(|l| l.contains("tank/data.reset-") || l.contains("tank/scratch.reset-")),
+        "the previous data is still there: {d:#?}"
+    );
+    ensure!(
+        has(&d, "dataset tank/ROOT/v1/config.reset-ID\toff"),
+        "the previous config went too: {d:#?}"
+    );
+    ensure!(
+        has(&d, "files keep: keep.txt user.txt") && has(&d, "files data: factory.txt"),
+        "{d:#?}"
+    );
     // Nothing else changed: the other BEs and the shared dataset a reset does not cover.
-    let untouched = |l: &&String| l.contains("tank/ROOT/v2") || l.contains("tank/ROOT/v3") || l.contains("tank/keep") || l.contains("tank/BOOTENV");
+    let untouched = |l: &&String| {
+        l.contains("tank/ROOT/v2")
+            || l.contains("tank/ROOT/v3")
+            || l.contains("tank/keep")
+            || l.contains("tank/BOOTENV")
+    };
     let b: Vec<&String> = before.iter().filter(untouched).collect();
     let a: Vec<&String> = d.iter().filter(untouched).collect();
-    ensure!(a == b, "datasets outside the reset changed:\nbefore {b:#?}\nafter {a:#?}");
+    ensure!(
+        a == b,
+        "datasets outside the reset changed:\nbefore {b:#?}\nafter {a:#?}"
+    );
     let out = run_in(&mut vm, "bootenv status")?;
     ensure!(out.contains("ERASED: tank/data.reset-"), "{out}");
     power_off(&mut vm)
@@ -498,20 +836,29 @@ fn reset_powercut_resumes(cx: &mut Ctx) -> anyhow::Result<()> {
     let mut vm = reset_v1(cx, &disk, "--mode full")?;
     let reference = describe(&mut vm)?;
     power_off(&mut vm)?;
-    for (i, point) in ["reset:parked:config", "reset:installed:data"].iter().enumerate() {
+    for (i, point) in ["reset:parked:config", "reset:installed:data"]
+        .iter()
+        .enumerate()
+    {
         let disk = cx.golden_copy(&format!("cut-{i}"))?;
         let mut vm = direct_ready(cx, &disk, "v1", "")?;
         run_in(&mut vm, CHANGE_EVERYTHING)?;
         run_in(&mut vm, "bootenv factory-reset --mode full")?;
         power_off(&mut vm)?;
-        let mut vm = cx.boot(&disk, &format!("bootenv=v1 bootenv.pool=tank betest.interactive bootenv.failpoint={point}"))?;
+        let mut vm = cx.boot(
+            &disk,
+            &format!("bootenv=v1 bootenv.pool=tank betest.interactive bootenv.failpoint={point}"),
+        )?;
         vm.expect(&format!(r"bootenv: FAILPOINT {point}"), BOOT)?;
         vm.kill(); // the power cut
         let mut vm = cx.boot(&disk, "bootenv=v1 bootenv.pool=tank betest.interactive")?;
         vm.expect(r"bootenv: FACTORY RESET of v1", BOOT)?;
         vm.expect(r"bootenv: factory reset of v1 done", STEP)?;
         expect_be(&mut vm, "v1")?;
-        vm.expect(r"BOOTENV-TEST config=version=v1;greeting=factory default of 1\.0;\r?\n", STEP)?;
+        vm.expect(
+            r"BOOTENV-TEST config=version=v1;greeting=factory default of 1\.0;\r?\n",
+            STEP,
+        )?;
         vm.expect(r"BOOTENV-TEST ready", STEP)?;
         let got = describe(&mut vm)?;
         ensure!(got == reference, "after a power cut at {point} the end state differs:\nreference {reference:#?}\ngot {got:#?}");
@@ -530,17 +877,26 @@ fn reset_per_version_defaults(cx: &mut Ctx) -> anyhow::Result<()> {
     let mut vm = cx.boot(&disk, "bootenv=v1 bootenv.pool=tank betest.interactive")?;
     vm.expect(r"bootenv: factory reset of v1 done", BOOT)?;
     expect_be(&mut vm, "v1")?;
-    vm.expect(r"BOOTENV-TEST config=version=v1;greeting=factory default of 1\.0;\r?\n", STEP)?;
+    vm.expect(
+        r"BOOTENV-TEST config=version=v1;greeting=factory default of 1\.0;\r?\n",
+        STEP,
+    )?;
     vm.expect(r"BOOTENV-TEST ready", STEP)?;
     run_in(&mut vm, "bootenv factory-reset --mode config --be v2")?;
     power_off(&mut vm)?;
     let mut vm = cx.boot(&disk, "bootenv=v2 bootenv.pool=tank betest.interactive")?;
     vm.expect(r"bootenv: factory reset of v2 done", BOOT)?;
     expect_be(&mut vm, "v2")?;
-    vm.expect(r"BOOTENV-TEST config=version=v2;greeting=factory default of 2\.0;\r?\n", STEP)?;
+    vm.expect(
+        r"BOOTENV-TEST config=version=v2;greeting=factory default of 2\.0;\r?\n",
+        STEP,
+    )?;
     vm.expect(r"BOOTENV-TEST ready", STEP)?;
     let old = kept_files(&mut vm, "v2/config.reset-", "app.conf")?;
-    ensure!(old.contains("changed=2") && old.contains("version=v2"), "v2 kept someone else's config: {old}");
+    ensure!(
+        old.contains("changed=2") && old.contains("version=v2"),
+        "v2 kept someone else's config: {old}"
+    );
     power_off(&mut vm)
 }
 
@@ -556,21 +912,35 @@ fn reset_from_grub_menu(cx: &mut Ctx) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(700));
     vm.send("\r")?;
     vm.expect(r"\*v3: factory reset \(configuration\)", STEP)?;
-    for want in ["v3: factory reset \\(configuration and data\\)", "v2: factory reset \\(configuration\\)", "v2: factory reset \\(configuration and data\\)", "v1: factory reset \\(configuration\\)"] {
+    for want in [
+        "v3: factory reset \\(configuration and data\\)",
+        "v2: factory reset \\(configuration\\)",
+        "v2: factory reset \\(configuration and data\\)",
+        "v1: factory reset \\(configuration\\)",
+    ] {
         std::thread::sleep(Duration::from_millis(300));
         vm.send("\x1b[B")?;
         vm.expect(&format!(r"\*{want}"), STEP)?;
     }
     std::thread::sleep(Duration::from_millis(700));
     vm.send("\r")?;
-    vm.expect(r"bootenv: factory reset of v1 requested on the kernel command line", BOOT)?;
+    vm.expect(
+        r"bootenv: factory reset of v1 requested on the kernel command line",
+        BOOT,
+    )?;
     vm.expect(r"bootenv: factory reset of v1 done", STEP)?;
     expect_be(&mut vm, "v1")?;
     vm.expect(r"BOOTENV-TEST cmdline=[^\r\n]*bootenv\.reset=config", STEP)?;
-    vm.expect(r"BOOTENV-TEST config=version=v1;greeting=factory default of 1\.0;\r?\n", STEP)?;
+    vm.expect(
+        r"BOOTENV-TEST config=version=v1;greeting=factory default of 1\.0;\r?\n",
+        STEP,
+    )?;
     vm.expect(r"BOOTENV-TEST ready", STEP)?;
     let out = run_in(&mut vm, "bootenv status")?;
-    ensure!(out.contains("factory reset (configuration) of v1 requested (grub)"), "{out}");
+    ensure!(
+        out.contains("factory reset (configuration) of v1 requested (grub)"),
+        "{out}"
+    );
     power_off(&mut vm)?;
     // The request was used up: the next boot is a plain one.
     let mut vm = grub_boot(cx, &disk, "v1")?;
@@ -590,7 +960,11 @@ fn run_in(vm: &mut Vm, cmd: &str) -> anyhow::Result<String> {
     vm.send(&format!("run {cmd}\n"))?;
     let m = vm.expect(r"(?s)(.*?)BOOTENV-TEST done rc=(\d+)", STEP)?;
     let out = m[1].clone();
-    ensure!(m[2] == "0", "`{cmd}` failed (status {}) in the test BE:\n{out}", m[2]);
+    ensure!(
+        m[2] == "0",
+        "`{cmd}` failed (status {}) in the test BE:\n{out}",
+        m[2]
+    );
     vm.expect(r"BOOTENV-TEST ready", STEP)?;
     Ok(out)
 }
@@ -629,7 +1003,10 @@ fn grub_menu_pick(cx: &mut Ctx) -> anyhow::Result<()> {
     vm.expect(r"bootenv: loading v1", BOOT)?;
     expect_ready(&mut vm, "v1")?;
     let out = run_in(&mut vm, "cat /proc/cmdline")?;
-    ensure!(out.contains("bootenv=v1 ") && !out.contains("bootenv.trial"), "unexpected command line: {out}");
+    ensure!(
+        out.contains("bootenv=v1 ") && !out.contains("bootenv.trial"),
+        "unexpected command line: {out}"
+    );
     power_off(&mut vm)?;
     // The pick was for that boot only.
     let mut vm = grub_boot(cx, &disk, "v2")?;
@@ -644,7 +1021,10 @@ fn grub_next_once(cx: &mut Ctx) -> anyhow::Result<()> {
     power_off(&mut vm)?;
     let mut vm = grub_boot(cx, &disk, "v3")?;
     let out = run_in(&mut vm, "bootenv status")?;
-    ensure!(out.contains("booted: v3") && out.contains("grub: default=v1 next=- trial=-"), "{out}");
+    ensure!(
+        out.contains("booted: v3") && out.contains("grub: default=v1 next=- trial=-"),
+        "{out}"
+    );
     power_off(&mut vm)?;
     let mut vm = grub_boot(cx, &disk, "v1")?;
     power_off(&mut vm)
@@ -658,8 +1038,14 @@ fn trial_commit(cx: &mut Ctx) -> anyhow::Result<()> {
     power_off(&mut vm)?;
     let mut vm = grub_boot(cx, &disk, "v3")?;
     let out = run_in(&mut vm, "cat /proc/cmdline; bootenv status")?;
-    ensure!(out.contains("bootenv.trial=1"), "the trial boot does not say so: {out}");
-    ensure!(out.contains("trial: this is a trial boot; 1 tries left"), "{out}");
+    ensure!(
+        out.contains("bootenv.trial=1"),
+        "the trial boot does not say so: {out}"
+    );
+    ensure!(
+        out.contains("trial: this is a trial boot; 1 tries left"),
+        "{out}"
+    );
     let out = run_in(&mut vm, "bootenv mark-good")?;
     ensure!(out.contains("v3 passed its trial"), "{out}");
     power_off(&mut vm)?;
@@ -668,7 +1054,11 @@ fn trial_commit(cx: &mut Ctx) -> anyhow::Result<()> {
         let out = run_in(&mut vm, "cat /proc/cmdline; bootenv status; bootenv list")?;
         ensure!(!out.contains("bootenv.trial="), "still a trial boot: {out}");
         ensure!(out.contains("last known-good: v3"), "{out}");
-        ensure!(out.lines().any(|l| l.starts_with("v3") && l.contains("NRG")), "v3 is not running, default and good: {out}");
+        ensure!(
+            out.lines()
+                .any(|l| l.starts_with("v3") && l.contains("NRG")),
+            "v3 is not running, default and good: {out}"
+        );
         power_off(&mut vm)?;
     }
     Ok(())
@@ -687,12 +1077,19 @@ fn trial_rollback(cx: &mut Ctx, how: &str) -> anyhow::Result<()> {
     for left in [1, 0] {
         let mut vm = cx.uefi(&disk)?;
         expect_be(&mut vm, "v3")?;
-        vm.expect(&format!(r"BOOTENV-TEST cmdline=[^\r\n]*bootenv\.trial={left}"), STEP)?;
+        vm.expect(
+            &format!(r"BOOTENV-TEST cmdline=[^\r\n]*bootenv\.trial={left}"),
+            STEP,
+        )?;
         match how {
             "panic" => {
                 vm.expect(r"BOOTENV-TEST panicking", STEP)?;
                 let e = vm.wait(STEP)?;
-                ensure!(e == crate::qemu::Exit::Panicked, "expected a kernel panic, got {}", crate::qemu::describe(e));
+                ensure!(
+                    e == crate::qemu::Exit::Panicked,
+                    "expected a kernel panic, got {}",
+                    crate::qemu::describe(e)
+                );
             }
             _ => {
                 vm.expect(r"BOOTENV-TEST rebooting without marking good", STEP)?;
@@ -705,7 +1102,10 @@ fn trial_rollback(cx: &mut Ctx, how: &str) -> anyhow::Result<()> {
     expect_be(&mut vm, "v1")?;
     vm.expect(r"BOOTENV-TEST cmdline=[^\r\n]*bootenv\.rollback=v3", STEP)?;
     vm.expect(r"BOOTENV-TEST report rollback=v3", STEP)?;
-    vm.expect(r"BOOTENV-TEST status ROLLBACK: the trial of v3 used up its tries", STEP)?;
+    vm.expect(
+        r"BOOTENV-TEST status ROLLBACK: the trial of v3 used up its tries",
+        STEP,
+    )?;
     vm.expect(r"BOOTENV-TEST ready", STEP)?;
     let out = run_in(&mut vm, "bootenv status")?;
     ensure!(out.contains("ROLLBACK: the trial of v3 used up its tries without being marked good; v1 booted instead"), "{out}");
@@ -714,7 +1114,10 @@ fn trial_rollback(cx: &mut Ctx, how: &str) -> anyhow::Result<()> {
     // The rollback is final: the next boot is v1 again, without the marker.
     let mut vm = grub_boot(cx, &disk, "v1")?;
     let out = run_in(&mut vm, "cat /proc/cmdline; bootenv status")?;
-    ensure!(!out.contains("bootenv.rollback") && out.contains("grub: default=v1 next=- trial=-"), "{out}");
+    ensure!(
+        !out.contains("bootenv.rollback") && out.contains("grub: default=v1 next=- trial=-"),
+        "{out}"
+    );
     power_off(&mut vm)
 }
 
@@ -738,8 +1141,14 @@ fn grubenv_torn_recovers(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
     let env = "/run/bootenv/esp/bootenv/grubenv";
     let damages = [
-        ("truncated", format!("head -c 100 {env} > /tmp/g && cat /tmp/g > {env}")),
-        ("garbage", format!("dd if=/dev/urandom of={env} bs=1024 count=1 conv=notrunc 2>/dev/null")),
+        (
+            "truncated",
+            format!("head -c 100 {env} > /tmp/g && cat /tmp/g > {env}"),
+        ),
+        (
+            "garbage",
+            format!("dd if=/dev/urandom of={env} bs=1024 count=1 conv=notrunc 2>/dev/null"),
+        ),
     ];
     let mut vm = grub_boot(cx, &disk, "v1")?;
     let before = list_shape(&run_in(&mut vm, "bootenv list")?);
@@ -748,15 +1157,28 @@ fn grubenv_torn_recovers(cx: &mut Ctx) -> anyhow::Result<()> {
         run_in(&mut vm, "bootenv activate --once v3")?;
         run_in(&mut vm, &format!("{damage} && sync"))?;
         power_off(&mut vm)?;
-        vm = grub_boot(cx, &disk, "v1").map_err(|e| anyhow::anyhow!("after a {what} block: {e:#}"))?;
+        vm = grub_boot(cx, &disk, "v1")
+            .map_err(|e| anyhow::anyhow!("after a {what} block: {e:#}"))?;
         let out = run_in(&mut vm, "bootenv status")?;
-        ensure!(out.contains("grub: environment block damaged"), "{what}: {out}");
+        ensure!(
+            out.contains("grub: environment block damaged"),
+            "{what}: {out}"
+        );
         let out = run_in(&mut vm, "bootenv mark-good")?;
-        ensure!(out.contains("repaired the damaged GRUB environment block"), "{what}: {out}");
+        ensure!(
+            out.contains("repaired the damaged GRUB environment block"),
+            "{what}: {out}"
+        );
         let out = run_in(&mut vm, "bootenv status")?;
-        ensure!(out.contains("grub: default=v1 next=- trial=-"), "{what}: {out}");
+        ensure!(
+            out.contains("grub: default=v1 next=- trial=-"),
+            "{what}: {out}"
+        );
         let after = list_shape(&run_in(&mut vm, "bootenv list")?);
-        ensure!(after == before, "{what}: the BEs changed: {before:?} -> {after:?}");
+        ensure!(
+            after == before,
+            "{what}: the BEs changed: {before:?} -> {after:?}"
+        );
     }
     power_off(&mut vm)?;
     let mut vm = grub_boot(cx, &disk, "v1")?;
@@ -784,7 +1206,11 @@ fn grub_bios_boot(cx: &mut Ctx) -> anyhow::Result<()> {
 /// Waits for a test boot environment to start and returns nothing; fails when another starts.
 fn expect_be(vm: &mut Vm, name: &str) -> anyhow::Result<()> {
     let got = vm.expect(r"BOOTENV-TEST be-started name=(\S+)", BOOT)?;
-    ensure!(got[1] == name, "boot environment {} started, expected {name}", got[1]);
+    ensure!(
+        got[1] == name,
+        "boot environment {} started, expected {name}",
+        got[1]
+    );
     Ok(())
 }
 
@@ -800,7 +1226,10 @@ fn boot_default(cx: &mut Ctx) -> anyhow::Result<()> {
     // Nothing for bootenv on the command line: no pool, no boot environment.
     let mut vm = cx.boot(&disk, "betest.action=activate:v3")?;
     vm.expect(r"bootenv: no pool named on the kernel command line", BOOT)?;
-    vm.expect(r"bootenv: booting v1 \(the default, from the pool's bootfs property\)", BOOT)?;
+    vm.expect(
+        r"bootenv: booting v1 \(the default, from the pool's bootfs property\)",
+        BOOT,
+    )?;
     expect_be(&mut vm, "v1")?;
     vm.expect(r"BOOTENV-TEST report choice=default", STEP)?;
     vm.expect(r"BOOTENV-TEST report source=bootfs", STEP)?;
@@ -808,7 +1237,10 @@ fn boot_default(cx: &mut Ctx) -> anyhow::Result<()> {
     expect_done(&mut vm, "v1")?;
     // The default is the pool's, not a fixed name: after `bootenv activate v3`, v3 boots.
     let mut vm = cx.boot(&disk, "")?;
-    vm.expect(r"bootenv: booting v3 \(the default, from the pool's bootfs property\)", BOOT)?;
+    vm.expect(
+        r"bootenv: booting v3 \(the default, from the pool's bootfs property\)",
+        BOOT,
+    )?;
     expect_be(&mut vm, "v3")?;
     expect_done(&mut vm, "v3")
 }
@@ -821,33 +1253,55 @@ fn zfs_mounts(vm: &mut Vm) -> anyhow::Result<BTreeSet<String>> {
 fn boot_select(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
     let mut vm = cx.boot(&disk, "bootenv=v2 bootenv.pool=tank")?;
-    vm.expect(r"bootenv: booting v2 \(asked for on the kernel command line\)", BOOT)?;
+    vm.expect(
+        r"bootenv: booting v2 \(asked for on the kernel command line\)",
+        BOOT,
+    )?;
     expect_be(&mut vm, "v2")?;
     vm.expect(r"BOOTENV-TEST cmdline=[^\r\n]*bootenv=v2", STEP)?;
-    vm.expect(r"BOOTENV-TEST config=version=v2;greeting=factory default of 2\.0;", STEP)?;
+    vm.expect(
+        r"BOOTENV-TEST config=version=v2;greeting=factory default of 2\.0;",
+        STEP,
+    )?;
     let mounts = zfs_mounts(&mut vm)?;
-    let want: BTreeSet<String> = ["tank/ROOT/v2:/:rw", "tank/ROOT/v2/config:/etc/config:rw", "tank/BOOTENV:/run/bootenv/state:rw"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    ensure!(mounts == want, "mounted ZFS datasets {mounts:?}, expected exactly {want:?}");
+    let want: BTreeSet<String> = [
+        "tank/ROOT/v2:/:rw",
+        "tank/ROOT/v2/config:/etc/config:rw",
+        "tank/BOOTENV:/run/bootenv/state:rw",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    ensure!(
+        mounts == want,
+        "mounted ZFS datasets {mounts:?}, expected exactly {want:?}"
+    );
     vm.expect(r"BOOTENV-TEST report choice=requested", STEP)?;
     expect_done(&mut vm, "v2")
 }
 
 fn boot_config_mounted(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
-    let mut vm = cx.boot(&disk, "bootenv=v3 bootenv.pool=tank betest.action=write-config")?;
+    let mut vm = cx.boot(
+        &disk,
+        "bootenv=v3 bootenv.pool=tank betest.action=write-config",
+    )?;
     expect_be(&mut vm, "v3")?;
     let mounts = zfs_mounts(&mut vm)?;
-    ensure!(mounts.contains("tank/ROOT/v3/config:/etc/config:rw"), "config not mounted read-write: {mounts:?}");
+    ensure!(
+        mounts.contains("tank/ROOT/v3/config:/etc/config:rw"),
+        "config not mounted read-write: {mounts:?}"
+    );
     let token = vm.expect(r"BOOTENV-TEST wrote-token (\S+)", STEP)?[1].clone();
     expect_done(&mut vm, "v3")?;
     // The write is still there on the next boot of the same boot environment...
     let mut vm = cx.boot(&disk, "bootenv=v3 bootenv.pool=tank")?;
     expect_be(&mut vm, "v3")?;
     let seen = vm.expect(r"BOOTENV-TEST token=(\S+)", STEP)?[1].clone();
-    ensure!(seen == token, "v3's config holds token {seen}, expected {token}");
+    ensure!(
+        seen == token,
+        "v3's config holds token {seen}, expected {token}"
+    );
     expect_done(&mut vm, "v3")?;
     // ...and only in its own config: v2 has its own.
     let mut vm = cx.boot(&disk, "bootenv=v2 bootenv.pool=tank")?;
@@ -870,11 +1324,23 @@ fn boot_unknown_falls_back(cx: &mut Ctx) -> anyhow::Result<()> {
     expect_be(&mut vm, "v1")?;
     vm.expect(r"BOOTENV-TEST report choice=fallback", STEP)?;
     vm.expect(r"BOOTENV-TEST report requested=nosuch", STEP)?;
-    vm.expect(r"BOOTENV-TEST report reason=boot environment nosuch does not exist in pool tank", STEP)?;
+    vm.expect(
+        r"BOOTENV-TEST report reason=boot environment nosuch does not exist in pool tank",
+        STEP,
+    )?;
     vm.expect(r"BOOTENV-TEST fallback-file bootenv: booted v1 instead of nosuch: boot environment nosuch does not exist", STEP)?;
-    vm.expect(r"BOOTENV-TEST kmsg-fallback bootenv: FALLBACK: booting v1", STEP)?;
-    vm.expect(r"BOOTENV-TEST status chosen: FALLBACK: nosuch was asked for but did not boot", STEP)?;
-    vm.expect(r"BOOTENV-TEST status event @\d+: fallback: booted v1 instead of nosuch", STEP)?;
+    vm.expect(
+        r"BOOTENV-TEST kmsg-fallback bootenv: FALLBACK: booting v1",
+        STEP,
+    )?;
+    vm.expect(
+        r"BOOTENV-TEST status chosen: FALLBACK: nosuch was asked for but did not boot",
+        STEP,
+    )?;
+    vm.expect(
+        r"BOOTENV-TEST status event @\d+: fallback: booted v1 instead of nosuch",
+        STEP,
+    )?;
     expect_done(&mut vm, "v1")
 }
 
@@ -884,7 +1350,10 @@ fn boot_missing_pool_rescue(cx: &mut Ctx) -> anyhow::Result<()> {
     let mut vm = cx.boot(&disk, "bootenv.pool=tank")?;
     vm.allow(r"bootenv RESCUE");
     vm.expect(r"bootenv RESCUE: the system cannot boot", BOOT)?;
-    vm.expect(r"Reason: pool tank was not found on any disk \(waited 10 s\)", STEP)?;
+    vm.expect(
+        r"Reason: pool tank was not found on any disk \(waited 10 s\)",
+        STEP,
+    )?;
     vm.expect(r"bootenv.pool=<name>", STEP)?;
     vm.expect(r"bootenv-rescue# ", STEP)?;
     // The shell is live: it runs what is typed.
@@ -894,7 +1363,11 @@ fn boot_missing_pool_rescue(cx: &mut Ctx) -> anyhow::Result<()> {
     vm.send("poweroff -f\n")?;
     vm.expect_poweroff(STEP)?;
     vm.refute("Kernel panic")?;
-    ensure!(started.elapsed() < Duration::from_secs(300), "the rescue path took {:?}", started.elapsed());
+    ensure!(
+        started.elapsed() < Duration::from_secs(300),
+        "the rescue path took {:?}",
+        started.elapsed()
+    );
     Ok(())
 }
 
@@ -912,14 +1385,22 @@ pub struct Outcome {
 /// lines as they end; the outcomes come back in the scenarios' order. Side by side, each VM gets
 /// one virtual CPU: a boot keeps one host core busy, so two VMs use two cores better than one
 /// VM with two.
-pub fn run(art: &Artifacts, names: &[String], echo: bool, jobs: usize) -> anyhow::Result<Vec<Outcome>> {
+pub fn run(
+    art: &Artifacts,
+    names: &[String],
+    echo: bool,
+    jobs: usize,
+) -> anyhow::Result<Vec<Outcome>> {
     let scenarios = all();
     for n in names {
         if !scenarios.iter().any(|s| s.name == n) {
             bail!("no scenario named {n}; `cargo xtask vm-test --list` lists them");
         }
     }
-    let chosen: Vec<&Scenario> = scenarios.iter().filter(|s| names.is_empty() || names.iter().any(|n| n == s.name)).collect();
+    let chosen: Vec<&Scenario> = scenarios
+        .iter()
+        .filter(|s| names.is_empty() || names.iter().any(|n| n == s.name))
+        .collect();
     let jobs = jobs.clamp(1, chosen.len().max(1));
     let cpus = if jobs > 1 { 1 } else { 2 };
     let next = std::sync::Mutex::new(0usize);
@@ -942,7 +1423,11 @@ pub fn run(art: &Artifacts, names: &[String], echo: bool, jobs: usize) -> anyhow
                     Ok(()) => println!("PASS {} ({secs:.1} s)", s.name),
                     Err(e) => println!("FAIL {} ({secs:.1} s): {e:#}", s.name),
                 }
-                let o = Outcome { name: s.name.into(), failure: result.err().map(|e| format!("{e:#}")), secs };
+                let o = Outcome {
+                    name: s.name.into(),
+                    failure: result.err().map(|e| format!("{e:#}")),
+                    secs,
+                };
                 results.lock().expect("not poisoned").push((i, o));
             });
         }

@@ -8,7 +8,11 @@ fn run_with_fake_bootenv(script_body: &str) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("bootenv");
     std::fs::write(&fake, format!("#!/bin/sh\n{script_body}\n")).unwrap();
-    Command::new("chmod").args(["755"]).arg(&fake).status().unwrap();
+    Command::new("chmod")
+        .args(["755"])
+        .arg(&fake)
+        .status()
+        .unwrap();
     let grub_d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../grub/10_bootenv");
     Command::new("sh")
         .arg(grub_d)
@@ -19,9 +23,14 @@ fn run_with_fake_bootenv(script_body: &str) -> std::process::Output {
 
 #[test]
 fn prints_the_menu() {
-    let out = run_with_fake_bootenv(r#"[ "$1" = grub-menu ] && echo "menuentry 'v1: 1.0' --id 'bootenv-v1' {" && echo "}""#);
+    let out = run_with_fake_bootenv(
+        r#"[ "$1" = grub-menu ] && echo "menuentry 'v1: 1.0' --id 'bootenv-v1' {" && echo "}""#,
+    );
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "menuentry 'v1: 1.0' --id 'bootenv-v1' {\n}\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "menuentry 'v1: 1.0' --id 'bootenv-v1' {\n}\n"
+    );
 }
 
 #[test]

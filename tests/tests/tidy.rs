@@ -15,9 +15,18 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn sources() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let mut files = Vec::new();
-    for d in ["agent/src", "initramfs/src", "tests/src", "tests/tests", "xtask/src"] {
+    for d in [
+        "agent/src",
+        "initramfs/src",
+        "tests/src",
+        "tests/tests",
+        "xtask/src",
+    ] {
         rust_files(&root.join(d), &mut files);
     }
     assert!(files.len() > 20, "found only {} files", files.len());
@@ -35,7 +44,12 @@ fn every_module_says_what_it_is_for() {
 
 #[test]
 fn no_test_is_switched_off_or_a_stub() {
-    let banned = [concat!("#[", "ignore"), concat!("todo", "!("), concat!("unimplemented", "!("), concat!("should", "_panic")];
+    let banned = [
+        concat!("#[", "ignore"),
+        concat!("todo", "!("),
+        concat!("unimplemented", "!("),
+        concat!("should", "_panic"),
+    ];
     for p in sources() {
         let text = std::fs::read_to_string(&p).unwrap();
         for b in banned {

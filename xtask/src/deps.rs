@@ -60,13 +60,24 @@ fn on_path(cmd: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
         .unwrap_or(false)
-        || ["/usr/sbin", "/sbin"].iter().any(|d| Path::new(d).join(cmd).is_file())
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|d| Path::new(d).join(cmd).is_file())
 }
 
 /// What is missing, in words.
 pub fn missing() -> Vec<String> {
-    let mut m: Vec<String> = COMMANDS.iter().filter(|c| !on_path(c)).map(|c| format!("command {c}")).collect();
-    m.extend(FILES.iter().filter(|f| !Path::new(f).exists()).map(|f| format!("file {f}")));
+    let mut m: Vec<String> = COMMANDS
+        .iter()
+        .filter(|c| !on_path(c))
+        .map(|c| format!("command {c}"))
+        .collect();
+    m.extend(
+        FILES
+            .iter()
+            .filter(|f| !Path::new(f).exists())
+            .map(|f| format!("file {f}")),
+    );
     if bootenv_initramfs::Kernel::find(None).is_err() {
         m.push("a kernel with ZFS modules (linux-image-amd64 + zfs-dkms)".into());
     }
@@ -76,7 +87,12 @@ pub fn missing() -> Vec<String> {
 fn codename() -> String {
     std::fs::read_to_string("/etc/os-release")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VERSION_CODENAME=").map(|v| v.trim_matches('"').to_owned())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VERSION_CODENAME=")
+                    .map(|v| v.trim_matches('"').to_owned())
+            })
+        })
         .unwrap_or_else(|| "bookworm".into())
 }
 
@@ -87,12 +103,15 @@ fn has_contrib() -> bool {
         files.extend(rd.flatten().map(|e| e.path()));
     }
     files.iter().any(|f| {
-        let ext_ok = f.extension().is_some_and(|e| e == "list" || e == "sources") || f.ends_with("sources.list");
+        let ext_ok = f.extension().is_some_and(|e| e == "list" || e == "sources")
+            || f.ends_with("sources.list");
         ext_ok
             && std::fs::read_to_string(f).is_ok_and(|s| {
                 s.lines().any(|l| {
                     let l = l.trim();
-                    !l.starts_with('#') && (l.starts_with("deb ") || l.starts_with("Components:")) && l.split_whitespace().any(|w| w == "contrib")
+                    !l.starts_with('#')
+                        && (l.starts_with("deb ") || l.starts_with("Components:"))
+                        && l.split_whitespace().any(|w| w == "contrib")
                 })
             })
     })
@@ -117,9 +136,15 @@ pub fn ensure() -> anyhow::Result<()> {
     if m.is_empty() {
         return Ok(());
     }
-    println!("==> setting up this machine for bootenv's VM tests; missing: {}", m.join(", "));
+    println!(
+        "==> setting up this machine for bootenv's VM tests; missing: {}",
+        m.join(", ")
+    );
     if !nix_is_root() {
-        bail!("installing packages needs root: run `sudo cargo xtask deps` (missing: {})", m.join(", "));
+        bail!(
+            "installing packages needs root: run `sudo cargo xtask deps` (missing: {})",
+            m.join(", ")
+        );
     }
     if !has_contrib() {
         let suite = codename();
@@ -133,7 +158,9 @@ pub fn ensure() -> anyhow::Result<()> {
     apt(&["update", "-q"])?;
     let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
     args.extend(PACKAGES);
-    println!("==> building the ZFS modules for the guest kernel (DKMS) takes about 8 minutes on 2 cores");
+    println!(
+        "==> building the ZFS modules for the guest kernel (DKMS) takes about 8 minutes on 2 cores"
+    );
     apt(&args)?;
     let still = missing();
     if !still.is_empty() {
@@ -143,5 +170,9 @@ pub fn ensure() -> anyhow::Result<()> {
 }
 
 fn nix_is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }

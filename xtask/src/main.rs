@@ -8,6 +8,7 @@
 //! - `demo`: build everything and boot a boot environment, showing the agent at work
 
 mod deps;
+mod docs;
 
 use anyhow::{bail, Context};
 use bootenv_vmtest::images::Artifacts;
@@ -18,13 +19,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: cargo xtask <deps|build|initramfs|vm-test|test|demo> [options]
+const USAGE: &str = "usage: cargo xtask <deps|build|initramfs|vm-test|test|demo|man> [options]
   deps                          install packages the VMs need (needs root)
   build                         build the static agent
   initramfs --kernel <release>  build bootenv's initramfs [--out FILE] [--module NAME]...
   vm-test [--list] [NAME...]    run VM scenarios (all when none is named)
   test                          unit tests, then every VM scenario
-  demo                          boot a boot environment in a VM and show the agent at work";
+  demo                          boot a boot environment in a VM and show the agent at work
+  man                           bootenv's man pages and shell completions, into target/doc-gen";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -35,6 +37,7 @@ fn main() {
         Some("vm-test") => vm_test(&args[1..]),
         Some("test") => test(),
         Some("demo") => demo(),
+        Some("man") => man(),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
@@ -49,8 +52,24 @@ fn main() {
     }
 }
 
+fn man() -> anyhow::Result<()> {
+    let out = root().join("target/doc-gen");
+    let d = docs::generate(&out)?;
+    for p in d.man.iter().chain(&d.completions) {
+        println!("{}", p.display());
+    }
+    println!(
+        "read one with: man -l {}",
+        out.join("man/bootenv.1").display()
+    );
+    Ok(())
+}
+
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
 }
 
 fn cargo() -> Command {
@@ -66,7 +85,15 @@ const TARGET: &str = "x86_64-unknown-linux-gnu";
 fn build_agent() -> anyhow::Result<PathBuf> {
     println!("==> building the static agent");
     let status = cargo()
-        .args(["build", "--release", "--quiet", "-p", "bootenv", "--target", TARGET])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "bootenv",
+            "--target",
+            TARGET,
+        ])
         .env(
             "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
             "-C target-feature=+crt-static -C relocation-model=static",
@@ -101,16 +128,30 @@ fn initramfs(args: &[String]) -> anyhow::Result<()> {
     }
     let agent = build_agent()?;
     let kernel = bootenv_initramfs::Kernel::find(kernel.as_deref())?;
-    let opts = bootenv_initramfs::Options { kernel: kernel.clone(), agent, extra_modules: extra };
+    let opts = bootenv_initramfs::Options {
+        kernel: kernel.clone(),
+        agent,
+        extra_modules: extra,
+    };
     let image = bootenv_initramfs::agent_image(&opts)?;
     let cpio = image.write(bootenv_initramfs::epoch());
     let z = bootenv_initramfs::compress(&cpio)?;
-    let out = out.unwrap_or_else(|| root().join(format!("target/bootenv/initramfs-{}.cpio.zst", kernel.release)));
+    let out = out.unwrap_or_else(|| {
+        root().join(format!(
+            "target/bootenv/initramfs-{}.cpio.zst",
+            kernel.release
+        ))
+    });
     if let Some(d) = out.parent() {
         std::fs::create_dir_all(d)?;
     }
     std::fs::write(&out, &z)?;
-    println!("{} ({} bytes compressed, {} bytes of cpio)", out.display(), z.len(), cpio.len());
+    println!(
+        "{} ({} bytes compressed, {} bytes of cpio)",
+        out.display(),
+        z.len(),
+        cpio.len()
+    );
     Ok(())
 }
 
@@ -144,7 +185,11 @@ fn vm_test(args: &[String]) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let names: Vec<String> = args.iter().filter(|a| !a.starts_with('-')).cloned().collect();
+    let names: Vec<String> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .cloned()
+        .collect();
     for n in &names {
         if !scenarios::all().iter().any(|s| s.name == n) {
             bail!("no scenario named {n}; `cargo xtask vm-test --list` lists them");
@@ -172,7 +217,16 @@ fn unit_tests() -> anyhow::Result<(usize, usize)> {
         if let Some(rest) = line.strip_prefix("test result: ") {
             let num = |key: &str| {
                 rest.split(';')
-                    .find_map(|p| p.trim().strip_suffix(key).map(|n| n.trim().trim_start_matches("ok.").trim_start_matches("FAILED.").trim().parse::<usize>().unwrap_or(0)))
+                    .find_map(|p| {
+                        p.trim().strip_suffix(key).map(|n| {
+                            n.trim()
+                                .trim_start_matches("ok.")
+                                .trim_start_matches("FAILED.")
+                                .trim()
+                                .parse::<usize>()
+                                .unwrap_or(0)
+                        })
+                    })
                     .unwrap_or(0)
             };
             passed += num("passed");
@@ -198,7 +252,12 @@ fn test() -> anyhow::Result<()> {
     let vp = outcomes.len() - vf;
     println!("VM scenarios: {vp} passed, {vf} failed");
     for o in &outcomes {
-        println!("  {:<28} {:>6.1} s  {}", o.name, o.secs, if o.failure.is_some() { "FAIL" } else { "PASS" });
+        println!(
+            "  {:<28} {:>6.1} s  {}",
+            o.name,
+            o.secs,
+            if o.failure.is_some() { "FAIL" } else { "PASS" }
+        );
     }
     println!("total time {:.0} s", t.elapsed().as_secs_f64());
     summary(up + vp, uf + vf)
@@ -210,12 +269,19 @@ fn demo() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let disk = dir.join("disk.qcow2");
     bootenv_vmtest::disk::overlay(&art.golden, &disk)?;
-    let cmdline = format!("{} bootenv=v2 bootenv.pool=tank", bootenv_vmtest::images::BASE_CMDLINE);
+    let cmdline = format!(
+        "{} bootenv=v2 bootenv.pool=tank",
+        bootenv_vmtest::images::BASE_CMDLINE
+    );
     println!("==> booting the demo disk: pool tank with boot environments v1 (default), v2, v3");
     println!("    kernel command line: {cmdline}");
     println!("------------------------------------------------------------------ guest console");
     let cfg = VmConfig {
-        boot: Boot::Direct { kernel: art.kernel.vmlinuz.clone(), initrd: art.initrd.clone(), append: cmdline },
+        boot: Boot::Direct {
+            kernel: art.kernel.vmlinuz.clone(),
+            initrd: art.initrd.clone(),
+            append: cmdline,
+        },
         disks: vec![disk],
         log: dir.join("console.log"),
         memory_mb: 1024,
@@ -230,13 +296,26 @@ fn demo() -> anyhow::Result<()> {
     let config = vm.expect(r"BOOTENV-TEST config=([^\r\n]*)", scenarios::STEP)?[1].clone();
     let dataset = vm.expect(r"BOOTENV-TEST report dataset=(\S+)", scenarios::STEP)?[1].clone();
     let choice = vm.expect(r"BOOTENV-TEST report choice=(\S+)", scenarios::STEP)?[1].clone();
-    let start: f64 = vm.expect(r"BOOTENV-TEST report agent-start=([0-9.]+)", scenarios::STEP)?[1].parse()?;
-    let exec: f64 = vm.expect(r"BOOTENV-TEST report init-exec=([0-9.]+)", scenarios::STEP)?[1].parse()?;
+    let start: f64 = vm.expect(
+        r"BOOTENV-TEST report agent-start=([0-9.]+)",
+        scenarios::STEP,
+    )?[1]
+        .parse()?;
+    let exec: f64 =
+        vm.expect(r"BOOTENV-TEST report init-exec=([0-9.]+)", scenarios::STEP)?[1].parse()?;
     vm.expect_poweroff(scenarios::STEP)?;
     println!("------------------------------------------------------------------ summary");
     println!("booted:  {be} ({dataset}), chosen: {choice}");
-    println!("config:  {}", config.trim_end_matches(';').replace(';', "; "));
+    println!(
+        "config:  {}",
+        config.trim_end_matches(';').replace(';', "; ")
+    );
     println!("kernel start -> exec of the BE's init: {exec:.2} s (guest clock; the agent started at {start:.2} s and ran {:.2} s)", exec - start);
-    println!("VM wall time: {:.1} s under {}; console log: {}", t.elapsed().as_secs_f64(), art.accel, cfg.log.display());
+    println!(
+        "VM wall time: {:.1} s under {}; console log: {}",
+        t.elapsed().as_secs_f64(),
+        art.accel,
+        cfg.log.display()
+    );
     Ok(())
 }

@@ -66,9 +66,16 @@ fn console_level() -> u8 {
 /// Installs the logger. `debug` also logs every command.
 pub fn init(debug: bool) {
     let kmsg = OpenOptions::new().write(true).open("/dev/kmsg").ok();
-    let logger = KmsgLogger { kmsg: Mutex::new(kmsg), console_level: console_level() };
+    let logger = KmsgLogger {
+        kmsg: Mutex::new(kmsg),
+        console_level: console_level(),
+    };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
-        log::set_max_level(if debug { LevelFilter::Debug } else { LevelFilter::Info });
+        log::set_max_level(if debug {
+            LevelFilter::Debug
+        } else {
+            LevelFilter::Info
+        });
     }
 }
 
@@ -84,7 +91,10 @@ pub fn unlimit_kmsg() -> Option<String> {
 /// Restores the `/dev/kmsg` rate limit setting saved by [`unlimit_kmsg`].
 pub fn restore_kmsg(old: Option<&str>) {
     if let Some(old) = old {
-        if let Ok(mut f) = File::options().write(true).open("/proc/sys/kernel/printk_devkmsg") {
+        if let Ok(mut f) = File::options()
+            .write(true)
+            .open("/proc/sys/kernel/printk_devkmsg")
+        {
             let _ = f.write_all(old.as_bytes());
         }
     }

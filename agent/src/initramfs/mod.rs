@@ -35,7 +35,12 @@ fn mount_api_filesystems() {
         ("proc", "/proc", nosuid, ""),
         ("sysfs", "/sys", nosuid, ""),
         ("devtmpfs", "/dev", MsFlags::MS_NOSUID, "mode=0755"),
-        ("tmpfs", "/run", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=0755"),
+        (
+            "tmpfs",
+            "/run",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            "mode=0755",
+        ),
     ];
     for (fstype, target, flags, data) in mounts {
         let _ = std::fs::create_dir_all(target);
@@ -56,7 +61,11 @@ fn ensure_console() {
     if unsafe { libc::fcntl(1, libc::F_GETFD) } >= 0 {
         return;
     }
-    if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/console") {
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    {
         for fd in 0..3 {
             // SAFETY: dup2 onto the standard descriptors, with a valid open source fd.
             unsafe {
@@ -88,15 +97,27 @@ pub fn main() -> ! {
         log::error!("internal error: {info}");
         rescue::exec_shell(&format!("the bootenv agent failed: {info}"));
     }));
-    log::info!("bootenv {} starting at {agent_start:.3} s", env!("CARGO_PKG_VERSION"));
+    log::info!(
+        "bootenv {} starting at {agent_start:.3} s",
+        env!("CARGO_PKG_VERSION")
+    );
     for w in &args.warnings {
         log::warn!("{w}");
     }
     modules::load_all();
 
-    let zfs = ZfsCli::default().with_programs("/sbin/zpool", "/sbin/zfs").with_search_dir("/dev");
+    let zfs = ZfsCli::default()
+        .with_programs("/sbin/zpool", "/sbin/zfs")
+        .with_search_dir("/dev");
     let mounter = SysMounter;
-    let env = Env { root: Path::new("/"), zfs: &zfs, mounter: &mounter, uptime: &uptime, now: &now, failpoint: &failpoint };
+    let env = Env {
+        root: Path::new("/"),
+        zfs: &zfs,
+        mounter: &mounter,
+        uptime: &uptime,
+        now: &now,
+        failpoint: &failpoint,
+    };
     loop {
         let args = BootArgs::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
         let prepared = env.prepare(&args);
@@ -127,14 +148,20 @@ fn hand_over(env: &Env, ready: crate::boot::Ready, kmsg_setting: Option<&str>) -
     let t = uptime();
     report.put("init-exec", &format!("{t:.3}"));
     let _ = env; // Paths below are now relative to the new root.
-    if let Err(e) = std::fs::write(Path::new("/").join(crate::report::DIR).join("boot"), report.render()) {
+    if let Err(e) = std::fs::write(
+        Path::new("/").join(crate::report::DIR).join("boot"),
+        report.render(),
+    ) {
         log::warn!("could not update the boot report: {e}");
     }
     log::info!(
         "starting {} of boot environment {} at {t:.3} s (agent ran {:.3} s)",
         ready.plan.init,
         ready.plan.be,
-        t - report.get("agent-start").and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0)
+        t - report
+            .get("agent-start")
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0)
     );
     logger::restore_kmsg(kmsg_setting);
     switchroot::exec_init(&ready.plan.init)

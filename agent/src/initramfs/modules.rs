@@ -31,15 +31,22 @@ pub fn parse(text: &str) -> Vec<Entry> {
         .map(|l| l.split('#').next().unwrap_or("").trim())
         .filter(|l| !l.is_empty())
         .map(|l| match l.split_once(char::is_whitespace) {
-            Some((p, params)) => Entry { path: p.to_owned(), params: params.trim().to_owned() },
-            None => Entry { path: l.to_owned(), params: String::new() },
+            Some((p, params)) => Entry {
+                path: p.to_owned(),
+                params: params.trim().to_owned(),
+            },
+            None => Entry {
+                path: l.to_owned(),
+                params: String::new(),
+            },
         })
         .collect()
 }
 
 fn load_one(path: &Path, params: &str) -> std::io::Result<()> {
     let f = std::fs::File::open(path)?;
-    let params = CString::new(params).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let params =
+        CString::new(params).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     let name = path.to_string_lossy();
     let flags = if name.ends_with(".xz") || name.ends_with(".zst") || name.ends_with(".gz") {
         MODULE_INIT_COMPRESSED_FILE
@@ -48,7 +55,14 @@ fn load_one(path: &Path, params: &str) -> std::io::Result<()> {
     };
     // SAFETY: finit_module reads the open file descriptor and the NUL-terminated parameter
     // string, both valid for the duration of the call.
-    let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), flags) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            f.as_raw_fd(),
+            params.as_ptr(),
+            flags,
+        )
+    };
     if rc == 0 {
         return Ok(());
     }
@@ -108,8 +122,14 @@ mod tests {
         assert_eq!(
             l,
             vec![
-                Entry { path: "kernel/drivers/virtio/virtio.ko".into(), params: String::new() },
-                Entry { path: "updates/dkms/zfs.ko".into(), params: "zfs_arc_max=1 x=2".into() },
+                Entry {
+                    path: "kernel/drivers/virtio/virtio.ko".into(),
+                    params: String::new()
+                },
+                Entry {
+                    path: "updates/dkms/zfs.ko".into(),
+                    params: "zfs_arc_max=1 x=2".into()
+                },
             ]
         );
     }

@@ -45,7 +45,9 @@ pub fn shell(r: &Rescue) {
     match status {
         Ok(s) => log::info!("rescue shell ended ({s}); trying the boot again"),
         Err(e) => {
-            log::error!("cannot start the rescue shell {BUSYBOX}: {e}; trying the boot again in 10 s");
+            log::error!(
+                "cannot start the rescue shell {BUSYBOX}: {e}; trying the boot again in 10 s"
+            );
             std::thread::sleep(Duration::from_secs(10));
         }
     }
@@ -53,12 +55,18 @@ pub fn shell(r: &Rescue) {
 
 /// The last resort when the agent itself fails (a bug): replace it with a shell, keeping PID 1.
 pub fn exec_shell(reason: &str) -> ! {
-    let _ = writeln!(std::io::stdout(), "bootenv RESCUE: {reason}\nbootenv: starting a shell; the boot cannot continue by itself.");
+    let _ = writeln!(
+        std::io::stdout(),
+        "bootenv RESCUE: {reason}\nbootenv: starting a shell; the boot cannot continue by itself."
+    );
     let sh = std::ffi::CString::new(BUSYBOX).unwrap_or_default();
     let argv = [sh.clone(), std::ffi::CString::new("sh").unwrap_or_default()];
     let _ = nix::unistd::execv(&sh, &argv);
     loop {
-        let _ = writeln!(std::io::stdout(), "bootenv: no shell at {BUSYBOX}; halted: {reason}");
+        let _ = writeln!(
+            std::io::stdout(),
+            "bootenv: no shell at {BUSYBOX}; halted: {reason}"
+        );
         std::thread::sleep(Duration::from_secs(60));
     }
 }

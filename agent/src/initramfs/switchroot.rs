@@ -16,11 +16,18 @@ pub fn move_api_mounts(newroot: &Path) -> anyhow::Result<()> {
     for m in MOVED {
         let target = newroot.join(m);
         if !target.is_dir() {
-            std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+            std::fs::create_dir_all(&target)
+                .with_context(|| format!("creating {}", target.display()))?;
         }
         let src = Path::new("/").join(m);
-        nix::mount::mount(Some(&src), &target, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-            .with_context(|| format!("moving {} to {}", src.display(), target.display()))?;
+        nix::mount::mount(
+            Some(&src),
+            &target,
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .with_context(|| format!("moving {} to {}", src.display(), target.display()))?;
     }
     Ok(())
 }
@@ -28,15 +35,21 @@ pub fn move_api_mounts(newroot: &Path) -> anyhow::Result<()> {
 /// Deletes the initramfs' files to give their memory back, without crossing into other file
 /// systems (the new root and the moved mounts stay untouched).
 pub fn free_initramfs(newroot: &Path) {
-    let Ok(root_dev) = std::fs::symlink_metadata("/").map(|m| m.dev()) else { return };
+    let Ok(root_dev) = std::fs::symlink_metadata("/").map(|m| m.dev()) else {
+        return;
+    };
     fn walk(dir: &Path, dev: u64, keep: &Path) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p == keep {
                 continue;
             }
-            let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
             if m.dev() != dev {
                 continue;
             }

@@ -1,6 +1,9 @@
 //! The real [`Zfs`]: runs `zpool` and `zfs`, machine-readable (`-H -p`) wherever they offer it.
 
-use super::{classify_import_error, list_columns, parse_list, parse_scan, ImportError, Importable, Listing, Zfs};
+use super::{
+    classify_import_error, list_columns, parse_list, parse_scan, ImportError, Importable, Listing,
+    Zfs,
+};
 use crate::run::Cmd;
 use anyhow::Context;
 use std::time::Duration;
@@ -19,7 +22,11 @@ pub struct ZfsCli {
 
 impl Default for ZfsCli {
     fn default() -> Self {
-        ZfsCli { zpool: "zpool".into(), zfs: "zfs".into(), search_dir: None }
+        ZfsCli {
+            zpool: "zpool".into(),
+            zfs: "zfs".into(),
+            search_dir: None,
+        }
     }
 }
 
@@ -60,12 +67,25 @@ fn kv(props: &[(&str, &str)]) -> Vec<String> {
 
 impl Zfs for ZfsCli {
     fn imported_pools(&self) -> anyhow::Result<Vec<String>> {
-        let out = self.zpool().args(["list", "-H", "-o", "name"]).run().context("listing imported pools")?;
-        Ok(out.lines().map(str::to_owned).filter(|l| !l.is_empty()).collect())
+        let out = self
+            .zpool()
+            .args(["list", "-H", "-o", "name"])
+            .run()
+            .context("listing imported pools")?;
+        Ok(out
+            .lines()
+            .map(str::to_owned)
+            .filter(|l| !l.is_empty())
+            .collect())
     }
 
     fn scan(&self) -> anyhow::Result<Vec<Importable>> {
-        let out = self.zpool().arg("import").args(self.search_args()).timeout(IMPORT_TIMEOUT).output()?;
+        let out = self
+            .zpool()
+            .arg("import")
+            .args(self.search_args())
+            .timeout(IMPORT_TIMEOUT)
+            .output()?;
         // Exit status 1 with "no pools available to import" is an empty scan, not an error.
         Ok(parse_scan(&out.stdout))
     }
@@ -82,13 +102,18 @@ impl Zfs for ZfsCli {
             return Ok(Ok(()));
         }
         if out.timed_out {
-            return Ok(Err(ImportError::Other(cmd.check(out).unwrap_err().to_string())));
+            return Ok(Err(ImportError::Other(
+                cmd.check(out).unwrap_err().to_string(),
+            )));
         }
         Ok(Err(classify_import_error(&out.stderr)))
     }
 
     fn export(&self, pool: &str) -> anyhow::Result<()> {
-        self.zpool().args(["export", pool]).run().with_context(|| format!("exporting pool {pool}"))?;
+        self.zpool()
+            .args(["export", pool])
+            .run()
+            .with_context(|| format!("exporting pool {pool}"))?;
         Ok(())
     }
 
@@ -111,12 +136,24 @@ impl Zfs for ZfsCli {
     }
 
     fn list(&self, dataset: &str) -> anyhow::Result<Listing> {
-        let cmd = self.zfs().args(["list", "-H", "-p", "-t", "filesystem", "-o", &list_columns(), "-r", dataset]);
+        let cmd = self.zfs().args([
+            "list",
+            "-H",
+            "-p",
+            "-t",
+            "filesystem",
+            "-o",
+            &list_columns(),
+            "-r",
+            dataset,
+        ]);
         let out = cmd.output()?;
         if !out.success() && out.stderr.contains("dataset does not exist") {
             return Ok(Listing::default());
         }
-        let out = cmd.check(out).with_context(|| format!("listing datasets below {dataset}"))?;
+        let out = cmd
+            .check(out)
+            .with_context(|| format!("listing datasets below {dataset}"))?;
         Ok(parse_list(&out.stdout))
     }
 
@@ -125,7 +162,9 @@ impl Zfs for ZfsCli {
         for p in kv(props) {
             cmd = cmd.arg("-o").arg(p);
         }
-        cmd.arg(dataset).run().with_context(|| format!("creating dataset {dataset}"))?;
+        cmd.arg(dataset)
+            .run()
+            .with_context(|| format!("creating dataset {dataset}"))?;
         Ok(())
     }
 
@@ -151,7 +190,10 @@ impl Zfs for ZfsCli {
     }
 
     fn rename(&self, from: &str, to: &str) -> anyhow::Result<()> {
-        self.zfs().args(["rename", from, to]).run().with_context(|| format!("renaming {from} to {to}"))?;
+        self.zfs()
+            .args(["rename", from, to])
+            .run()
+            .with_context(|| format!("renaming {from} to {to}"))?;
         Ok(())
     }
 
@@ -160,38 +202,83 @@ impl Zfs for ZfsCli {
         if recursive {
             cmd = cmd.arg("-r");
         }
-        cmd.arg(dataset).run().with_context(|| format!("destroying {dataset}"))?;
+        cmd.arg(dataset)
+            .run()
+            .with_context(|| format!("destroying {dataset}"))?;
         Ok(())
     }
 
-    fn clone_snapshot(&self, snapshot: &str, target: &str, props: &[(&str, &str)]) -> anyhow::Result<()> {
+    fn clone_snapshot(
+        &self,
+        snapshot: &str,
+        target: &str,
+        props: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         let mut cmd = self.zfs().arg("clone");
         for p in kv(props) {
             cmd = cmd.arg("-o").arg(p);
         }
-        cmd.args([snapshot, target]).run().with_context(|| format!("cloning {snapshot} as {target}"))?;
+        cmd.args([snapshot, target])
+            .run()
+            .with_context(|| format!("cloning {snapshot} as {target}"))?;
         Ok(())
     }
 
     fn promote(&self, dataset: &str) -> anyhow::Result<()> {
-        self.zfs().args(["promote", dataset]).run().with_context(|| format!("promoting {dataset}"))?;
+        self.zfs()
+            .args(["promote", dataset])
+            .run()
+            .with_context(|| format!("promoting {dataset}"))?;
         Ok(())
     }
 
     fn snapshots(&self, dataset: &str) -> anyhow::Result<Vec<String>> {
-        let cmd = self.zfs().args(["list", "-H", "-p", "-t", "snapshot", "-o", "name", "-s", "createtxg", "-d", "1", dataset]);
+        let cmd = self.zfs().args([
+            "list",
+            "-H",
+            "-p",
+            "-t",
+            "snapshot",
+            "-o",
+            "name",
+            "-s",
+            "createtxg",
+            "-d",
+            "1",
+            dataset,
+        ]);
         let out = cmd.output()?;
         if !out.success() && out.stderr.contains("dataset does not exist") {
             return Ok(Vec::new());
         }
-        let out = cmd.check(out).with_context(|| format!("listing the snapshots of {dataset}"))?;
-        Ok(out.stdout.lines().filter(|l| l.starts_with(&format!("{dataset}@"))).map(str::to_owned).collect())
+        let out = cmd
+            .check(out)
+            .with_context(|| format!("listing the snapshots of {dataset}"))?;
+        Ok(out
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with(&format!("{dataset}@")))
+            .map(str::to_owned)
+            .collect())
     }
 
     fn local_prop(&self, root: &str, prop: &str) -> anyhow::Result<Vec<(String, String)>> {
         let out = self
             .zfs()
-            .args(["get", "-H", "-p", "-r", "-s", "local", "-t", "filesystem", "-o", "name,value", prop, root])
+            .args([
+                "get",
+                "-H",
+                "-p",
+                "-r",
+                "-s",
+                "local",
+                "-t",
+                "filesystem",
+                "-o",
+                "name,value",
+                prop,
+                root,
+            ])
             .run()
             .with_context(|| format!("reading {prop} below {root}"))?;
         Ok(out
@@ -204,7 +291,17 @@ impl Zfs for ZfsCli {
     fn local_props(&self, dataset: &str) -> anyhow::Result<Vec<(String, String)>> {
         let out = self
             .zfs()
-            .args(["get", "-H", "-p", "-s", "local", "-o", "property,value", "all", dataset])
+            .args([
+                "get",
+                "-H",
+                "-p",
+                "-s",
+                "local",
+                "-o",
+                "property,value",
+                "all",
+                dataset,
+            ])
             .run()
             .with_context(|| format!("reading the local properties of {dataset}"))?;
         Ok(out
@@ -222,7 +319,11 @@ impl Zfs for ZfsCli {
             .with_context(|| format!("listing the devices of pool {pool}"))?;
         Ok(out
             .lines()
-            .filter_map(|l| l.split('\t').find(|f| f.trim_start().starts_with("/dev/")).map(|f| f.trim().to_owned()))
+            .filter_map(|l| {
+                l.split('\t')
+                    .find(|f| f.trim_start().starts_with("/dev/"))
+                    .map(|f| f.trim().to_owned())
+            })
             .collect())
     }
 }

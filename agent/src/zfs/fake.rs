@@ -61,20 +61,42 @@ impl FakeZfs {
     /// Adds an exported pool whose disks are attached, with its root dataset.
     pub fn add_pool(&self, name: &str) {
         let mut i = self.inner.borrow_mut();
-        i.pools.insert(name.into(), FakePool { present: true, ..Default::default() });
+        i.pools.insert(
+            name.into(),
+            FakePool {
+                present: true,
+                ..Default::default()
+            },
+        );
         i.clock += 1;
         let creation = i.clock;
-        i.datasets.insert(name.into(), FakeDs { props: BTreeMap::new(), creation });
+        i.datasets.insert(
+            name.into(),
+            FakeDs {
+                props: BTreeMap::new(),
+                creation,
+            },
+        );
     }
 
     /// Marks `pool` as last imported by `hostid` and not exported.
     pub fn set_last_hostid(&self, pool: &str, hostid: u32) {
-        self.inner.borrow_mut().pools.get_mut(pool).expect("pool").last_hostid = Some(hostid);
+        self.inner
+            .borrow_mut()
+            .pools
+            .get_mut(pool)
+            .expect("pool")
+            .last_hostid = Some(hostid);
     }
 
     /// Marks `pool` as active on another host.
     pub fn set_in_use_elsewhere(&self, pool: &str) {
-        self.inner.borrow_mut().pools.get_mut(pool).expect("pool").in_use_elsewhere = true;
+        self.inner
+            .borrow_mut()
+            .pools
+            .get_mut(pool)
+            .expect("pool")
+            .in_use_elsewhere = true;
     }
 
     /// Adds a filesystem directly (test setup, not logged as a change).
@@ -82,18 +104,31 @@ impl FakeZfs {
         let mut i = self.inner.borrow_mut();
         i.clock += 1;
         let creation = i.clock;
-        let props = props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let props = props
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         i.datasets.insert(name.into(), FakeDs { props, creation });
     }
 
     /// Sets a pool property directly (test setup).
     pub fn put_pool_prop(&self, pool: &str, k: &str, v: &str) {
-        self.inner.borrow_mut().pools.get_mut(pool).expect("pool").props.insert(k.into(), v.into());
+        self.inner
+            .borrow_mut()
+            .pools
+            .get_mut(pool)
+            .expect("pool")
+            .props
+            .insert(k.into(), v.into());
     }
 
     /// Whether `pool` is imported.
     pub fn is_imported(&self, pool: &str) -> bool {
-        self.inner.borrow().pools.get(pool).is_some_and(|p| p.imported)
+        self.inner
+            .borrow()
+            .pools
+            .get(pool)
+            .is_some_and(|p| p.imported)
     }
 
     /// Whether a snapshot exists.
@@ -166,7 +201,14 @@ impl FakeZfs {
 
 impl Zfs for FakeZfs {
     fn imported_pools(&self) -> anyhow::Result<Vec<String>> {
-        Ok(self.inner.borrow().pools.iter().filter(|(_, p)| p.imported).map(|(n, _)| n.clone()).collect())
+        Ok(self
+            .inner
+            .borrow()
+            .pools
+            .iter()
+            .filter(|(_, p)| p.imported)
+            .map(|(n, _)| n.clone())
+            .collect())
     }
 
     fn scan(&self) -> anyhow::Result<Vec<Importable>> {
@@ -176,22 +218,31 @@ impl Zfs for FakeZfs {
             .pools
             .iter()
             .filter(|(_, p)| p.present && !p.imported)
-            .map(|(n, _)| Importable { name: n.clone(), state: "ONLINE".into() })
+            .map(|(n, _)| Importable {
+                name: n.clone(),
+                state: "ONLINE".into(),
+            })
             .collect())
     }
 
     fn import(&self, pool: &str) -> anyhow::Result<Result<(), ImportError>> {
         let hostid = self.system_hostid();
         let mut i = self.inner.borrow_mut();
-        let Some(p) = i.pools.get_mut(pool) else { return Ok(Err(ImportError::NotFound)) };
+        let Some(p) = i.pools.get_mut(pool) else {
+            return Ok(Err(ImportError::NotFound));
+        };
         if !p.present {
             return Ok(Err(ImportError::NotFound));
         }
         if p.imported {
-            return Ok(Err(ImportError::Other(format!("cannot import '{pool}': a pool with that name already exists"))));
+            return Ok(Err(ImportError::Other(format!(
+                "cannot import '{pool}': a pool with that name already exists"
+            ))));
         }
         if p.in_use_elsewhere {
-            return Ok(Err(ImportError::InUse(format!("cannot import '{pool}': pool is imported on host 'other'"))));
+            return Ok(Err(ImportError::InUse(format!(
+                "cannot import '{pool}': pool is imported on host 'other'"
+            ))));
         }
         if let Some(h) = p.last_hostid {
             if h != 0 && h != hostid {
@@ -205,7 +256,10 @@ impl Zfs for FakeZfs {
 
     fn export(&self, pool: &str) -> anyhow::Result<()> {
         let mut i = self.inner.borrow_mut();
-        let p = i.pools.get_mut(pool).ok_or_else(|| anyhow!("cannot open '{pool}': no such pool"))?;
+        let p = i
+            .pools
+            .get_mut(pool)
+            .ok_or_else(|| anyhow!("cannot open '{pool}': no such pool"))?;
         p.imported = false;
         p.last_hostid = None;
         Ok(())
@@ -223,7 +277,11 @@ impl Zfs for FakeZfs {
         if prop == "bootfs" && !i.datasets.contains_key(value) {
             bail!("cannot set property for '{pool}': '{value}' is an invalid name");
         }
-        i.pools.get_mut(pool).expect("checked").props.insert(prop.into(), value.into());
+        i.pools
+            .get_mut(pool)
+            .expect("checked")
+            .props
+            .insert(prop.into(), value.into());
         i.log.push(format!("zpool set {prop}={value} {pool}"));
         Ok(())
     }
@@ -264,7 +322,10 @@ impl Zfs for FakeZfs {
                 }
             })
             .collect();
-        Ok(Listing { datasets, tainted: Vec::new() })
+        Ok(Listing {
+            datasets,
+            tainted: Vec::new(),
+        })
     }
 
     fn create(&self, dataset: &str, props: &[(&str, &str)]) -> anyhow::Result<()> {
@@ -279,8 +340,12 @@ impl Zfs for FakeZfs {
         }
         i.clock += 1;
         let creation = i.clock;
-        let props = props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        i.datasets.insert(dataset.into(), FakeDs { props, creation });
+        let props = props
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        i.datasets
+            .insert(dataset.into(), FakeDs { props, creation });
         i.log.push(format!("zfs create {dataset}"));
         Ok(())
     }
@@ -288,7 +353,10 @@ impl Zfs for FakeZfs {
     fn set(&self, dataset: &str, props: &[(&str, &str)]) -> anyhow::Result<()> {
         let mut i = self.inner.borrow_mut();
         self.check_imported(&i, dataset)?;
-        let d = i.datasets.get_mut(dataset).ok_or_else(|| anyhow!("cannot open '{dataset}': dataset does not exist"))?;
+        let d = i
+            .datasets
+            .get_mut(dataset)
+            .ok_or_else(|| anyhow!("cannot open '{dataset}': dataset does not exist"))?;
         for (k, v) in props {
             d.props.insert(k.to_string(), v.to_string());
         }
@@ -315,7 +383,10 @@ impl Zfs for FakeZfs {
         }
         i.snap_order.extend(targets.iter().cloned());
         i.snapshots.extend(targets);
-        i.log.push(format!("zfs snapshot {}{dataset}@{snap}", if recursive { "-r " } else { "" }));
+        i.log.push(format!(
+            "zfs snapshot {}{dataset}@{snap}",
+            if recursive { "-r " } else { "" }
+        ));
         Ok(())
     }
 
@@ -329,7 +400,12 @@ impl Zfs for FakeZfs {
             bail!("cannot rename to '{to}': dataset already exists");
         }
         let prefix = format!("{from}/");
-        let moved: Vec<String> = i.datasets.keys().filter(|n| *n == from || n.starts_with(&prefix)).cloned().collect();
+        let moved: Vec<String> = i
+            .datasets
+            .keys()
+            .filter(|n| *n == from || n.starts_with(&prefix))
+            .cloned()
+            .collect();
         for old in moved {
             let new = format!("{to}{}", &old[from.len()..]);
             let ds = i.datasets.remove(&old).expect("listed");
@@ -376,14 +452,21 @@ impl Zfs for FakeZfs {
             if targets.is_empty() {
                 bail!("could not find any snapshots to destroy; check snapshot names");
             }
-            if let Some((n, _)) = i.datasets.iter().find(|(_, d)| d.props.get("origin").is_some_and(|o| targets.contains(o))) {
+            if let Some((n, _)) = i
+                .datasets
+                .iter()
+                .find(|(_, d)| d.props.get("origin").is_some_and(|o| targets.contains(o)))
+            {
                 bail!("cannot destroy '{dataset}': snapshot has dependent clones ({n})");
             }
             for t in &targets {
                 i.snapshots.remove(t);
             }
             i.snap_order.retain(|s| !targets.contains(s));
-            i.log.push(format!("zfs destroy {}{dataset}", if recursive { "-r " } else { "" }));
+            i.log.push(format!(
+                "zfs destroy {}{dataset}",
+                if recursive { "-r " } else { "" }
+            ));
             return Ok(());
         }
         if !i.datasets.contains_key(dataset) {
@@ -398,19 +481,32 @@ impl Zfs for FakeZfs {
         }
         let dependent = i.datasets.iter().find(|(n, d)| {
             !(*n == dataset || n.starts_with(&prefix))
-                && d.props.get("origin").is_some_and(|o| o.starts_with(&snap_prefix) || o.starts_with(&prefix))
+                && d.props
+                    .get("origin")
+                    .is_some_and(|o| o.starts_with(&snap_prefix) || o.starts_with(&prefix))
         });
         if let Some((n, _)) = dependent {
             bail!("cannot destroy '{dataset}': filesystem has dependent clones ({n}); use 'zfs promote' first");
         }
-        i.datasets.retain(|n, _| n != dataset && !n.starts_with(&prefix));
-        i.snapshots.retain(|s| !s.starts_with(&snap_prefix) && !s.starts_with(&prefix));
-        i.snap_order.retain(|s| !s.starts_with(&snap_prefix) && !s.starts_with(&prefix));
-        i.log.push(format!("zfs destroy {}{dataset}", if recursive { "-r " } else { "" }));
+        i.datasets
+            .retain(|n, _| n != dataset && !n.starts_with(&prefix));
+        i.snapshots
+            .retain(|s| !s.starts_with(&snap_prefix) && !s.starts_with(&prefix));
+        i.snap_order
+            .retain(|s| !s.starts_with(&snap_prefix) && !s.starts_with(&prefix));
+        i.log.push(format!(
+            "zfs destroy {}{dataset}",
+            if recursive { "-r " } else { "" }
+        ));
         Ok(())
     }
 
-    fn clone_snapshot(&self, snapshot: &str, target: &str, props: &[(&str, &str)]) -> anyhow::Result<()> {
+    fn clone_snapshot(
+        &self,
+        snapshot: &str,
+        target: &str,
+        props: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         {
             let i = self.inner.borrow();
             self.check_imported(&i, target)?;
@@ -439,7 +535,12 @@ impl Zfs for FakeZfs {
         let old = old.to_owned();
         // The origin's snapshots up to the origin move to the promoted dataset; the old dataset
         // becomes a clone of the moved origin snapshot.
-        let order: Vec<String> = i.snap_order.iter().filter(|s| s.starts_with(&format!("{old}@"))).cloned().collect();
+        let order: Vec<String> = i
+            .snap_order
+            .iter()
+            .filter(|s| s.starts_with(&format!("{old}@")))
+            .cloned()
+            .collect();
         let upto = order.iter().position(|s| *s == origin).map_or(0, |p| p + 1);
         for s in &order[..upto] {
             let name = s.split_once('@').expect("snapshot").1;
@@ -450,7 +551,11 @@ impl Zfs for FakeZfs {
                 i.snap_order[pos] = moved;
             }
         }
-        i.datasets.get_mut(dataset).expect("exists").props.remove("origin");
+        i.datasets
+            .get_mut(dataset)
+            .expect("exists")
+            .props
+            .remove("origin");
         if let Some(d) = i.datasets.get_mut(&old) {
             d.props.insert("origin".into(), format!("{dataset}@{snap}"));
         }
@@ -471,15 +576,18 @@ impl Zfs for FakeZfs {
     fn snapshots(&self, dataset: &str) -> anyhow::Result<Vec<String>> {
         let i = self.inner.borrow();
         self.check_imported(&i, dataset)?;
-        Ok(i.snap_order.iter().filter(|s| s.starts_with(&format!("{dataset}@")) && i.snapshots.contains(*s)).cloned().collect())
+        Ok(i.snap_order
+            .iter()
+            .filter(|s| s.starts_with(&format!("{dataset}@")) && i.snapshots.contains(*s))
+            .cloned()
+            .collect())
     }
 
     fn local_prop(&self, root: &str, prop: &str) -> anyhow::Result<Vec<(String, String)>> {
         let i = self.inner.borrow();
         self.check_imported(&i, root)?;
         let prefix = format!("{root}/");
-        Ok(i
-            .datasets
+        Ok(i.datasets
             .iter()
             .filter(|(n, _)| *n == root || n.starts_with(&prefix))
             .filter_map(|(n, d)| d.props.get(prop).map(|v| (n.clone(), v.clone())))
@@ -489,8 +597,15 @@ impl Zfs for FakeZfs {
     fn local_props(&self, dataset: &str) -> anyhow::Result<Vec<(String, String)>> {
         let i = self.inner.borrow();
         self.check_imported(&i, dataset)?;
-        let d = i.datasets.get(dataset).ok_or_else(|| anyhow!("cannot open '{dataset}': dataset does not exist"))?;
-        Ok(d.props.iter().filter(|(k, _)| *k != "origin").map(|(k, v)| (k.clone(), v.clone())).collect())
+        let d = i
+            .datasets
+            .get(dataset)
+            .ok_or_else(|| anyhow!("cannot open '{dataset}': dataset does not exist"))?;
+        Ok(d.props
+            .iter()
+            .filter(|(k, _)| *k != "origin")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn vdev_devices(&self, _pool: &str) -> anyhow::Result<Vec<String>> {
@@ -506,12 +621,28 @@ mod tests {
     fn inheritance_follows_zfs() {
         let z = FakeZfs::new();
         z.add_pool("tank");
-        z.add_fs("tank/ROOT", &[("mountpoint", "none"), ("canmount", "off"), ("org.bootenv:layout", "1")]);
-        z.add_fs("tank/ROOT/v1", &[("mountpoint", "/"), ("canmount", "noauto")]);
+        z.add_fs(
+            "tank/ROOT",
+            &[
+                ("mountpoint", "none"),
+                ("canmount", "off"),
+                ("org.bootenv:layout", "1"),
+            ],
+        );
+        z.add_fs(
+            "tank/ROOT/v1",
+            &[("mountpoint", "/"), ("canmount", "noauto")],
+        );
         z.add_fs("tank/ROOT/v1/config", &[("canmount", "noauto")]);
         z.add_fs("tank/ROOT/v1/config/deep", &[]);
-        assert_eq!(z.get("tank/ROOT/v1/config", "mountpoint").unwrap(), "/config");
-        assert_eq!(z.get("tank/ROOT/v1/config/deep", "mountpoint").unwrap(), "/config/deep");
+        assert_eq!(
+            z.get("tank/ROOT/v1/config", "mountpoint").unwrap(),
+            "/config"
+        );
+        assert_eq!(
+            z.get("tank/ROOT/v1/config/deep", "mountpoint").unwrap(),
+            "/config/deep"
+        );
         assert_eq!(z.get("tank/ROOT/v1", "org.bootenv:layout").unwrap(), "1");
         assert_eq!(z.get("tank", "mountpoint").unwrap(), "/tank");
     }
@@ -524,14 +655,31 @@ mod tests {
         z.add_fs("tank/a", &[]);
         z.snapshot("tank/a", "one", false).unwrap();
         z.snapshot("tank/a", "two", false).unwrap();
-        z.clone_snapshot("tank/a@one", "tank/b", &[("canmount", "off")]).unwrap();
-        assert!(z.destroy("tank/a", true).unwrap_err().to_string().contains("dependent clones"));
+        z.clone_snapshot("tank/a@one", "tank/b", &[("canmount", "off")])
+            .unwrap();
+        assert!(z
+            .destroy("tank/a", true)
+            .unwrap_err()
+            .to_string()
+            .contains("dependent clones"));
         z.rename("tank/a", "tank/a.old").unwrap();
-        assert_eq!(z.list("tank/b").unwrap().datasets[0].origin.as_deref(), Some("tank/a.old@one"));
+        assert_eq!(
+            z.list("tank/b").unwrap().datasets[0].origin.as_deref(),
+            Some("tank/a.old@one")
+        );
         z.promote("tank/b").unwrap();
-        assert_eq!(z.snapshots("tank/b").unwrap(), vec!["tank/b@one".to_string()]);
-        assert_eq!(z.snapshots("tank/a.old").unwrap(), vec!["tank/a.old@two".to_string()]);
-        assert_eq!(z.list("tank/a.old").unwrap().datasets[0].origin.as_deref(), Some("tank/b@one"));
+        assert_eq!(
+            z.snapshots("tank/b").unwrap(),
+            vec!["tank/b@one".to_string()]
+        );
+        assert_eq!(
+            z.snapshots("tank/a.old").unwrap(),
+            vec!["tank/a.old@two".to_string()]
+        );
+        assert_eq!(
+            z.list("tank/a.old").unwrap().datasets[0].origin.as_deref(),
+            Some("tank/b@one")
+        );
         assert_eq!(z.list("tank/b").unwrap().datasets[0].origin, None);
         z.destroy("tank/a.old", true).unwrap();
     }
@@ -542,14 +690,20 @@ mod tests {
         let z = FakeZfs::new().with_root(dir.path().into());
         z.add_pool("tank");
         z.set_last_hostid("tank", 0xabc);
-        assert_eq!(z.import("tank").unwrap(), Err(ImportError::Foreign { hostid: 0xabc }));
+        assert_eq!(
+            z.import("tank").unwrap(),
+            Err(ImportError::Foreign { hostid: 0xabc })
+        );
         let p = dir.path().join("sys/module/spl/parameters");
         std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("spl_hostid"), "0xabc\n").unwrap();
         assert_eq!(z.import("tank").unwrap(), Ok(()));
         z.add_pool("busy");
         z.set_in_use_elsewhere("busy");
-        assert!(matches!(z.import("busy").unwrap(), Err(ImportError::InUse(_))));
+        assert!(matches!(
+            z.import("busy").unwrap(),
+            Err(ImportError::InUse(_))
+        ));
         assert_eq!(z.import("nosuch").unwrap(), Err(ImportError::NotFound));
     }
 }

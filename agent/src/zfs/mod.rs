@@ -137,7 +137,12 @@ pub trait Zfs {
     /// destroy only what bootenv itself made and the operator asked to remove.
     fn destroy(&self, dataset: &str, recursive: bool) -> anyhow::Result<()>;
     /// Clones `snapshot` (`ds@snap`) as `target`, with properties.
-    fn clone_snapshot(&self, snapshot: &str, target: &str, props: &[(&str, &str)]) -> anyhow::Result<()>;
+    fn clone_snapshot(
+        &self,
+        snapshot: &str,
+        target: &str,
+        props: &[(&str, &str)],
+    ) -> anyhow::Result<()>;
     /// Promotes a clone: it takes over its origin's snapshots up to the origin.
     fn promote(&self, dataset: &str) -> anyhow::Result<()>;
     /// The snapshots of `dataset` itself (full names), oldest first.
@@ -217,7 +222,10 @@ pub fn parse_list(out: &str) -> Listing {
         match parse_line(line) {
             Some(ds) => {
                 if seen.contains_key(&ds.name) || tainted.contains(&ds.name) {
-                    log::warn!("dataset {} is listed twice: a property value holds a newline", printable(&ds.name));
+                    log::warn!(
+                        "dataset {} is listed twice: a property value holds a newline",
+                        printable(&ds.name)
+                    );
                     seen.remove(&ds.name);
                     if !tainted.contains(&ds.name) {
                         tainted.push(ds.name);
@@ -229,7 +237,10 @@ pub fn parse_list(out: &str) -> Listing {
             }
             None => {
                 let first = line.split('\t').next().unwrap_or("");
-                log::warn!("unreadable line in the dataset listing: {}", printable(line));
+                log::warn!(
+                    "unreadable line in the dataset listing: {}",
+                    printable(line)
+                );
                 if !first.is_empty() && !tainted.iter().any(|t| t == first) {
                     seen.remove(first);
                     tainted.push(first.to_owned());
@@ -251,7 +262,10 @@ pub fn parse_scan(out: &str) -> Vec<Importable> {
             name = Some(n.trim().to_owned());
         } else if let Some(s) = line.strip_prefix("state:") {
             if let Some(n) = name.take() {
-                pools.push(Importable { name: n, state: s.trim().to_owned() });
+                pools.push(Importable {
+                    name: n,
+                    state: s.trim().to_owned(),
+                });
             }
         }
     }
@@ -278,7 +292,10 @@ pub fn classify_import_error(stderr: &str) -> ImportError {
 /// Finds `hostid=<hex>` in a message.
 fn parse_hostid(s: &str) -> Option<u32> {
     let start = s.find("hostid=")? + "hostid=".len();
-    let hex: String = s[start..].chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+    let hex: String = s[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect();
     if hex.is_empty() || hex.len() > 8 {
         return None;
     }
@@ -307,7 +324,10 @@ tank/ROOT/v2\tnoauto\t/\t1700000003\ttank/ROOT/v1@s\t400\t-\t2.0 beta\t-\t-\t-\t
         assert_eq!(v1.prop(crate::layout::PROP_MEMBER), None);
         assert_eq!(l.datasets[0].mountpoint, Mountpoint::None);
         assert_eq!(l.datasets[3].origin.as_deref(), Some("tank/ROOT/v1@s"));
-        assert_eq!(l.datasets[3].prop(crate::layout::PROP_LABEL), Some("2.0 beta"));
+        assert_eq!(
+            l.datasets[3].prop(crate::layout::PROP_LABEL),
+            Some("2.0 beta")
+        );
         assert_eq!(l.datasets[2].used, 300);
     }
 
@@ -319,7 +339,10 @@ tank/ROOT/v2\tnoauto\t/\t2\t-\t1\t-\tx\n\
 tank/ROOT/v1\tnoauto\t/\t3\t-\t1\t-\tevil\t-\t-\t-\t-\t-\t-\n";
         let l = parse_list(evil);
         assert!(l.datasets.is_empty(), "{:?}", l.datasets);
-        assert_eq!(l.tainted, vec!["tank/ROOT/v2".to_string(), "tank/ROOT/v1".to_string()]);
+        assert_eq!(
+            l.tainted,
+            vec!["tank/ROOT/v2".to_string(), "tank/ROOT/v1".to_string()]
+        );
     }
 
     #[test]
@@ -328,8 +351,14 @@ tank/ROOT/v1\tnoauto\t/\t3\t-\t1\t-\tevil\t-\t-\t-\t-\t-\t-\n";
         assert_eq!(
             parse_scan(out),
             vec![
-                Importable { name: "tank".into(), state: "ONLINE".into() },
-                Importable { name: "other".into(), state: "UNAVAIL".into() }
+                Importable {
+                    name: "tank".into(),
+                    state: "ONLINE".into()
+                },
+                Importable {
+                    name: "other".into(),
+                    state: "UNAVAIL".into()
+                }
             ]
         );
         assert!(parse_scan("no pools available to import\n").is_empty());
@@ -337,11 +366,23 @@ tank/ROOT/v1\tnoauto\t/\t3\t-\t1\t-\tevil\t-\t-\t-\t-\t-\t-\n";
 
     #[test]
     fn classifies_import_errors() {
-        assert_eq!(classify_import_error("cannot import 'tank': no such pool available\n"), ImportError::NotFound);
+        assert_eq!(
+            classify_import_error("cannot import 'tank': no such pool available\n"),
+            ImportError::NotFound
+        );
         let foreign = "cannot import 'tank': pool was previously in use from another system.\nLast accessed by builder (hostid=2d0b6f3f) at Sat Nov 22 05:30:00 2026\nThe pool can be imported, use 'zpool import -f' to import the pool.\n";
-        assert_eq!(classify_import_error(foreign), ImportError::Foreign { hostid: 0x2d0b6f3f });
+        assert_eq!(
+            classify_import_error(foreign),
+            ImportError::Foreign { hostid: 0x2d0b6f3f }
+        );
         let inuse = "cannot import 'tank': pool is imported on host 'other' (hostid=1234abcd).\nExport the pool on the other system, then run 'zpool import'.\n";
-        assert!(matches!(classify_import_error(inuse), ImportError::InUse(_)));
-        assert!(matches!(classify_import_error("cannot import 'tank': I/O error\n"), ImportError::Other(_)));
+        assert!(matches!(
+            classify_import_error(inuse),
+            ImportError::InUse(_)
+        ));
+        assert!(matches!(
+            classify_import_error("cannot import 'tank': I/O error\n"),
+            ImportError::Other(_)
+        ));
     }
 }
