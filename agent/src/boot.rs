@@ -38,6 +38,9 @@ pub struct Env<'a> {
     /// Called at every named failpoint; returns true to stop there as a power cut would (the
     /// initramfs never returns: it waits to be killed).
     pub failpoint: &'a dyn Fn(&str) -> bool,
+    /// Where the new root is assembled, relative to the root: [`STAGING`] for bootenv's own
+    /// initramfs, `root` (initramfs-tools' `${rootmnt}`) under initramfs-tools.
+    pub staging: &'a str,
 }
 
 /// The pool is imported and read.
@@ -522,7 +525,7 @@ impl Env<'_> {
     /// Mounts the root and members of `plan` at the staging directory and checks its init;
     /// on failure, unmounts what it mounted.
     fn mount_plan(&self, plan: &BootPlan) -> anyhow::Result<PathBuf> {
-        let newroot = self.path(STAGING);
+        let newroot = self.path(self.staging);
         std::fs::create_dir_all(&newroot)?;
         self.mounter.mount_zfs(&plan.root, &newroot, false)?;
         let mut mounted = vec![newroot.clone()];
@@ -804,6 +807,7 @@ mod tests {
             uptime: &|| 1.0,
             now: &|| 1_700_000_000,
             failpoint: &|_| true,
+            staging: STAGING,
         }
     }
 
@@ -912,6 +916,7 @@ mod tests {
             uptime: &|| 1.0,
             now: &|| 1_795_305_600,
             failpoint: &|_| stop_at.get(),
+            staging: STAGING,
         };
         // A power cut at a failpoint in the middle: the request was recorded first.
         let r = boot(&e, "bootenv=v2 bootenv.pool=tank bootenv.reset=config bootenv.failpoint=reset:parked:config").unwrap_err();

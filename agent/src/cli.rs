@@ -217,6 +217,13 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// In a Debian initramfs-tools image (the `bootenv` boot script): import the pool, mount
+    /// the chosen boot environment at ROOTMNT after any reset or rollback work.
+    #[command(hide = true)]
+    InitramfsToolsMount {
+        /// initramfs-tools' ${rootmnt}.
+        rootmnt: PathBuf,
+    },
     /// Receive a boot environment stream (from `bootenv export`) into this pool.
     Import {
         /// A file, or - for stdin.
@@ -256,6 +263,10 @@ fn parse_mode(s: &str) -> Result<ResetMode, String> {
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    if let Command::InitramfsToolsMount { rootmnt } = &cli.command {
+        // Its own logger: the console and /dev/kmsg, as in bootenv's initramfs.
+        return crate::initramfs::initramfs_tools_mount(rootmnt);
+    }
     let level = if cli.verbose {
         log::LevelFilter::Debug
     } else {
@@ -374,6 +385,7 @@ pub fn main() -> i32 {
                 msg
             }
         }),
+        Command::InitramfsToolsMount { .. } => unreachable!("handled before the logger is set up"),
         Command::Import { from, name } => ctx.import_be(from, name.as_ref(), now),
         Command::Install {
             disk,

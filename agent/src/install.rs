@@ -419,6 +419,7 @@ impl Ctx<'_> {
             None::<&str>,
         )
         .with_context(|| format!("mounting {}", esp_dev.display()))?;
+        let mut no_kernel = false;
         let result = (|| -> anyhow::Result<()> {
             std::fs::create_dir_all(esp_dir.join("EFI/BOOT"))?;
             std::fs::copy(
@@ -494,7 +495,12 @@ impl Ctx<'_> {
                 },
             )?;
             step("copying its kernel to the ESP and writing the GRUB menu");
-            ctx.sync_boot(&[], now)?;
+            if let Err(e) = ctx.sync_boot(&[], now) {
+                if e.downcast_ref::<crate::ops::KernelsMissing>().is_none() {
+                    return Err(e);
+                }
+                no_kernel = true;
+            }
             ctx.activate(&o.name, Activation::Default, now)?;
             ctx.mark_good(Some(&o.name), now)?;
             // The state dataset was mounted for the record; the pool is exported below.
@@ -514,11 +520,23 @@ impl Ctx<'_> {
             self.zfs.export(o.pool.as_str())?;
         }
         use std::fmt::Write as _;
-        writeln!(
-            out,
-            "installed: {dev} holds pool {} with boot environment {} (the default and last known-good), its kernel on the ESP, and GRUB for UEFI and BIOS; the pool is exported, the disk can boot",
-            o.pool, o.name
-        )?;
+        if no_kernel {
+            writeln!(
+                out,
+                "installed: {dev} holds pool {pool} with boot environment {name} (the default), and GRUB for UEFI and BIOS; the pool is exported.\n\
+                 {name} has no kernel yet (no /boot/vmlinuz with its initrd.img): the disk does not boot until it has one. \
+                 Import the pool, install a kernel in {name} (`bootenv --pool {pool} mount {name} --rw`, then chroot there and \
+                 `dpkg -i bootenv-kernel-<release>.deb`), then run `bootenv --pool {pool} sync-boot`",
+                pool = o.pool,
+                name = o.name
+            )?;
+        } else {
+            writeln!(
+                out,
+                "installed: {dev} holds pool {} with boot environment {} (the default and last known-good), its kernel on the ESP, and GRUB for UEFI and BIOS; the pool is exported, the disk can boot",
+                o.pool, o.name
+            )?;
+        }
         Ok(out)
     }
 }

@@ -113,13 +113,26 @@ impl Ctx<'_> {
         Some(Report::parse(&text))
     }
 
-    /// The BE running now, when it is in the pool this command works on.
+    /// The BE running now, when it is in the pool this command works on: the one the agent
+    /// booted, else the BE whose root is mounted at `/` (a system booted another way, or a
+    /// chroot into a BE, as during `bootenv upgrade` or a package installation).
     pub fn running_be(&self) -> Option<String> {
-        let r = self.boot_report()?;
         let pool = self.pool().ok()?;
-        (r.get("pool") == Some(pool.as_str()))
-            .then(|| r.get("be").map(str::to_owned))
-            .flatten()
+        if let Some(r) = self.boot_report() {
+            return (r.get("pool") == Some(pool.as_str()))
+                .then(|| r.get("be").map(str::to_owned))
+                .flatten();
+        }
+        let ds = self.root_dataset()?;
+        let be = ds.strip_prefix(&format!("{}/", layout::root_container(&pool)))?;
+        (!be.contains('/')).then(|| be.to_owned())
+    }
+
+    /// The ZFS dataset mounted at `/`, from `/proc/self/mountinfo` (`None` when `/` is not
+    /// ZFS).
+    pub fn root_dataset(&self) -> Option<String> {
+        let info = std::fs::read_to_string(self.path("proc/self/mountinfo")).ok()?;
+        root_dataset_of(&info)
     }
 
     /// Where the state dataset of `pool` is mounted: `/run/bootenv/state` for the pool this
@@ -136,8 +149,9 @@ impl Ctx<'_> {
         }
     }
 
-    /// The pool to work on: `--pool`, else the pool this system booted from, else the one
-    /// imported pool that holds a bootenv layout.
+    /// The pool to work on: `--pool`, else the pool this system booted from, else the pool of
+    /// the ZFS file system at `/` (a chroot into a BE), else the one imported pool that holds
+    /// a bootenv layout.
     pub fn pool(&self) -> anyhow::Result<PoolName> {
         if let Some(p) = &self.pool {
             return Ok(p.clone());
@@ -145,6 +159,12 @@ impl Ctx<'_> {
         if let Some(p) = self
             .boot_report()
             .and_then(|r| r.get("pool").and_then(|p| PoolName::new(p).ok()))
+        {
+            return Ok(p);
+        }
+        if let Some(p) = self
+            .root_dataset()
+            .and_then(|ds| ds.split('/').next().and_then(|p| PoolName::new(p).ok()))
         {
             return Ok(p);
         }
@@ -258,8 +278,8 @@ impl Ctx<'_> {
             bail!("boot environment {name} exists already; pick another name");
         }
         anyhow::ensure!(
-            opts.rootfs.is_dir() || opts.rootfs.is_file(),
-            "--rootfs {} is neither a directory nor a tarball",
+            opts.rootfs.exists(),
+            "--rootfs {} does not exist (a directory tree, or a tarball in a file or on a device)",
             opts.rootfs.display()
         );
         if let Some(c) = &opts.config {
@@ -700,7 +720,8 @@ impl Ctx<'_> {
             esp.bootenv_dir().join(crate::bootfiles::MENU).display()
         )?;
         if !failures.is_empty() {
-            bail!("{out}kernels missing for: {}", failures.join(", "));
+            return Err(anyhow::Error::new(KernelsMissing(failures.clone()))
+                .context(format!("{out}kernels missing for: {}", failures.join(", "))));
         }
         Ok(out)
     }
@@ -1080,6 +1101,34 @@ impl Ctx<'_> {
     }
 }
 
+/// The source of the ZFS file system mounted at `/` in a mountinfo text (the last one mounted
+/// there wins, as it is the one visible).
+pub fn root_dataset_of(mountinfo: &str) -> Option<String> {
+    let mut found = None;
+    for line in mountinfo.lines() {
+        let parsed = line.split_once(" - ").and_then(|(left, right)| {
+            let mut r = right.split_whitespace();
+            Some((left.split_whitespace().nth(4)?, r.next()?, r.next()?))
+        });
+        if let Some(("/", fstype, source)) = parsed {
+            found = (fstype == "zfs").then(|| source.to_owned());
+        }
+    }
+    found
+}
+
+/// `sync-boot` found no kernel in these BEs (the menu was still written for the others).
+#[derive(Debug)]
+pub struct KernelsMissing(pub Vec<String>);
+
+impl std::fmt::Display for KernelsMissing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no kernel in {}", self.0.join(", "))
+    }
+}
+
+impl std::error::Error for KernelsMissing {}
+
 impl Ctx<'_> {
     /// `bootenv status --json`: the boot report (`boot`, its keys as written, `warning` as a
     /// list), GRUB's variables (`grub`, or `grub_problem`), and the state record (`state`, with
@@ -1236,7 +1285,7 @@ fn human_bytes(n: u64) -> String {
 /// Copies the contents of `src` (a directory, or a tarball) into `dst`, keeping owners, modes,
 /// links and devices (`cp -a`, `tar -xp`).
 fn copy_tree(src: &Path, dst: &Path) -> anyhow::Result<()> {
-    if src.is_file() {
+    if !src.is_dir() {
         Cmd::new("tar")
             .args([
                 "-xpf",
@@ -1253,6 +1302,26 @@ fn copy_tree(src: &Path, dst: &Path) -> anyhow::Result<()> {
         .arg(dst.display().to_string())
         .run()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod root_dataset_tests {
+    #[test]
+    fn the_zfs_file_system_at_root_is_found_in_mountinfo() {
+        let info = "22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
+                    40 22 0:35 / /run rw - tmpfs tmpfs rw\n\
+                    90 22 0:50 / / rw,noatime - zfs deb/ROOT/deb1 rw,xattr\n\
+                    91 90 0:51 / /etc/config rw - zfs deb/ROOT/deb1/config rw\n";
+        assert_eq!(
+            super::root_dataset_of(info).as_deref(),
+            Some("deb/ROOT/deb1")
+        );
+        assert_eq!(
+            super::root_dataset_of("22 1 0:21 / / rw - ext4 /dev/vda1 rw\n"),
+            None
+        );
+        assert_eq!(super::root_dataset_of("garbage\n"), None);
+    }
 }
 
 #[cfg(test)]
@@ -1570,6 +1639,7 @@ mod tests {
                     uptime: &|| 1.0,
                     now: &|| 50,
                     failpoint: &|_| true,
+                    staging: crate::boot::STAGING,
                 };
                 let a = BootArgs::parse(&format!("bootenv={be} bootenv.pool=tank {args}"));
                 let p = e.prepare(&a).unwrap();

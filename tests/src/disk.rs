@@ -3,6 +3,7 @@
 //! the GRUB images `bootenv install` puts on a disk.
 
 use crate::host::run;
+use anyhow::Context;
 use std::path::Path;
 
 /// Size of the ESP, in MiB.
@@ -99,23 +100,62 @@ pub fn overlay(base: &Path, path: &Path) -> anyhow::Result<()> {
 pub fn grub_images(dir: &Path, efi_cfg: &str, bios_cfg: &str) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir.join("i386-pc"))?;
-    let embedded = dir.join("efi-embedded.cfg");
-    std::fs::write(&embedded, efi_cfg)?;
+    // What grub-mkstandalone does, made reproducible: a memdisk (a tar with fixed times and
+    // order) holding the configuration and every x86_64-efi module and list, and an image that
+    // mounts it as its prefix. grub-mkstandalone stamps its temporary copies with the time of
+    // the build.
+    let tree = dir.join("memdisk");
+    let platform = Path::new("/usr/lib/grub/x86_64-efi");
+    let mods = tree.join("boot/grub/x86_64-efi");
+    std::fs::create_dir_all(&mods)?;
+    for e in std::fs::read_dir(platform).with_context(|| {
+        format!(
+            "reading {} (package grub-efi-amd64-bin)",
+            platform.display()
+        )
+    })? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "mod" || x == "lst") {
+            std::fs::copy(&p, mods.join(p.file_name().expect("a file")))?;
+        }
+    }
+    std::fs::write(tree.join("boot/grub/grub.cfg"), efi_cfg)?;
+    let tar = dir.join("memdisk.tar");
     run(
-        "grub-mkstandalone",
+        "tar",
+        &[
+            "--sort=name",
+            "--mtime=@0",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--format=ustar",
+            "-C",
+            &tree.to_string_lossy(),
+            "-cf",
+            &tar.to_string_lossy(),
+            "boot",
+        ],
+    )?;
+    run(
+        "grub-mkimage",
         &[
             "-O",
             "x86_64-efi",
             "-o",
             &dir.join("BOOTX64.EFI").to_string_lossy(),
-            "--modules=part_gpt fat",
-            "--locales=",
-            "--fonts=",
-            "--themes=",
-            &format!("boot/grub/grub.cfg={}", embedded.display()),
+            "-m",
+            &tar.to_string_lossy(),
+            "-p",
+            "(memdisk)/boot/grub",
+            "memdisk",
+            "tar",
+            "part_gpt",
+            "fat",
         ],
     )?;
-    std::fs::remove_file(&embedded)?;
+    std::fs::remove_dir_all(&tree)?;
+    std::fs::remove_file(&tar)?;
     std::fs::write(dir.join("grub-bios.cfg"), bios_cfg)?;
     run(
         "grub-mkimage",

@@ -47,6 +47,20 @@ pub struct Artifacts {
     pub work: PathBuf,
     /// `tcg` or `kvm`.
     pub accel: String,
+    /// The Debian packages and the Debian tree the `deb-*` scenarios install (made by xtask
+    /// only when one of them runs).
+    pub packages: Option<Packages>,
+}
+
+/// What the packaging scenarios install.
+#[derive(Clone, Debug)]
+pub struct Packages {
+    /// A debootstrapped Debian bookworm tree, as a tarball ([`crate::debian::rootfs`]).
+    pub debian: PathBuf,
+    /// bootenv, bootenv-grub and bootenv-kernel-<release>.
+    pub debs: Vec<PathBuf>,
+    /// A newer build of the bootenv package (an upgrade to install).
+    pub newer: PathBuf,
 }
 
 fn write_if_changed(path: &Path, data: &[u8]) -> anyhow::Result<()> {
@@ -174,6 +188,7 @@ impl Artifacts {
             golden: PathBuf::new(),
             work: work.to_path_buf(),
             accel,
+            packages: None,
         };
         let initrd_bytes = std::fs::read(&art.initrd)?;
         art.golden = art.golden_disk(&base, &agent_bytes, &initrd_bytes)?;

@@ -91,7 +91,13 @@ fn drive_arg(p: &Path) -> String {
     } else {
         "raw"
     };
-    format!("if=virtio,format={fmt},file={}", p.display())
+    // A tarball handed to the guest as a disk is read, never written.
+    let ro = if p.extension().is_some_and(|e| e == "tar") {
+        ",readonly=on"
+    } else {
+        ""
+    };
+    format!("if=virtio,format={fmt}{ro},file={}", p.display())
 }
 
 impl VmConfig {

@@ -267,7 +267,273 @@ pub fn all() -> Vec<Scenario> {
             about: "a blank disk laid out by bootenv install from a tarball boots through GRUB, under UEFI and BIOS",
             run: cli_install,
         },
+        Scenario {
+            name: "deb-install-boot",
+            about: "Debian bookworm in a BE of a new disk; bootenv, bootenv-grub and the kernel package installed with dpkg; it boots through GRUB and initramfs-tools to systemd and is marked good",
+            run: deb_install_boot,
+        },
+        Scenario {
+            name: "deb-upgrade-rollback",
+            about: "in the Debian BE, bootenv upgrade installs a newer bootenv package in a new BE whose trial boots and commits; an upgrade that breaks the boot rolls back by itself",
+            run: deb_upgrade_rollback,
+        },
     ]
+}
+
+/// Runs a shell command in the test BE that may take up to `secs`; returns its output.
+fn run_long(vm: &mut Vm, cmd: &str, secs: u64) -> anyhow::Result<String> {
+    vm.send(&format!("run {cmd}\n"))?;
+    let m = vm.expect(
+        r"(?s)(.*?)BOOTENV-TEST done rc=(\d+)",
+        Duration::from_secs(secs),
+    )?;
+    let out = m[1].clone();
+    ensure!(
+        m[2] == "0",
+        "`{cmd}` failed (status {}) in the test BE:\n{out}",
+        m[2]
+    );
+    vm.expect(r"BOOTENV-TEST ready", STEP)?;
+    Ok(out)
+}
+
+/// The packaging scenarios' files: the packages, and the test reporter for Debian BEs.
+fn payload_tar(cx: &Ctx) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let pk = cx.art.packages.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "the Debian packages were not prepared (xtask prepares them for deb-* scenarios)"
+        )
+    })?;
+    let dir = cx.dir.join("payload");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("debs"))?;
+    std::fs::create_dir_all(dir.join("betest"))?;
+    for d in pk.debs.iter().chain([&pk.newer]) {
+        let sub = if d == &pk.newer { "newer" } else { "debs" };
+        std::fs::create_dir_all(dir.join(sub))?;
+        std::fs::copy(d, dir.join(sub).join(d.file_name().expect("a file")))?;
+    }
+    std::fs::write(dir.join("betest/betest-debian"), DEBIAN_REPORT)?;
+    std::fs::write(dir.join("betest/betest-debian.service"), DEBIAN_REPORT_UNIT)?;
+    let tar = cx.dir.join("payload.tar");
+    crate::host::run(
+        "tar",
+        &[
+            "-C",
+            &dir.to_string_lossy(),
+            "-cf",
+            &tar.to_string_lossy(),
+            ".",
+        ],
+    )?;
+    Ok((tar, pk.debian.clone()))
+}
+
+const DEBIAN_REPORT: &str = include_str!("../guest/debian-report.sh");
+const DEBIAN_REPORT_UNIT: &str = include_str!("../guest/betest-debian.service");
+
+/// The kernel command line of the Debian test BEs: the serial console, systemd's progress, and
+/// a reboot 5 s after a panic (kernel or initramfs-tools), as an appliance would have.
+const DEBIAN_CMDLINE: &str = "--cmdline 'console=ttyS0 systemd.show_status=1 panic=5'";
+
+/// Makes a Debian BE `name` on a new pool `deb` on /dev/vdb from the Debian tree on /dev/vdc,
+/// installs the packages from /dev/vdd in it with dpkg (in a chroot), and exports the pool.
+/// Runs in the test BE v1.
+fn debian_be(vm: &mut Vm, cx: &Ctx, name: &str) -> anyhow::Result<()> {
+    let out = run_long(vm, &format!("bootenv --pool deb install --disk /dev/vdb --from /dev/vdc --name {name} --label 12.0 --esp-mib 256 {DEBIAN_CMDLINE}"), 900)?;
+    ensure!(out.contains("has no kernel yet"), "{out}");
+    run_in(vm, "zpool import -N -o cachefile=none -d /dev deb")?;
+    let d = format!("/run/bootenv/mnt/{name}");
+    run_in(vm, &format!("bootenv --pool deb mount {name} --rw"))?;
+    run_long(
+        vm,
+        &format!(
+            "mkdir -p {d}/root/payload && tar -xf /dev/vdd -C {d}/root/payload \
+&& install -m 755 {d}/root/payload/betest/betest-debian {d}/usr/local/sbin/betest-debian \
+&& cp {d}/root/payload/betest/betest-debian.service {d}/etc/systemd/system/ \
+&& mkdir -p {d}/etc/systemd/system/multi-user.target.wants {d}/etc/bootenv-test \
+&& ln -sf ../betest-debian.service {d}/etc/systemd/system/multi-user.target.wants/betest-debian.service \
+&& ln -sf /dev/null {d}/etc/systemd/system/serial-getty@ttyS0.service \
+&& echo {name} >{d}/etc/bootenv-test/name \
+&& mount --bind /dev {d}/dev && mount -t proc proc {d}/proc && mount -t sysfs sysfs {d}/sys"
+        ),
+        300,
+    )?;
+    let rel = &cx.art.kernel.release;
+    let out = run_long(
+        vm,
+        &format!("chroot {d} /usr/bin/env DEBIAN_FRONTEND=noninteractive PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg -i /root/payload/debs/bootenv_*.deb /root/payload/debs/bootenv-grub_*.deb /root/payload/debs/bootenv-kernel-{rel}_*.deb"),
+        1500,
+    )?;
+    ensure!(
+        out.contains(&format!(
+            "update-initramfs: Generating /boot/initrd.img-{rel}"
+        )),
+        "the kernel package did not make an initramfs:\n{out}"
+    );
+    ensure!(
+        out.contains(&format!("{name}: kernel copied")),
+        "bootenv's kernel hook did not copy the kernel to the ESP:\n{out}"
+    );
+    let out = run_long(vm, &format!("chroot {d} lsinitramfs /boot/initrd.img-{rel} | grep -E 'usr/sbin/(bootenv|zpool)$|scripts/bootenv$|conf.d/zz-bootenv$|/zfs.ko$'"), 300)?;
+    for want in [
+        "usr/sbin/bootenv",
+        "usr/sbin/zpool",
+        "scripts/bootenv",
+        "conf.d/zz-bootenv",
+        "zfs.ko",
+    ] {
+        ensure!(out.contains(want), "the initramfs lacks {want}:\n{out}");
+    }
+    let out = run_long(vm, &format!("chroot {d} sh -c 'mkdir -p /boot/grub && update-grub && grep -c bootenv= /boot/grub/grub.cfg'"), 600)?;
+    ensure!(
+        out.contains("Found linux image") || out.contains("done"),
+        "update-grub:\n{out}"
+    );
+    run_in(vm, &format!("umount {d}/sys {d}/proc {d}/dev && bootenv --pool deb unmount {name} && zpool export deb"))?;
+    Ok(())
+}
+
+/// Boots the Debian disk alone through OVMF and GRUB; returns once `name` waits for actions.
+fn debian_boot(cx: &mut Ctx, disk: &Path, name: &str) -> anyhow::Result<Vm> {
+    let mut vm = cx.uefi(disk)?;
+    vm.expect(
+        r"bootenv \S+ \(initramfs-tools\) starting",
+        Duration::from_secs(300),
+    )?;
+    vm.expect(
+        &format!(r"boot environment {name} is mounted at /root"),
+        Duration::from_secs(120),
+    )?;
+    let got = vm.expect(
+        r"BOOTENV-TEST be-started name=(\S+)",
+        Duration::from_secs(400),
+    )?;
+    ensure!(
+        got[1] == name,
+        "boot environment {} started, expected {name}",
+        got[1]
+    );
+    vm.expect(r"BOOTENV-TEST ready", STEP)?;
+    Ok(vm)
+}
+
+fn deb_install_boot(cx: &mut Ctx) -> anyhow::Result<()> {
+    let (payload, debian) = payload_tar(cx)?;
+    let disk = cx.golden_copy("disk")?;
+    let new = cx.dir.join("debian.img");
+    disk::blank(&new, 4096)?;
+    let mut vm = cx.boot_disks(
+        &[&disk, &new, &debian, &payload],
+        "bootenv=v1 bootenv.pool=tank betest.interactive",
+    )?;
+    expect_ready(&mut vm, "v1")?;
+    debian_be(&mut vm, cx, "deb1")?;
+    power_off(&mut vm)?;
+    cx.new_firmware()?;
+    let mut vm = debian_boot(cx, &new, "deb1")?;
+    let text = vm.text();
+    ensure!(
+        text.contains("BOOTENV-TEST mark-good=active result=success"),
+        "bootenv-mark-good.service did not run"
+    );
+    ensure!(
+        text.contains("BOOTENV-TEST status booted: deb1 (deb/ROOT/deb1)"),
+        "bootenv status does not report deb1"
+    );
+    ensure!(
+        text.contains("BOOTENV-TEST status last known-good: deb1"),
+        "bootenv status does not report deb1 as good"
+    );
+    let out = run_in(&mut vm, "dpkg-query -W bootenv bootenv-grub && systemctl is-enabled bootenv-mark-good.service bootenv-status.service && bootenv list")?;
+    ensure!(
+        out.contains("enabled")
+            && list_row(&out, "deb1").is_some_and(|r| r[2].contains('N') && r[2].contains('G')),
+        "{out}"
+    );
+    power_off(&mut vm)
+}
+
+fn deb_upgrade_rollback(cx: &mut Ctx) -> anyhow::Result<()> {
+    let (payload, debian) = payload_tar(cx)?;
+    let disk = cx.golden_copy("disk")?;
+    let new = cx.dir.join("debian.img");
+    disk::blank(&new, 4096)?;
+    let mut vm = cx.boot_disks(
+        &[&disk, &new, &debian, &payload],
+        "bootenv=v1 bootenv.pool=tank betest.interactive",
+    )?;
+    expect_ready(&mut vm, "v1")?;
+    debian_be(&mut vm, cx, "deb1")?;
+    power_off(&mut vm)?;
+    cx.new_firmware()?;
+    let mut vm = debian_boot(cx, &new, "deb1")?;
+    // A newer build of bootenv, installed by dpkg in a new BE.
+    let out = run_long(
+        &mut vm,
+        "bootenv upgrade deb2 -- sh -c 'echo deb2 >/etc/bootenv-test/name && dpkg -i /root/payload/newer/bootenv_*.deb'",
+        1500,
+    )?;
+    ensure!(out.contains("deb2 is on trial"), "{out}");
+    let out = run_in(&mut vm, "dpkg-query -W -f='${Version}' bootenv; echo")?;
+    ensure!(
+        out.contains("-1") && !out.contains("-2"),
+        "the running BE changed: {out}"
+    );
+    power_off(&mut vm)?;
+    let mut vm = debian_boot(cx, &new, "deb2")?;
+    let text = vm.text();
+    ensure!(
+        text.contains("bootenv.trial="),
+        "deb2 did not boot as a trial"
+    );
+    ensure!(
+        text.contains("BOOTENV-TEST mark-good=active result=success"),
+        "bootenv-mark-good.service did not run in deb2"
+    );
+    let out = run_in(
+        &mut vm,
+        "dpkg-query -W -f='${Version}\\n' bootenv; bootenv status",
+    )?;
+    ensure!(
+        out.contains(&format!("{}-2", env!("CARGO_PKG_VERSION"))),
+        "deb2 does not run the newer package: {out}"
+    );
+    ensure!(
+        out.contains("last known-good: deb2")
+            && out.contains("default=deb2")
+            && out.contains("trial=-"),
+        "deb2's trial was not committed: {out}"
+    );
+    // An upgrade that breaks the boot: the new BE's initramfs cannot load ZFS.
+    let out = run_long(
+        &mut vm,
+        "bootenv upgrade deb3 --tries 1 -- sh -c 'echo deb3 >/etc/bootenv-test/name && rm -f /lib/modules/*/updates/zfs/*.ko && depmod -a $(ls /lib/modules) && update-initramfs -u'",
+        1500,
+    )?;
+    ensure!(out.contains("deb3 is on trial"), "{out}");
+    power_off(&mut vm)?;
+    let mut vm = cx.uefi(&new)?;
+    vm.expect(r"bootenv=deb3", Duration::from_secs(300))?;
+    vm.expect(r"zfs module does not load", Duration::from_secs(300))?;
+    vm.expect_poweroff(Duration::from_secs(120))?;
+    // GRUB has no tries left for deb3: it boots the known-good deb2, which reports the rollback.
+    let mut vm = debian_boot(cx, &new, "deb2")?;
+    let text = vm.text();
+    ensure!(
+        text.contains("bootenv.rollback=deb3"),
+        "GRUB did not fall back with the rollback marker"
+    );
+    ensure!(
+        text.contains("BOOTENV-TEST status ROLLBACK: the trial of deb3 used up its tries"),
+        "deb2 does not report the rollback"
+    );
+    let out = run_in(&mut vm, "bootenv list")?;
+    ensure!(
+        list_row(&out, "deb3").is_some_and(|r| r[2].contains('F')),
+        "deb3 is not marked failed: {out}"
+    );
+    power_off(&mut vm)
 }
 
 /// The fields of BE `name`'s row in `bootenv list` (name, label, flags, …).

@@ -26,6 +26,8 @@ pub const PACKAGES: &[&str] = &[
     "linux-headers-amd64",
     "zfs-dkms",
     "zfsutils-linux",
+    "lintian",
+    "dpkg-dev",
 ];
 
 /// Programs that must be on PATH afterwards.
@@ -42,6 +44,8 @@ const COMMANDS: &[&str] = &[
     "grub-mkstandalone",
     "grub-mkimage",
     "grub-editenv",
+    "lintian",
+    "dpkg-deb",
 ];
 
 /// Files that must exist afterwards.

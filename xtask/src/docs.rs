@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// What [`generate`] wrote.
 pub struct Docs {
-    /// bootenv.1 and one page per verb (bootenv-list.1, …).
+    /// bootenv.8 and one page per verb (bootenv-list.8, …).
     pub man: Vec<PathBuf>,
     /// bash, zsh and fish completions.
     pub completions: Vec<PathBuf>,
@@ -24,7 +24,17 @@ pub fn generate(out: &Path) -> anyhow::Result<Docs> {
         std::fs::create_dir_all(d)?;
     }
     let cmd = bootenv::cli::Cli::command();
-    clap_mangen::generate_to(cmd.clone(), &man_dir)?;
+    // Section 8: bootenv is a system administration command (/usr/sbin).
+    fn pages(cmd: clap::Command, dir: &Path) -> std::io::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
+            pages(sub, dir)?;
+        }
+        clap_mangen::Man::new(cmd).section("8").generate_to(dir)?;
+        Ok(())
+    }
+    let mut built = cmd.clone().disable_help_subcommand(true);
+    built.build();
+    pages(built, &man_dir)?;
     let mut completions = Vec::new();
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         let mut c = cmd.clone();
@@ -52,7 +62,7 @@ mod tests {
         let read = |p: &std::path::Path| {
             std::fs::read_to_string(p).map(|t| t.replace("\\-", "-").replace("\\*(Aq", "'"))
         };
-        let main = read(&dir.path().join("man/bootenv.1")).unwrap();
+        let main = read(&dir.path().join("man/bootenv.8")).unwrap();
         assert!(
             main.contains("EXIT STATUS") || main.contains("Exit status"),
             "the exit codes are not documented"
@@ -60,12 +70,12 @@ mod tests {
         let bash = std::fs::read_to_string(&docs.completions[0]).unwrap();
         let verbs: Vec<_> = cmd
             .get_subcommands()
-            .filter(|s| s.get_name() != "help")
+            .filter(|s| s.get_name() != "help" && !s.is_hide_set())
             .collect();
         assert!(verbs.len() >= 20, "{} verbs", verbs.len());
         for v in verbs {
             let name = v.get_name();
-            let page = dir.path().join(format!("man/bootenv-{name}.1"));
+            let page = dir.path().join(format!("man/bootenv-{name}.8"));
             let text = read(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
             let about = v
                 .get_about()
@@ -78,9 +88,9 @@ mod tests {
                 .join(" ");
             assert!(
                 text.replace('\n', " ").contains(&first),
-                "bootenv-{name}.1 lacks {first:?}"
+                "bootenv-{name}.8 lacks {first:?}"
             );
-            assert!(main.contains(name), "bootenv.1 does not list {name}");
+            assert!(main.contains(name), "bootenv.8 does not list {name}");
             assert!(
                 bash.contains(name),
                 "the bash completion does not know {name}"

@@ -7,6 +7,7 @@
 //! - `test`: unit and integration tests, then every VM scenario
 //! - `demo`: build everything and boot a boot environment, showing the agent at work
 
+mod deb;
 mod deps;
 mod docs;
 
@@ -19,14 +20,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: cargo xtask <deps|build|initramfs|vm-test|test|demo|man> [options]
+const USAGE: &str =
+    "usage: cargo xtask <deps|build|initramfs|vm-test|test|demo|man|deb|kernel-deb> [options]
   deps                          install packages the VMs need (needs root)
   build                         build the static agent
   initramfs --kernel <release>  build bootenv's initramfs [--out FILE] [--module NAME]...
   vm-test [--list] [NAME...]    run VM scenarios (all when none is named)
   test                          unit tests, then every VM scenario
   demo                          boot a boot environment in a VM and show the agent at work
-  man                           bootenv's man pages and shell completions, into target/doc-gen";
+  man                           bootenv's man pages and shell completions, into target/doc-gen
+  deb [--check]                 the bootenv and bootenv-grub packages, into target/debian; lintian;
+                                --check: build twice and compare the bytes (reproducibility)
+  kernel-deb [--kernel linux-image-REL.deb | --vmlinuz FILE --modules DIR] [--zfs DIR]
+                                bootenv-kernel-REL: a kernel and its ZFS modules (default: the
+                                kernel the tests boot, and the modules DKMS built for it)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,6 +45,8 @@ fn main() {
         Some("test") => test(),
         Some("demo") => demo(),
         Some("man") => man(),
+        Some("deb") => deb_cmd(&args[1..]),
+        Some("kernel-deb") => kernel_deb_cmd(&args[1..]).map(|p| println!("{}", p.display())),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
@@ -52,6 +61,189 @@ fn main() {
     }
 }
 
+/// The package version: the workspace's, Debian revision 1, unless BOOTENV_DEB_VERSION says
+/// otherwise (a newer build for an upgrade test).
+fn deb_version() -> String {
+    std::env::var("BOOTENV_DEB_VERSION")
+        .unwrap_or_else(|_| format!("{}-1", env!("CARGO_PKG_VERSION")))
+}
+
+/// Builds bootenv and bootenv-grub into `out`; returns their paths.
+fn build_debs(out: &Path, version: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let r = root();
+    let agent = build_agent()?;
+    let work = r.join("target/debian-work");
+    let docs = docs::generate(&work.join("docs"))?;
+    let grub = work.join("grub-images");
+    bootenv_vmtest::disk::grub_images(
+        &grub,
+        bootenv_vmtest::images::GRUB_EFI_CFG,
+        bootenv_vmtest::images::GRUB_BIOS_CFG,
+    )?;
+    let inputs = deb::Inputs {
+        root: &r,
+        agent: &agent,
+        docs: &docs,
+        grub_images: &grub,
+        version,
+    };
+    let epoch = deb::source_date_epoch(&r)?;
+    let mut debs = Vec::new();
+    for p in [deb::bootenv(&inputs)?, deb::bootenv_grub(&inputs)?] {
+        debs.push(p.build(&work.join("stage"), out, epoch, "xz")?);
+    }
+    Ok(debs)
+}
+
+/// Runs lintian on `debs`; fails when it reports an error.
+fn lintian(debs: &[PathBuf]) -> anyhow::Result<()> {
+    let out = Command::new("lintian")
+        .args([
+            "--no-tag-display-limit",
+            "--info",
+            "--display-info",
+            "--pedantic",
+        ])
+        .args(debs)
+        .output()
+        .context("running lintian (cargo xtask deps installs it)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{text}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    let errors = text.lines().filter(|l| l.starts_with("E: ")).count();
+    let warnings = text.lines().filter(|l| l.starts_with("W: ")).count();
+    println!("lintian: {errors} errors, {warnings} warnings");
+    if errors > 0 {
+        bail!("lintian reports {errors} errors");
+    }
+    Ok(())
+}
+
+fn deb_cmd(args: &[String]) -> anyhow::Result<()> {
+    deps::ensure()?;
+    let out = root().join("target/debian");
+    let debs = build_debs(&out, &deb_version())?;
+    if args.iter().any(|a| a == "--check") {
+        let again = build_debs(&root().join("target/debian-check"), &deb_version())?;
+        for (a, b) in debs.iter().zip(&again) {
+            anyhow::ensure!(
+                std::fs::read(a)? == std::fs::read(b)?,
+                "{} is not reproducible: a second build differs",
+                a.display()
+            );
+        }
+        println!("reproducible: a second build made the same bytes");
+    }
+    for d in &debs {
+        println!("{} ({} bytes)", d.display(), std::fs::metadata(d)?.len());
+    }
+    lintian(&debs)
+}
+
+/// `cargo xtask kernel-deb`: builds bootenv-kernel-<release> into target/debian (cached by
+/// its inputs' names, sizes and times: packing 400 MB of modules takes a while).
+fn kernel_deb_cmd(args: &[String]) -> anyhow::Result<PathBuf> {
+    let mut deb_file = None;
+    let mut vmlinuz = None;
+    let mut modules = None;
+    let mut zfs = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{a} needs a value"))
+        };
+        match a.as_str() {
+            "--kernel" => deb_file = Some(PathBuf::from(val()?)),
+            "--vmlinuz" => vmlinuz = Some(PathBuf::from(val()?)),
+            "--modules" => modules = Some(PathBuf::from(val()?)),
+            "--zfs" => zfs = Some(PathBuf::from(val()?)),
+            other => bail!("unknown option {other}\n{USAGE}"),
+        }
+    }
+    let work = root().join("target/debian-work/kernel");
+    let src = match (deb_file, vmlinuz, modules) {
+        (Some(d), None, None) => {
+            let tree = work.join("unpacked");
+            let _ = std::fs::remove_dir_all(&tree);
+            std::fs::create_dir_all(&tree)?;
+            run_ok(Command::new("dpkg-deb").arg("-x").arg(&d).arg(&tree))?;
+            let field = |f: &str| -> anyhow::Result<String> {
+                let o = Command::new("dpkg-deb").args(["-f"]).arg(&d).arg(f).output()?;
+                Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            };
+            let release = std::fs::read_dir(tree.join("lib/modules"))
+                .context("the package has no lib/modules")?
+                .next()
+                .context("the package has no lib/modules/<release>")??
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            deb::KernelSource { zfs: zfs.clone().unwrap_or_else(|| PathBuf::from(format!("/lib/modules/{release}/updates/dkms"))), release, tree, version: field("Version")? }
+        }
+        (None, Some(v), Some(m)) => {
+            let release = m.file_name().context("--modules names lib/modules/<release>")?.to_string_lossy().into_owned();
+            let tree = work.join("tree");
+            let _ = std::fs::remove_dir_all(&tree);
+            std::fs::create_dir_all(tree.join("boot"))?;
+            std::fs::create_dir_all(tree.join("lib/modules"))?;
+            std::fs::copy(&v, tree.join(format!("boot/vmlinuz-{release}")))?;
+            std::os::unix::fs::symlink(std::fs::canonicalize(&m)?, tree.join("lib/modules").join(&release))?;
+            deb::KernelSource { zfs: zfs.clone().unwrap_or_else(|| m.join("updates/dkms")), release, tree, version: "0".into() }
+        }
+        (None, None, None) => {
+            deps::ensure()?;
+            let k = bootenv_initramfs::Kernel::find(None)?;
+            let o = Command::new("dpkg-query").args(["-W", "-f=${Version}", &format!("linux-image-{}", k.release)]).output()?;
+            let version = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+            anyhow::ensure!(!version.is_empty(), "linux-image-{} is not installed as a package", k.release);
+            deb::KernelSource { zfs: zfs.clone().unwrap_or_else(|| PathBuf::from(format!("/lib/modules/{}/updates/dkms", k.release))), release: k.release, tree: PathBuf::from("/"), version }
+        }
+        _ => bail!("name a kernel with --kernel <linux-image .deb>, or with --vmlinuz and --modules, or nothing for the tests' kernel"),
+    };
+    let r = root();
+    let epoch = deb::source_date_epoch(&r)?;
+    let p = deb::kernel(&r, &src)?;
+    let out = r.join("target/debian");
+    let deb = out.join(format!("{}_{}_{}.deb", p.name, p.version, p.arch));
+    let key = format!(
+        "{}:{}:{}:{}",
+        p.files.len(),
+        p.files
+            .values()
+            .map(|i| match i {
+                deb::Item::File(d, _) => d.len(),
+                deb::Item::Link(_) => 1,
+            })
+            .sum::<usize>(),
+        epoch,
+        deb::fingerprint(&p)
+    );
+    let stamp = work.join(format!("{}.key", p.name));
+    if deb.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
+        println!("    {} is up to date", deb.display());
+        return Ok(deb);
+    }
+    println!("==> packing {} ({} files)", p.name, p.files.len());
+    let t = Instant::now();
+    let built = p.build(&work.join("stage"), &out, epoch, "xz:1")?;
+    std::fs::write(&stamp, key)?;
+    println!(
+        "    {} ({} bytes) in {:.0} s",
+        built.display(),
+        std::fs::metadata(&built)?.len(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(built)
+}
+
+fn run_ok(cmd: &mut Command) -> anyhow::Result<()> {
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    anyhow::ensure!(st.success(), "{cmd:?} failed ({st})");
+    Ok(())
+}
+
 fn man() -> anyhow::Result<()> {
     let out = root().join("target/doc-gen");
     let d = docs::generate(&out)?;
@@ -60,7 +252,7 @@ fn man() -> anyhow::Result<()> {
     }
     println!(
         "read one with: man -l {}",
-        out.join("man/bootenv.1").display()
+        out.join("man/bootenv.8").display()
     );
     Ok(())
 }
@@ -155,6 +347,28 @@ fn initramfs(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the `deb-*` scenarios install: the packages of this tree, a newer build of bootenv,
+/// the kernel package, and the Debian tree (each cached).
+fn packages(art: &Artifacts) -> anyhow::Result<bootenv_vmtest::images::Packages> {
+    println!("==> Debian packages for the packaging scenarios");
+    let mut debs = build_debs(&root().join("target/debian"), &deb_version())?;
+    debs.push(kernel_deb_cmd(&[])?);
+    // The same tree as a later release: what an upgrade installs.
+    let newer = build_debs(
+        &root().join("target/debian-newer"),
+        &format!("{}-2", env!("CARGO_PKG_VERSION")),
+    )?
+    .into_iter()
+    .next()
+    .context("the newer bootenv package")?;
+    let debian = bootenv_vmtest::debian::rootfs(&art.work)?;
+    Ok(bootenv_vmtest::images::Packages {
+        debian,
+        debs,
+        newer,
+    })
+}
+
 fn prepare() -> anyhow::Result<Artifacts> {
     deps::ensure()?;
     let agent = build_agent()?;
@@ -195,7 +409,10 @@ fn vm_test(args: &[String]) -> anyhow::Result<()> {
             bail!("no scenario named {n}; `cargo xtask vm-test --list` lists them");
         }
     }
-    let art = prepare()?;
+    let mut art = prepare()?;
+    if names.is_empty() || names.iter().any(|n| n.starts_with("deb-")) {
+        art.packages = Some(packages(&art)?);
+    }
     let outcomes = scenarios::run(&art, &names, false, jobs())?;
     let failed = outcomes.iter().filter(|o| o.failure.is_some()).count();
     summary(outcomes.len() - failed, failed)
@@ -246,7 +463,8 @@ fn test() -> anyhow::Result<()> {
     deps::ensure()?;
     let (up, uf) = unit_tests()?;
     println!("unit and integration tests: {up} passed, {uf} failed");
-    let art = prepare()?;
+    let mut art = prepare()?;
+    art.packages = Some(packages(&art)?);
     let outcomes = scenarios::run(&art, &[], false, jobs())?;
     let vf = outcomes.iter().filter(|o| o.failure.is_some()).count();
     let vp = outcomes.len() - vf;

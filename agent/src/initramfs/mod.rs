@@ -84,6 +84,67 @@ fn failpoint(name: &str) -> bool {
     }
 }
 
+/// `bootenv initramfs-tools-mount <rootmnt>`: the agent's boot path inside a Debian
+/// initramfs-tools image (the `bootenv` boot script's `mountroot`). initramfs-tools has mounted
+/// the API file systems, started udev and loaded zfs; the agent imports the pool, picks the
+/// boot environment, carries out a pending factory reset or records a rollback, mounts the BE's
+/// root and members at `rootmnt` and writes `/run/bootenv/boot`. initramfs-tools then switches
+/// root (it moves `/run`, and the state dataset's mount with it) and execs init. Returns the
+/// exit status: 0 mounted; 1 nothing can boot (the message says why and what to try; the boot
+/// script drops to initramfs-tools' shell with it).
+pub fn initramfs_tools_mount(rootmnt: &Path) -> i32 {
+    let agent_start = uptime();
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let args = BootArgs::parse(&cmdline);
+    logger::init(args.debug);
+    log::info!(
+        "bootenv {} (initramfs-tools) starting at {agent_start:.3} s",
+        env!("CARGO_PKG_VERSION")
+    );
+    for w in &args.warnings {
+        log::warn!("{w}");
+    }
+    let Some(staging) = rootmnt
+        .to_str()
+        .map(|s| s.trim_start_matches('/'))
+        .filter(|s| !s.is_empty())
+    else {
+        log::error!("bad root mount point {}", rootmnt.display());
+        return 1;
+    };
+    let zfs = ZfsCli::default().with_search_dir("/dev");
+    let mounter = SysMounter;
+    let env = Env {
+        root: Path::new("/"),
+        zfs: &zfs,
+        mounter: &mounter,
+        uptime: &uptime,
+        now: &now,
+        failpoint: &failpoint,
+        staging,
+    };
+    let prepared = env.prepare(&args);
+    match prepared.and_then(|p| env.mount_chosen(&args, &p, agent_start)) {
+        Ok(ready) => {
+            log::info!(
+                "boot environment {} is mounted at {}; initramfs-tools starts {}",
+                ready.plan.be,
+                rootmnt.display(),
+                ready.plan.init
+            );
+            0
+        }
+        Err(r) => {
+            env.release_state();
+            log::error!("bootenv RESCUE: {}", r.reason);
+            for h in &r.hints {
+                log::error!("  {h}");
+            }
+            1
+        }
+    }
+}
+
 /// PID 1's main: never returns.
 pub fn main() -> ! {
     let agent_start = uptime();
@@ -117,6 +178,7 @@ pub fn main() -> ! {
         uptime: &uptime,
         now: &now,
         failpoint: &failpoint,
+        staging: crate::boot::STAGING,
     };
     loop {
         let args = BootArgs::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
