@@ -501,6 +501,18 @@ impl Ctx<'_> {
                 }
                 no_kernel = true;
             }
+            if no_kernel {
+                // No menu can be written yet: make it the pool's default; the first
+                // sync-boot (the kernel package's hook) writes the menu, and its first boot
+                // marks it good.
+                self.zfs.set_pool_prop(
+                    o.pool.as_str(),
+                    "bootfs",
+                    &crate::layout::be_dataset(&o.pool, &o.name),
+                )?;
+                let _ = self.mounter.unmount(&ctx.state_mount(&o.pool));
+                return Ok(());
+            }
             ctx.activate(&o.name, Activation::Default, now)?;
             ctx.mark_good(Some(&o.name), now)?;
             // The state dataset was mounted for the record; the pool is exported below.

@@ -711,14 +711,21 @@ impl Ctx<'_> {
             .and_then(|d| state::load(&d).ok())
             .map(|l| l.state())
             .unwrap_or_default();
-        for n in self.refresh(&inv, &st, None, false, &Next::Keep)? {
-            writeln!(out, "{n}")?;
+        match self.refresh(&inv, &st, None, false, &Next::Keep) {
+            Ok(notes) => {
+                for n in notes {
+                    writeln!(out, "{n}")?;
+                }
+                writeln!(
+                    out,
+                    "menu written to {}",
+                    esp.bootenv_dir().join(crate::bootfiles::MENU).display()
+                )?;
+            }
+            // No BE has a kernel on the ESP yet: the menu stays as it was.
+            Err(e) if !failures.is_empty() => writeln!(out, "menu not written: {e:#}")?,
+            Err(e) => return Err(e),
         }
-        writeln!(
-            out,
-            "menu written to {}",
-            esp.bootenv_dir().join(crate::bootfiles::MENU).display()
-        )?;
         if !failures.is_empty() {
             return Err(anyhow::Error::new(KernelsMissing(failures.clone()))
                 .context(format!("{out}kernels missing for: {}", failures.join(", "))));

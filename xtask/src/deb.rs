@@ -512,10 +512,11 @@ pub fn kernel(root: &Path, k: &KernelSource) -> anyhow::Result<Package> {
         ],
         synopsis: format!("Linux {rel} with ZFS modules, for bootenv"),
         description: format!(
-            "The Debian kernel {rel} ({}) and the OpenZFS modules\n\
-built for it, in one package, so that a boot environment needs no compiler or\n\
-DKMS to boot from ZFS. Installing it rebuilds the running boot environment's\n\
-initramfs, copies kernel and initramfs to the ESP and regenerates the GRUB menu.",
+            "The Debian kernel {rel} ({})\n\
+and the OpenZFS modules built for it, in one package, so that a boot\n\
+environment needs no compiler or DKMS to boot from ZFS. Installing it\n\
+rebuilds the running boot environment's initramfs, copies kernel and\n\
+initramfs to the ESP and regenerates the GRUB menu.",
             k.version
         ),
         ..Default::default()

@@ -465,10 +465,39 @@ fn test() -> anyhow::Result<()> {
     println!("unit and integration tests: {up} passed, {uf} failed");
     let mut art = prepare()?;
     art.packages = Some(packages(&art)?);
+    // The packages: the same bytes from a second build, and lintian without errors.
+    let mut checks: Vec<(&str, anyhow::Result<()>)> = Vec::new();
+    let pk = art.packages.clone().expect("prepared");
+    checks.push((
+        "deb-reproducible",
+        build_debs(&root().join("target/debian-check"), &deb_version()).and_then(|again| {
+            for (a, b) in pk.debs.iter().zip(&again) {
+                anyhow::ensure!(
+                    std::fs::read(a)? == std::fs::read(b)?,
+                    "{} differs when built again",
+                    a.display()
+                );
+            }
+            Ok(())
+        }),
+    ));
+    // Not the kernel package: lintian takes over 10 minutes on its 4,000 modules under load
+    // (`lintian target/debian/bootenv-kernel-*.deb` checks it).
+    checks.push(("deb-lintian", lintian(&pk.debs[..2])));
+    let (cp, cf) = checks.iter().fold((0, 0), |(p, f), (name, r)| match r {
+        Ok(()) => {
+            println!("PASS {name}");
+            (p + 1, f)
+        }
+        Err(e) => {
+            println!("FAIL {name}: {e:#}");
+            (p, f + 1)
+        }
+    });
     let outcomes = scenarios::run(&art, &[], false, jobs())?;
-    let vf = outcomes.iter().filter(|o| o.failure.is_some()).count();
-    let vp = outcomes.len() - vf;
-    println!("VM scenarios: {vp} passed, {vf} failed");
+    let vf = outcomes.iter().filter(|o| o.failure.is_some()).count() + cf;
+    let vp = outcomes.len() - (vf - cf) + cp;
+    println!("VM scenarios and package checks: {vp} passed, {vf} failed");
     for o in &outcomes {
         println!(
             "  {:<28} {:>6.1} s  {}",
