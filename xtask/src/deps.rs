@@ -28,6 +28,7 @@ pub const PACKAGES: &[&str] = &[
     "zfsutils-linux",
     "lintian",
     "dpkg-dev",
+    "debootstrap",
 ];
 
 /// Programs that must be on PATH afterwards.
@@ -46,6 +47,7 @@ const COMMANDS: &[&str] = &[
     "grub-editenv",
     "lintian",
     "dpkg-deb",
+    "debootstrap",
 ];
 
 /// Files that must exist afterwards.
