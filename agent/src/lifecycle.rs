@@ -640,25 +640,11 @@ impl Ctx<'_> {
             .get(name)
             .with_context(|| format!("no boot environment {name}; `bootenv list` shows them"))?;
         let (_, st) = self.history(&pool)?;
-        let running = self.running_be();
-        let mut refuse = Vec::new();
-        if running.as_deref() == Some(name.as_str()) {
-            refuse.push(format!("{name} is running now"));
-        }
-        if inv.bootfs_be().as_ref() == Some(name) {
-            refuse.push(format!("{name} is the default (make another the default first: `bootenv activate <other>`)"));
-        }
-        if st.trial.as_ref().is_some_and(|t| t.be == name.as_str()) {
-            refuse.push(format!("{name} is on trial (let the trial end, or `bootenv activate <other>` to cancel it)"));
-        }
-        if st.last_good.as_deref() == Some(name.as_str()) {
-            refuse.push(format!("{name} is the last known-good boot environment, where a failed trial rolls back to"));
-        }
-        if st.reset.as_ref().is_some_and(|r| r.be == name.as_str()) {
-            refuse.push(format!(
-                "a factory reset of {name} is pending (`bootenv factory-reset --cancel`)"
-            ));
-        }
+        let mut refuse: Vec<String> = self
+            .protected(&inv, &st, name)
+            .iter()
+            .map(|p| p.reason(name))
+            .collect();
         let all = self.zfs.list(pool.as_str())?.datasets;
         let prefix = format!("{}/", be.dataset);
         let mine: Vec<&crate::zfs::Dataset> = all
@@ -773,6 +759,28 @@ impl Ctx<'_> {
         Ok(out)
     }
 
+    /// Why GRUB or the state record depend on BE `name`, so that it must not be destroyed or
+    /// renamed.
+    fn protected(&self, inv: &Inventory, st: &state::State, name: &BeName) -> Vec<Protected> {
+        let mut p = Vec::new();
+        if self.running_be().as_deref() == Some(name.as_str()) {
+            p.push(Protected::Running);
+        }
+        if inv.bootfs_be().as_ref() == Some(name) {
+            p.push(Protected::Default);
+        }
+        if st.trial.as_ref().is_some_and(|t| t.be == name.as_str()) {
+            p.push(Protected::Trial);
+        }
+        if st.last_good.as_deref() == Some(name.as_str()) {
+            p.push(Protected::LastGood);
+        }
+        if st.reset.as_ref().is_some_and(|r| r.be == name.as_str()) {
+            p.push(Protected::ResetPending);
+        }
+        p
+    }
+
     /// `bootenv rename <old> <new>`.
     pub fn rename_be(&self, old: &BeName, new: &BeName, now: u64) -> anyhow::Result<String> {
         let pool = self.pool()?;
@@ -785,23 +793,11 @@ impl Ctx<'_> {
             "boot environment {new} exists already"
         );
         let (dir, mut st) = self.history(&pool)?;
-        let running = self.running_be();
-        let mut refuse = Vec::new();
-        if running.as_deref() == Some(old.as_str()) {
-            refuse.push("it is running now");
-        }
-        if inv.bootfs_be().as_ref() == Some(old) {
-            refuse.push("it is the default");
-        }
-        if st.trial.as_ref().is_some_and(|t| t.be == old.as_str()) {
-            refuse.push("it is on trial");
-        }
-        if st.last_good.as_deref() == Some(old.as_str()) {
-            refuse.push("it is the last known-good");
-        }
-        if st.reset.as_ref().is_some_and(|r| r.be == old.as_str()) {
-            refuse.push("a factory reset of it is pending");
-        }
+        let refuse: Vec<&str> = self
+            .protected(&inv, &st, old)
+            .iter()
+            .map(|p| p.short())
+            .collect();
         if !refuse.is_empty() {
             bail!(
                 "refusing to rename {old}: {} (GRUB and the state record name it)",
@@ -942,6 +938,40 @@ impl Ctx<'_> {
             Err(e) => writeln!(out, "note: {e:#}")?,
         }
         Ok(out)
+    }
+}
+
+/// A role that keeps a BE from being destroyed or renamed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protected {
+    Running,
+    Default,
+    Trial,
+    LastGood,
+    ResetPending,
+}
+
+impl Protected {
+    /// The refusal, with what to do about it.
+    fn reason(self, name: &BeName) -> String {
+        match self {
+            Protected::Running => format!("{name} is running now"),
+            Protected::Default => format!("{name} is the default (make another the default first: `bootenv activate <other>`)"),
+            Protected::Trial => format!("{name} is on trial (let the trial end, or `bootenv activate <other>` to cancel it)"),
+            Protected::LastGood => format!("{name} is the last known-good boot environment, where a failed trial rolls back to"),
+            Protected::ResetPending => format!("a factory reset of {name} is pending (`bootenv factory-reset --cancel`)"),
+        }
+    }
+
+    /// The refusal in a few words.
+    fn short(self) -> &'static str {
+        match self {
+            Protected::Running => "it is running now",
+            Protected::Default => "it is the default",
+            Protected::Trial => "it is on trial",
+            Protected::LastGood => "it is the last known-good",
+            Protected::ResetPending => "a factory reset of it is pending",
+        }
     }
 }
 

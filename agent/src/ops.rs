@@ -113,6 +113,16 @@ impl Ctx<'_> {
         Some(Report::parse(&text))
     }
 
+    /// The state record of `pool`, or an empty one when it cannot be read (for display and
+    /// menus, which must not fail on it).
+    fn state_or_default(&self, pool: &PoolName) -> State {
+        self.state_dir(pool)
+            .ok()
+            .and_then(|d| state::load(&d).ok())
+            .map(|l| l.state())
+            .unwrap_or_default()
+    }
+
     /// The BE running now, when it is in the pool this command works on: the one the agent
     /// booted, else the BE whose root is mounted at `/` (a system booted another way, or a
     /// chroot into a BE, as during `bootenv upgrade` or a package installation).
@@ -705,12 +715,7 @@ impl Ctx<'_> {
                 }
             }
         }
-        let st = self
-            .state_dir(&pool)
-            .ok()
-            .and_then(|d| state::load(&d).ok())
-            .map(|l| l.state())
-            .unwrap_or_default();
+        let st = self.state_or_default(&pool);
         match self.refresh(&inv, &st, None, false, &Next::Keep) {
             Ok(notes) => {
                 for n in notes {
@@ -850,12 +855,7 @@ impl Ctx<'_> {
             Ok(e) => e,
             Err(why) => bail!("{why}"),
         };
-        let st = self
-            .state_dir(&pool)
-            .ok()
-            .and_then(|d| state::load(&d).ok())
-            .map(|l| l.state())
-            .unwrap_or_default();
+        let st = self.state_or_default(&pool);
         let (menu, notes) = build_menu(&inv, &esp, &st, None)?;
         for n in notes {
             log::warn!("{n}");
@@ -868,12 +868,7 @@ impl Ctx<'_> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
         let booted = self.running_be();
-        let st = self
-            .state_dir(&pool)
-            .ok()
-            .and_then(|d| state::load(&d).ok())
-            .map(|l| l.state())
-            .unwrap_or_default();
+        let st = self.state_or_default(&pool);
         let tries_left = self
             .esp()
             .ok()

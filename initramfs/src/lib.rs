@@ -292,21 +292,27 @@ pub fn add_tree(a: &mut Archive, dest: &str, src: &Path) -> anyhow::Result<()> {
 
 /// Compresses an archive with zstd (level 19; the kernel decompresses it quickly).
 pub fn compress(data: &[u8]) -> anyhow::Result<Vec<u8>> {
+    filter("zstd", &["-19", "-q", "-c", "-T0", "--no-progress"], data)
+        .context("zstd (package zstd)")
+}
+
+/// Runs `prog args` with `data` on its standard input; returns its standard output.
+pub fn filter(prog: &str, args: &[&str], data: &[u8]) -> anyhow::Result<Vec<u8>> {
     use std::io::Write;
-    let mut child = Command::new("zstd")
-        .args(["-19", "-q", "-c", "-T0", "--no-progress"])
+    let mut child = Command::new(prog)
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .context("running zstd (package zstd)")?;
+        .with_context(|| format!("running {prog}"))?;
     let mut stdin = child.stdin.take().expect("piped");
     let data = data.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&data));
     let out = child.wait_with_output()?;
     writer
         .join()
-        .map_err(|_| anyhow::anyhow!("zstd writer panicked"))??;
-    anyhow::ensure!(out.status.success(), "zstd failed");
+        .map_err(|_| anyhow::anyhow!("writing to {prog}"))??;
+    anyhow::ensure!(out.status.success(), "{prog} failed ({})", out.status);
     Ok(out.stdout)
 }
 

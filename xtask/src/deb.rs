@@ -226,38 +226,16 @@ pub fn fingerprint(p: &Package) -> u64 {
 
 /// gzip -n -9: no name, no time stamp.
 pub fn gzip(data: &[u8]) -> anyhow::Result<Vec<u8>> {
-    pipe("gzip", &["-n", "-9", "-c"], data)
+    bootenv_initramfs::filter("gzip", &["-n", "-9", "-c"], data)
 }
 
 fn md5_hex(data: &[u8]) -> anyhow::Result<String> {
-    let out = pipe("md5sum", &[], data)?;
+    let out = bootenv_initramfs::filter("md5sum", &[], data)?;
     Ok(String::from_utf8_lossy(&out)
         .split_whitespace()
         .next()
         .unwrap_or_default()
         .to_owned())
-}
-
-/// Runs `prog args` with `data` on stdin; returns its stdout.
-fn pipe(prog: &str, args: &[&str], data: &[u8]) -> anyhow::Result<Vec<u8>> {
-    use std::io::Write;
-    let mut child = Command::new(prog)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {prog}"))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let data = data.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&data));
-    let out = child.wait_with_output()?;
-    writer
-        .join()
-        .map_err(|_| anyhow::anyhow!("writing to {prog}"))??;
-    if !out.status.success() {
-        bail!("{prog} failed");
-    }
-    Ok(out.stdout)
 }
 
 /// The time the packages carry: `SOURCE_DATE_EPOCH`, else the last commit's time.

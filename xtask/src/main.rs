@@ -207,19 +207,8 @@ fn kernel_deb_cmd(args: &[String]) -> anyhow::Result<PathBuf> {
     let p = deb::kernel(&r, &src)?;
     let out = r.join("target/debian");
     let deb = out.join(format!("{}_{}_{}.deb", p.name, p.version, p.arch));
-    let key = format!(
-        "{}:{}:{}:{}",
-        p.files.len(),
-        p.files
-            .values()
-            .map(|i| match i {
-                deb::Item::File(d, _) => d.len(),
-                deb::Item::Link(_) => 1,
-            })
-            .sum::<usize>(),
-        epoch,
-        deb::fingerprint(&p)
-    );
+    // The fingerprint covers every path, size and mode (and small files' contents).
+    let key = format!("{epoch}:{:016x}", deb::fingerprint(&p));
     let stamp = work.join(format!("{}.key", p.name));
     if deb.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
         println!("    {} is up to date", deb.display());
