@@ -12,7 +12,7 @@ use crate::names::{printable, BeName, PoolName};
 use crate::report::{self, Report};
 use crate::reset;
 use crate::state::{self, EventKind, Loaded};
-use crate::zfs::{ImportError, Zfs};
+use crate::zfs::{ImportError, Listing, Zfs};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -207,15 +207,10 @@ impl Env<'_> {
     pub fn prepare(&self, args: &BootArgs) -> Result<Prepared, Rescue> {
         let (pool, hostid) = self.import(args)?;
         let mut warnings = args.warnings.clone();
-        let (state, state_mounted) = self.mount_state(&pool, &mut warnings);
-        let bootfs = match self.zfs.pool_prop(pool.as_str(), "bootfs") {
-            Ok(v) => v,
-            Err(e) => {
-                warnings.push(format!("{e:#}"));
-                None
-            }
-        };
-        let listing = match self.zfs.list(&layout::root_container(&pool)) {
+        let root = layout::root_container(&pool);
+        let state_ds = layout::state_dataset(&pool);
+        // One listing for the BEs and the state dataset: each command costs on the boot path.
+        let listing = match self.zfs.list_many(&[&root, &state_ds]) {
             Ok(l) => l,
             Err(e) => {
                 return Err(Rescue {
@@ -225,6 +220,28 @@ impl Env<'_> {
                         "type `exit` to try the boot again".into(),
                     ],
                 })
+            }
+        };
+        let state_exists = listing.datasets.iter().any(|d| d.name == state_ds);
+        let below_root = |n: &str| n == root || n.starts_with(&format!("{root}/"));
+        let listing = Listing {
+            datasets: listing
+                .datasets
+                .into_iter()
+                .filter(|d| below_root(&d.name))
+                .collect(),
+            tainted: listing
+                .tainted
+                .into_iter()
+                .filter(|n| below_root(n))
+                .collect(),
+        };
+        let (state, state_mounted) = self.mount_state(&pool, state_exists, &mut warnings);
+        let bootfs = match self.zfs.pool_prop(pool.as_str(), "bootfs") {
+            Ok(v) => v,
+            Err(e) => {
+                warnings.push(format!("{e:#}"));
+                None
             }
         };
         let inventory = Inventory::from_listing(&pool, &listing, bootfs);
@@ -242,14 +259,14 @@ impl Env<'_> {
         })
     }
 
-    fn mount_state(&self, pool: &PoolName, warnings: &mut Vec<String>) -> (Loaded, bool) {
+    fn mount_state(
+        &self,
+        pool: &PoolName,
+        exists: bool,
+        warnings: &mut Vec<String>,
+    ) -> (Loaded, bool) {
         let ds = layout::state_dataset(pool);
         let dir = self.path(STATE_MOUNT);
-        let exists = self
-            .zfs
-            .list(&ds)
-            .map(|l| l.datasets.iter().any(|d| d.name == ds))
-            .unwrap_or(false);
         if !exists {
             let w = format!("{ds} does not exist: no last known-good record (create it with `bootenv prepare-pool {pool}`)");
             log::warn!("{w}");

@@ -6,6 +6,7 @@
 //! /sbin/{zpool,zfs,mount.zfs} the ZFS tools of the build host, with every library ldd names
 //! /lib/modules/<release>/...  the modules of MODULES (and extras), dependencies included
 //! /etc/bootenv/modules        their load order (see the agent's initramfs::modules)
+//! /etc/bootenv/modules.dep    what each of them waits for, so that chains load side by side
 //! /dev/console, /dev/null     device nodes, so that init starts with a console
 //! /usr/share/zfs/compatibility.d  feature sets for `zpool create -o compatibility=`
 //! ```
@@ -82,11 +83,45 @@ impl Kernel {
         }
     }
 
-    /// The modules to load for `names`, dependencies first, as paths relative to
-    /// `/lib/modules/<release>/`. Built-in modules are left out.
+    /// The files of modules `names` and of everything they need, in load order (each module's
+    /// dependencies and soft dependencies first, as `modprobe --show-depends` gives them), as
+    /// paths relative to `/lib/modules/<release>/`. Built-in modules are left out.
     pub fn module_order(&self, names: &[String]) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .module_chains(names)?
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect())
+    }
+
+    /// Like [`Kernel::module_order`], with what each module must wait for: its dependencies
+    /// from `modules.dep`, or, for a module with soft dependencies (which `modules.dep` does
+    /// not name), every module before it in the `modprobe --show-depends` chain where it first
+    /// appears. Modules that do not depend on each other (a disk driver and ZFS, zlua and
+    /// zunicode) can then load side by side.
+    pub fn module_chains(&self, names: &[String]) -> anyhow::Result<Vec<(String, Vec<String>)>> {
         let base = format!("/lib/modules/{}/", self.release);
-        let mut order: Vec<String> = Vec::new();
+        let dep_file = format!("{base}modules.dep");
+        let hard: std::collections::HashMap<String, Vec<String>> =
+            std::fs::read_to_string(&dep_file)
+                .with_context(|| format!("reading {dep_file} (run depmod {})", self.release))?
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .map(|(m, d)| {
+                    (
+                        m.trim().to_owned(),
+                        d.split_whitespace().map(str::to_owned).collect(),
+                    )
+                })
+                .collect();
+        let has_softdeps = |path: &str| -> bool {
+            Command::new("modinfo")
+                .args(["-k", &self.release, "-F", "softdep", path])
+                .output()
+                .map(|o| !String::from_utf8_lossy(&o.stdout).trim().is_empty())
+                .unwrap_or(true)
+        };
+        let mut order: Vec<(String, Vec<String>)> = Vec::new();
         for m in names {
             let out = Command::new("modprobe")
                 .args(["-S", &self.release, "--show-depends", m])
@@ -99,6 +134,7 @@ impl Kernel {
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
             }
+            let mut chain: Vec<String> = Vec::new();
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 let mut w = line.split_whitespace();
                 if w.next() != Some("insmod") {
@@ -108,9 +144,14 @@ impl Kernel {
                 let rel = path
                     .strip_prefix(&base)
                     .with_context(|| format!("module path {path} outside {base}"))?;
-                if !order.iter().any(|o| o == rel) {
-                    order.push(rel.to_owned());
+                if !order.iter().any(|(o, _)| o == rel) {
+                    let waits = match hard.get(rel) {
+                        Some(d) if !has_softdeps(path) => d.clone(),
+                        _ => chain.clone(),
+                    };
+                    order.push((rel.to_owned(), waits));
                 }
+                chain.push(rel.to_owned());
             }
         }
         Ok(order)
@@ -247,18 +288,32 @@ pub fn base(opts: &Options) -> anyhow::Result<Archive> {
     )?;
     let mut names: Vec<String> = MODULES.iter().map(|s| s.to_string()).collect();
     names.extend(opts.extra_modules.iter().cloned());
-    let order = opts.kernel.module_order(&names)?;
+    let order = opts.kernel.module_chains(&names)?;
     let base = format!("lib/modules/{}", opts.kernel.release);
     let mut list = String::from(
         "# Load order, written by bootenv's initramfs builder from modprobe --show-depends.\n",
     );
-    for rel in &order {
+    let mut deps = String::from(
+        "# What each module waits for (modules.dep; its modprobe --show-depends chain where it has soft dependencies), written by bootenv's initramfs builder.\n",
+    );
+    for (rel, after) in &order {
         let src = Path::new("/").join(&base).join(rel);
         a.add(&format!("{base}/{rel}"), Kind::File(read(&src)?), 0o644);
         list.push_str(rel);
         list.push('\n');
+        deps.push_str(&format!("{rel}:"));
+        for d in after {
+            deps.push(' ');
+            deps.push_str(d);
+        }
+        deps.push('\n');
     }
     a.add("etc/bootenv/modules", Kind::File(list.into_bytes()), 0o644);
+    a.add(
+        "etc/bootenv/modules.dep",
+        Kind::File(deps.into_bytes()),
+        0o644,
+    );
     Ok(a)
 }
 

@@ -65,8 +65,27 @@ fn kv(props: &[(&str, &str)]) -> Vec<String> {
     props.iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
+/// Where the zfs module shows each imported pool as a directory with a `state` file.
+const POOL_KSTATS: &str = "/proc/spl/kstat/zfs";
+
+/// The imported pools as the zfs module shows them in [`POOL_KSTATS`] (no process to start, which
+/// counts on the boot path); `None` when that directory cannot be read.
+fn pools_from_kstats(dir: &std::path::Path) -> Option<Vec<String>> {
+    let mut pools: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().join("state").is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    pools.sort();
+    Some(pools)
+}
+
 impl Zfs for ZfsCli {
     fn imported_pools(&self) -> anyhow::Result<Vec<String>> {
+        if let Some(pools) = pools_from_kstats(std::path::Path::new(POOL_KSTATS)) {
+            return Ok(pools);
+        }
         let out = self
             .zpool()
             .args(["list", "-H", "-o", "name"])
@@ -154,6 +173,37 @@ impl Zfs for ZfsCli {
         let out = cmd
             .check(out)
             .with_context(|| format!("listing datasets below {dataset}"))?;
+        Ok(parse_list(&out.stdout))
+    }
+
+    fn list_many(&self, datasets: &[&str]) -> anyhow::Result<Listing> {
+        let cmd = self
+            .zfs()
+            .args([
+                "list",
+                "-H",
+                "-p",
+                "-t",
+                "filesystem",
+                "-o",
+                &list_columns(),
+                "-r",
+            ])
+            .args(datasets.iter().copied());
+        let out = cmd.output()?;
+        // zfs lists the others when some do not exist, and says so for each of those.
+        let only_missing = || {
+            out.stderr
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .all(|l| l.contains("dataset does not exist"))
+        };
+        if out.success() || only_missing() {
+            return Ok(parse_list(&out.stdout));
+        }
+        let out = cmd
+            .check(out)
+            .with_context(|| format!("listing datasets below {}", datasets.join(", ")))?;
         Ok(parse_list(&out.stdout))
     }
 
@@ -325,5 +375,21 @@ impl Zfs for ZfsCli {
                     .map(|f| f.trim().to_owned())
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_are_the_kstat_directories_with_a_state() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("tank")).unwrap();
+        std::fs::write(d.path().join("tank/state"), "ONLINE\n").unwrap();
+        std::fs::create_dir_all(d.path().join("fm")).unwrap();
+        std::fs::write(d.path().join("arcstats"), "").unwrap();
+        assert_eq!(pools_from_kstats(d.path()), Some(vec!["tank".to_string()]));
+        assert_eq!(pools_from_kstats(&d.path().join("absent")), None);
     }
 }

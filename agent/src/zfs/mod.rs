@@ -124,6 +124,17 @@ pub trait Zfs {
     fn set_pool_prop(&self, pool: &str, prop: &str, value: &str) -> anyhow::Result<()>;
     /// Lists `dataset` and the filesystems below it; an empty listing when it does not exist.
     fn list(&self, dataset: &str) -> anyhow::Result<Listing>;
+    /// [`Zfs::list`] for each of `datasets`, together (one command where that is possible:
+    /// each command costs on the boot path); missing ones list nothing.
+    fn list_many(&self, datasets: &[&str]) -> anyhow::Result<Listing> {
+        let mut all = Listing::default();
+        for d in datasets {
+            let l = self.list(d)?;
+            all.datasets.extend(l.datasets);
+            all.tainted.extend(l.tainted);
+        }
+        Ok(all)
+    }
     /// Creates a filesystem with the given properties (parents must exist).
     fn create(&self, dataset: &str, props: &[(&str, &str)]) -> anyhow::Result<()>;
     /// Sets properties on a dataset, all in one command.
