@@ -138,9 +138,12 @@ impl Mounter for FakeMounter {
             target.display()
         );
         if self.mounted.borrow().iter().any(|(d, _)| d == dataset) {
-            anyhow::bail!(
-                "mounting {dataset} at {}: filesystem already mounted",
-                target.display()
+            // As the kernel answers: a ZFS file system mounts once.
+            return Err(
+                anyhow::Error::new(nix::errno::Errno::EBUSY).context(format!(
+                    "mounting {dataset} at {}: filesystem already mounted",
+                    target.display()
+                )),
             );
         }
         if let Some(e) = self.failing.get(dataset) {

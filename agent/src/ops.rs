@@ -700,7 +700,20 @@ impl Ctx<'_> {
         };
         let mut failures = Vec::new();
         for be in targets {
-            let (tree, unmount) = self.be_tree(be)?;
+            let (tree, unmount) = match self.be_tree(be) {
+                Ok(t) => t,
+                // Mounted where this process cannot see it: the system's root, seen from a
+                // chroot of another BE (the kernel hook inside `bootenv upgrade`).
+                Err(e) if is_busy(&e) => {
+                    writeln!(
+                        out,
+                        "{}: left as it is (mounted outside this chroot; `bootenv sync-boot {}` on the running system copies its kernel)",
+                        be.name, be.name
+                    )?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let result = find_kernel(&tree).and_then(|k| install_kernel(&esp, &be.name, &k, now));
             if let Some(d) = unmount {
                 self.mounter.unmount(&d)?;
@@ -1326,6 +1339,12 @@ mod root_dataset_tests {
     }
 }
 
+/// Whether `e` comes from a mount refused because the file system is mounted already (EBUSY).
+fn is_busy(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<nix::errno::Errno>() == Some(&nix::errno::Errno::EBUSY))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1666,6 +1685,30 @@ mod tests {
             c.sync_boot(&[], 10).unwrap();
             c.activate(&be("v1"), Activation::Default, 11).unwrap();
             c.mark_good(Some(&be("v1")), 12).unwrap();
+        }
+
+        #[test]
+        fn sync_boot_leaves_a_be_mounted_out_of_sight_as_it_is() {
+            let w = world();
+            installed(&w);
+            // v2 is mounted where this process cannot see it (outside a chroot).
+            let elsewhere = w.dir.path().join("elsewhere");
+            std::fs::create_dir_all(&elsewhere).unwrap();
+            w.mounter
+                .mount_zfs("tank/ROOT/v2", &elsewhere, false)
+                .unwrap();
+            let out = w.ctx().sync_boot(&[], 30).unwrap();
+            assert!(
+                out.contains("v2: left as it is (mounted outside this chroot"),
+                "{out}"
+            );
+            assert!(out.contains("v1: kernel up to date"), "{out}");
+            let esp = w.esp();
+            assert_eq!(
+                crate::bootfiles::kernel_dirs(&esp, "v2").len(),
+                1,
+                "v2's kernel was kept"
+            );
         }
 
         #[test]
