@@ -1042,7 +1042,24 @@ impl Ctx<'_> {
             writeln!(out, "ROLLBACK: the trial of {failed} used up its tries without being marked good; this boot is the known-good BE")?;
         }
         if let Some(left) = r.get("trial-tries-left") {
-            writeln!(out, "trial: this is a trial boot; {left} tries left after it; `bootenv mark-good` commits it")?;
+            let be = r.get("be").unwrap_or("?");
+            let committed = r
+                .get("pool")
+                .and_then(|p| PoolName::new(p).ok())
+                .and_then(|pool| self.state_dir(&pool).and_then(|d| state::load(&d)).ok())
+                .is_some_and(|l| {
+                    let st = l.state();
+                    !matches!(&st.trial, Some(t) if t.be.as_str() == be)
+                        && st.last_good.as_deref() == Some(be)
+                });
+            if committed {
+                writeln!(
+                    out,
+                    "trial: this boot was a trial, and it is committed (marked good)"
+                )?;
+            } else {
+                writeln!(out, "trial: this is a trial boot; {left} tries left after it; `bootenv mark-good` commits it")?;
+            }
         }
         if let Some(reset) = r.get("reset") {
             writeln!(out, "factory reset before this boot: {reset}")?;
