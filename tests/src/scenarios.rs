@@ -275,11 +275,16 @@ pub fn all() -> Vec<Scenario> {
             about: "Debian bookworm in a BE of a new disk; bootenv, bootenv-grub and the kernel package installed with dpkg; it boots through GRUB and initramfs-tools to systemd and is marked good",
             run: deb_install_boot,
         },
+        Scenario {
+            name: "deb-upgrade-rollback",
+            about: "in the Debian BE, bootenv upgrade installs a newer bootenv package in a new BE whose trial boots and commits; an upgrade without ZFS in its initramfs fails cleanly; an upgrade whose health check fails rolls back by itself",
+            run: deb_upgrade_rollback,
+        },
     ]
 }
 
 /// Runs a shell command in the test BE that may take up to `secs`; returns its output.
-fn run_long(vm: &mut Vm, cmd: &str, secs: u64) -> anyhow::Result<String> {
+pub(crate) fn run_long(vm: &mut Vm, cmd: &str, secs: u64) -> anyhow::Result<String> {
     vm.send(&format!("run {cmd}\n"))?;
     let m = vm.expect(
         r"(?s)(.*?)BOOTENV-TEST done rc=(\d+)",
@@ -313,6 +318,7 @@ fn payload_tar(cx: &Ctx) -> anyhow::Result<(PathBuf, PathBuf)> {
     }
     std::fs::write(dir.join("betest/betest-debian"), DEBIAN_REPORT)?;
     std::fs::write(dir.join("betest/betest-debian.service"), DEBIAN_REPORT_UNIT)?;
+    std::fs::write(dir.join("betest/betest-health.service"), BROKEN_HEALTH_UNIT)?;
     let tar = cx.dir.join("payload.tar");
     crate::host::run(
         "tar",
@@ -329,6 +335,11 @@ fn payload_tar(cx: &Ctx) -> anyhow::Result<(PathBuf, PathBuf)> {
 
 const DEBIAN_REPORT: &str = include_str!("../guest/debian-report.sh");
 const DEBIAN_REPORT_UNIT: &str = include_str!("../guest/betest-debian.service");
+const BROKEN_HEALTH_UNIT: &str = include_str!("../guest/betest-health.service");
+
+/// The trial deadline of the Debian test BEs (bootenv-trial-watchdog.timer's drop-in): long
+/// enough for a good trial to reach mark-good under TCG, short enough to wait out a bad one.
+const TRIAL_DEADLINE_SECS: u64 = 300;
 
 /// The kernel command line of the Debian test BEs: the serial console, systemd's progress, and
 /// a reboot 5 s after a panic (kernel or initramfs-tools), as an appliance would have.
@@ -356,6 +367,8 @@ fn debian_be(vm: &mut Vm, cx: &Ctx, name: &str) -> anyhow::Result<()> {
 && ln -sf /dev/null {d}/etc/systemd/system/serial-getty@ttyS0.service \
 && echo {name} >{d}/etc/bootenv-test/name \
 && echo MODULES=list >{d}/etc/initramfs-tools/conf.d/bootenv-test \
+&& mkdir -p {d}/etc/systemd/system/bootenv-trial-watchdog.timer.d \
+&& printf '[Timer]\\nOnBootSec=\\nOnBootSec={TRIAL_DEADLINE_SECS}\\n' >{d}/etc/systemd/system/bootenv-trial-watchdog.timer.d/test.conf \
 && printf 'virtio_pci\\nvirtio_blk\\n' >>{d}/etc/initramfs-tools/modules \
 && mount --bind /dev {d}/dev && mount -t proc proc {d}/proc && mount -t sysfs sysfs {d}/sys"
         ),
@@ -448,11 +461,129 @@ fn deb_install_boot(cx: &mut Ctx) -> anyhow::Result<()> {
         text.contains("BOOTENV-TEST status last known-good: deb1"),
         "bootenv status does not report deb1 as good"
     );
-    let out = run_in(&mut vm, "dpkg-query -W bootenv bootenv-grub && systemctl is-enabled bootenv-mark-good.service bootenv-status.service && bootenv list")?;
+    let out = run_in(&mut vm, "dpkg-query -W bootenv bootenv-grub && systemctl is-enabled bootenv-mark-good.service bootenv-status.service bootenv-trial-watchdog.timer && bootenv list")?;
     ensure!(
-        out.contains("enabled")
+        out.lines().filter(|l| l.trim() == "enabled").count() == 3
             && list_row(&out, "deb1").is_some_and(|r| r[2].contains('N') && r[2].contains('G')),
         "{out}"
+    );
+    power_off(&mut vm)
+}
+
+fn deb_upgrade_rollback(cx: &mut Ctx) -> anyhow::Result<()> {
+    cx.vm_limit = Duration::from_secs(3600);
+    let (payload, debian) = payload_tar(cx)?;
+    let disk = cx.golden_copy("disk")?;
+    let new = cx.dir.join("debian.img");
+    disk::blank(&new, 4096)?;
+    let mut vm = cx.boot_disks(
+        &[&disk, &new, &debian, &payload],
+        "bootenv=v1 bootenv.pool=tank betest.interactive",
+    )?;
+    expect_ready(&mut vm, "v1")?;
+    debian_be(&mut vm, cx, "deb1")?;
+    power_off(&mut vm)?;
+    cx.new_firmware()?;
+    let mut vm = debian_boot(cx, &new, "deb1")?;
+    // A newer build of bootenv, installed by dpkg in a new BE; its trigger rebuilds the new
+    // BE's initramfs, which the kernel hook copies to the ESP.
+    let out = run_long(
+        &mut vm,
+        "bootenv upgrade deb2 -- sh -c 'echo deb2 >/etc/bootenv-test/name && dpkg -i /root/payload/newer/bootenv_*.deb'",
+        1500,
+    )?;
+    ensure!(out.contains("deb2 is on trial"), "{out}");
+    ensure!(
+        out.contains("update-initramfs: Generating"),
+        "the newer package's trigger did not rebuild deb2's initramfs:\n{out}"
+    );
+    ensure!(
+        !out.contains("could not copy the kernels") && out.contains("deb1: left as it is"),
+        "the kernel hook inside the upgrade's chroot did not sync cleanly:\n{out}"
+    );
+    let out = run_in(&mut vm, "dpkg-query -W -f='${Version}\\n' bootenv")?;
+    ensure!(
+        out.contains(&format!("{}-1", env!("CARGO_PKG_VERSION"))),
+        "the running BE changed: {out}"
+    );
+    power_off(&mut vm)?;
+    let mut vm = debian_boot(cx, &new, "deb2")?;
+    let text = vm.text();
+    ensure!(
+        text.contains("bootenv.trial="),
+        "deb2 did not boot as a trial"
+    );
+    ensure!(
+        text.contains("BOOTENV-TEST mark-good=active result=success"),
+        "bootenv-mark-good.service did not run in deb2"
+    );
+    let out = run_in(
+        &mut vm,
+        "dpkg-query -W -f='${Version}\\n' bootenv; bootenv status; systemctl is-active bootenv-trial-watchdog.timer || true",
+    )?;
+    ensure!(
+        out.contains(&format!("{}-2", env!("CARGO_PKG_VERSION"))),
+        "deb2 does not run the newer package: {out}"
+    );
+    ensure!(
+        out.contains("last known-good: deb2")
+            && out.contains("trial: this boot was a trial, and it is committed"),
+        "deb2's trial was not committed: {out}"
+    );
+    // An upgrade whose initramfs could not load ZFS fails at upgrade time, not at boot.
+    let out = run_fails_within(
+        &mut vm,
+        "bootenv upgrade deb3 -- sh -c 'find /lib/modules -name zfs.ko -delete && depmod -a $(ls /lib/modules) && update-initramfs -u'",
+        Duration::from_secs(900),
+    )?;
+    ensure!(
+        out.contains("has no zfs module"),
+        "the initramfs hook did not refuse a kernel without ZFS: {out}"
+    );
+    let out = run_in(&mut vm, "bootenv list; modinfo -F filename zfs")?;
+    ensure!(
+        list_row(&out, "deb3").is_none() && out.contains("zfs.ko"),
+        "the failed upgrade left something behind: {out}"
+    );
+    // An upgrade that boots but whose health check fails: the trial is never marked good, the
+    // watchdog reboots, GRUB has no tries left and boots the known-good deb2.
+    let out = run_long(
+        &mut vm,
+        "bootenv upgrade deb3 --tries 1 -- sh -c 'echo deb3 >/etc/bootenv-test/name && cp /root/payload/betest/betest-health.service /etc/systemd/system/ && systemctl enable betest-health.service'",
+        1500,
+    )?;
+    ensure!(out.contains("deb3 is on trial"), "{out}");
+    power_off(&mut vm)?;
+    let mut vm = cx.uefi(&new)?;
+    let got = vm.expect(
+        r"BOOTENV-TEST be-started name=(\S+)",
+        Duration::from_secs(700),
+    )?;
+    ensure!(
+        got[1] == "deb3",
+        "{} started, expected the trial deb3",
+        got[1]
+    );
+    vm.expect(r"BOOTENV-TEST mark-good=inactive", STEP)?;
+    vm.expect(
+        r"this trial boot was not marked good in time",
+        Duration::from_secs(TRIAL_DEADLINE_SECS + 300),
+    )?;
+    vm.expect_poweroff(Duration::from_secs(300))?;
+    let mut vm = debian_boot(cx, &new, "deb2")?;
+    let text = vm.text();
+    ensure!(
+        text.contains("bootenv.rollback=deb3"),
+        "GRUB did not fall back with the rollback marker"
+    );
+    ensure!(
+        text.contains("BOOTENV-TEST status ROLLBACK: the trial of deb3 used up its tries"),
+        "deb2 does not report the rollback"
+    );
+    let out = run_in(&mut vm, "bootenv list")?;
+    ensure!(
+        list_row(&out, "deb3").is_some_and(|r| r[2].contains('F')),
+        "deb3 is not marked failed: {out}"
     );
     power_off(&mut vm)
 }
@@ -609,8 +740,13 @@ fn cli_export_import(cx: &mut Ctx) -> anyhow::Result<()> {
 
 /// Runs a command in the test BE that must fail; returns its output.
 fn run_fails(vm: &mut Vm, cmd: &str) -> anyhow::Result<String> {
+    run_fails_within(vm, cmd, STEP)
+}
+
+/// [`run_fails`] for a command that may take up to `limit`.
+fn run_fails_within(vm: &mut Vm, cmd: &str, limit: Duration) -> anyhow::Result<String> {
     vm.send(&format!("run {cmd}\n"))?;
-    let m = vm.expect(r"(?s)(.*?)BOOTENV-TEST done rc=(\d+)", STEP)?;
+    let m = vm.expect(r"(?s)(.*?)BOOTENV-TEST done rc=(\d+)", limit)?;
     ensure!(
         m[2] != "0",
         "`{cmd}` succeeded but should have failed:\n{}",
@@ -1136,14 +1272,14 @@ fn reset_from_grub_menu(cx: &mut Ctx) -> anyhow::Result<()> {
 }
 
 /// Waits for GRUB's menu, then for the test BE `name` to start and wait for actions.
-fn expect_ready(vm: &mut Vm, name: &str) -> anyhow::Result<()> {
+pub(crate) fn expect_ready(vm: &mut Vm, name: &str) -> anyhow::Result<()> {
     expect_be(vm, name)?;
     vm.expect(r"BOOTENV-TEST ready", STEP)?;
     Ok(())
 }
 
 /// Runs a shell command in the test BE; returns its output. A nonzero status is an error.
-fn run_in(vm: &mut Vm, cmd: &str) -> anyhow::Result<String> {
+pub(crate) fn run_in(vm: &mut Vm, cmd: &str) -> anyhow::Result<String> {
     vm.send(&format!("run {cmd}\n"))?;
     let m = vm.expect(r"(?s)(.*?)BOOTENV-TEST done rc=(\d+)", STEP)?;
     let out = m[1].clone();
@@ -1157,7 +1293,7 @@ fn run_in(vm: &mut Vm, cmd: &str) -> anyhow::Result<String> {
 }
 
 /// Powers the test BE off and checks that it went cleanly.
-fn power_off(vm: &mut Vm) -> anyhow::Result<()> {
+pub(crate) fn power_off(vm: &mut Vm) -> anyhow::Result<()> {
     vm.send("poweroff\n")?;
     vm.expect(r"BOOTENV-TEST be-done", STEP)?;
     vm.expect_poweroff(STEP)?;

@@ -322,7 +322,12 @@ a boot good and report how the system booted."
         read(r, "debian/bootenv/initramfs-conf")?,
         0o644,
     );
-    for unit in ["bootenv-mark-good.service", "bootenv-status.service"] {
+    for unit in [
+        "bootenv-mark-good.service",
+        "bootenv-status.service",
+        "bootenv-trial-watchdog.service",
+        "bootenv-trial-watchdog.timer",
+    ] {
         p.file(
             &format!("lib/systemd/system/{unit}"),
             read(r, &format!("debian/bootenv/{unit}"))?,
