@@ -74,9 +74,15 @@ pub fn gpt_disk(path: &Path, size_mib: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A qcow2 overlay on `base`: writes go to the overlay, the base stays as it is.
+/// A qcow2 overlay on `base` (a raw image, or a qcow2 one when its name ends in `.qcow2`):
+/// writes go to the overlay, the base stays as it is.
 pub fn overlay(base: &Path, path: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(path);
+    let format = if base.extension().is_some_and(|e| e == "qcow2") {
+        "qcow2"
+    } else {
+        "raw"
+    };
     run(
         "qemu-img",
         &[
@@ -85,7 +91,7 @@ pub fn overlay(base: &Path, path: &Path) -> anyhow::Result<()> {
             "-f",
             "qcow2",
             "-F",
-            "raw",
+            format,
             "-b",
             &base.to_string_lossy(),
             &path.to_string_lossy(),

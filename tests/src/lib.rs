@@ -8,6 +8,7 @@
 //!
 //! The suite is DESTRUCTIVE only to files under its work directory (`target/vmtest`).
 
+pub mod bench;
 pub mod debian;
 pub mod disk;
 pub mod host;

@@ -182,3 +182,26 @@ fn nix_is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+/// What `cargo xtask bench` needs beyond the test dependencies: Debian's stock ZFS initramfs
+/// support, to build the anchor initramfs with mkinitramfs.
+pub const BENCH_PACKAGES: &[&str] = &["zfs-initramfs", "initramfs-tools"];
+
+/// Installs [`BENCH_PACKAGES`] when missing (after [`ensure`]).
+pub fn ensure_bench() -> anyhow::Result<()> {
+    ensure()?;
+    if Path::new("/usr/share/initramfs-tools/hooks/zfs").exists()
+        && Path::new("/usr/sbin/mkinitramfs").exists()
+    {
+        return Ok(());
+    }
+    if !nix_is_root() {
+        bail!(
+            "installing packages needs root: run `sudo apt-get install {}`",
+            BENCH_PACKAGES.join(" ")
+        );
+    }
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(BENCH_PACKAGES);
+    apt(&args)
+}

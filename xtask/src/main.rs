@@ -6,6 +6,7 @@
 //! - `vm-test [--list] [SCENARIO...]`: the VM scenarios
 //! - `test`: unit and integration tests, then every VM scenario
 //! - `demo`: build everything and boot a boot environment, showing the agent at work
+//! - `bench [--boots N] [NAME...]`: bootenv against its anchors, in the VM (not a test)
 
 mod deb;
 mod deps;
@@ -21,13 +22,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const USAGE: &str =
-    "usage: cargo xtask <deps|build|initramfs|vm-test|test|demo|man|deb|kernel-deb> [options]
+    "usage: cargo xtask <deps|build|initramfs|vm-test|test|demo|bench|man|deb|kernel-deb> [options]
   deps                          install packages the VMs need (needs root)
   build                         build the static agent
   initramfs --kernel <release>  build bootenv's initramfs [--out FILE] [--module NAME]...
   vm-test [--list] [NAME...]    run VM scenarios (all when none is named)
   test                          unit tests, then every VM scenario
   demo                          boot a boot environment in a VM and show the agent at work
+  bench [--boots N] [NAME...]   benchmarks against the anchors (boot-path, initramfs-size,
+                                scale-datasets, grub-menu-100, reset-cost); results in
+                                tests/bench-results.md
   man                           bootenv's man pages and shell completions, into target/doc-gen
   deb [--check]                 the bootenv and bootenv-grub packages, into target/debian; lintian;
                                 --check: build twice and compare the bytes (reproducibility)
@@ -44,6 +48,7 @@ fn main() {
         Some("vm-test") => vm_test(&args[1..]),
         Some("test") => test(),
         Some("demo") => demo(),
+        Some("bench") => bench(&args[1..]),
         Some("man") => man(),
         Some("deb") => deb_cmd(&args[1..]),
         Some("kernel-deb") => kernel_deb_cmd(&args[1..]).map(|p| println!("{}", p.display())),
@@ -554,4 +559,126 @@ fn demo() -> anyhow::Result<()> {
         cfg.log.display()
     );
     Ok(())
+}
+
+/// `cargo xtask bench`: each benchmark of [`bootenv_vmtest::bench`], one line each, and the
+/// table in tests/bench-results.md.
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    use bootenv_vmtest::bench::{Bench, NAMES};
+    let mut boots = 5;
+    let mut names = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--boots" => {
+                boots = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .context("--boots takes a number")?
+            }
+            n if NAMES.contains(&n) => names.push(n.to_owned()),
+            other => bail!("unknown benchmark {other}; there are: {}", NAMES.join(", ")),
+        }
+    }
+    if names.is_empty() {
+        names = NAMES.iter().map(|n| n.to_string()).collect();
+    }
+    deps::ensure_bench()?;
+    let art = prepare()?;
+    let work = art.work.clone();
+    let release = art.kernel.release.clone();
+    println!("==> bootenv's initramfs as shipped (xtask initramfs) for {release}");
+    let image = bootenv_initramfs::agent_image(&bootenv_initramfs::Options {
+        kernel: art.kernel.clone(),
+        agent: art.agent.clone(),
+        extra_modules: Vec::new(),
+    })?;
+    let cpio = image.write(bootenv_initramfs::epoch());
+    let ours = work.join(format!("bench-bootenv-initrd-{release}.cpio.zst"));
+    std::fs::write(&ours, bootenv_initramfs::compress(&cpio)?)?;
+    println!("==> Debian's stock initramfs (mkinitramfs with zfs-initramfs) for {release}");
+    let stock = work.join(format!("bench-stock-initrd-{release}.img"));
+    let st = Command::new("mkinitramfs")
+        .args(["-o", &stock.to_string_lossy(), &release])
+        .status()
+        .context("running mkinitramfs")?;
+    if !st.success() {
+        bail!("mkinitramfs -o {} {release} failed ({st})", stock.display());
+    }
+    let mut b = Bench::new(&art, ours, stock, boots)?;
+    let mut lines = Vec::new();
+    for n in &names {
+        println!("==> bench {n}");
+        let t = Instant::now();
+        let line = match n.as_str() {
+            "boot-path" => b.boot_path(),
+            "initramfs-size" => b.initramfs_size(),
+            "scale-datasets" => b.scale_datasets(),
+            "grub-menu-100" => b.grub_menu(),
+            "reset-cost" => b.reset_cost(),
+            _ => unreachable!("checked above"),
+        }
+        .with_context(|| format!("benchmark {n}"))?;
+        println!("{}", line.render());
+        println!("    ({:.0} s)", t.elapsed().as_secs_f64());
+        lines.push(line);
+    }
+    println!();
+    for l in &lines {
+        println!("{}", l.render());
+    }
+    let results = root().join("tests/bench-results.md");
+    std::fs::write(&results, bench_table(&lines, &art.accel, &release, boots))?;
+    println!("table: {}", results.display());
+    Ok(())
+}
+
+/// The results file: where and when the numbers came from, the lines, the samples.
+fn bench_table(
+    lines: &[bootenv_vmtest::bench::Line],
+    accel: &str,
+    release: &str,
+    boots: usize,
+) -> String {
+    let sh = |c: &str| {
+        Command::new("sh")
+            .args(["-c", c])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let mut t = String::from("# bootenv benchmarks\n\nWritten by `cargo xtask bench`; each line compares bootenv with its anchor measured in the same run, in the same VM setup (see `tests/src/bench.rs`).\n\n");
+    t += &format!(
+        "- when: {}\n- commit: {}\n- host: {} x {}, {} GiB RAM, accelerator {accel}\n- guest: Debian kernel {release}, 2 vCPUs, 2 GiB; {boots} runs per side, medians\n\n",
+        sh("date -u +%Y-%m-%dT%H:%MZ"),
+        sh("git rev-parse --short HEAD"),
+        sh("nproc"),
+        sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+        sh("awk '/MemTotal/ {printf \"%.0f\", $2/1048576}' /proc/meminfo"),
+    );
+    t += "| benchmark | bootenv | anchor | ratio | goal | verdict |\n|---|---|---|---|---|---|\n";
+    for l in lines {
+        t += &format!(
+            "| {} | {:.3} | {:.3} | {:.3} | <= {}{} | {} |\n",
+            l.name,
+            l.bootenv,
+            l.anchor,
+            l.ratio(),
+            l.goal,
+            l.limit
+                .map(|x| format!(", bootenv < {x}"))
+                .unwrap_or_default(),
+            if l.met() { "met" } else { "missed" }
+        );
+    }
+    t += "\n## Samples\n\n";
+    for l in lines {
+        t += &format!("- `{}`: {}\n", l.name, l.detail);
+    }
+    t += "\n## Lines as printed\n\n```\n";
+    for l in lines {
+        t += &format!("{}\n", l.render());
+    }
+    t += "```\n";
+    t
 }

@@ -1,0 +1,577 @@
+//! `cargo xtask bench`: bootenv against its anchors, measured in the VM in the same run.
+//!
+//! Each benchmark boots (or runs) bootenv and its anchor side by side, one VM at a time, and
+//! reports one [`Line`]: the medians, their ratio and the goal. Times are guest timestamps
+//! (`/proc/uptime` read by the BE's init, or the agent's own `init-exec` in the boot report),
+//! so the host's load moves both sides alike. Benchmarks are not tests: nothing here runs in CI.
+//!
+//! - `boot-path`: kernel start to the BE's init, bootenv's initramfs against Debian's stock
+//!   initramfs-tools + zfs-initramfs (`root=ZFS=`), the same pool and BE.
+//! - `initramfs-size`: the compressed images.
+//! - `scale-datasets`: bootenv's boot path on a pool with 10,000 other datasets and 100 BEs
+//!   against a pool with 10 other datasets and 3 BEs.
+//! - `grub-menu-100`: `bootenv grub-menu` for 100 BEs against a grub.d-style scan that mounts
+//!   every BE ([`MENU_ANCHOR`]).
+//! - `reset-cost`: the extra boot time of a config reset with 1 GiB of changes in the config
+//!   against that of a reset of an unchanged config.
+
+use crate::disk;
+use crate::images::{Artifacts, BASE_CMDLINE};
+use crate::qemu::{Boot, Vm, VmConfig};
+use crate::scenarios::{expect_ready, power_off, run_in, run_long};
+use anyhow::{ensure, Context};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The grub-menu-100 anchor, run in the guest.
+pub const MENU_ANCHOR: &str = include_str!("../guest/menu-scan-anchor.sh");
+
+/// The version of the scale pools' recipe ([`Bench::scale_pool`]): part of their cache key.
+const POOL_FIXTURE: &str = "scale-pool-1";
+
+/// Every benchmark, in the order they run.
+pub const NAMES: &[&str] = &[
+    "boot-path",
+    "initramfs-size",
+    "scale-datasets",
+    "grub-menu-100",
+    "reset-cost",
+];
+
+/// One result: medians of bootenv and its anchor, and the goal for their ratio.
+#[derive(Clone, Debug)]
+pub struct Line {
+    /// The benchmark's name with its unit.
+    pub name: String,
+    /// bootenv's value.
+    pub bootenv: f64,
+    /// The anchor's value.
+    pub anchor: f64,
+    /// The goal: ratio at most this.
+    pub goal: f64,
+    /// A further absolute limit on bootenv's value, if the goal has one.
+    pub limit: Option<f64>,
+    /// The samples and what they are, for the results file.
+    pub detail: String,
+}
+
+impl Line {
+    /// bootenv / anchor.
+    pub fn ratio(&self) -> f64 {
+        if self.anchor == 0.0 {
+            f64::INFINITY
+        } else {
+            self.bootenv / self.anchor
+        }
+    }
+
+    /// Whether the goal is met.
+    pub fn met(&self) -> bool {
+        self.ratio() <= self.goal && self.limit.is_none_or(|l| self.bootenv < l)
+    }
+
+    /// The line `cargo xtask bench` prints.
+    pub fn render(&self) -> String {
+        format!(
+            "bench {}: bootenv={} anchor={} ratio={:.3} goal={}{} {}",
+            self.name,
+            num(self.bootenv),
+            num(self.anchor),
+            self.ratio(),
+            self.goal,
+            self.limit
+                .map(|l| format!(" (and bootenv<{l})"))
+                .unwrap_or_default(),
+            if self.met() { "met" } else { "missed" }
+        )
+    }
+}
+
+fn num(v: f64) -> String {
+    if v.abs() >= 1000.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// The median of `v` (the mean of the middle two for an even count).
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+fn list(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What one measured boot saw.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    /// Guest uptime when the BE's init started (its first line).
+    pub init: f64,
+    /// The agent's `init-exec` from the boot report (bootenv's initramfs only).
+    pub exec: Option<f64>,
+}
+
+/// The inputs of a bench run.
+pub struct Bench<'a> {
+    art: &'a Artifacts,
+    /// bootenv's initramfs as shipped (`xtask initramfs`): the agent, ZFS, the standard modules.
+    pub bootenv_initrd: PathBuf,
+    /// Debian's stock initramfs-tools image with zfs-initramfs, for the same kernel.
+    pub stock_initrd: PathBuf,
+    /// Boots per side.
+    pub boots: usize,
+    dir: PathBuf,
+    vms: usize,
+}
+
+impl<'a> Bench<'a> {
+    /// A bench run with its files under `<work>/bench`.
+    pub fn new(
+        art: &'a Artifacts,
+        bootenv_initrd: PathBuf,
+        stock_initrd: PathBuf,
+        boots: usize,
+    ) -> anyhow::Result<Bench<'a>> {
+        let dir = art.work.join("bench");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Bench {
+            art,
+            bootenv_initrd,
+            stock_initrd,
+            boots,
+            dir,
+            vms: 0,
+        })
+    }
+
+    fn vm(&mut self, disks: &[&Path], initrd: &Path, cmdline: &str) -> anyhow::Result<Vm> {
+        self.vms += 1;
+        let cfg = VmConfig {
+            boot: Boot::Direct {
+                kernel: self.art.kernel.vmlinuz.clone(),
+                initrd: initrd.to_path_buf(),
+                append: format!("{BASE_CMDLINE} {cmdline}").trim().to_string(),
+            },
+            disks: disks.iter().map(|d| d.to_path_buf()).collect(),
+            log: self.dir.join(format!("vm-{:03}.log", self.vms)),
+            memory_mb: 2048,
+            cpus: 2,
+            limit: Duration::from_secs(7200),
+            echo: false,
+            accel: self.art.accel.clone(),
+        };
+        Vm::start(&cfg)
+    }
+
+    /// Boots fresh overlays of `bases` with `initrd`; waits for BE `name`'s init.
+    fn measure(
+        &mut self,
+        bases: &[&Path],
+        initrd: &Path,
+        cmdline: &str,
+        name: &str,
+    ) -> anyhow::Result<Sample> {
+        let mut disks = Vec::new();
+        for (i, b) in bases.iter().enumerate() {
+            let d = self.dir.join(format!("boot-{i}.qcow2"));
+            disk::overlay(b, &d)?;
+            disks.push(d);
+        }
+        let refs: Vec<&Path> = disks.iter().map(PathBuf::as_path).collect();
+        let mut vm = self.vm(&refs, initrd, cmdline)?;
+        let m = vm.expect(
+            r"BOOTENV-TEST be-started name=(\S+) uptime=([0-9.]+)",
+            Duration::from_secs(600),
+        )?;
+        ensure!(m[1] == name, "{} booted, expected {name}", m[1]);
+        let init: f64 = m[2].parse()?;
+        let exec = if initrd == self.stock_initrd {
+            None
+        } else {
+            let e = vm.expect(
+                r"BOOTENV-TEST report init-exec=([0-9.]+)",
+                Duration::from_secs(60),
+            )?;
+            Some(e[1].parse()?)
+        };
+        vm.kill();
+        for d in &disks {
+            let _ = std::fs::remove_file(d);
+        }
+        Ok(Sample { init, exec })
+    }
+
+    /// `boots` measured boots of each side, alternating, so drift hits both alike.
+    fn alternate(
+        &mut self,
+        a: (&[&Path], &Path, &str),
+        b: (&[&Path], &Path, &str),
+        name: &str,
+    ) -> anyhow::Result<(Vec<Sample>, Vec<Sample>)> {
+        let (mut sa, mut sb) = (Vec::new(), Vec::new());
+        for i in 0..self.boots {
+            println!("    boot {}/{}", i + 1, self.boots);
+            sa.push(self.measure(a.0, a.1, a.2, name)?);
+            sb.push(self.measure(b.0, b.1, b.2, name)?);
+        }
+        Ok((sa, sb))
+    }
+
+    /// boot-path: bootenv's initramfs against the stock one, the same BE on the same pool.
+    pub fn boot_path(&mut self) -> anyhow::Result<Line> {
+        let golden = self.art.golden.clone();
+        let (be, stock) = (self.bootenv_initrd.clone(), self.stock_initrd.clone());
+        let (b, s) = self.alternate(
+            (&[&golden], &be, "bootenv=v1 bootenv.pool=tank"),
+            (&[&golden], &stock, "root=ZFS=tank/ROOT/v1"),
+            "v1",
+        )?;
+        let bi: Vec<f64> = b.iter().map(|x| x.init).collect();
+        let si: Vec<f64> = s.iter().map(|x| x.init).collect();
+        let be_exec: Vec<f64> = b.iter().filter_map(|x| x.exec).collect();
+        Ok(Line {
+            name: "boot-path-seconds".into(),
+            bootenv: median(&bi),
+            anchor: median(&si),
+            goal: 0.5,
+            limit: None,
+            detail: format!(
+                "kernel start to the first line of the BE's /sbin/init (guest uptime, s): bootenv [{}] (agent's init-exec [{}]); stock initramfs-tools + zfs-initramfs [{}]",
+                list(&bi),
+                list(&be_exec),
+                list(&si)
+            ),
+        })
+    }
+
+    /// initramfs-size: the compressed images.
+    pub fn initramfs_size(&self) -> anyhow::Result<Line> {
+        let size = |p: &Path| -> anyhow::Result<f64> {
+            Ok(std::fs::metadata(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .len() as f64)
+        };
+        let (b, s) = (size(&self.bootenv_initrd)?, size(&self.stock_initrd)?);
+        Ok(Line {
+            name: "initramfs-size-bytes".into(),
+            bootenv: b,
+            anchor: s,
+            goal: 0.25,
+            limit: None,
+            detail: format!(
+                "{} ({b} B) against {} ({s} B)",
+                self.bootenv_initrd.display(),
+                self.stock_initrd.display()
+            ),
+        })
+    }
+
+    /// Boots a fresh overlay of the golden disk as v1, waiting for actions, with extra disks.
+    fn session(&mut self, disk: &Path, extra: &[&Path]) -> anyhow::Result<Vm> {
+        let mut disks = vec![disk];
+        disks.extend_from_slice(extra);
+        let initrd = self.art.initrd.clone();
+        let mut vm = self.vm(
+            &disks,
+            &initrd,
+            "bootenv=v1 bootenv.pool=tank betest.interactive",
+        )?;
+        expect_ready(&mut vm, "v1")?;
+        Ok(vm)
+    }
+
+    /// A pool for scale-datasets: the golden one plus `datasets` datasets outside the BEs
+    /// (canmount=on, each its own mountpoint, not mounted) and BEs b4… up to `bes` in all,
+    /// each with a snapshot of its own besides its origin. Cached, as a standalone image, by
+    /// its shape (making 10,000 datasets under TCG takes a while): the boot path under test is
+    /// the initramfs's, and `bootenv grub-menu` runs the current build ([`Bench::grub_menu`]).
+    fn scale_pool(&mut self, datasets: usize, bes: usize) -> anyhow::Result<PathBuf> {
+        let golden = self.art.golden.clone();
+        let key = crate::host::fnv64(&[
+            POOL_FIXTURE.as_bytes(),
+            &(datasets as u64).to_le_bytes(),
+            &(bes as u64).to_le_bytes(),
+        ]);
+        let done = self.art.work.join(format!("bench-pool-{key:016x}.qcow2"));
+        if done.exists() {
+            println!("    pool with {datasets} datasets and {bes} BEs (cached)");
+            return Ok(done);
+        }
+        println!("    making a pool with {datasets} datasets and {bes} BEs");
+        let tmp = self.art.work.join("bench-pool.tmp.qcow2");
+        disk::overlay(&golden, &tmp)?;
+        let mut vm = self.session(&tmp, &[])?;
+        run_in(
+            &mut vm,
+            "zfs create -o canmount=off -o mountpoint=/srv/bench tank/bench",
+        )?;
+        // Eight creators side by side: each `zfs create` waits for a transaction group.
+        let per = datasets.div_ceil(8);
+        let t = std::time::Instant::now();
+        run_long(
+            &mut vm,
+            &format!(
+                "for j in 0 1 2 3 4 5 6 7; do (i=$((j*{per})); e=$((i+{per})); [ $e -gt {datasets} ] && e={datasets}; \
+while [ $i -lt $e ]; do zfs create -u -o canmount=on -o mountpoint=/srv/bench/d$i tank/bench/d$i || exit 1; i=$((i+1)); done) & done; wait; \
+test $(zfs list -H -o name -r tank/bench | wc -l) -eq {}",
+                datasets + 1
+            ),
+            7200,
+        )?;
+        println!(
+            "    {datasets} datasets in {:.0} s",
+            t.elapsed().as_secs_f64()
+        );
+        if bes > 3 {
+            let t = std::time::Instant::now();
+            run_long(
+                &mut vm,
+                &format!(
+                    "i=4; while [ $i -le {bes} ]; do bootenv create b$i >/dev/null || exit 1; i=$((i+1)); done; \
+zfs snapshot $(i=4; while [ $i -le {bes} ]; do echo tank/ROOT/b$i@bench; i=$((i+1)); done)"
+                ),
+                7200,
+            )?;
+            println!(
+                "    {} more BEs in {:.0} s",
+                bes - 3,
+                t.elapsed().as_secs_f64()
+            );
+        }
+        let out = run_in(
+            &mut vm,
+            "zfs list -H -o name -t filesystem -r tank | wc -l; zfs list -H -o name -t snapshot -r tank | wc -l; zfs list -H -o name -d 1 tank/ROOT | wc -l",
+        )?;
+        println!(
+            "    file systems, snapshots, BEs+1: {}",
+            out.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+        power_off(&mut vm)?;
+        // Standalone: later golden disks (a new agent) leave it valid.
+        let flat = self.art.work.join("bench-pool.flat.qcow2");
+        crate::host::run(
+            "qemu-img",
+            &[
+                "convert",
+                "-O",
+                "qcow2",
+                &tmp.to_string_lossy(),
+                &flat.to_string_lossy(),
+            ],
+        )?;
+        std::fs::rename(&flat, &done)?;
+        let _ = std::fs::remove_file(&tmp);
+        Ok(done)
+    }
+
+    /// scale-datasets: bootenv's boot path on the big pool against the small one.
+    pub fn scale_datasets(&mut self) -> anyhow::Result<Line> {
+        let big = self.scale_pool(10_000, 100)?;
+        let small = self.scale_pool(10, 3)?;
+        let be = self.bootenv_initrd.clone();
+        let cmd = "bootenv=v1 bootenv.pool=tank";
+        let (b, s) = self.alternate((&[&big], &be, cmd), (&[&small], &be, cmd), "v1")?;
+        let bx: Vec<f64> = b.iter().filter_map(|x| x.exec).collect();
+        let sx: Vec<f64> = s.iter().filter_map(|x| x.exec).collect();
+        Ok(Line {
+            name: "scale-datasets-seconds".into(),
+            bootenv: median(&bx),
+            anchor: median(&sx),
+            goal: 1.2,
+            limit: None,
+            detail: format!(
+                "kernel start to the exec of init (the agent's init-exec, s): 10,000 datasets + 100 BEs [{}]; 10 datasets + 3 BEs [{}]",
+                list(&bx),
+                list(&sx)
+            ),
+        })
+    }
+
+    /// grub-menu-100: `bootenv grub-menu` for 100 BEs against the grub.d-style scan.
+    pub fn grub_menu(&mut self) -> anyhow::Result<Line> {
+        let big = self.scale_pool(10_000, 100)?;
+        let d = self.dir.join("menu.qcow2");
+        disk::overlay(&big, &d)?;
+        // The anchor script and this build's agent reach the guest as disks of their own (the
+        // console takes one line; the cached pool's BEs may hold an older agent).
+        let pad = |mut b: Vec<u8>| {
+            b.resize(b.len().div_ceil(512) * 512, 0);
+            b
+        };
+        let script = self.dir.join("menu-scan-anchor.img");
+        std::fs::write(&script, pad(MENU_ANCHOR.as_bytes().to_vec()))?;
+        let agent = std::fs::read(&self.art.agent)?;
+        let agent_disk = self.dir.join("agent.img");
+        let agent_len = agent.len();
+        std::fs::write(&agent_disk, pad(agent))?;
+        let mut vm = self.session(&d, &[&script, &agent_disk])?;
+        run_in(
+            &mut vm,
+            &format!("tr -d '\\000' </dev/vdb >/run/menu-scan-anchor && chmod 755 /run/menu-scan-anchor \
+&& head -c {agent_len} /dev/vdc >/run/bootenv && chmod 755 /run/bootenv && /run/bootenv --version"),
+        )?;
+        let timed = |vm: &mut Vm, cmd: &str| -> anyhow::Result<(f64, usize)> {
+            let out = run_long(
+                vm,
+                &format!(
+                    "s=$(cut -d' ' -f1 /proc/uptime); {cmd} >/run/menu.out || exit 1; e=$(cut -d' ' -f1 /proc/uptime); echo \"BENCH-TIME $s $e $(grep -c menuentry /run/menu.out)\""
+                ),
+                1800,
+            )?;
+            let line = out
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("BENCH-TIME "))
+                .with_context(|| format!("no timing from `{cmd}`: {out}"))?;
+            let f: Vec<&str> = line.split_whitespace().collect();
+            ensure!(f.len() == 3, "bad timing line {line}");
+            Ok((f[1].parse::<f64>()? - f[0].parse::<f64>()?, f[2].parse()?))
+        };
+        let (mut b, mut a) = (Vec::new(), Vec::new());
+        let (mut b_entries, mut a_entries) = (0, 0);
+        for i in 0..self.boots {
+            println!("    run {}/{}", i + 1, self.boots);
+            let (t, n) = timed(&mut vm, "/run/bootenv grub-menu")?;
+            b.push(t);
+            b_entries = n;
+            let (t, n) = timed(&mut vm, "/run/menu-scan-anchor tank")?;
+            a.push(t);
+            a_entries = n;
+        }
+        power_off(&mut vm)?;
+        let _ = std::fs::remove_file(&d);
+        ensure!(
+            b_entries >= 100,
+            "bootenv grub-menu listed {b_entries} entries for 100 BEs"
+        );
+        Ok(Line {
+            name: "grub-menu-100-seconds".into(),
+            bootenv: median(&b),
+            anchor: median(&a),
+            goal: 0.1,
+            limit: Some(1.0),
+            detail: format!(
+                "in the guest, pool with 100 BEs and 10,000 other datasets (s): bootenv grub-menu [{}] ({b_entries} menuentry lines); grub.d-style scan mounting each BE [{}] ({a_entries} menuentry lines)",
+                list(&b),
+                list(&a)
+            ),
+        })
+    }
+
+    /// A pool for reset-cost: the golden one grown by a second 3 GiB vdev, with `mib` MiB of
+    /// new data in v1's config. Returns (first disk, second disk).
+    fn reset_pool(&mut self, mib: usize) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let golden = self.art.golden.clone();
+        let a = self.dir.join(format!("reset-{mib}-a.qcow2"));
+        let b = self.dir.join(format!("reset-{mib}-b.img"));
+        disk::overlay(&golden, &a)?;
+        disk::blank(&b, 3072)?;
+        crate::host::run(
+            "sgdisk",
+            &["-n", "1:0:0", "-t", "1:BF00", &b.to_string_lossy()],
+        )?;
+        let mut vm = self.session(&a, &[&b])?;
+        run_in(
+            &mut vm,
+            "zpool add -f tank /dev/vdb1 && zpool list -H -o name,size tank",
+        )?;
+        if mib > 0 {
+            let t = std::time::Instant::now();
+            run_long(
+                &mut vm,
+                &format!(
+                    "dd if=/dev/urandom of=/etc/config/changes.bin bs=1M count={mib} 2>&1 && i=0; while [ $i -lt 100 ]; do echo change $i >/etc/config/file-$i; i=$((i+1)); done; sync; zfs list -H -o name,used tank/ROOT/v1/config"
+                ),
+                3600,
+            )?;
+            println!(
+                "    {mib} MiB written into v1's config in {:.0} s",
+                t.elapsed().as_secs_f64()
+            );
+        }
+        power_off(&mut vm)?;
+        Ok((a, b))
+    }
+
+    /// reset-cost: a config reset's extra boot time with 1 GiB of changes against without.
+    pub fn reset_cost(&mut self) -> anyhow::Result<Line> {
+        let (ca, cb) = self.reset_pool(1024)?;
+        let (ua, ub) = self.reset_pool(0)?;
+        let be = self.bootenv_initrd.clone();
+        let plain = "bootenv=v1 bootenv.pool=tank";
+        let reset = "bootenv=v1 bootenv.pool=tank bootenv.reset=config";
+        let (changed, changed_plain) =
+            self.alternate((&[&ca, &cb], &be, reset), (&[&ca, &cb], &be, plain), "v1")?;
+        let (same, same_plain) =
+            self.alternate((&[&ua, &ub], &be, reset), (&[&ua, &ub], &be, plain), "v1")?;
+        let ex = |v: &[Sample]| -> Vec<f64> { v.iter().filter_map(|x| x.exec).collect() };
+        let extra_changed = median(&ex(&changed)) - median(&ex(&changed_plain));
+        let extra_same = median(&ex(&same)) - median(&ex(&same_plain));
+        for p in [&ca, &cb, &ua, &ub] {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(Line {
+            name: "reset-cost-seconds".into(),
+            bootenv: extra_changed,
+            anchor: extra_same,
+            goal: 1.2,
+            limit: None,
+            detail: format!(
+                "extra boot time of a config reset (median init-exec of reset boots minus that of plain boots, s): 1 GiB of changes: reset [{}], plain [{}]; unchanged config: reset [{}], plain [{}]",
+                list(&ex(&changed)),
+                list(&ex(&changed_plain)),
+                list(&ex(&same)),
+                list(&ex(&same_plain))
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn a_line_meets_its_goal_only_within_the_ratio_and_the_limit() {
+        let mut l = Line {
+            name: "x-seconds".into(),
+            bootenv: 0.5,
+            anchor: 10.0,
+            goal: 0.1,
+            limit: Some(1.0),
+            detail: String::new(),
+        };
+        assert!(l.met());
+        assert!(l.render().ends_with(" met"), "{}", l.render());
+        l.bootenv = 1.5;
+        l.anchor = 100.0;
+        assert!(!l.met(), "over the absolute limit");
+        l.limit = None;
+        l.bootenv = 2.0;
+        l.anchor = 10.0;
+        assert!(!l.met());
+        assert!(
+            l.render().contains("ratio=0.200 goal=0.1 missed"),
+            "{}",
+            l.render()
+        );
+    }
+}
