@@ -27,7 +27,7 @@ use std::time::Duration;
 pub const MENU_ANCHOR: &str = include_str!("../guest/menu-scan-anchor.sh");
 
 /// The version of the scale pools' recipe ([`Bench::scale_pool`]): part of their cache key.
-const POOL_FIXTURE: &str = "scale-pool-1";
+const POOL_FIXTURE: &str = "scale-pool-2";
 
 /// Every benchmark, in the order they run.
 pub const NAMES: &[&str] = &[
@@ -292,30 +292,48 @@ impl<'a> Bench<'a> {
         Ok(vm)
     }
 
+    /// A blank disk of `mib` MiB with one partition (type Solaris /usr, as ZFS uses), to grow
+    /// the golden pool with: its 1 GiB holds neither 10,000 datasets nor 1 GiB of changes.
+    fn data_disk(path: &Path, mib: u64) -> anyhow::Result<()> {
+        disk::blank(path, mib)?;
+        crate::host::run(
+            "sgdisk",
+            &["-n", "1:0:0", "-t", "1:BF00", &path.to_string_lossy()],
+        )?;
+        Ok(())
+    }
+
     /// A pool for scale-datasets: the golden one plus `datasets` datasets outside the BEs
     /// (canmount=on, each its own mountpoint, not mounted) and BEs b4… up to `bes` in all,
     /// each with a snapshot of its own besides its origin. Cached, as a standalone image, by
     /// its shape (making 10,000 datasets under TCG takes a while): the boot path under test is
     /// the initramfs's, and `bootenv grub-menu` runs the current build ([`Bench::grub_menu`]).
-    fn scale_pool(&mut self, datasets: usize, bes: usize) -> anyhow::Result<PathBuf> {
+    fn scale_pool(&mut self, datasets: usize, bes: usize) -> anyhow::Result<[PathBuf; 2]> {
         let golden = self.art.golden.clone();
         let key = crate::host::fnv64(&[
             POOL_FIXTURE.as_bytes(),
             &(datasets as u64).to_le_bytes(),
             &(bes as u64).to_le_bytes(),
         ]);
-        let done = self.art.work.join(format!("bench-pool-{key:016x}.qcow2"));
-        if done.exists() {
+        let done = [
+            self.art.work.join(format!("bench-pool-{key:016x}-a.qcow2")),
+            self.art.work.join(format!("bench-pool-{key:016x}-b.qcow2")),
+        ];
+        if done.iter().all(|d| d.exists()) {
             println!("    pool with {datasets} datasets and {bes} BEs (cached)");
             return Ok(done);
         }
         println!("    making a pool with {datasets} datasets and {bes} BEs");
-        let tmp = self.art.work.join("bench-pool.tmp.qcow2");
-        disk::overlay(&golden, &tmp)?;
-        let mut vm = self.session(&tmp, &[])?;
+        let tmp = [
+            self.art.work.join("bench-pool.tmp-a.qcow2"),
+            self.art.work.join("bench-pool.tmp-b.img"),
+        ];
+        disk::overlay(&golden, &tmp[0])?;
+        Self::data_disk(&tmp[1], 8192)?;
+        let mut vm = self.session(&tmp[0], &[&tmp[1]])?;
         run_in(
             &mut vm,
-            "zfs create -o canmount=off -o mountpoint=/srv/bench tank/bench",
+            "zpool add -f tank /dev/vdb1 && zfs create -o canmount=off -o mountpoint=/srv/bench tank/bench",
         )?;
         // Eight creators side by side: each `zfs create` waits for a transaction group.
         let per = datasets.div_ceil(8);
@@ -324,7 +342,8 @@ impl<'a> Bench<'a> {
             &mut vm,
             &format!(
                 "for j in 0 1 2 3 4 5 6 7; do (i=$((j*{per})); e=$((i+{per})); [ $e -gt {datasets} ] && e={datasets}; \
-while [ $i -lt $e ]; do zfs create -u -o canmount=on -o mountpoint=/srv/bench/d$i tank/bench/d$i || exit 1; i=$((i+1)); done) & done; wait; \
+while [ $i -lt $e ]; do zfs create -u -o canmount=on -o mountpoint=/srv/bench/d$i tank/bench/d$i || exit 1; \
+[ $((i % 500)) -eq 0 ] && echo BENCH-PROGRESS $i $(cut -d. -f1 /proc/uptime); i=$((i+1)); done) & done; wait; \
 test $(zfs list -H -o name -r tank/bench | wc -l) -eq {}",
                 datasets + 1
             ),
@@ -360,29 +379,31 @@ zfs snapshot $(i=4; while [ $i -le {bes} ]; do echo tank/ROOT/b$i@bench; i=$((i+
         );
         power_off(&mut vm)?;
         // Standalone: later golden disks (a new agent) leave it valid.
-        let flat = self.art.work.join("bench-pool.flat.qcow2");
-        crate::host::run(
-            "qemu-img",
-            &[
-                "convert",
-                "-O",
-                "qcow2",
-                &tmp.to_string_lossy(),
-                &flat.to_string_lossy(),
-            ],
-        )?;
-        std::fs::rename(&flat, &done)?;
-        let _ = std::fs::remove_file(&tmp);
+        for (t, d) in tmp.iter().zip(&done) {
+            let flat = self.art.work.join("bench-pool.flat.qcow2");
+            crate::host::run(
+                "qemu-img",
+                &[
+                    "convert",
+                    "-O",
+                    "qcow2",
+                    &t.to_string_lossy(),
+                    &flat.to_string_lossy(),
+                ],
+            )?;
+            std::fs::rename(&flat, d)?;
+            let _ = std::fs::remove_file(t);
+        }
         Ok(done)
     }
 
     /// scale-datasets: bootenv's boot path on the big pool against the small one.
     pub fn scale_datasets(&mut self) -> anyhow::Result<Line> {
-        let big = self.scale_pool(10_000, 100)?;
-        let small = self.scale_pool(10, 3)?;
+        let [ba, bb] = self.scale_pool(10_000, 100)?;
+        let [sa, sb] = self.scale_pool(10, 3)?;
         let be = self.bootenv_initrd.clone();
         let cmd = "bootenv=v1 bootenv.pool=tank";
-        let (b, s) = self.alternate((&[&big], &be, cmd), (&[&small], &be, cmd), "v1")?;
+        let (b, s) = self.alternate((&[&ba, &bb], &be, cmd), (&[&sa, &sb], &be, cmd), "v1")?;
         let bx: Vec<f64> = b.iter().filter_map(|x| x.exec).collect();
         let sx: Vec<f64> = s.iter().filter_map(|x| x.exec).collect();
         Ok(Line {
@@ -401,9 +422,11 @@ zfs snapshot $(i=4; while [ $i -le {bes} ]; do echo tank/ROOT/b$i@bench; i=$((i+
 
     /// grub-menu-100: `bootenv grub-menu` for 100 BEs against the grub.d-style scan.
     pub fn grub_menu(&mut self) -> anyhow::Result<Line> {
-        let big = self.scale_pool(10_000, 100)?;
-        let d = self.dir.join("menu.qcow2");
-        disk::overlay(&big, &d)?;
+        let [ba, bb] = self.scale_pool(10_000, 100)?;
+        let d = self.dir.join("menu-a.qcow2");
+        disk::overlay(&ba, &d)?;
+        let d2 = self.dir.join("menu-b.qcow2");
+        disk::overlay(&bb, &d2)?;
         // The anchor script and this build's agent reach the guest as disks of their own (the
         // console takes one line; the cached pool's BEs may hold an older agent).
         let pad = |mut b: Vec<u8>| {
@@ -416,11 +439,11 @@ zfs snapshot $(i=4; while [ $i -le {bes} ]; do echo tank/ROOT/b$i@bench; i=$((i+
         let agent_disk = self.dir.join("agent.img");
         let agent_len = agent.len();
         std::fs::write(&agent_disk, pad(agent))?;
-        let mut vm = self.session(&d, &[&script, &agent_disk])?;
+        let mut vm = self.session(&d, &[&d2, &script, &agent_disk])?;
         run_in(
             &mut vm,
-            &format!("tr -d '\\000' </dev/vdb >/run/menu-scan-anchor && chmod 755 /run/menu-scan-anchor \
-&& head -c {agent_len} /dev/vdc >/run/bootenv && chmod 755 /run/bootenv && /run/bootenv --version"),
+            &format!("tr -d '\\000' </dev/vdc >/run/menu-scan-anchor && chmod 755 /run/menu-scan-anchor \
+&& head -c {agent_len} /dev/vdd >/run/bootenv && chmod 755 /run/bootenv && /run/bootenv --version"),
         )?;
         let timed = |vm: &mut Vm, cmd: &str| -> anyhow::Result<(f64, usize)> {
             let out = run_long(
@@ -451,6 +474,7 @@ zfs snapshot $(i=4; while [ $i -le {bes} ]; do echo tank/ROOT/b$i@bench; i=$((i+
         }
         power_off(&mut vm)?;
         let _ = std::fs::remove_file(&d);
+        let _ = std::fs::remove_file(&d2);
         ensure!(
             b_entries >= 100,
             "bootenv grub-menu listed {b_entries} entries for 100 BEs"
@@ -476,11 +500,7 @@ zfs snapshot $(i=4; while [ $i -le {bes} ]; do echo tank/ROOT/b$i@bench; i=$((i+
         let a = self.dir.join(format!("reset-{mib}-a.qcow2"));
         let b = self.dir.join(format!("reset-{mib}-b.img"));
         disk::overlay(&golden, &a)?;
-        disk::blank(&b, 3072)?;
-        crate::host::run(
-            "sgdisk",
-            &["-n", "1:0:0", "-t", "1:BF00", &b.to_string_lossy()],
-        )?;
+        Self::data_disk(&b, 3072)?;
         let mut vm = self.session(&a, &[&b])?;
         run_in(
             &mut vm,
