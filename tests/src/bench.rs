@@ -27,7 +27,7 @@ use std::time::Duration;
 pub const MENU_ANCHOR: &str = include_str!("../guest/menu-scan-anchor.sh");
 
 /// The version of the scale pools' recipe ([`Bench::scale_pool`]): part of their cache key.
-const POOL_FIXTURE: &str = "scale-pool-2";
+const POOL_FIXTURE: &str = "scale-pool-3";
 
 /// Every benchmark, in the order they run.
 pub const NAMES: &[&str] = &[
@@ -303,8 +303,8 @@ impl<'a> Bench<'a> {
         Ok(())
     }
 
-    /// A pool for scale-datasets: the golden one plus `datasets` datasets outside the BEs
-    /// (canmount=on, each its own mountpoint, not mounted) and BEs b4… up to `bes` in all,
+    /// A pool for scale-datasets: the golden one (grown by a second vdev) plus `datasets`
+    /// datasets outside the BEs (canmount=on, a mountpoint each, not mounted) and BEs b4… up to `bes` in all,
     /// each with a snapshot of its own besides its origin. Cached, as a standalone image, by
     /// its shape (making 10,000 datasets under TCG takes a while): the boot path under test is
     /// the initramfs's, and `bootenv grub-menu` runs the current build ([`Bench::grub_menu`]).
@@ -335,16 +335,32 @@ impl<'a> Bench<'a> {
             &mut vm,
             "zpool add -f tank /dev/vdb1 && zfs create -o canmount=off -o mountpoint=/srv/bench tank/bench",
         )?;
-        // Eight creators side by side: each `zfs create` waits for a transaction group.
-        let per = datasets.div_ceil(8);
+        // One `zfs create` per dataset costs a process start each, most of a second under
+        // TCG: instead, a template of up to 100 datasets, made once, is received over and over
+        // (one process per group). Each group's root gets its own mountpoint and canmount=on;
+        // the datasets below it inherit their mountpoints (/srv/bench/gN/dK).
+        let size = datasets.min(100);
+        let groups = datasets / size;
+        ensure!(
+            groups * size == datasets,
+            "{datasets} is not a multiple of {size}"
+        );
         let t = std::time::Instant::now();
         run_long(
             &mut vm,
             &format!(
-                "for j in 0 1 2 3 4 5 6 7; do (i=$((j*{per})); e=$((i+{per})); [ $e -gt {datasets} ] && e={datasets}; \
-while [ $i -lt $e ]; do zfs create -u -o canmount=on -o mountpoint=/srv/bench/d$i tank/bench/d$i || exit 1; \
-[ $((i % 500)) -eq 0 ] && echo BENCH-PROGRESS $i $(cut -d. -f1 /proc/uptime); i=$((i+1)); done) & done; wait; \
-test $(zfs list -H -o name -r tank/bench | wc -l) -eq {}",
+                "zfs create -o canmount=off -o mountpoint=none tank/tmpl && i=1; while [ $i -lt {size} ]; do zfs create -u tank/tmpl/d$i || exit 1; i=$((i+1)); done; zfs snapshot -r tank/tmpl@s"
+            ),
+            3600,
+        )?;
+        run_long(
+            &mut vm,
+            &format!(
+                "for j in 0 1 2 3; do (g=$j; while [ $g -lt {groups} ]; do zfs send -R tank/tmpl@s | zfs receive -u -o canmount=on -o mountpoint=/srv/bench/g$g tank/bench/g$g || exit 1; \
+echo BENCH-PROGRESS group $g $(cut -d. -f1 /proc/uptime); g=$((g+4)); done) & done; wait; \
+zfs destroy -r tank/tmpl && zfs snapshot tank/bench@s && zfs destroy -r tank/bench@s && \
+test $(zfs list -H -o name -r tank/bench | wc -l) -eq {} && test $(zfs list -H -o name -t snapshot -r tank/bench | wc -l) -eq 0 && \
+zfs get -H -o value canmount,mountpoint tank/bench/g0/d1",
                 datasets + 1
             ),
             7200,

@@ -302,7 +302,8 @@ This package holds the static bootenv binary (the operator's CLI: list, create,\
 upgrade, activate, rollback, mark-good, mount, diff, destroy, export, install),\n\
 its initramfs-tools integration (the agent mounts the chosen boot environment\n\
 when the kernel command line carries bootenv=), and the systemd units that mark\n\
-a boot good and report how the system booted."
+a boot good, reboot a trial boot that is not marked good in time, and report\n\
+how the system booted."
             .into(),
         ..Default::default()
     };
