@@ -1067,9 +1067,16 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// Binds /proc, /sys and /dev into `root` for `f`, and unbinds them after.
+/// Binds /proc, /sys and /dev into `root` for `f`, and unbinds them after, with whatever else
+/// `f` left mounted below `root`.
 fn with_api_mounts(root: &Path, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
     use nix::mount::{MntFlags, MsFlags};
+    let below = || {
+        std::fs::read_to_string("/proc/self/mounts")
+            .map(|m| mounts_below(&m, root))
+            .unwrap_or_default()
+    };
+    let before = below();
     let mut done = Vec::new();
     let mut result = Ok(());
     for d in ["proc", "sys", "dev"] {
@@ -1095,16 +1102,74 @@ fn with_api_mounts(root: &Path, f: impl FnOnce() -> anyhow::Result<()>) -> anyho
     if result.is_ok() {
         result = f();
     }
-    for t in done.iter().rev() {
-        if let Err(e) = nix::mount::umount2(t, MntFlags::MNT_DETACH) {
-            log::warn!("unmounting {}: {e}", t.display());
+    // Whatever the command left mounted below the root (the ESP and the state dataset that a
+    // kernel hook's `bootenv sync-boot` mounts, say) goes too, deepest first: else the new
+    // BE could not be unmounted. What was mounted before (the BE's members) stays.
+    let mut left: Vec<PathBuf> = below()
+        .into_iter()
+        .filter(|m| !before.contains(m))
+        .collect();
+    left.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    for t in left.iter().chain(done.iter().rev()) {
+        match nix::mount::umount2(t, MntFlags::MNT_DETACH) {
+            // Already gone (a bind listed twice, or unmounted with its parent).
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => log::warn!("unmounting {}: {e}", t.display()),
         }
     }
     result
 }
 
+/// The mount points strictly below `root` in a `/proc/self/mounts` text (octal escapes undone).
+fn mounts_below(mounts: &str, root: &Path) -> Vec<PathBuf> {
+    let unescape = |s: &str| -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'\\'
+                && i + 3 < b.len()
+                && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+            {
+                out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+                i += 4;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .map(|m| PathBuf::from(unescape(m)))
+        .filter(|m| m.starts_with(root) && m != root)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mounts_left_below_a_root_are_found_and_unescaped() {
+        let m = "tank/ROOT/v1 / zfs rw 0 0\n\
+tank/ROOT/v2:partial /run/bootenv/mnt/p zfs rw 0 0\n\
+proc /run/bootenv/mnt/p/proc proc rw 0 0\n\
+/dev/vda1 /run/bootenv/mnt/p/run/bootenv/esp vfat rw 0 0\n\
+x /run/bootenv/mnt/p/mnt/a\\040b zfs rw 0 0\n\
+y /run/bootenv/mnt/px zfs rw 0 0\n";
+        let got = super::mounts_below(m, std::path::Path::new("/run/bootenv/mnt/p"));
+        let want: Vec<std::path::PathBuf> = [
+            "/run/bootenv/mnt/p/proc",
+            "/run/bootenv/mnt/p/run/bootenv/esp",
+            "/run/bootenv/mnt/p/mnt/a b",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn a_send_streams_name_is_read_from_its_begin_record() {
         let mut head = vec![0u8; super::STREAM_HEAD + 100];

@@ -728,6 +728,20 @@ impl Ctx<'_> {
                 }
             }
         }
+        // The state record mounted where this process cannot see it: a chroot of a new BE (the
+        // kernel hook inside `bootenv upgrade`). The menu and the block belong to the running
+        // system then; `bootenv upgrade` rewrites them once the command is done.
+        if let Err(e) = self.state_dir(&pool) {
+            if is_busy(&e) {
+                writeln!(out, "menu left as it is (the state record is mounted outside this chroot; the running system's bootenv writes the menu)")?;
+                return if failures.is_empty() {
+                    Ok(out)
+                } else {
+                    Err(anyhow::Error::new(KernelsMissing(failures.clone()))
+                        .context(format!("{out}kernels missing for: {}", failures.join(", "))))
+                };
+            }
+        }
         let st = self.state_or_default(&pool);
         match self.refresh(&inv, &st, None, false, &Next::Keep) {
             Ok(notes) => {
@@ -1725,6 +1739,26 @@ mod tests {
                 crate::bootfiles::kernel_dirs(&esp, "v2").len(),
                 1,
                 "v2's kernel was kept"
+            );
+            // The state record mounted out of sight too: kernels are copied, the menu is not
+            // written from a partial view.
+            let menu = esp.bootenv_dir().join("grub.cfg");
+            let before = std::fs::read(&menu).unwrap();
+            let c = w.ctx();
+            let state = c.state_mount(&PoolName::new("tank").unwrap());
+            if w.mounter.is_mountpoint(&state) {
+                w.mounter.unmount(&state).unwrap();
+            }
+            let st2 = w.dir.path().join("state-elsewhere");
+            std::fs::create_dir_all(&st2).unwrap();
+            w.mounter.mount_zfs("tank/BOOTENV", &st2, false).unwrap();
+            w.zfs.destroy("tank/ROOT/v3", true).unwrap();
+            let out = c.sync_boot(&[], 40).unwrap();
+            assert!(out.contains("menu left as it is"), "{out}");
+            assert_eq!(
+                std::fs::read(&menu).unwrap(),
+                before,
+                "the menu was rewritten"
             );
         }
 
