@@ -87,7 +87,8 @@ impl Line {
     }
 }
 
-fn num(v: f64) -> String {
+/// A value as the lines print it: whole numbers from 1000 up, else three decimals.
+pub fn num(v: f64) -> String {
     if v.abs() >= 1000.0 {
         format!("{v:.0}")
     } else {

@@ -659,10 +659,10 @@ fn bench_table(
     t += "| benchmark | bootenv | anchor | ratio | goal | verdict |\n|---|---|---|---|---|---|\n";
     for l in lines {
         t += &format!(
-            "| {} | {:.3} | {:.3} | {:.3} | <= {}{} | {} |\n",
+            "| {} | {} | {} | {:.3} | <= {}{} | {} |\n",
             l.name,
-            l.bootenv,
-            l.anchor,
+            bootenv_vmtest::bench::num(l.bootenv),
+            bootenv_vmtest::bench::num(l.anchor),
             l.ratio(),
             l.goal,
             l.limit
