@@ -433,8 +433,9 @@ fn debian_boot(cx: &mut Ctx, disk: &Path, name: &str) -> anyhow::Result<Vm> {
     Ok(vm)
 }
 
-fn deb_install_boot(cx: &mut Ctx) -> anyhow::Result<()> {
-    cx.vm_limit = Duration::from_secs(3000);
+/// A new disk with the Debian BE deb1 installed on it ([`debian_be`], from the test BE v1),
+/// booted through GRUB into deb1 as a new machine would: the disk and the running VM.
+fn installed_debian(cx: &mut Ctx) -> anyhow::Result<(PathBuf, Vm)> {
     let (payload, debian) = payload_tar(cx)?;
     let disk = cx.golden_copy("disk")?;
     let new = cx.dir.join("debian.img");
@@ -447,7 +448,13 @@ fn deb_install_boot(cx: &mut Ctx) -> anyhow::Result<()> {
     debian_be(&mut vm, cx, "deb1")?;
     power_off(&mut vm)?;
     cx.new_firmware()?;
-    let mut vm = debian_boot(cx, &new, "deb1")?;
+    let vm = debian_boot(cx, &new, "deb1")?;
+    Ok((new, vm))
+}
+
+fn deb_install_boot(cx: &mut Ctx) -> anyhow::Result<()> {
+    cx.vm_limit = Duration::from_secs(3000);
+    let (_disk, mut vm) = installed_debian(cx)?;
     let text = vm.text();
     ensure!(
         text.contains("BOOTENV-TEST mark-good=active result=success"),
@@ -472,19 +479,7 @@ fn deb_install_boot(cx: &mut Ctx) -> anyhow::Result<()> {
 
 fn deb_upgrade_rollback(cx: &mut Ctx) -> anyhow::Result<()> {
     cx.vm_limit = Duration::from_secs(3600);
-    let (payload, debian) = payload_tar(cx)?;
-    let disk = cx.golden_copy("disk")?;
-    let new = cx.dir.join("debian.img");
-    disk::blank(&new, 4096)?;
-    let mut vm = cx.boot_disks(
-        &[&disk, &new, &debian, &payload],
-        "bootenv=v1 bootenv.pool=tank betest.interactive",
-    )?;
-    expect_ready(&mut vm, "v1")?;
-    debian_be(&mut vm, cx, "deb1")?;
-    power_off(&mut vm)?;
-    cx.new_firmware()?;
-    let mut vm = debian_boot(cx, &new, "deb1")?;
+    let (new, mut vm) = installed_debian(cx)?;
     // A newer build of bootenv, installed by dpkg in a new BE; its trigger rebuilds the new
     // BE's initramfs, which the kernel hook copies to the ESP.
     let out = run_long(

@@ -155,25 +155,7 @@ impl Zfs for ZfsCli {
     }
 
     fn list(&self, dataset: &str) -> anyhow::Result<Listing> {
-        let cmd = self.zfs().args([
-            "list",
-            "-H",
-            "-p",
-            "-t",
-            "filesystem",
-            "-o",
-            &list_columns(),
-            "-r",
-            dataset,
-        ]);
-        let out = cmd.output()?;
-        if !out.success() && out.stderr.contains("dataset does not exist") {
-            return Ok(Listing::default());
-        }
-        let out = cmd
-            .check(out)
-            .with_context(|| format!("listing datasets below {dataset}"))?;
-        Ok(parse_list(&out.stdout))
+        self.list_many(&[dataset])
     }
 
     fn list_many(&self, datasets: &[&str]) -> anyhow::Result<Listing> {
