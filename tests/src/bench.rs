@@ -193,7 +193,7 @@ impl<'a> Bench<'a> {
         let refs: Vec<&Path> = disks.iter().map(PathBuf::as_path).collect();
         let mut vm = self.vm(&refs, initrd, cmdline)?;
         let m = vm.expect(
-            r"BOOTENV-TEST be-started name=(\S+) uptime=([0-9.]+)",
+            r"BOOTENV-TEST be-started name=(\S+) uptime=([0-9.]+)\s",
             Duration::from_secs(600),
         )?;
         ensure!(m[1] == name, "{} booted, expected {name}", m[1]);
@@ -202,7 +202,7 @@ impl<'a> Bench<'a> {
             None
         } else {
             let e = vm.expect(
-                r"BOOTENV-TEST report init-exec=([0-9.]+)",
+                r"BOOTENV-TEST report init-exec=([0-9.]+)\s",
                 Duration::from_secs(60),
             )?;
             Some(e[1].parse()?)

@@ -289,6 +289,10 @@ impl Vm {
 
     /// Waits until `pattern` appears after the previous match; returns its capture groups
     /// (group 0 first) and moves past it. Output matching a fatal pattern first is an error.
+    ///
+    /// The console arrives in pieces, so a match can see half a line: a pattern whose capture
+    /// runs to the end of a word or line must end in what follows it (`\s`, `\r?\n`), or it
+    /// may capture a prefix (`zfs-mounts=tank/ROOT/v2/co` once failed a run that way).
     pub fn expect(&mut self, pattern: &str, timeout: Duration) -> anyhow::Result<Vec<String>> {
         let re =
             regex::bytes::Regex::new(pattern).with_context(|| format!("bad pattern {pattern}"))?;

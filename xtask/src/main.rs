@@ -533,17 +533,17 @@ fn demo() -> anyhow::Result<()> {
     };
     let t = Instant::now();
     let mut vm = Vm::start(&cfg)?;
-    let be = vm.expect(r"BOOTENV-TEST be-started name=(\S+)", scenarios::BOOT)?[1].clone();
-    let config = vm.expect(r"BOOTENV-TEST config=([^\r\n]*)", scenarios::STEP)?[1].clone();
-    let dataset = vm.expect(r"BOOTENV-TEST report dataset=(\S+)", scenarios::STEP)?[1].clone();
-    let choice = vm.expect(r"BOOTENV-TEST report choice=(\S+)", scenarios::STEP)?[1].clone();
+    let be = vm.expect(r"BOOTENV-TEST be-started name=(\S+)\s", scenarios::BOOT)?[1].clone();
+    let config = vm.expect(r"BOOTENV-TEST config=([^\r\n]*)\r?\n", scenarios::STEP)?[1].clone();
+    let dataset = vm.expect(r"BOOTENV-TEST report dataset=(\S+)\s", scenarios::STEP)?[1].clone();
+    let choice = vm.expect(r"BOOTENV-TEST report choice=(\S+)\s", scenarios::STEP)?[1].clone();
     let start: f64 = vm.expect(
-        r"BOOTENV-TEST report agent-start=([0-9.]+)",
+        r"BOOTENV-TEST report agent-start=([0-9.]+)\s",
         scenarios::STEP,
     )?[1]
         .parse()?;
     let exec: f64 =
-        vm.expect(r"BOOTENV-TEST report init-exec=([0-9.]+)", scenarios::STEP)?[1].parse()?;
+        vm.expect(r"BOOTENV-TEST report init-exec=([0-9.]+)\s", scenarios::STEP)?[1].parse()?;
     vm.expect_poweroff(scenarios::STEP)?;
     println!("------------------------------------------------------------------ summary");
     println!("booted:  {be} ({dataset}), chosen: {choice}");
