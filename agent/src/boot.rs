@@ -330,7 +330,7 @@ impl Env<'_> {
         let mut inventory = p.inventory.clone();
         let last_good = st.last_good.as_deref().and_then(|n| BeName::new(n).ok());
         let mut failed: Vec<(BeName, String)> = Vec::new();
-        let mut reset_note: Option<String> = None;
+        let mut reset_note: Option<(String, f64)> = None;
         loop {
             let facts = Facts {
                 args,
@@ -343,14 +343,15 @@ impl Env<'_> {
                 Plan::Boot(plan) => plan,
             };
             if reset_note.is_none() {
+                let started = (self.uptime)();
                 if let Some(note) =
                     self.factory_reset(args, p, &plan, &mut st, writable, &inventory)?
                 {
-                    reset_note = Some(note);
                     // The BE's datasets changed: read them again and decide again.
                     if let Ok(l) = self.zfs.list(&layout::root_container(&p.pool)) {
                         inventory = Inventory::from_listing(&p.pool, &l, inventory.bootfs.clone());
                     }
+                    reset_note = Some((note, (self.uptime)() - started));
                     continue;
                 }
             }
@@ -385,8 +386,9 @@ impl Env<'_> {
                         );
                         report.put("rollback", failed.as_str());
                     }
-                    if let Some(n) = &reset_note {
+                    if let Some((n, secs)) = &reset_note {
                         report.put("reset", n);
+                        report.put("reset-seconds", &format!("{secs:.3}"));
                     }
                     self.write_report(&report);
                     self.record_events(&mut st, writable, &plan, args);
@@ -965,6 +967,8 @@ mod tests {
             .get("reset")
             .unwrap()
             .contains("tank/ROOT/v2/config -> tank/ROOT/v2/config.reset-20261122T000000Z"));
+        let secs = ready.report.get("reset-seconds").expect("the reset's time is reported");
+        assert!(secs.parse::<f64>().is_ok_and(|s| s >= 0.0), "{secs}");
         let st = state::load(&d.path().join(STATE_MOUNT)).unwrap().state();
         assert!(st.reset.is_none());
         assert!(st

@@ -15,6 +15,8 @@
 //! init=/sbin/init
 //! agent-start=1.234          seconds since the kernel started, when the agent started
 //! init-exec=3.456            seconds since the kernel started, just before exec of init
+//! reset=...                  (after a factory reset) what it kept and erased
+//! reset-seconds=0.412        (after a factory reset) its time: recording, datasets, state
 //! warning=...                (one line per warning)
 //! ```
 

@@ -607,6 +607,7 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
     }
     let mut b = Bench::new(&art, ours, stock, boots)?;
     let mut lines = Vec::new();
+    let mut failed = Vec::new();
     for n in &names {
         println!("==> bench {n}");
         let t = Instant::now();
@@ -617,29 +618,47 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
             "grub-menu-100" => b.grub_menu(),
             "reset-cost" => b.reset_cost(),
             _ => unreachable!("checked above"),
+        };
+        match line {
+            Ok(line) => {
+                println!("{}", line.render());
+                println!("    ({:.0} s)", t.elapsed().as_secs_f64());
+                lines.push(line);
+            }
+            Err(e) => {
+                println!("bench {n}: could not be measured: {e:#}");
+                failed.push(n.clone());
+            }
         }
-        .with_context(|| format!("benchmark {n}"))?;
-        println!("{}", line.render());
-        println!("    ({:.0} s)", t.elapsed().as_secs_f64());
-        lines.push(line);
     }
     println!();
     for l in &lines {
         println!("{}", l.render());
     }
     let results = root().join("tests/bench-results.md");
-    std::fs::write(&results, bench_table(&lines, &art.accel, &release, boots))?;
+    let before = std::fs::read_to_string(&results).unwrap_or_default();
+    std::fs::write(
+        &results,
+        bench_table(&lines, &before, &art.accel, &release, boots),
+    )?;
     println!("table: {}", results.display());
+    if !failed.is_empty() {
+        bail!("not measured: {}", failed.join(", "));
+    }
     Ok(())
 }
 
-/// The results file: where and when the numbers came from, the lines, the samples.
+/// The results file: where and when the numbers came from, the lines, the samples. Rows of
+/// benchmarks not run this time are kept from `before` (the file as it was), each row naming
+/// the commit and time it was measured at.
 fn bench_table(
     lines: &[bootenv_vmtest::bench::Line],
+    before: &str,
     accel: &str,
     release: &str,
     boots: usize,
 ) -> String {
+    use bootenv_vmtest::bench::num;
     let sh = |c: &str| {
         Command::new("sh")
             .args(["-c", c])
@@ -647,37 +666,79 @@ fn bench_table(
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default()
     };
-    let mut t = String::from("# bootenv benchmarks\n\nWritten by `cargo xtask bench`; each line compares bootenv with its anchor measured in the same run, in the same VM setup (see `tests/src/bench.rs`).\n\n");
+    let when = sh("date -u +%Y-%m-%dT%H:%MZ");
+    let commit = sh("git rev-parse --short HEAD");
+    // (name, table row, sample line, printed line) of this run, then the kept ones.
+    let mut rows: Vec<(String, String, String, String)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l.name.clone(),
+                format!(
+                    "| {} | {} | {} | {:.3} | <= {}{} | {} | {when} {commit} |",
+                    l.name,
+                    num(l.bootenv),
+                    num(l.anchor),
+                    l.ratio(),
+                    l.goal,
+                    l.limit
+                        .map(|x| format!(", bootenv < {x}"))
+                        .unwrap_or_default(),
+                    if l.met() { "met" } else { "missed" }
+                ),
+                format!("- `{}`: {}", l.name, l.detail),
+                l.render(),
+            )
+        })
+        .collect();
+    let old = |prefix: &str| -> Option<String> {
+        before
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .map(str::to_owned)
+    };
+    for name in bootenv_vmtest::bench::LINE_NAMES {
+        if rows.iter().any(|r| r.0 == *name) {
+            continue;
+        }
+        if let (Some(row), Some(sample), Some(printed)) = (
+            old(&format!("| {name} |")),
+            old(&format!("- `{name}`:")),
+            old(&format!("bench {name}:")),
+        ) {
+            // Rows written before the "measured" column get it as unknown.
+            let row = if row.matches('|').count() == 8 { row } else { format!("{row} earlier |") };
+            rows.push((name.to_string(), row, sample, printed));
+        }
+    }
+    let order = |n: &str| {
+        bootenv_vmtest::bench::LINE_NAMES
+            .iter()
+            .position(|x| *x == n)
+            .unwrap_or(usize::MAX)
+    };
+    rows.sort_by_key(|r| order(&r.0));
+    let mut t = String::from("# bootenv benchmarks\n\nWritten by `cargo xtask bench`; each line compares bootenv with its anchor measured in the same run, in the same VM setup (see `tests/src/bench.rs`). A run of some benchmarks keeps the others' rows; each row names when and at which commit it was measured.\n\n");
     t += &format!(
-        "- when: {}\n- commit: {}\n- host: {} x {}, {} GiB RAM, accelerator {accel}\n- guest: Debian kernel {release}, 2 vCPUs, 2 GiB; {boots} runs per side, medians\n\n",
-        sh("date -u +%Y-%m-%dT%H:%MZ"),
-        sh("git rev-parse --short HEAD"),
+        "- host: {} x {}, {} GiB RAM, accelerator {accel}\n- guest: Debian kernel {release}, 2 vCPUs, 2 GiB; {boots} runs per side, medians\n\n",
         sh("nproc"),
         sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
         sh("awk '/MemTotal/ {printf \"%.0f\", $2/1048576}' /proc/meminfo"),
     );
-    t += "| benchmark | bootenv | anchor | ratio | goal | verdict |\n|---|---|---|---|---|---|\n";
-    for l in lines {
-        t += &format!(
-            "| {} | {} | {} | {:.3} | <= {}{} | {} |\n",
-            l.name,
-            bootenv_vmtest::bench::num(l.bootenv),
-            bootenv_vmtest::bench::num(l.anchor),
-            l.ratio(),
-            l.goal,
-            l.limit
-                .map(|x| format!(", bootenv < {x}"))
-                .unwrap_or_default(),
-            if l.met() { "met" } else { "missed" }
-        );
+    t += "| benchmark | bootenv | anchor | ratio | goal | verdict | measured |\n|---|---|---|---|---|---|---|\n";
+    for r in &rows {
+        t += &r.1;
+        t += "\n";
     }
     t += "\n## Samples\n\n";
-    for l in lines {
-        t += &format!("- `{}`: {}\n", l.name, l.detail);
+    for r in &rows {
+        t += &r.2;
+        t += "\n";
     }
     t += "\n## Lines as printed\n\n```\n";
-    for l in lines {
-        t += &format!("{}\n", l.render());
+    for r in &rows {
+        t += &r.3;
+        t += "\n";
     }
     t += "```\n";
     t
