@@ -324,8 +324,9 @@ impl<'a> Bench<'a> {
     /// A pool for scale-datasets: the golden one (grown by a second vdev) plus `datasets`
     /// datasets outside the BEs (canmount=on, a mountpoint each, not mounted) and BEs b4… up to `bes` in all,
     /// each with a snapshot of its own besides its origin. Cached, as a standalone image, by
-    /// its shape (making 10,000 datasets under TCG takes a while): the boot path under test is
-    /// the initramfs's, and `bootenv grub-menu` runs the current build ([`Bench::grub_menu`]).
+    /// its shape (making 10,000 datasets under TCG takes well over an hour; an interrupted
+    /// build resumes from its `.tmp` disks): the boot path under test is the initramfs's, and
+    /// `bootenv grub-menu` runs the current build ([`Bench::grub_menu`]).
     fn scale_pool(&mut self, datasets: usize, bes: usize) -> anyhow::Result<[PathBuf; 2]> {
         let golden = self.art.golden.clone();
         let key = crate::host::fnv64(&[
@@ -341,22 +342,29 @@ impl<'a> Bench<'a> {
             println!("    pool with {datasets} datasets and {bes} BEs (cached)");
             return Ok(done);
         }
-        println!("    making a pool with {datasets} datasets and {bes} BEs");
+        // The build is resumable: each step below skips what an earlier, interrupted build
+        // (a killed VM: a power cut to ZFS) finished, and redoes what it left half done.
         let tmp = [
-            self.art.work.join("bench-pool.tmp-a.qcow2"),
-            self.art.work.join("bench-pool.tmp-b.img"),
+            self.art.work.join(format!("bench-pool-{key:016x}.tmp-a.qcow2")),
+            self.art.work.join(format!("bench-pool-{key:016x}.tmp-b.img")),
         ];
-        disk::overlay(&golden, &tmp[0])?;
-        Self::data_disk(&tmp[1], 8192)?;
+        if tmp.iter().all(|t| t.exists()) {
+            println!("    resuming the interrupted build of a pool with {datasets} datasets and {bes} BEs");
+        } else {
+            println!("    making a pool with {datasets} datasets and {bes} BEs");
+            disk::overlay(&golden, &tmp[0])?;
+            Self::data_disk(&tmp[1], 8192)?;
+        }
         let mut vm = self.session(&tmp[0], &[&tmp[1]])?;
         run_in(
             &mut vm,
-            "zpool add -f tank /dev/vdb1 && zfs create -o canmount=off -o mountpoint=/srv/bench tank/bench",
+            "{ zpool status -P tank | grep -q /dev/vdb1 || zpool add -f tank /dev/vdb1; } && \
+{ zfs list tank/bench >/dev/null 2>&1 || zfs create -o canmount=off -o mountpoint=/srv/bench tank/bench; }",
         )?;
-        // One `zfs create` per dataset costs a process start each, most of a second under
-        // TCG: instead, a template of up to 100 datasets, made once, is received over and over
-        // (one process per group). Each group's root gets its own mountpoint and canmount=on;
-        // the datasets below it inherit their mountpoints (/srv/bench/gN/dK).
+        // One `zfs create` per dataset costs a process start and two txg syncs, about a second
+        // under TCG when run one after another: instead, a template of up to 100 datasets, made
+        // once, is received over and over, four groups at a time (about 2 datasets/s here). Each group's root gets its own mountpoint
+        // and canmount=on; the datasets below it inherit their mountpoints (/srv/bench/gN/dK).
         let size = datasets.min(100);
         let groups = datasets / size;
         ensure!(
@@ -367,19 +375,27 @@ impl<'a> Bench<'a> {
         run_long(
             &mut vm,
             &format!(
-                "zfs create -o canmount=off -o mountpoint=none tank/tmpl && i=1; while [ $i -lt {size} ]; do zfs create -u tank/tmpl/d$i || exit 1; i=$((i+1)); done; zfs snapshot -r tank/tmpl@s"
+                "zfs list tank/bench/g{last} >/dev/null 2>&1 && ! zfs list tank/tmpl >/dev/null 2>&1 || \
+zfs list tank/tmpl@s >/dev/null 2>&1 || {{ zfs destroy -r tank/tmpl 2>/dev/null; \
+zfs create -o canmount=off -o mountpoint=none tank/tmpl && i=1; while [ $i -lt {size} ]; do zfs create -u tank/tmpl/d$i || exit 1; i=$((i+1)); done; zfs snapshot -r tank/tmpl@s; }}",
+                last = groups - 1
             ),
             3600,
         )?;
         run_long(
             &mut vm,
             &format!(
-                "for j in 0 1 2 3; do (g=$j; while [ $g -lt {groups} ]; do zfs send -R tank/tmpl@s | zfs receive -u -o canmount=on -o mountpoint=/srv/bench/g$g tank/bench/g$g || exit 1; \
+                "if zfs list tank/tmpl >/dev/null 2>&1; then \
+for j in 0 1 2 3; do (g=$j; while [ $g -lt {groups} ]; do \
+n=$(zfs list -H -o name -r tank/bench/g$g 2>/dev/null | wc -l); \
+if [ $n -ne {size} ]; then [ $n -eq 0 ] || zfs destroy -r tank/bench/g$g || exit 1; \
+zfs send -R tank/tmpl@s | zfs receive -u -o canmount=on -o mountpoint=/srv/bench/g$g tank/bench/g$g || exit 1; fi; \
 echo BENCH-PROGRESS group $g $(cut -d. -f1 /proc/uptime); g=$((g+4)); done) & done; wait; \
-zfs destroy -r tank/tmpl && zfs snapshot tank/bench@s && zfs destroy -r tank/bench@s && \
-test $(zfs list -H -o name -r tank/bench | wc -l) -eq {} && test $(zfs list -H -o name -t snapshot -r tank/bench | wc -l) -eq 0 && \
+test $(zfs list -H -o name -r tank/bench | wc -l) -eq {total} || exit 1; zfs destroy -r tank/tmpl; fi; \
+{{ zfs list tank/bench@s >/dev/null 2>&1 || zfs snapshot tank/bench@s; }} && zfs destroy -r tank/bench@s && \
+test $(zfs list -H -o name -r tank/bench | wc -l) -eq {total} && test $(zfs list -H -o name -t snapshot -r tank/bench | wc -l) -eq 0 && \
 zfs get -H -o value canmount,mountpoint tank/bench/g0/d1",
-                datasets + 1
+                total = datasets + 1
             ),
             7200,
         )?;
@@ -392,8 +408,9 @@ zfs get -H -o value canmount,mountpoint tank/bench/g0/d1",
             run_long(
                 &mut vm,
                 &format!(
-                    "i=4; while [ $i -le {bes} ]; do bootenv create b$i >/dev/null || exit 1; i=$((i+1)); done; \
-zfs snapshot $(i=4; while [ $i -le {bes} ]; do echo tank/ROOT/b$i@bench; i=$((i+1)); done)"
+                    "i=4; while [ $i -le {bes} ]; do zfs list tank/ROOT/b$i >/dev/null 2>&1 || bootenv create b$i >/dev/null || exit 1; i=$((i+1)); done; \
+s=$(i=4; while [ $i -le {bes} ]; do zfs list tank/ROOT/b$i@bench >/dev/null 2>&1 || echo tank/ROOT/b$i@bench; i=$((i+1)); done); \
+[ -z \"$s\" ] || zfs snapshot $s"
                 ),
                 7200,
             )?;
