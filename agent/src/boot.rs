@@ -967,7 +967,10 @@ mod tests {
             .get("reset")
             .unwrap()
             .contains("tank/ROOT/v2/config -> tank/ROOT/v2/config.reset-20261122T000000Z"));
-        let secs = ready.report.get("reset-seconds").expect("the reset's time is reported");
+        let secs = ready
+            .report
+            .get("reset-seconds")
+            .expect("the reset's time is reported");
         assert!(secs.parse::<f64>().is_ok_and(|s| s >= 0.0), "{secs}");
         let st = state::load(&d.path().join(STATE_MOUNT)).unwrap().state();
         assert!(st.reset.is_none());

@@ -345,8 +345,12 @@ impl<'a> Bench<'a> {
         // The build is resumable: each step below skips what an earlier, interrupted build
         // (a killed VM: a power cut to ZFS) finished, and redoes what it left half done.
         let tmp = [
-            self.art.work.join(format!("bench-pool-{key:016x}.tmp-a.qcow2")),
-            self.art.work.join(format!("bench-pool-{key:016x}.tmp-b.img")),
+            self.art
+                .work
+                .join(format!("bench-pool-{key:016x}.tmp-a.qcow2")),
+            self.art
+                .work
+                .join(format!("bench-pool-{key:016x}.tmp-b.img")),
         ];
         if tmp.iter().all(|t| t.exists()) {
             println!("    resuming the interrupted build of a pool with {datasets} datasets and {bes} BEs");
@@ -600,7 +604,10 @@ s=$(i=4; while [ $i -le {bes} ]; do zfs list tank/ROOT/b$i@bench >/dev/null 2>&1
         };
         let (step_changed, step_same) = (step(&changed)?, step(&same)?);
         ensure!(
-            changed_plain.iter().chain(&same_plain).all(|x| x.reset.is_none()),
+            changed_plain
+                .iter()
+                .chain(&same_plain)
+                .all(|x| x.reset.is_none()),
             "a plain boot reported a factory reset"
         );
         let diff = |a: &[Sample], b: &[Sample]| median(&ex(a)) - median(&ex(b));

@@ -542,8 +542,11 @@ fn demo() -> anyhow::Result<()> {
         scenarios::STEP,
     )?[1]
         .parse()?;
-    let exec: f64 =
-        vm.expect(r"BOOTENV-TEST report init-exec=([0-9.]+)\s", scenarios::STEP)?[1].parse()?;
+    let exec: f64 = vm.expect(
+        r"BOOTENV-TEST report init-exec=([0-9.]+)\s",
+        scenarios::STEP,
+    )?[1]
+        .parse()?;
     vm.expect_poweroff(scenarios::STEP)?;
     println!("------------------------------------------------------------------ summary");
     println!("booted:  {be} ({dataset}), chosen: {choice}");
@@ -707,7 +710,11 @@ fn bench_table(
             old(&format!("bench {name}:")),
         ) {
             // Rows written before the "measured" column get it as unknown.
-            let row = if row.matches('|').count() == 8 { row } else { format!("{row} earlier |") };
+            let row = if row.matches('|').count() == 8 {
+                row
+            } else {
+                format!("{row} earlier |")
+            };
             rows.push((name.to_string(), row, sample, printed));
         }
     }
