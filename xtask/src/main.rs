@@ -609,6 +609,8 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
         bail!("mkinitramfs -o {} {release} failed ({st})", stock.display());
     }
     let mut b = Bench::new(&art, ours, stock, boots)?;
+    let results = root().join("tests/bench-results.md");
+    let before = std::fs::read_to_string(&results).unwrap_or_default();
     let mut lines = Vec::new();
     let mut failed = Vec::new();
     for n in &names {
@@ -627,6 +629,11 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
                 println!("{}", line.render());
                 println!("    ({:.0} s)", t.elapsed().as_secs_f64());
                 lines.push(line);
+                // After each benchmark, so that an interrupted run keeps what it measured.
+                std::fs::write(
+                    &results,
+                    bench_table(&lines, &before, &art.accel, &release, boots),
+                )?;
             }
             Err(e) => {
                 println!("bench {n}: could not be measured: {e:#}");
@@ -638,12 +645,6 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
     for l in &lines {
         println!("{}", l.render());
     }
-    let results = root().join("tests/bench-results.md");
-    let before = std::fs::read_to_string(&results).unwrap_or_default();
-    std::fs::write(
-        &results,
-        bench_table(&lines, &before, &art.accel, &release, boots),
-    )?;
     println!("table: {}", results.display());
     if !failed.is_empty() {
         bail!("not measured: {}", failed.join(", "));
