@@ -180,7 +180,8 @@ impl<'a> Bench<'a> {
             log: self.dir.join(format!("vm-{:03}.log", self.vms)),
             memory_mb: 2048,
             cpus: 2,
-            limit: Duration::from_secs(7200),
+            // The pool builder's VM runs for hours; each step's own timeout catches a hang.
+            limit: Duration::from_secs(12 * 3600),
             echo: false,
             accel: self.art.accel.clone(),
         };
@@ -401,7 +402,7 @@ test $(zfs list -H -o name -r tank/bench | wc -l) -eq {total} && test $(zfs list
 zfs get -H -o value canmount,mountpoint tank/bench/g0/d1",
                 total = datasets + 1
             ),
-            7200,
+            6 * 3600,
         )?;
         println!(
             "    {datasets} datasets in {:.0} s",
