@@ -79,6 +79,15 @@ impl Line {
         self.ratio() <= self.goal && self.limit.is_none_or(|l| self.bootenv < l)
     }
 
+    /// `met` or `missed`.
+    pub fn verdict(&self) -> &'static str {
+        if self.met() {
+            "met"
+        } else {
+            "missed"
+        }
+    }
+
     /// The line `cargo xtask bench` prints.
     pub fn render(&self) -> String {
         format!(
@@ -91,7 +100,23 @@ impl Line {
             self.limit
                 .map(|l| format!(" (and bootenv<{l})"))
                 .unwrap_or_default(),
-            if self.met() { "met" } else { "missed" }
+            self.verdict()
+        )
+    }
+
+    /// Its row in the results file's table; `measured` says when and at which commit.
+    pub fn table_row(&self, measured: &str) -> String {
+        format!(
+            "| {} | {} | {} | {:.3} | <= {}{} | {} | {measured} |",
+            self.name,
+            num(self.bootenv),
+            num(self.anchor),
+            self.ratio(),
+            self.goal,
+            self.limit
+                .map(|x| format!(", bootenv < {x}"))
+                .unwrap_or_default(),
+            self.verdict()
         )
     }
 }
@@ -644,6 +669,22 @@ mod tests {
         for (n, l) in NAMES.iter().zip(LINE_NAMES) {
             assert!(l.starts_with(&format!("{n}-")), "{n} prints {l}");
         }
+    }
+
+    #[test]
+    fn a_table_row_has_the_seven_columns_the_results_file_keeps() {
+        let l = Line {
+            name: "x-seconds".into(),
+            bootenv: 0.5,
+            anchor: 10.0,
+            goal: 0.1,
+            limit: Some(1.0),
+            detail: String::new(),
+        };
+        assert_eq!(
+            l.table_row("2026-11-22T18:00Z abc1234"),
+            "| x-seconds | 0.500 | 10.000 | 0.050 | <= 0.1, bootenv < 1 | met | 2026-11-22T18:00Z abc1234 |"
+        );
     }
 
     #[test]

@@ -285,18 +285,25 @@ pub fn all() -> Vec<Scenario> {
 
 /// Runs a shell command in the test BE that may take up to `secs`; returns its output.
 pub(crate) fn run_long(vm: &mut Vm, cmd: &str, secs: u64) -> anyhow::Result<String> {
+    run_ok(vm, cmd, Duration::from_secs(secs))
+}
+
+/// Runs a shell command in the test BE, waiting up to `limit` for it and then for the next
+/// prompt; returns its exit status and its output.
+fn run_status(vm: &mut Vm, cmd: &str, limit: Duration) -> anyhow::Result<(String, String)> {
     vm.send(&format!("run {cmd}\n"))?;
-    let m = vm.expect(
-        r"(?s)(.*?)BOOTENV-TEST done rc=(\d+)\s",
-        Duration::from_secs(secs),
-    )?;
-    let out = m[1].clone();
-    ensure!(
-        m[2] == "0",
-        "`{cmd}` failed (status {}) in the test BE:\n{out}",
-        m[2]
-    );
+    let m = vm.expect(r"(?s)(.*?)BOOTENV-TEST done rc=(\d+)\s", limit)?;
     vm.expect(r"BOOTENV-TEST ready", STEP)?;
+    Ok((m[2].clone(), m[1].clone()))
+}
+
+/// [`run_status`] for a command that must succeed.
+fn run_ok(vm: &mut Vm, cmd: &str, limit: Duration) -> anyhow::Result<String> {
+    let (rc, out) = run_status(vm, cmd, limit)?;
+    ensure!(
+        rc == "0",
+        "`{cmd}` failed (status {rc}) in the test BE:\n{out}"
+    );
     Ok(out)
 }
 
@@ -420,15 +427,7 @@ fn debian_boot(cx: &mut Ctx, disk: &Path, name: &str) -> anyhow::Result<Vm> {
         &format!(r"boot environment {name} is mounted at /root"),
         Duration::from_secs(120),
     )?;
-    let got = vm.expect(
-        r"BOOTENV-TEST be-started name=(\S+)\s",
-        Duration::from_secs(400),
-    )?;
-    ensure!(
-        got[1] == name,
-        "boot environment {} started, expected {name}",
-        got[1]
-    );
+    expect_be_within(&mut vm, name, Duration::from_secs(400))?;
     vm.expect(r"BOOTENV-TEST ready", STEP)?;
     Ok(vm)
 }
@@ -550,15 +549,7 @@ fn deb_upgrade_rollback(cx: &mut Ctx) -> anyhow::Result<()> {
     ensure!(out.contains("deb3 is on trial"), "{out}");
     debian_power_off(&mut vm)?;
     let mut vm = cx.uefi(&new)?;
-    let got = vm.expect(
-        r"BOOTENV-TEST be-started name=(\S+)\s",
-        Duration::from_secs(700),
-    )?;
-    ensure!(
-        got[1] == "deb3",
-        "{} started, expected the trial deb3",
-        got[1]
-    );
+    expect_be_within(&mut vm, "deb3", Duration::from_secs(700))?;
     vm.expect(r"BOOTENV-TEST mark-good=inactive", STEP)?;
     vm.expect(
         r"this trial boot was not marked good in time",
@@ -749,15 +740,12 @@ fn run_fails(vm: &mut Vm, cmd: &str) -> anyhow::Result<String> {
 
 /// [`run_fails`] for a command that may take up to `limit`.
 fn run_fails_within(vm: &mut Vm, cmd: &str, limit: Duration) -> anyhow::Result<String> {
-    vm.send(&format!("run {cmd}\n"))?;
-    let m = vm.expect(r"(?s)(.*?)BOOTENV-TEST done rc=(\d+)\s", limit)?;
+    let (rc, out) = run_status(vm, cmd, limit)?;
     ensure!(
-        m[2] != "0",
-        "`{cmd}` succeeded but should have failed:\n{}",
-        m[1]
+        rc != "0",
+        "`{cmd}` succeeded but should have failed:\n{out}"
     );
-    vm.expect(r"BOOTENV-TEST ready", STEP)?;
-    Ok(m[1].clone())
+    Ok(out)
 }
 
 /// The command an upgrade runs in the new BE: it becomes test BE `name`.
@@ -1289,16 +1277,7 @@ pub(crate) fn expect_ready(vm: &mut Vm, name: &str) -> anyhow::Result<()> {
 
 /// Runs a shell command in the test BE; returns its output. A nonzero status is an error.
 pub(crate) fn run_in(vm: &mut Vm, cmd: &str) -> anyhow::Result<String> {
-    vm.send(&format!("run {cmd}\n"))?;
-    let m = vm.expect(r"(?s)(.*?)BOOTENV-TEST done rc=(\d+)\s", STEP)?;
-    let out = m[1].clone();
-    ensure!(
-        m[2] == "0",
-        "`{cmd}` failed (status {}) in the test BE:\n{out}",
-        m[2]
-    );
-    vm.expect(r"BOOTENV-TEST ready", STEP)?;
-    Ok(out)
+    run_ok(vm, cmd, STEP)
 }
 
 /// Powers the test BE off and checks that it went cleanly.
@@ -1537,7 +1516,12 @@ fn grub_bios_boot(cx: &mut Ctx) -> anyhow::Result<()> {
 
 /// Waits for a test boot environment to start and returns nothing; fails when another starts.
 fn expect_be(vm: &mut Vm, name: &str) -> anyhow::Result<()> {
-    let got = vm.expect(r"BOOTENV-TEST be-started name=(\S+)\s", BOOT)?;
+    expect_be_within(vm, name, BOOT)
+}
+
+/// [`expect_be`] for a boot that may take up to `limit`.
+fn expect_be_within(vm: &mut Vm, name: &str, limit: Duration) -> anyhow::Result<()> {
+    let got = vm.expect(r"BOOTENV-TEST be-started name=(\S+)\s", limit)?;
     ensure!(
         got[1] == name,
         "boot environment {} started, expected {name}",

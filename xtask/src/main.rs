@@ -662,7 +662,6 @@ fn bench_table(
     release: &str,
     boots: usize,
 ) -> String {
-    use bootenv_vmtest::bench::num;
     let sh = |c: &str| {
         Command::new("sh")
             .args(["-c", c])
@@ -678,18 +677,7 @@ fn bench_table(
         .map(|l| {
             (
                 l.name.clone(),
-                format!(
-                    "| {} | {} | {} | {:.3} | <= {}{} | {} | {when} {commit} |",
-                    l.name,
-                    num(l.bootenv),
-                    num(l.anchor),
-                    l.ratio(),
-                    l.goal,
-                    l.limit
-                        .map(|x| format!(", bootenv < {x}"))
-                        .unwrap_or_default(),
-                    if l.met() { "met" } else { "missed" }
-                ),
+                l.table_row(&format!("{when} {commit}")),
                 format!("- `{}`: {}", l.name, l.detail),
                 l.render(),
             )
