@@ -20,6 +20,7 @@ pub struct Cmd {
     args: Vec<String>,
     env: Vec<(String, String)>,
     timeout: Option<Duration>,
+    heartbeat: Option<(Duration, String)>,
     input: Option<Vec<u8>>,
 }
 
@@ -86,6 +87,7 @@ impl Cmd {
             args: Vec::new(),
             env: Vec::new(),
             timeout: None,
+            heartbeat: None,
             input: None,
         }
     }
@@ -115,6 +117,13 @@ impl Cmd {
     /// Kills the command when it runs longer than `t`.
     pub fn timeout(mut self, t: Duration) -> Cmd {
         self.timeout = Some(t);
+        self
+    }
+
+    /// While the command runs, logs `what` and how long it has been running every `every`,
+    /// so that a slow step (a large pool's import) is never a silent wait on the console.
+    pub fn heartbeat(mut self, every: Duration, what: impl Into<String>) -> Cmd {
+        self.heartbeat = Some((every, what.into()));
         self
     }
 
@@ -169,22 +178,27 @@ impl Cmd {
         }
         let (done_tx, done_rx) = mpsc::channel::<()>();
         let (killed_tx, killed_rx) = mpsc::channel::<bool>();
-        if let Some(limit) = self.timeout {
+        let watched = self.timeout.is_some() || self.heartbeat.is_some();
+        if watched {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let (limit, heartbeat) = (self.timeout, self.heartbeat.clone());
             std::thread::spawn(move || {
-                let killed = matches!(
-                    done_rx.recv_timeout(limit),
-                    Err(mpsc::RecvTimeoutError::Timeout)
-                );
+                let killed = watch(started, limit, heartbeat, &done_rx);
                 if killed {
                     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    if let Some(l) = limit {
+                        log::warn!(
+                            "killed after {} s; a process inside the kernel (an import) ends only when the kernel lets it go",
+                            l.as_secs()
+                        );
+                    }
                 }
                 let _ = killed_tx.send(killed);
             });
         }
         let out = child.wait_with_output();
         drop(done_tx);
-        let timed_out = self.timeout.is_some() && killed_rx.recv().unwrap_or(false);
+        let timed_out = watched && killed_rx.recv().unwrap_or(false);
         let out = out.map_err(|e| CmdError {
             cmdline: cmdline.clone(),
             what: format!("could not be waited for: {e}"),
@@ -236,6 +250,39 @@ impl Cmd {
     }
 }
 
+/// Waits for `done` (the command ended) until `limit` has passed since `started`, logging the
+/// heartbeat on its way; returns whether the limit was reached (the command must be killed).
+fn watch(
+    started: Instant,
+    limit: Option<Duration>,
+    heartbeat: Option<(Duration, String)>,
+    done: &mpsc::Receiver<()>,
+) -> bool {
+    loop {
+        let elapsed = started.elapsed();
+        let left = limit.map(|l| l.saturating_sub(elapsed));
+        if left == Some(Duration::ZERO) {
+            return true;
+        }
+        let nap = match (&heartbeat, left) {
+            (Some((every, _)), Some(left)) => (*every).min(left),
+            (Some((every, _)), None) => *every,
+            (None, Some(left)) => left,
+            (None, None) => return false,
+        };
+        match done.recv_timeout(nap) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return false,
+        }
+        if let Some((every, what)) = &heartbeat {
+            let secs = started.elapsed().as_secs();
+            if secs >= every.as_secs() && left.map_or(true, |l| l > nap) {
+                log::info!("{what}: still running after {secs} s");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +328,37 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("could not start"));
         assert!(err.to_string().contains("/nonexistent/zpool list"));
+    }
+
+    #[test]
+    fn a_heartbeat_alone_never_kills() {
+        let out = Cmd::new("sleep")
+            .arg("0.3")
+            .heartbeat(Duration::from_millis(50), "sleeping")
+            .output()
+            .unwrap();
+        assert!(out.success() && !out.timed_out, "{out:?}");
+    }
+
+    #[test]
+    fn the_watch_ends_at_the_limit_or_when_the_command_does() {
+        let (tx, rx) = mpsc::channel::<()>();
+        let beat = Some((Duration::from_millis(20), "test".to_string()));
+        let t = Instant::now();
+        assert!(watch(
+            t,
+            Some(Duration::from_millis(100)),
+            beat.clone(),
+            &rx
+        ));
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(60));
+            drop(tx);
+        });
+        let t = Instant::now();
+        assert!(!watch(t, Some(Duration::from_secs(10)), beat, &rx));
+        assert!(t.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

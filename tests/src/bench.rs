@@ -18,7 +18,7 @@
 use crate::disk;
 use crate::images::{Artifacts, BASE_CMDLINE};
 use crate::qemu::{Boot, Vm, VmConfig};
-use crate::scenarios::{expect_ready, power_off, run_in, run_long};
+use crate::scenarios::{expect_ready_within, power_off, run_in, run_long};
 use anyhow::{ensure, Context};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -322,7 +322,9 @@ impl<'a> Bench<'a> {
         })
     }
 
-    /// Boots a fresh overlay of the golden disk as v1, waiting for actions, with extra disks.
+    /// Boots `disk` (a pool made from the golden disk) as v1, waiting for actions, with extra
+    /// disks. The wait is long: importing a pool of 10,000 datasets that a killed build left
+    /// behind takes ZFS minutes under TCG (the agent reports it every 30 s).
     fn session(&mut self, disk: &Path, extra: &[&Path]) -> anyhow::Result<Vm> {
         let mut disks = vec![disk];
         disks.extend_from_slice(extra);
@@ -332,7 +334,7 @@ impl<'a> Bench<'a> {
             &initrd,
             "bootenv=v1 bootenv.pool=tank betest.interactive",
         )?;
-        expect_ready(&mut vm, "v1")?;
+        expect_ready_within(&mut vm, "v1", Duration::from_secs(3600))?;
         Ok(vm)
     }
 

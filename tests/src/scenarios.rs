@@ -1270,7 +1270,12 @@ fn reset_from_grub_menu(cx: &mut Ctx) -> anyhow::Result<()> {
 
 /// Waits for GRUB's menu, then for the test BE `name` to start and wait for actions.
 pub(crate) fn expect_ready(vm: &mut Vm, name: &str) -> anyhow::Result<()> {
-    expect_be(vm, name)?;
+    expect_ready_within(vm, name, BOOT)
+}
+
+/// [`expect_ready`] for a boot that may take up to `limit` (a pool of thousands of datasets).
+pub(crate) fn expect_ready_within(vm: &mut Vm, name: &str, limit: Duration) -> anyhow::Result<()> {
+    expect_be_within(vm, name, limit)?;
     vm.expect(r"BOOTENV-TEST ready", STEP)?;
     Ok(())
 }

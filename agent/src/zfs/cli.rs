@@ -8,8 +8,19 @@ use crate::run::Cmd;
 use anyhow::Context;
 use std::time::Duration;
 
-/// How long an import may take before it is killed and reported.
-const IMPORT_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a scan for importable pools (`zpool import` without a pool: labels only) may take
+/// before it is killed and reported.
+const SCAN_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How long an import may take before it is killed and reported. An import is slow in honest
+/// ways: ZFS visits every dataset's intent log and cleans up receives that a power cut
+/// interrupted, one transaction group each (minutes on a pool of thousands of datasets on slow
+/// disks), and a kill does not stop it inside the kernel. So the limit is generous, and the
+/// console hears from the import every [`IMPORT_HEARTBEAT`] meanwhile.
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// How often a running import is reported on the console.
+const IMPORT_HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// [`Zfs`] through the `zpool` and `zfs` programs.
 #[derive(Clone, Debug)]
@@ -103,7 +114,7 @@ impl Zfs for ZfsCli {
             .zpool()
             .arg("import")
             .args(self.search_args())
-            .timeout(IMPORT_TIMEOUT)
+            .timeout(SCAN_TIMEOUT)
             .output()?;
         // Exit status 1 with "no pools available to import" is an empty scan, not an error.
         Ok(parse_scan(&out.stdout))
@@ -115,9 +126,20 @@ impl Zfs for ZfsCli {
             .args(["import", "-N", "-o", "cachefile=none"])
             .args(self.search_args())
             .arg(pool)
-            .timeout(IMPORT_TIMEOUT);
+            .timeout(IMPORT_TIMEOUT)
+            .heartbeat(
+                IMPORT_HEARTBEAT,
+                format!(
+                    "importing pool {pool} (ZFS checks each dataset's intent log and cleans up interrupted receives; large pools take minutes)"
+                ),
+            );
         let out = cmd.output()?;
         if out.success() {
+            return Ok(Ok(()));
+        }
+        // A killed `zpool import` may have imported the pool in the kernel all the same.
+        if out.timed_out && self.imported_pools()?.iter().any(|p| p == pool) {
+            log::warn!("`zpool import {pool}` was killed at its limit, but the pool is imported");
             return Ok(Ok(()));
         }
         if out.timed_out {
