@@ -58,6 +58,8 @@ pub struct Prepared {
     pub hostid: Option<u32>,
     /// Warnings for the report.
     pub warnings: Vec<String>,
+    /// Seconds spent importing the pool (ZFS's own time; grows with the pool's datasets).
+    pub import_seconds: f64,
 }
 
 /// The new root is mounted and ready for the switch.
@@ -205,7 +207,9 @@ impl Env<'_> {
 
     /// Reads the state record and the boot environments of an imported pool.
     pub fn prepare(&self, args: &BootArgs) -> Result<Prepared, Rescue> {
+        let started = (self.uptime)();
         let (pool, hostid) = self.import(args)?;
+        let import_seconds = (self.uptime)() - started;
         let mut warnings = args.warnings.clone();
         let root = layout::root_container(&pool);
         let state_ds = layout::state_dataset(&pool);
@@ -256,6 +260,7 @@ impl Env<'_> {
             state_mounted,
             hostid,
             warnings,
+            import_seconds,
         })
     }
 
@@ -386,6 +391,7 @@ impl Env<'_> {
                         );
                         report.put("rollback", failed.as_str());
                     }
+                    report.put("import-seconds", &format!("{:.3}", p.import_seconds));
                     if let Some((n, secs)) = &reset_note {
                         report.put("reset", n);
                         report.put("reset-seconds", &format!("{secs:.3}"));
@@ -967,11 +973,10 @@ mod tests {
             .get("reset")
             .unwrap()
             .contains("tank/ROOT/v2/config -> tank/ROOT/v2/config.reset-20261122T000000Z"));
-        let secs = ready
-            .report
-            .get("reset-seconds")
-            .expect("the reset's time is reported");
-        assert!(secs.parse::<f64>().is_ok_and(|s| s >= 0.0), "{secs}");
+        for key in ["reset-seconds", "import-seconds"] {
+            let secs = ready.report.get(key).expect("the time is reported");
+            assert!(secs.parse::<f64>().is_ok_and(|s| s >= 0.0), "{key}={secs}");
+        }
         let st = state::load(&d.path().join(STATE_MOUNT)).unwrap().state();
         assert!(st.reset.is_none());
         assert!(st

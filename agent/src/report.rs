@@ -14,6 +14,7 @@
 //! hostid=2d0b6f3f                       (when the pool's hostid was adopted)
 //! init=/sbin/init
 //! agent-start=1.234          seconds since the kernel started, when the agent started
+//! import-seconds=0.873       seconds the pool's import took (ZFS's time; grows with datasets)
 //! init-exec=3.456            seconds since the kernel started, just before exec of init
 //! reset=...                  (after a factory reset) what it kept and erased
 //! reset-seconds=0.412        (after a factory reset) its time: recording, datasets, state
