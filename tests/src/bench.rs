@@ -231,9 +231,10 @@ impl<'a> Bench<'a> {
         }
         let refs: Vec<&Path> = disks.iter().map(PathBuf::as_path).collect();
         let mut vm = self.vm(&refs, initrd, cmdline)?;
+        // Long: ZFS's import of the 10,000-dataset pool visits every dataset (minutes under TCG).
         let m = vm.expect(
             r"BOOTENV-TEST be-started name=(\S+) uptime=([0-9.]+)\s",
-            Duration::from_secs(600),
+            Duration::from_secs(1800),
         )?;
         ensure!(m[1] == name, "{} booted, expected {name}", m[1]);
         let init: f64 = m[2].parse()?;
