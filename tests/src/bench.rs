@@ -437,8 +437,11 @@ n=$(zfs list -H -o name -r tank/bench/g$g 2>/dev/null | wc -l); \
 if [ $n -ne {size} ]; then [ $n -eq 0 ] || zfs destroy -r tank/bench/g$g || exit 1; \
 zfs send -R tank/tmpl@s | zfs receive -u -o canmount=on -o mountpoint=/srv/bench/g$g tank/bench/g$g || exit 1; fi; \
 echo BENCH-PROGRESS group $g $(cut -d. -f1 /proc/uptime); g=$((g+4)); done) & done; wait; \
+echo BENCH-PROGRESS counting $(cut -d. -f1 /proc/uptime); \
 test $(zfs list -H -o name -r tank/bench | wc -l) -eq {total} || exit 1; zfs destroy -r tank/tmpl; fi; \
+echo BENCH-PROGRESS destroying the received snapshots $(cut -d. -f1 /proc/uptime); \
 {{ zfs list tank/bench@s >/dev/null 2>&1 || zfs snapshot tank/bench@s; }} && zfs destroy -r tank/bench@s && \
+echo BENCH-PROGRESS checking $(cut -d. -f1 /proc/uptime) && \
 test $(zfs list -H -o name -r tank/bench | wc -l) -eq {total} && test $(zfs list -H -o name -t snapshot -r tank/bench | wc -l) -eq 0 && \
 zfs get -H -o value canmount,mountpoint tank/bench/g0/d1",
                 total = datasets + 1
@@ -454,7 +457,7 @@ zfs get -H -o value canmount,mountpoint tank/bench/g0/d1",
             run_long(
                 &mut vm,
                 &format!(
-                    "i=4; while [ $i -le {bes} ]; do zfs list tank/ROOT/b$i >/dev/null 2>&1 || bootenv create b$i >/dev/null || exit 1; i=$((i+1)); done; \
+                    "i=4; while [ $i -le {bes} ]; do zfs list tank/ROOT/b$i >/dev/null 2>&1 || bootenv create b$i >/dev/null || exit 1; echo BENCH-PROGRESS be b$i $(cut -d. -f1 /proc/uptime); i=$((i+1)); done; \
 s=$(i=4; while [ $i -le {bes} ]; do zfs list tank/ROOT/b$i@bench >/dev/null 2>&1 || echo tank/ROOT/b$i@bench; i=$((i+1)); done); \
 [ -z \"$s\" ] || zfs snapshot $s"
                 ),
