@@ -182,16 +182,14 @@ impl Cmd {
         if watched {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let (limit, heartbeat) = (self.timeout, self.heartbeat.clone());
+            let name = cmdline.clone();
             std::thread::spawn(move || {
                 let killed = watch(started, limit, heartbeat, &done_rx);
                 if killed {
                     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                    if let Some(l) = limit {
-                        log::warn!(
-                            "killed after {} s; a process inside the kernel (an import) ends only when the kernel lets it go",
-                            l.as_secs()
-                        );
-                    }
+                    log::warn!(
+                        "killed `{name}` at its time limit; a command busy inside the kernel ends only when the kernel returns"
+                    );
                 }
                 let _ = killed_tx.send(killed);
             });

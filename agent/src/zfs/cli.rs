@@ -137,12 +137,14 @@ impl Zfs for ZfsCli {
         if out.success() {
             return Ok(Ok(()));
         }
-        // A killed `zpool import` may have imported the pool in the kernel all the same.
-        if out.timed_out && self.imported_pools()?.iter().any(|p| p == pool) {
-            log::warn!("`zpool import {pool}` was killed at its limit, but the pool is imported");
-            return Ok(Ok(()));
-        }
         if out.timed_out {
+            // A killed `zpool import` may have imported the pool in the kernel all the same.
+            if self.imported_pools()?.iter().any(|p| p == pool) {
+                log::warn!(
+                    "`zpool import {pool}` was killed at its limit, but the pool is imported"
+                );
+                return Ok(Ok(()));
+            }
             return Ok(Err(ImportError::Other(
                 cmd.check(out).unwrap_err().to_string(),
             )));
