@@ -645,7 +645,9 @@ impl Ctx<'_> {
             .iter()
             .map(|p| p.reason(name))
             .collect();
-        let all = self.zfs.list(pool.as_str())?.datasets;
+        // The BE's subtree and the clones of its snapshots, never the whole pool: a pool may
+        // hold thousands of datasets that are none of bootenv's business.
+        let all = self.zfs.list(&be.dataset)?.datasets;
         let prefix = format!("{}/", be.dataset);
         let mine: Vec<&crate::zfs::Dataset> = all
             .iter()
@@ -670,18 +672,13 @@ impl Ctx<'_> {
             ));
         }
         // Clones elsewhere whose origin is one of this BE's snapshots.
-        let mut dependents = Vec::new();
-        for d in all
-            .iter()
-            .filter(|d| !(d.name == be.dataset || d.name.starts_with(&prefix)))
-        {
-            if let Some(o) = &d.origin {
-                let ods = o.split('@').next().unwrap_or("");
-                if ods == be.dataset || ods.starts_with(&prefix) {
-                    dependents.push((d.name.clone(), o.clone()));
-                }
-            }
-        }
+        let mut dependents: Vec<(String, String)> = self
+            .zfs
+            .clones(&be.dataset)?
+            .into_iter()
+            .filter(|(d, _)| !(*d == be.dataset || d.starts_with(&prefix)))
+            .collect();
+        dependents.sort();
         let mut promotions = Vec::new();
         if !dependents.is_empty() {
             if promote {
@@ -1390,6 +1387,19 @@ y /run/bootenv/mnt/px zfs rw 0 0\n";
             e.contains("clones of v2's snapshots") && e.contains("tank/ROOT/v3"),
             "{e}"
         );
+        // A clone anywhere in the pool counts, not only a BE.
+        let snap = z.snapshots("tank/ROOT/v2").unwrap()[0].clone();
+        z.add_fs("tank/elsewhere", &[]);
+        z.clone_snapshot(&snap, "tank/elsewhere/copy", &[]).unwrap();
+        let e = c
+            .destroy_be(&be("v2"), false, false, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("tank/elsewhere/copy from {snap}")),
+            "{e}"
+        );
+        z.destroy("tank/elsewhere", true).unwrap();
         // Datasets bootenv did not make are never destroyed.
         z.add_fs("tank/ROOT/v3/mine", &[]);
         let e = c

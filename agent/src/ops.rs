@@ -227,7 +227,8 @@ impl Ctx<'_> {
     pub fn prepare_pool(&self, pool: &PoolName) -> anyhow::Result<String> {
         let mut out = String::new();
         let root = layout::root_container(pool);
-        let existing = self.zfs.list(pool.as_str())?;
+        let st = layout::state_dataset(pool);
+        let existing = self.zfs.list_many(&[&root, &st])?;
         let has = |n: &str| existing.datasets.iter().any(|d| d.name == n);
         if has(&root) {
             let layout_prop = existing
@@ -262,7 +263,6 @@ impl Ctx<'_> {
             )?;
             writeln!(out, "created {root}")?;
         }
-        let st = layout::state_dataset(pool);
         if has(&st) {
             writeln!(out, "{st} exists")?;
         } else {

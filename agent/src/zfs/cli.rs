@@ -318,6 +318,29 @@ impl Zfs for ZfsCli {
             .collect())
     }
 
+    fn clones(&self, root: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let cmd = self.zfs().args([
+            "get",
+            "-H",
+            "-p",
+            "-r",
+            "-t",
+            "snapshot",
+            "-o",
+            "name,value",
+            "clones",
+            root,
+        ]);
+        let out = cmd.output()?;
+        if !out.success() && out.stderr.contains("dataset does not exist") {
+            return Ok(Vec::new());
+        }
+        let out = cmd
+            .check(out)
+            .with_context(|| format!("listing the clones of the snapshots below {root}"))?;
+        Ok(parse_clones(&out.stdout))
+    }
+
     fn local_prop(&self, root: &str, prop: &str) -> anyhow::Result<Vec<(String, String)>> {
         let out = self
             .zfs()
@@ -384,9 +407,36 @@ impl Zfs for ZfsCli {
     }
 }
 
+/// Parses `zfs get -H -o name,value clones` of snapshots into (clone, origin) pairs. A
+/// snapshot without clones has an empty value (or `-`); names hold no comma or tab.
+fn parse_clones(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .flat_map(|(snap, value)| {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty() && *c != "-")
+                .map(move |c| (c.to_owned(), snap.to_owned()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_the_clones_of_snapshots() {
+        let out = "tank/ROOT/v1@a\t\ntank/ROOT/v1@b\ttank/ROOT/v2,tank/x/y\ntank/ROOT/v1/c@b\t-\n";
+        assert_eq!(
+            parse_clones(out),
+            vec![
+                ("tank/ROOT/v2".to_string(), "tank/ROOT/v1@b".to_string()),
+                ("tank/x/y".to_string(), "tank/ROOT/v1@b".to_string()),
+            ]
+        );
+    }
 
     #[test]
     fn pools_are_the_kstat_directories_with_a_state() {

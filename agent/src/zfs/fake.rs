@@ -583,6 +583,20 @@ impl Zfs for FakeZfs {
             .collect())
     }
 
+    fn clones(&self, root: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let i = self.inner.borrow();
+        self.check_imported(&i, root)?;
+        let under = |s: &str| {
+            let ds = s.split('@').next().unwrap_or("");
+            ds == root || ds.starts_with(&format!("{root}/"))
+        };
+        Ok(i.datasets
+            .iter()
+            .filter_map(|(n, d)| Some((n.clone(), d.props.get("origin")?.clone())))
+            .filter(|(_, o)| under(o) && i.snapshots.contains(o))
+            .collect())
+    }
+
     fn local_prop(&self, root: &str, prop: &str) -> anyhow::Result<Vec<(String, String)>> {
         let i = self.inner.borrow();
         self.check_imported(&i, root)?;

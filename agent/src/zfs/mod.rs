@@ -158,6 +158,9 @@ pub trait Zfs {
     fn promote(&self, dataset: &str) -> anyhow::Result<()>;
     /// The snapshots of `dataset` itself (full names), oldest first.
     fn snapshots(&self, dataset: &str) -> anyhow::Result<Vec<String>>;
+    /// The clones of the snapshots of `root` and of its descendants, as (clone, origin
+    /// snapshot) pairs: what depends on the subtree, found without listing the whole pool.
+    fn clones(&self, root: &str) -> anyhow::Result<Vec<(String, String)>>;
     /// Datasets below `root` (itself included) where `prop` is set locally, with the value.
     fn local_prop(&self, root: &str, prop: &str) -> anyhow::Result<Vec<(String, String)>>;
     /// The properties set locally on `dataset` (settable ones, user properties included).
