@@ -677,7 +677,7 @@ fn bench_table(
         .map(|l| {
             (
                 l.name.clone(),
-                l.table_row(&format!("{when} {commit}")),
+                l.table_row(&format!("{when} {commit}, {boots} runs")),
                 format!("- `{}`: {}", l.name, l.detail),
                 l.render(),
             )
@@ -689,6 +689,15 @@ fn bench_table(
             .find(|l| l.starts_with(prefix))
             .map(str::to_owned)
     };
+    // Rows written when the header named one count of runs for all get it in their own cell.
+    let old_runs = before
+        .lines()
+        .find_map(|l| {
+            l.split("; ")
+                .nth(1)?
+                .strip_suffix(" runs per side, medians")
+        })
+        .map(str::to_owned);
     for name in bootenv_vmtest::bench::LINE_NAMES {
         if rows.iter().any(|r| r.0 == *name) {
             continue;
@@ -699,11 +708,14 @@ fn bench_table(
             old(&format!("bench {name}:")),
         ) {
             // Rows written before the "measured" column get it as unknown.
-            let row = if row.matches('|').count() == 8 {
+            let mut row = if row.matches('|').count() == 8 {
                 row
             } else {
                 format!("{row} earlier |")
             };
+            if let (Some(n), false) = (&old_runs, row.contains(" runs |")) {
+                row = format!("{}, {n} runs |", row.trim_end_matches(" |"));
+            }
             rows.push((name.to_string(), row, sample, printed));
         }
     }
@@ -716,7 +728,7 @@ fn bench_table(
     rows.sort_by_key(|r| order(&r.0));
     let mut t = String::from("# bootenv benchmarks\n\nWritten by `cargo xtask bench`; each line compares bootenv with its anchor measured in the same run, in the same VM setup (see `tests/src/bench.rs`). A run of some benchmarks keeps the others' rows; each row names when and at which commit it was measured.\n\n");
     t += &format!(
-        "- host: {} x {}, {} GiB RAM, accelerator {accel}\n- guest: Debian kernel {release}, 2 vCPUs, 2 GiB; {boots} runs per side, medians\n\n",
+        "- host: {} x {}, {} GiB RAM, accelerator {accel}\n- guest: Debian kernel {release}, 2 vCPUs, 2 GiB; medians of the runs per side that each row names\n\n",
         sh("nproc"),
         sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
         sh("awk '/MemTotal/ {printf \"%.0f\", $2/1048576}' /proc/meminfo"),
