@@ -5,7 +5,7 @@
 //! all load.
 
 use crate::esp::Esp;
-use crate::fsutil::{atomic_write, resolve_in_root};
+use crate::fsutil::{atomic_write, create_dirs_synced, resolve_in_root, sync_dir, sync_renamed};
 use crate::grub::{self, Entry, Menu};
 use crate::grubenv::EnvBlock;
 use crate::inventory::Inventory;
@@ -126,12 +126,6 @@ fn copy_synced(src: &Path, dst: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sync_dir(d: &Path) -> anyhow::Result<()> {
-    std::fs::File::open(d)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("syncing {}", d.display()))
-}
-
 /// Copies a BE's kernel and initramfs to the ESP unless the newest copy there has the same
 /// content. Returns the directory on the ESP, relative to the ESP's root, and whether it copied.
 pub fn install_kernel(
@@ -158,15 +152,17 @@ pub fn install_kernel(
             );
         }
     }
-    std::fs::create_dir_all(&be_dir).with_context(|| format!("creating {}", be_dir.display()))?;
+    create_dirs_synced(&esp.dir, &be_dir)?;
     let tmp = be_dir.join(format!("{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp)?;
+    create_dirs_synced(&be_dir, &tmp)?;
     copy_synced(&k.vmlinuz, &tmp.join("vmlinuz"))?;
     copy_synced(&k.initrd, &tmp.join("initrd.img"))?;
     sync_dir(&tmp)?;
-    std::fs::rename(&tmp, be_dir.join(&name))?;
-    sync_dir(&be_dir)?;
+    let done = be_dir.join(&name);
+    std::fs::rename(&tmp, &done)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), done.display()))?;
+    sync_renamed(&done)?;
     Ok((format!("/{}/{be}/{name}", crate::esp::DIR), true))
 }
 
@@ -385,7 +381,7 @@ pub fn write_menu_and_env(
     current: &Result<Option<EnvBlock>, String>,
 ) -> anyhow::Result<Vec<String>> {
     let dir = esp.bootenv_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_dirs_synced(&esp.dir, &dir)?;
     let mut notes = Vec::new();
     atomic_write(&dir, MENU, menu.render().as_bytes())?;
     if let Err(why) = current {

@@ -194,11 +194,15 @@ impl Esp {
                             ),
                         };
                         std::fs::create_dir_all(mount_at)?;
+                        // dirsync: FAT has no journal; with it, Linux writes a new directory's
+                        // first cluster before its entry, and a renamed file's entry before
+                        // freeing what it replaced (bootenv also syncs in that order itself,
+                        // for an ESP the system mounted without it).
                         nix::mount::mount(
                             Some(&dev),
                             mount_at,
                             Some("vfat"),
-                            nix::mount::MsFlags::MS_NOATIME,
+                            nix::mount::MsFlags::MS_NOATIME | nix::mount::MsFlags::MS_DIRSYNC,
                             None::<&str>,
                         )
                         .with_context(|| {

@@ -194,3 +194,89 @@ pub fn blank(path: &Path, size_mib: u64) -> anyhow::Result<()> {
     std::fs::File::create(path)?.set_len(size_mib * 1024 * 1024)?;
     Ok(())
 }
+
+/// What `fsck.fat -n` finds wrong with the files of the ESP of `disk` (a qcow2 or raw disk laid
+/// out like the golden one: the ESP at [`ESP_OFFSET_MIB`], [`ESP_MIB`] long), checked on a raw
+/// copy made in `work`, so nothing changes. Each item is a damaged path with fsck's words on it
+/// (a name pointing at freed clusters, a directory without its first cluster, ...). What a power
+/// cut always leaves and damages no file is not counted: the dirty bit, a stale free-cluster
+/// count, clusters allocated to nothing (an unfinished temporary file).
+pub fn esp_damage(disk: &Path, work: &Path) -> anyhow::Result<Vec<String>> {
+    let raw = work.join("esp-check.raw");
+    let esp = work.join("esp-check.fat");
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "raw",
+            &disk.to_string_lossy(),
+            &raw.to_string_lossy(),
+        ],
+    )?;
+    run(
+        "dd",
+        &[
+            &format!("if={}", raw.display()),
+            &format!("of={}", esp.display()),
+            "bs=1M",
+            &format!("skip={ESP_OFFSET_MIB}"),
+            &format!("count={ESP_MIB}"),
+            "status=none",
+        ],
+    )?;
+    let _ = std::fs::remove_file(&raw);
+    let out = std::process::Command::new("fsck.fat")
+        .args(["-n", &esp.to_string_lossy()])
+        .output()
+        .context("running fsck.fat (package dosfstools; run `cargo xtask deps`)")?;
+    let _ = std::fs::remove_file(&esp);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "fsck.fat could not check the ESP ({}): {text}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(fat_damage(&text))
+}
+
+/// The damaged paths in `fsck.fat`'s report: a line naming a path, with the indented lines
+/// after it.
+fn fat_damage(report: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut in_path = false;
+    for line in report.lines() {
+        // The closing summary names the image: `<image>: N files, M/T clusters`.
+        let summary = line.contains(" files, ") && line.ends_with(" clusters");
+        if line.starts_with('/') && !summary {
+            found.push(line.trim().to_owned());
+            in_path = true;
+        } else if in_path && line.starts_with(' ') {
+            if let Some(last) = found.last_mut() {
+                last.push_str(": ");
+                last.push_str(line.trim());
+            }
+        } else {
+            in_path = false;
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fsck_reports_damaged_paths_and_not_the_harmless_leftovers() {
+        let report = "fsck.fat 4.2 (2021-01-31)\n/bootenv/grub.cfg\n  Contains a free cluster (103670). Assuming EOF.\n/bootenv/b4/k-1-x\n Start does point to root directory. Deleting dir. \nReclaimed 62533 unused clusters (32016896 bytes).\nDirty bit is set. Fs was not properly unmounted and some data may be corrupt.\n Automatically removing dirty bit.\nFree cluster summary wrong (318756 vs. really 381289)\n  Auto-correcting.\n/tmp/esp.fat: 311 files, 103646/516188 clusters\n";
+        assert_eq!(
+            super::fat_damage(report),
+            vec![
+                "/bootenv/grub.cfg: Contains a free cluster (103670). Assuming EOF.".to_string(),
+                "/bootenv/b4/k-1-x: Start does point to root directory. Deleting dir.".to_string(),
+            ]
+        );
+        let clean = "fsck.fat 4.2 (2021-01-31)\nDirty bit is set. Fs was not properly unmounted and some data may be corrupt.\n Automatically removing dirty bit.\nReclaimed 3 unused clusters (1536 bytes).\n";
+        assert!(super::fat_damage(clean).is_empty());
+    }
+}

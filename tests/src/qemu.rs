@@ -431,6 +431,19 @@ impl Vm {
         let _ = self.child.kill();
         let status = self.child.wait().ok().and_then(|s| s.code());
         self.exit = Some(Exit::Other(status));
+        // QEMU may outlive its parent by a moment, holding the disk's lock: wait until the
+        // whole group is gone, so that the disk can be read at once.
+        let gone = || {
+            !Command::new("kill")
+                .args(["-0", "--", &format!("-{pgid}")])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !gone() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 

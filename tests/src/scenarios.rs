@@ -261,6 +261,11 @@ pub fn all() -> Vec<Scenario> {
             run: cli_destroy_safety,
         },
         Scenario {
+            name: "esp-powercut-after-write",
+            about: "power cut right after create and activate wrote the ESP: fsck.fat finds no damaged file and GRUB boots the activated BE",
+            run: esp_powercut_after_write,
+        },
+        Scenario {
             name: "cli-export-import",
             about: "a BE exported to a file (and one through a pipe), imported into a fresh pool on another disk, boots from it",
             run: cli_export_import,
@@ -910,6 +915,44 @@ fn cli_mount_readonly(cx: &mut Ctx) -> anyhow::Result<()> {
         out.contains("M /etc/bootenv-test/name") && out.contains("M /etc/config/app.conf"),
         "{out}"
     );
+    power_off(&mut vm)
+}
+
+fn esp_powercut_after_write(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = direct_ready(cx, &disk, "v1", "")?;
+    // A new kernel directory, the menu and the block replaced on the ESP; the power goes the
+    // moment the command returns, long before Linux writes dirty inodes back on its own (30 s).
+    run_in(
+        &mut vm,
+        "bootenv create v4 --from v1 && d=$(bootenv mount v4 --rw) && echo v4 >$d/etc/bootenv-test/name \
+&& bootenv unmount v4 && bootenv activate v4",
+    )?;
+    vm.kill();
+    let damage = disk::esp_damage(&disk, &cx.dir)?;
+    ensure!(
+        damage.is_empty(),
+        "the power cut left damaged files on the ESP: {}",
+        damage.join("; ")
+    );
+    let mut vm = grub_boot(cx, &disk, "v4")?;
+    // Again on an ESP the system mounted at /boot/efi without dirsync, as an fstab line does:
+    // the order of bootenv's own syncs must suffice.
+    run_in(
+        &mut vm,
+        "umount /run/bootenv/esp 2>/dev/null; mkdir -p /boot/efi && mount -t vfat -o noatime /dev/vda1 /boot/efi \
+&& ! grep ' /boot/efi ' /proc/mounts | grep -q dirsync \
+&& bootenv create v5 --from v2 && d=$(bootenv mount v5 --rw) && echo v5 >$d/etc/bootenv-test/name \
+&& bootenv unmount v5 && bootenv activate v5 && ls /boot/efi/bootenv/v5 && ! grep -q ' /run/bootenv/esp ' /proc/mounts",
+    )?;
+    vm.kill();
+    let damage = disk::esp_damage(&disk, &cx.dir)?;
+    ensure!(
+        damage.is_empty(),
+        "the power cut left damaged files on the ESP mounted without dirsync: {}",
+        damage.join("; ")
+    );
+    let mut vm = grub_boot(cx, &disk, "v5")?;
     power_off(&mut vm)
 }
 
