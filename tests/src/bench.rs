@@ -476,9 +476,10 @@ s=$(i=4; while [ $i -le {bes} ]; do zfs list tank/ROOT/b$i@bench >/dev/null 2>&1
                 t.elapsed().as_secs_f64()
             );
         }
-        let out = run_in(
+        let out = run_long(
             &mut vm,
             "zfs list -H -o name -d 1 tank/bench | wc -l; zfs list -H -o name -t filesystem -r tank/ROOT | wc -l; zfs list -H -o name -t snapshot -r tank/ROOT | wc -l; zfs list -H -o name -d 1 tank/ROOT | wc -l",
+            1800,
         )?;
         println!(
             "    dataset groups+1, file systems and snapshots in ROOT, BEs+1: {}",
