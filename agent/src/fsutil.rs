@@ -52,18 +52,17 @@ pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("syncing directory {}", dir.display()))
 }
 
-/// `create_dir_all`, made durable: each directory from `dir` up to `top` (excluded, and not
-/// created) is synced, so that a power cut cannot leave an entry for a directory whose first
-/// cluster was never written (FAT then reports "corrupted directory (invalid entries)" and
-/// turns read-only).
+/// `create_dir_all`, made durable: `dir` and each directory above it up to `top` (included,
+/// never created by this) is synced once, so that a power cut cannot leave an entry for a
+/// directory whose first cluster was never written (FAT then reports "corrupted directory
+/// (invalid entries)" and turns read-only).
 pub fn create_dirs_synced(top: &Path, dir: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut d = dir;
-    while d != top {
-        let Some(parent) = d.parent() else { break };
-        sync_dir(parent)?;
+    for d in dir.ancestors() {
         sync_dir(d)?;
-        d = parent;
+        if d == top {
+            break;
+        }
     }
     Ok(())
 }
