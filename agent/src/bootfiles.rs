@@ -1,8 +1,9 @@
-//! bootenv's files on the ESP: each BE's kernel and initramfs, the GRUB menu, and GRUB's
-//! environment block. Every file is replaced atomically; a kernel directory is named after its
-//! content and written completely before the menu points at it, and old ones are removed only
-//! after the new menu is in place, so a power cut at any instant leaves a menu whose entries
-//! all load.
+//! bootenv's files on the ESP (format 2): the kernel store, one copy of each kernel and
+//! initramfs pair named after its content and shared by every BE that boots it; each BE's
+//! entry naming its kernel; the GRUB menu; GRUB's environment block. Every file is replaced
+//! atomically; a store directory is written completely before an entry names it, an entry
+//! before the menu names its kernel, and what the menu stops using is removed only after the new
+//! menu is in place, so a power cut at any instant leaves a menu whose entries all load.
 
 use crate::esp::Esp;
 use crate::fsutil::{atomic_write, create_dirs_synced, resolve_in_root, sync_dir, sync_renamed};
@@ -85,94 +86,231 @@ fn fnv64(h: &mut u64, data: &[u8]) {
     }
 }
 
-/// The directory name for a kernel: `k-<seconds>-<content hash>`, so that names sort by age.
-fn kernel_dir_name(k: &Kernel, now: u64) -> anyhow::Result<(String, String)> {
+/// The shared kernel store in bootenv's ESP directory: one directory per kernel and initramfs
+/// pair, named by their content, however many BEs boot it. Not a BE name (those start with a
+/// letter or a digit), so no BE's directory can take its place.
+pub const STORE: &str = "_kernels";
+
+/// A kernel and initramfs read from a BE, with their content hash.
+struct Loaded {
+    vmlinuz: Vec<u8>,
+    initrd: Vec<u8>,
+    hash: String,
+}
+
+fn load(k: &Kernel) -> anyhow::Result<Loaded> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let (vmlinuz, initrd) = (read(&k.vmlinuz)?, read(&k.initrd)?);
     let mut h = 0xcbf29ce484222325u64;
-    for p in [&k.vmlinuz, &k.initrd] {
-        let data = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-        fnv64(&mut h, &data);
+    for data in [&vmlinuz, &initrd] {
+        fnv64(&mut h, data);
         fnv64(&mut h, &(data.len() as u64).to_le_bytes());
     }
-    let hash = format!("{h:016x}");
-    Ok((format!("k-{now:010}-{hash}"), hash))
+    Ok(Loaded {
+        vmlinuz,
+        initrd,
+        hash: format!("{h:016x}"),
+    })
 }
 
-/// The installed kernel directories of `be`, oldest first (complete ones only).
-pub fn kernel_dirs(esp: &Esp, be: &str) -> Vec<String> {
-    let dir = esp.bootenv_dir().join(be);
-    let mut v: Vec<String> = std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-                .filter(|n| n.starts_with("k-") && !n.ends_with(".tmp"))
-                .filter(|n| {
-                    dir.join(n).join("vmlinuz").is_file()
-                        && dir.join(n).join("initrd.img").is_file()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+fn is_hash(s: &str) -> bool {
+    s.len() == 16
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn copy_synced(src: &Path, dst: &Path) -> anyhow::Result<()> {
-    let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+fn complete(dir: &Path) -> bool {
+    dir.join("vmlinuz").is_file() && dir.join("initrd.img").is_file()
+}
+
+/// Where a BE's kernel is on the ESP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelRef {
+    /// The BE's entry, `k-<seconds>-<hash>` in `/bootenv/<be>/`: a file naming a store
+    /// directory (format 2), or a directory holding the files itself (format 1).
+    pub entry: String,
+    /// The content hash.
+    pub hash: String,
+    /// The directory that holds `vmlinuz` and `initrd.img`, from the ESP's root
+    /// (`/bootenv/_kernels/<hash>`; format 1: `/bootenv/<be>/<entry>`).
+    pub dir: String,
+    /// Whether `dir` is in the shared store.
+    pub shared: bool,
+}
+
+/// The BE's kernel: its newest entry whose files are complete (entries sort by age).
+pub fn kernel_of(esp: &Esp, be: &str) -> Option<KernelRef> {
+    let top = esp.bootenv_dir();
+    let dir = top.join(be);
+    let mut entries: Vec<String> = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| n.starts_with("k-") && !n.ends_with(".tmp"))
+        .collect();
+    entries.sort();
+    entries.into_iter().rev().find_map(|entry| {
+        let hash = entry.rsplit('-').next()?.to_owned();
+        let path = dir.join(&entry);
+        if path.is_file() {
+            (is_hash(&hash) && complete(&top.join(STORE).join(&hash))).then(|| KernelRef {
+                dir: format!("/{}/{STORE}/{hash}", crate::esp::DIR),
+                entry,
+                hash,
+                shared: true,
+            })
+        } else {
+            complete(&path).then(|| KernelRef {
+                dir: format!("/{}/{be}/{entry}", crate::esp::DIR),
+                entry,
+                hash,
+                shared: false,
+            })
+        }
+    })
+}
+
+fn write_synced(dst: &Path, data: &[u8]) -> anyhow::Result<()> {
     let mut f =
         std::fs::File::create(dst).with_context(|| format!("creating {}", dst.display()))?;
-    f.write_all(&data)
+    f.write_all(data)
         .with_context(|| format!("writing {} (is the ESP full?)", dst.display()))?;
-    f.sync_all()?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", dst.display()))?;
     Ok(())
 }
 
-/// Copies a BE's kernel and initramfs to the ESP unless the newest copy there has the same
-/// content. Returns the directory on the ESP, relative to the ESP's root, and whether it copied.
+/// What [`install_kernel`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Installed {
+    /// The BE already pointed at this kernel.
+    UpToDate,
+    /// Another BE's copy of the same kernel is shared.
+    Shared,
+    /// The kernel was copied to the ESP.
+    Copied,
+}
+
+/// Points the BE at its kernel and initramfs on the ESP, copying them into the shared store
+/// unless a copy of the same content is there already (checked byte for byte, not only by its
+/// hash). In order, each step durable before the next: the store directory (`<hash>.tmp`,
+/// fsync, rename), then the BE's entry naming it (an atomic write). Returns the directory the
+/// menu names, from the ESP's root.
 pub fn install_kernel(
     esp: &Esp,
     be: &BeName,
     k: &Kernel,
     now: u64,
-) -> anyhow::Result<(String, bool)> {
-    let (name, hash) = kernel_dir_name(k, now)?;
-    let be_dir = esp.bootenv_dir().join(be.as_str());
-    if let Some(newest) = kernel_dirs(esp, be.as_str()).pop() {
-        if newest.ends_with(&hash) {
-            return Ok((format!("/{}/{be}/{newest}", crate::esp::DIR), false));
+) -> anyhow::Result<(String, Installed)> {
+    let l = load(k)?;
+    if let Some(r) = kernel_of(esp, be.as_str()) {
+        if r.shared && r.hash == l.hash {
+            return Ok((r.dir, Installed::UpToDate));
         }
     }
-    let need = std::fs::metadata(&k.vmlinuz)?.len() + std::fs::metadata(&k.initrd)?.len();
-    if let Ok(st) = nix::sys::statvfs::statvfs(&esp.dir) {
-        let free = st.blocks_available() * st.fragment_size();
-        if free < need + 1024 * 1024 {
+    // The new entry must sort after the BE's others even if the clock went back (no RTC).
+    let now = newest_entry_time(esp, be.as_str()).map_or(now, |t| now.max(t + 1));
+    let store = esp.bootenv_dir().join(STORE);
+    let done = store.join(&l.hash);
+    let how = if complete(&done) {
+        if !same_files(esp, &l) {
             bail!(
-                "the ESP has {} MiB free and the kernel and initramfs of {be} need {} MiB: remove boot environments you no longer need, or enlarge the ESP",
-                free >> 20,
-                (need >> 20) + 1
+                "{}/{} holds a different kernel or initramfs with the same hash as {be}'s; remove that directory (run `bootenv sync-boot` afterwards to copy the kernels again)",
+                STORE,
+                l.hash
             );
         }
-    }
+        Installed::Shared
+    } else {
+        let need = (l.vmlinuz.len() + l.initrd.len()) as u64;
+        if let Ok(st) = nix::sys::statvfs::statvfs(&esp.dir) {
+            let free = st.blocks_available() * st.fragment_size();
+            if free < need + 1024 * 1024 {
+                bail!(
+                    "the ESP has {} MiB free and the kernel and initramfs of {be} need {} MiB: remove boot environments you no longer need, or enlarge the ESP",
+                    free >> 20,
+                    (need >> 20) + 1
+                );
+            }
+        }
+        create_dirs_synced(&esp.dir, &store)?;
+        let tmp = store.join(format!("{}.tmp", l.hash));
+        let _ = std::fs::remove_dir_all(&tmp);
+        create_dirs_synced(&store, &tmp)?;
+        write_synced(&tmp.join("vmlinuz"), &l.vmlinuz)?;
+        write_synced(&tmp.join("initrd.img"), &l.initrd)?;
+        sync_dir(&tmp)?;
+        if done.exists() {
+            // An unfinished directory that lost its files (see `complete`).
+            std::fs::remove_dir_all(&done)
+                .with_context(|| format!("removing {}", done.display()))?;
+            sync_dir(&store)?;
+        }
+        std::fs::rename(&tmp, &done)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), done.display()))?;
+        sync_renamed(&done)?;
+        Installed::Copied
+    };
+    let be_dir = esp.bootenv_dir().join(be.as_str());
     create_dirs_synced(&esp.dir, &be_dir)?;
-    let tmp = be_dir.join(format!("{name}.tmp"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    create_dirs_synced(&be_dir, &tmp)?;
-    copy_synced(&k.vmlinuz, &tmp.join("vmlinuz"))?;
-    copy_synced(&k.initrd, &tmp.join("initrd.img"))?;
-    sync_dir(&tmp)?;
-    let done = be_dir.join(&name);
-    std::fs::rename(&tmp, &done)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), done.display()))?;
-    sync_renamed(&done)?;
-    Ok((format!("/{}/{be}/{name}", crate::esp::DIR), true))
+    let dir = format!("/{}/{STORE}/{}", crate::esp::DIR, l.hash);
+    atomic_write(
+        &be_dir,
+        &format!("k-{now:010}-{}", l.hash),
+        format!("{dir}\n").as_bytes(),
+    )?;
+    Ok((dir, how))
 }
 
-/// Removes what the menu no longer uses: older kernel directories of listed BEs, unfinished
-/// copies, and the directories of BEs that no longer exist. Only names bootenv makes are touched.
+/// The time in the name of the BE's newest kernel entry, complete or not.
+fn newest_entry_time(esp: &Esp, be: &str) -> Option<u64> {
+    std::fs::read_dir(esp.bootenv_dir().join(be))
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.to_owned();
+            n.strip_prefix("k-")?.split('-').next()?.parse::<u64>().ok()
+        })
+        .max()
+}
+
+/// Whether the store's copy of `l`'s hash holds exactly `l`'s bytes.
+fn same_files(esp: &Esp, l: &Loaded) -> bool {
+    let d = esp.bootenv_dir().join(STORE).join(&l.hash);
+    std::fs::read(d.join("vmlinuz")).is_ok_and(|v| v == l.vmlinuz)
+        && std::fs::read(d.join("initrd.img")).is_ok_and(|i| i == l.initrd)
+}
+
+/// Gives `new` the kernel `old` has on the ESP (a BE renamed or copied): shares the store's
+/// copy, or copies a format 1 directory into the store.
+pub fn adopt_kernel(
+    esp: &Esp,
+    old: &BeName,
+    new: &BeName,
+    now: u64,
+) -> anyhow::Result<Option<String>> {
+    let Some(r) = kernel_of(esp, old.as_str()) else {
+        return Ok(None);
+    };
+    let dir = esp.dir.join(r.dir.trim_start_matches('/'));
+    let k = Kernel {
+        vmlinuz: dir.join("vmlinuz"),
+        initrd: dir.join("initrd.img"),
+    };
+    install_kernel(esp, new, &k, now).map(|(d, _)| Some(d))
+}
+
+/// Removes what the menu no longer uses: older kernel entries of listed BEs, unfinished
+/// copies, the directories of BEs that no longer exist, and store directories no BE's kernel
+/// entry names any more (only when every BE's directory could be read). Only names bootenv
+/// makes are touched.
 pub fn prune(esp: &Esp, inv: &Inventory) -> Vec<String> {
     let mut removed = Vec::new();
     let Ok(rd) = std::fs::read_dir(esp.bootenv_dir()) else {
         return removed;
     };
+    let mut used = std::collections::BTreeSet::new();
+    let mut complete_view = true;
     for e in rd.flatten() {
         let Some(name) = e.file_name().to_str().map(str::to_owned) else {
             continue;
@@ -184,21 +322,52 @@ pub fn prune(esp: &Esp, inv: &Inventory) -> Vec<String> {
         if inv.get(&be).is_none() {
             if std::fs::remove_dir_all(e.path()).is_ok() {
                 removed.push(format!("{}/{name}", crate::esp::DIR));
+            } else {
+                complete_view = false;
             }
             continue;
         }
-        let keep = kernel_dirs(esp, &name).pop();
+        let keep = kernel_of(esp, &name);
+        if let Some(k) = keep.as_ref().filter(|k| k.shared) {
+            used.insert(k.hash.clone());
+        }
         let Ok(inner) = std::fs::read_dir(e.path()) else {
+            complete_view = false;
             continue;
         };
         for k in inner.flatten() {
             let kn = k.file_name().to_string_lossy().into_owned();
-            if kn.starts_with("k-")
-                && Some(&kn) != keep.as_ref()
-                && std::fs::remove_dir_all(k.path()).is_ok()
-            {
-                removed.push(format!("{}/{name}/{kn}", crate::esp::DIR));
+            let ours = kn.starts_with("k-") || (kn.starts_with(".k-") && kn.ends_with(".tmp"));
+            if !ours || keep.as_ref().is_some_and(|r| r.entry == kn) {
+                continue;
             }
+            let gone = if k.path().is_dir() {
+                std::fs::remove_dir_all(k.path())
+            } else {
+                std::fs::remove_file(k.path())
+            };
+            if gone.is_ok() {
+                removed.push(format!("{}/{name}/{kn}", crate::esp::DIR));
+            } else {
+                complete_view = false;
+            }
+        }
+    }
+    if !complete_view {
+        return removed;
+    }
+    let store = esp.bootenv_dir().join(STORE);
+    let Ok(rd) = std::fs::read_dir(&store) else {
+        return removed;
+    };
+    for e in rd.flatten() {
+        let kn = e.file_name().to_string_lossy().into_owned();
+        let hash = kn.strip_suffix(".tmp").unwrap_or(&kn);
+        if !is_hash(hash) || (hash == kn && used.contains(hash)) {
+            continue;
+        }
+        if std::fs::remove_dir_all(e.path()).is_ok() {
+            removed.push(format!("{}/{STORE}/{kn}", crate::esp::DIR));
         }
     }
     removed
@@ -226,7 +395,7 @@ pub fn build_menu(
             ));
             continue;
         }
-        let Some(dir) = kernel_dirs(esp, be.name.as_str()).pop() else {
+        let Some(kernel) = kernel_of(esp, be.name.as_str()) else {
             notes.push(format!(
                 "{0} left out of the menu: no kernel on the ESP; run `bootenv sync-boot {0}`",
                 be.name
@@ -268,7 +437,7 @@ pub fn build_menu(
         entries.push(Entry {
             be: be.name.clone(),
             title,
-            kernel_dir: format!("/{}/{}/{dir}", crate::esp::DIR, be.name),
+            kernel_dir: kernel.dir,
             cmdline,
         });
     }
@@ -471,46 +640,170 @@ mod tests {
         assert!(find_kernel(&r.join("nonexistent")).is_err());
     }
 
-    #[test]
-    fn installs_once_per_content_and_prunes_after() {
-        let d = tempfile::tempdir().unwrap();
+    fn esp_in(d: &Path) -> Esp {
         let esp = Esp {
-            dir: d.path().join("esp"),
+            dir: d.join("esp"),
             uuid: "1234-5678".into(),
         };
         std::fs::create_dir_all(&esp.dir).unwrap();
-        let src = d.path().join("src");
+        esp
+    }
+
+    fn kernel_in(d: &Path, k: &str, i: &str) -> Kernel {
+        let src = d.join(format!("src-{k}-{i}"));
         std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(src.join("k"), "kernel 1").unwrap();
-        std::fs::write(src.join("i"), "initrd 1").unwrap();
-        let k = Kernel {
+        std::fs::write(src.join("k"), k).unwrap();
+        std::fs::write(src.join("i"), i).unwrap();
+        Kernel {
             vmlinuz: src.join("k"),
             initrd: src.join("i"),
-        };
-        let (d1, copied) = install_kernel(&esp, &be("v1"), &k, 100).unwrap();
-        assert!(copied && d1.starts_with("/bootenv/v1/k-0000000100-"));
-        let (d2, copied) = install_kernel(&esp, &be("v1"), &k, 200).unwrap();
-        assert!(!copied);
-        assert_eq!(d1, d2);
-        std::fs::write(src.join("i"), "initrd 2").unwrap();
-        let (d3, copied) = install_kernel(&esp, &be("v1"), &k, 300).unwrap();
-        assert!(copied && d3 != d1);
-        assert_eq!(kernel_dirs(&esp, "v1").len(), 2);
-        // A BE that is gone, and an unfinished copy.
+        }
+    }
+
+    fn inv_of(bes: &[&str]) -> Inventory {
+        let rows: Vec<(String, &str, &str, &str, &str)> = bes
+            .iter()
+            .map(|b| (format!("tank/ROOT/{b}"), "noauto", "/", "-", "-"))
+            .collect();
+        let rows: Vec<(&str, &str, &str, &str, &str)> = rows
+            .iter()
+            .map(|(a, b, c, d, e)| (a.as_str(), *b, *c, *d, *e))
+            .collect();
+        let l = crate::inventory::tests::listing(&rows);
+        Inventory::from_listing(&crate::names::PoolName::new("tank").unwrap(), &l, None)
+    }
+
+    fn store_entries(esp: &Esp) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(esp.bootenv_dir().join(STORE))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn installs_once_per_content_and_prunes_after() {
+        let d = tempfile::tempdir().unwrap();
+        let esp = esp_in(d.path());
+        let k = kernel_in(d.path(), "kernel 1", "initrd 1");
+        let (d1, how) = install_kernel(&esp, &be("v1"), &k, 100).unwrap();
+        assert_eq!(how, Installed::Copied);
+        assert!(d1.starts_with("/bootenv/_kernels/"), "{d1}");
+        assert_eq!(
+            std::fs::read(esp.dir.join(&d1[1..]).join("initrd.img")).unwrap(),
+            b"initrd 1"
+        );
+        let (d2, how) = install_kernel(&esp, &be("v1"), &k, 200).unwrap();
+        assert_eq!((d2.as_str(), how), (d1.as_str(), Installed::UpToDate));
+        // A new initramfs: a new store directory and a newer entry; the old one stays until
+        // the prune after the menu.
+        let k2 = kernel_in(d.path(), "kernel 1", "initrd 2");
+        let (d3, how) = install_kernel(&esp, &be("v1"), &k2, 300).unwrap();
+        assert!(how == Installed::Copied && d3 != d1);
+        assert_eq!(kernel_of(&esp, "v1").unwrap().dir, d3);
+        assert_eq!(store_entries(&esp).len(), 2);
+        // A BE that is gone, unfinished copies, and a directory bootenv did not make.
         std::fs::create_dir_all(esp.bootenv_dir().join("gone/k-1")).unwrap();
         std::fs::create_dir_all(esp.bootenv_dir().join("v1/k-0000000400-x.tmp")).unwrap();
+        std::fs::create_dir_all(esp.bootenv_dir().join("_kernels/0123456789abcdef.tmp")).unwrap();
         std::fs::create_dir_all(esp.bootenv_dir().join("not a be")).unwrap();
-        let l = crate::inventory::tests::listing(&[("tank/ROOT/v1", "noauto", "/", "-", "-")]);
-        let inv = Inventory::from_listing(&crate::names::PoolName::new("tank").unwrap(), &l, None);
-        let removed = prune(&esp, &inv);
-        assert_eq!(removed.len(), 3, "{removed:?}");
+        std::fs::create_dir_all(esp.bootenv_dir().join("_kernels/mine")).unwrap();
+        let removed = prune(&esp, &inv_of(&["v1"]));
+        assert_eq!(removed.len(), 5, "{removed:?}");
+        assert_eq!(kernel_of(&esp, "v1").unwrap().dir, d3);
+        let h3 = d3.rsplit('/').next().unwrap();
         assert_eq!(
-            kernel_dirs(&esp, "v1"),
-            vec![d3.rsplit('/').next().unwrap().to_string()]
+            store_entries(&esp),
+            vec![h3.to_string(), "mine".to_string()]
         );
         assert!(
             esp.bootenv_dir().join("not a be").exists(),
             "only names bootenv makes are touched"
+        );
+    }
+
+    #[test]
+    fn bes_of_one_kernel_share_one_copy_and_it_goes_with_the_last_of_them() {
+        let d = tempfile::tempdir().unwrap();
+        let esp = esp_in(d.path());
+        let k = kernel_in(d.path(), "kernel", "initrd");
+        let (d1, how) = install_kernel(&esp, &be("v1"), &k, 100).unwrap();
+        assert_eq!(how, Installed::Copied);
+        for (i, b) in ["v2", "v3"].iter().enumerate() {
+            let (d2, how) = install_kernel(&esp, &be(b), &k, 101 + i as u64).unwrap();
+            assert_eq!((d2.as_str(), how), (d1.as_str(), Installed::Shared));
+        }
+        assert_eq!(store_entries(&esp).len(), 1);
+        // v1 and v2 go: v3 still boots the copy.
+        prune(&esp, &inv_of(&["v3"]));
+        assert_eq!(kernel_of(&esp, "v3").unwrap().dir, d1);
+        assert!(!esp.bootenv_dir().join("v1").exists());
+        // v3 gets a kernel of its own: the shared copy goes.
+        let k2 = kernel_in(d.path(), "kernel 2", "initrd");
+        install_kernel(&esp, &be("v3"), &k2, 200).unwrap();
+        prune(&esp, &inv_of(&["v3"]));
+        assert_eq!(store_entries(&esp).len(), 1);
+        assert!(!esp.dir.join(&d1[1..]).exists());
+        // A renamed BE gets the entry of the old name; the old name's goes with the prune.
+        let before = store_entries(&esp);
+        let d4 = adopt_kernel(&esp, &be("v3"), &be("v4"), 300).unwrap();
+        assert_eq!(d4, kernel_of(&esp, "v3").map(|r| r.dir));
+        assert_eq!(store_entries(&esp), before, "nothing was copied");
+        assert_eq!(
+            adopt_kernel(&esp, &be("nosuch"), &be("v5"), 300).unwrap(),
+            None
+        );
+        prune(&esp, &inv_of(&["v4"]));
+        assert_eq!(kernel_of(&esp, "v4").map(|r| r.dir), d4);
+        assert!(!esp.bootenv_dir().join("v3").exists());
+    }
+
+    #[test]
+    fn a_same_hash_copy_with_other_bytes_is_refused_and_a_bad_entry_is_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let esp = esp_in(d.path());
+        let k = kernel_in(d.path(), "kernel", "initrd");
+        let (d1, _) = install_kernel(&esp, &be("v1"), &k, 100).unwrap();
+        std::fs::write(esp.dir.join(&d1[1..]).join("vmlinuz"), "tampered").unwrap();
+        let e = install_kernel(&esp, &be("v2"), &k, 101).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("holds a different kernel"),
+            "{e:#}"
+        );
+        assert!(kernel_of(&esp, "v2").is_none());
+        // An entry naming no store directory, or something that is not a hash, is no kernel:
+        // the BE's older, complete one is used.
+        std::fs::write(esp.bootenv_dir().join("v1/k-0000000200-.."), "").unwrap();
+        std::fs::write(
+            esp.bootenv_dir().join("v1/k-0000000300-0000000000000000"),
+            "",
+        )
+        .unwrap();
+        assert_eq!(kernel_of(&esp, "v1").unwrap().dir, d1);
+    }
+
+    #[test]
+    fn a_format_1_kernel_directory_boots_until_the_store_has_the_kernel() {
+        let d = tempfile::tempdir().unwrap();
+        let esp = esp_in(d.path());
+        let old = esp.bootenv_dir().join("v1/k-0000000050-0000000000000001");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join("vmlinuz"), "kernel").unwrap();
+        std::fs::write(old.join("initrd.img"), "initrd").unwrap();
+        let r = kernel_of(&esp, "v1").unwrap();
+        assert!(!r.shared);
+        assert_eq!(r.dir, "/bootenv/v1/k-0000000050-0000000000000001");
+        // Even with a clock that went back, the store's entry is the newer one.
+        let k = kernel_in(d.path(), "kernel", "initrd");
+        let (dir, how) = install_kernel(&esp, &be("v1"), &k, 10).unwrap();
+        assert_eq!(how, Installed::Copied);
+        assert_eq!(kernel_of(&esp, "v1").unwrap().dir, dir);
+        let removed = prune(&esp, &inv_of(&["v1"]));
+        assert_eq!(
+            removed,
+            vec!["bootenv/v1/k-0000000050-0000000000000001".to_string()]
         );
     }
 

@@ -4,8 +4,9 @@
 //! ```text
 //! /bootenv/grub.cfg                  the menu (`bootenv grub-menu`), replaced atomically
 //! /bootenv/grubenv                   GRUB's environment block for bootenv's variables
-//! /bootenv/<be>/k-<hash>/vmlinuz     a BE's kernel and initramfs, in a directory named after
-//! /bootenv/<be>/k-<hash>/initrd.img  their content, so that the menu switches to them at once
+//! /bootenv/_kernels/<hash>/vmlinuz   a kernel and its initramfs, named after their content,
+//! /bootenv/_kernels/<hash>/initrd.img stored once for every BE that boots them
+//! /bootenv/<be>/k-<secs>-<hash>      a BE's entry naming its kernel (see `bootfiles`)
 //! ```
 
 use anyhow::{bail, Context};

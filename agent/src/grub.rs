@@ -43,7 +43,7 @@ pub struct Entry {
     pub be: BeName,
     /// Its label, made safe for a GRUB title.
     pub title: String,
-    /// Directory of its kernel and initramfs on the ESP (`/bootenv/v1/k-0123abcd`).
+    /// Directory of its kernel and initramfs on the ESP (`/bootenv/_kernels/<hash>`).
     pub kernel_dir: String,
     /// The kernel command line after bootenv's own keys (validated).
     pub cmdline: String,

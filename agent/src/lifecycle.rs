@@ -801,6 +801,17 @@ impl Ctx<'_> {
                 refuse.join(", ")
             );
         }
+        // The new name gets the old one's kernel on the ESP first (a new entry: no rename on
+        // FAT), so the menu can name it as soon as the dataset has its new name; the old name's
+        // directory goes with the prune after the next menu.
+        let mut note = None;
+        if let Ok(Ok(esp)) = self.esp_found() {
+            if let Err(e) = crate::bootfiles::adopt_kernel(&esp, old, new, now) {
+                note = Some(format!(
+                    "{new}: its kernel was not copied on the ESP ({e:#}); run `bootenv sync-boot {new}`"
+                ));
+            }
+        }
         self.zfs
             .rename(&be.dataset, &layout::be_dataset(&pool, new))?;
         for h in st.history.iter_mut().filter(|h| *h == old.as_str()) {
@@ -815,12 +826,11 @@ impl Ctx<'_> {
         );
         state::store(&dir, &st)?;
         let mut out = format!("renamed {old} to {new}\n");
+        if let Some(n) = note {
+            writeln!(out, "{n}")?;
+        }
         let inv = self.inventory(&pool)?;
-        if let Ok(Ok(esp)) = self.esp_found() {
-            let from = esp.bootenv_dir().join(old.as_str());
-            if from.is_dir() {
-                std::fs::rename(&from, esp.bootenv_dir().join(new.as_str()))?;
-            }
+        if matches!(self.esp_found(), Ok(Ok(_))) {
             for n in self.refresh_boot(&inv, &st)? {
                 writeln!(out, "{n}")?;
             }

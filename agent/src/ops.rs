@@ -2,7 +2,8 @@
 //! [`Ctx`], which holds the ZFS and mount boundaries and the root all paths are relative to.
 
 use crate::bootfiles::{
-    build_menu, compute_env, find_kernel, install_kernel, prune, read_env, write_menu_and_env, Next,
+    build_menu, compute_env, find_kernel, install_kernel, prune, read_env, write_menu_and_env,
+    Installed, Next,
 };
 use crate::esp::Esp;
 use crate::inventory::Inventory;
@@ -720,8 +721,17 @@ impl Ctx<'_> {
                 let _ = std::fs::remove_dir(&d);
             }
             match result {
-                Ok((dir, true)) => writeln!(out, "{}: kernel copied to {dir}", be.name)?,
-                Ok((dir, false)) => writeln!(out, "{}: kernel up to date ({dir})", be.name)?,
+                Ok((dir, Installed::Copied)) => {
+                    writeln!(out, "{}: kernel copied to {dir}", be.name)?
+                }
+                Ok((dir, Installed::Shared)) => writeln!(
+                    out,
+                    "{}: kernel shared with other boot environments ({dir})",
+                    be.name
+                )?,
+                Ok((dir, Installed::UpToDate)) => {
+                    writeln!(out, "{}: kernel up to date ({dir})", be.name)?
+                }
                 Err(e) => {
                     writeln!(out, "{}: {e:#}", be.name)?;
                     failures.push(be.name.to_string());
@@ -1735,9 +1745,8 @@ mod tests {
             );
             assert!(out.contains("v1: kernel up to date"), "{out}");
             let esp = w.esp();
-            assert_eq!(
-                crate::bootfiles::kernel_dirs(&esp, "v2").len(),
-                1,
+            assert!(
+                crate::bootfiles::kernel_of(&esp, "v2").is_some(),
                 "v2's kernel was kept"
             );
             // The state record mounted out of sight too: kernels are copied, the menu is not
@@ -1952,11 +1961,9 @@ mod tests {
             let w = world();
             installed(&w);
             let esp = w.esp();
-            assert_eq!(crate::bootfiles::kernel_dirs(&esp, "v2").len(), 1);
-            let kdir = esp
-                .bootenv_dir()
-                .join("v2")
-                .join(crate::bootfiles::kernel_dirs(&esp, "v2")[0].clone());
+            let k = crate::bootfiles::kernel_of(&esp, "v2").unwrap();
+            assert!(k.shared);
+            let kdir = esp.dir.join(k.dir.trim_start_matches('/'));
             assert_eq!(
                 std::fs::read(kdir.join("vmlinuz")).unwrap(),
                 b"kernel of v2"

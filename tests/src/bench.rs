@@ -566,6 +566,19 @@ s=$(i=4; while [ $i -le {bes} ]; do zfs list tank/ROOT/b$i@bench >/dev/null 2>&1
             &format!("tr -d '\\000' </dev/vdc >/run/menu-scan-anchor && chmod 755 /run/menu-scan-anchor \
 && head -c {agent_len} /dev/vdd >/run/bootenv && chmod 755 /run/bootenv && /run/bootenv --version"),
         )?;
+        // Every BE's kernel on the ESP, as this build keeps them (one shared copy): the cached
+        // pool's BEs were made by the agent of their day.
+        let t = std::time::Instant::now();
+        let out = run_long(
+            &mut vm,
+            "/run/bootenv sync-boot >/run/sync.out; rc=$?; grep -c 'kernel' /run/sync.out; tail -2 /run/sync.out; ls /run/bootenv/esp/bootenv/_kernels | wc -l; df -k /run/bootenv/esp | tail -1; exit $rc",
+            3600,
+        )?;
+        println!(
+            "    kernels on the ESP for every BE in {:.0} s (BEs, last lines, store directories, ESP): {}",
+            t.elapsed().as_secs_f64(),
+            out.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
         let timed = |vm: &mut Vm, cmd: &str| -> anyhow::Result<(f64, usize)> {
             let out = run_long(
                 vm,
