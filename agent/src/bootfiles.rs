@@ -138,22 +138,51 @@ pub struct KernelRef {
     pub shared: bool,
 }
 
-/// The BE's kernel: its newest entry whose files are complete (entries sort by age).
+/// A kernel entry's name, `k-<seconds>-<hash>`, as (seconds, hash); `None` for anything else
+/// (unfinished copies, names bootenv did not make: they never reach the menu).
+fn parse_entry(name: &str) -> Option<(u64, &str)> {
+    let (secs, hash) = name.strip_prefix("k-")?.split_once('-')?;
+    if secs.is_empty() || !secs.bytes().all(|b| b.is_ascii_digit()) || !is_hash(hash) {
+        return None;
+    }
+    Some((secs.parse().ok()?, hash))
+}
+
+/// The BE's kernel entries, newest first (by their time, then name). `Ok(empty)` when the BE
+/// has no directory on the ESP; an error when it cannot be read.
+fn entries_of(esp: &Esp, be: &str) -> std::io::Result<Vec<(u64, String)>> {
+    let rd = match std::fs::read_dir(esp.bootenv_dir().join(be)) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut v = Vec::new();
+    for e in rd {
+        let e = e?;
+        if let Some(n) = e.file_name().to_str() {
+            if let Some((secs, _)) = parse_entry(n) {
+                v.push((secs, n.to_owned()));
+            }
+        }
+    }
+    v.sort_by(|a, b| b.cmp(a));
+    Ok(v)
+}
+
+/// The BE's kernel: its newest entry whose files are complete.
 pub fn kernel_of(esp: &Esp, be: &str) -> Option<KernelRef> {
+    kernel_of_checked(esp, be).ok().flatten()
+}
+
+/// [`kernel_of`], with an error when the BE's directory cannot be read.
+fn kernel_of_checked(esp: &Esp, be: &str) -> std::io::Result<Option<KernelRef>> {
     let top = esp.bootenv_dir();
     let dir = top.join(be);
-    let mut entries: Vec<String> = std::fs::read_dir(&dir)
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-        .filter(|n| n.starts_with("k-") && !n.ends_with(".tmp"))
-        .collect();
-    entries.sort();
-    entries.into_iter().rev().find_map(|entry| {
-        let hash = entry.rsplit('-').next()?.to_owned();
+    Ok(entries_of(esp, be)?.into_iter().find_map(|(_, entry)| {
+        let hash = parse_entry(&entry)?.1.to_owned();
         let path = dir.join(&entry);
         if path.is_file() {
-            (is_hash(&hash) && complete(&top.join(STORE).join(&hash))).then(|| KernelRef {
+            complete(&top.join(STORE).join(&hash)).then(|| KernelRef {
                 dir: format!("/{}/{STORE}/{hash}", crate::esp::DIR),
                 entry,
                 hash,
@@ -167,7 +196,7 @@ pub fn kernel_of(esp: &Esp, be: &str) -> Option<KernelRef> {
                 shared: false,
             })
         }
-    })
+    }))
 }
 
 fn write_synced(dst: &Path, data: &[u8]) -> anyhow::Result<()> {
@@ -204,12 +233,14 @@ pub fn install_kernel(
 ) -> anyhow::Result<(String, Installed)> {
     let l = load(k)?;
     if let Some(r) = kernel_of(esp, be.as_str()) {
-        if r.shared && r.hash == l.hash {
+        // A format 1 directory of the same kernel stays as it is: a BE that still runs the
+        // bootenv that made it lists only such directories in the menus it writes.
+        if r.hash == l.hash {
             return Ok((r.dir, Installed::UpToDate));
         }
     }
     // The new entry must sort after the BE's others even if the clock went back (no RTC).
-    let now = newest_entry_time(esp, be.as_str()).map_or(now, |t| now.max(t + 1));
+    let now = newest_entry_time(esp, be.as_str()).map_or(now, |t| now.max(t.saturating_add(1)));
     let store = esp.bootenv_dir().join(STORE);
     let done = store.join(&l.hash);
     let how = if complete(&done) {
@@ -264,14 +295,7 @@ pub fn install_kernel(
 
 /// The time in the name of the BE's newest kernel entry, complete or not.
 fn newest_entry_time(esp: &Esp, be: &str) -> Option<u64> {
-    std::fs::read_dir(esp.bootenv_dir().join(be))
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().to_str()?.to_owned();
-            n.strip_prefix("k-")?.split('-').next()?.parse::<u64>().ok()
-        })
-        .max()
+    entries_of(esp, be).ok()?.first().map(|(t, _)| *t)
 }
 
 /// Whether the store's copy of `l`'s hash holds exactly `l`'s bytes.
@@ -301,44 +325,57 @@ pub fn adopt_kernel(
 }
 
 /// Removes what the menu no longer uses: older kernel entries of listed BEs, unfinished
-/// copies, the directories of BEs that no longer exist, and store directories no BE's kernel
-/// entry names any more (only when every BE's directory could be read). Only names bootenv
-/// makes are touched.
+/// copies, the directories of BEs that no longer exist, and store directories that no BE's
+/// kernel (its newest complete entry, as the menu picks it) names. Nothing goes from the store
+/// unless every BE's directory could be read. FAT ignores case, so a directory is matched to
+/// its BE ignoring case. Only names bootenv makes are touched.
 pub fn prune(esp: &Esp, inv: &Inventory) -> Vec<String> {
     let mut removed = Vec::new();
+    let mut used = std::collections::BTreeSet::new();
+    let mut complete_view = true;
+    let mut keep: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for be in &inv.bes {
+        let kept = keep
+            .entry(be.name.as_str().to_ascii_lowercase())
+            .or_default();
+        match kernel_of_checked(esp, be.name.as_str()) {
+            Ok(Some(k)) => {
+                if k.shared {
+                    used.insert(k.hash.clone());
+                }
+                kept.push(k.entry);
+            }
+            Ok(None) => {}
+            Err(_) => complete_view = false,
+        }
+    }
     let Ok(rd) = std::fs::read_dir(esp.bootenv_dir()) else {
         return removed;
     };
-    let mut used = std::collections::BTreeSet::new();
-    let mut complete_view = true;
-    for e in rd.flatten() {
+    for e in rd {
+        let Ok(e) = e else {
+            complete_view = false;
+            continue;
+        };
         let Some(name) = e.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        let Ok(be) = BeName::new(&name) else { continue };
-        if !e.path().is_dir() {
+        if BeName::new(&name).is_err() || !e.path().is_dir() {
             continue;
         }
-        if inv.get(&be).is_none() {
+        let Some(kept) = keep.get(&name.to_ascii_lowercase()) else {
             if std::fs::remove_dir_all(e.path()).is_ok() {
                 removed.push(format!("{}/{name}", crate::esp::DIR));
-            } else {
-                complete_view = false;
             }
             continue;
-        }
-        let keep = kernel_of(esp, &name);
-        if let Some(k) = keep.as_ref().filter(|k| k.shared) {
-            used.insert(k.hash.clone());
-        }
+        };
         let Ok(inner) = std::fs::read_dir(e.path()) else {
-            complete_view = false;
             continue;
         };
         for k in inner.flatten() {
             let kn = k.file_name().to_string_lossy().into_owned();
             let ours = kn.starts_with("k-") || (kn.starts_with(".k-") && kn.ends_with(".tmp"));
-            if !ours || keep.as_ref().is_some_and(|r| r.entry == kn) {
+            if !ours || kept.contains(&kn) {
                 continue;
             }
             let gone = if k.path().is_dir() {
@@ -348,8 +385,6 @@ pub fn prune(esp: &Esp, inv: &Inventory) -> Vec<String> {
             };
             if gone.is_ok() {
                 removed.push(format!("{}/{name}/{kn}", crate::esp::DIR));
-            } else {
-                complete_view = false;
             }
         }
     }
@@ -785,26 +820,78 @@ mod tests {
     }
 
     #[test]
-    fn a_format_1_kernel_directory_boots_until_the_store_has_the_kernel() {
+    fn entries_sort_by_their_time_and_odd_names_are_no_kernels() {
         let d = tempfile::tempdir().unwrap();
         let esp = esp_in(d.path());
-        let old = esp.bootenv_dir().join("v1/k-0000000050-0000000000000001");
+        let k = kernel_in(d.path(), "kernel", "initrd");
+        let (dir, _) = install_kernel(&esp, &be("v1"), &k, 9).unwrap();
+        let h = dir.rsplit('/').next().unwrap().to_string();
+        // A short time sorts before a long one as text, not as a number.
+        std::fs::rename(
+            esp.bootenv_dir().join(format!("v1/k-0000000009-{h}")),
+            esp.bootenv_dir().join(format!("v1/k-9-{h}")),
+        )
+        .unwrap();
+        let k2 = kernel_in(d.path(), "kernel 2", "initrd");
+        let (dir2, _) = install_kernel(&esp, &be("v1"), &k2, 10).unwrap();
+        assert_eq!(kernel_of(&esp, "v1").unwrap().dir, dir2);
+        // Directories with names bootenv never makes (they would reach GRUB's script) are
+        // not kernels, however complete.
+        for odd in [
+            "k-99999999999-x; reboot",
+            "k-99999999999-0123456789ABCDEF",
+            "k--0123456789abcdef",
+        ] {
+            let p = esp.bootenv_dir().join("v1").join(odd);
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("vmlinuz"), "k").unwrap();
+            std::fs::write(p.join("initrd.img"), "i").unwrap();
+        }
+        assert_eq!(kernel_of(&esp, "v1").unwrap().dir, dir2);
+        // A time at the end of the range does not overflow the next entry's.
+        std::fs::write(
+            esp.bootenv_dir()
+                .join(format!("v1/k-18446744073709551615-{h}")),
+            "",
+        )
+        .unwrap();
+        install_kernel(
+            &esp,
+            &be("v1"),
+            &kernel_in(d.path(), "kernel 3", "initrd"),
+            11,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_format_1_kernel_directory_stays_until_the_be_gets_another_kernel() {
+        let d = tempfile::tempdir().unwrap();
+        let esp = esp_in(d.path());
+        let k = kernel_in(d.path(), "kernel", "initrd");
+        let h = load(&k).unwrap().hash;
+        let old = esp.bootenv_dir().join(format!("v1/k-0000000050-{h}"));
         std::fs::create_dir_all(&old).unwrap();
         std::fs::write(old.join("vmlinuz"), "kernel").unwrap();
         std::fs::write(old.join("initrd.img"), "initrd").unwrap();
         let r = kernel_of(&esp, "v1").unwrap();
         assert!(!r.shared);
-        assert_eq!(r.dir, "/bootenv/v1/k-0000000050-0000000000000001");
-        // Even with a clock that went back, the store's entry is the newer one.
-        let k = kernel_in(d.path(), "kernel", "initrd");
-        let (dir, how) = install_kernel(&esp, &be("v1"), &k, 10).unwrap();
+        assert_eq!(r.dir, format!("/bootenv/v1/k-0000000050-{h}"));
+        let (dir, how) = install_kernel(&esp, &be("v1"), &k, 100).unwrap();
+        assert_eq!((dir.as_str(), how), (r.dir.as_str(), Installed::UpToDate));
+        assert!(prune(&esp, &inv_of(&["v1"])).is_empty());
+        // Another BE of the same kernel gets the store's copy (made from its own files).
+        let (shared, how) = install_kernel(&esp, &be("v2"), &k, 100).unwrap();
+        assert_eq!(how, Installed::Copied);
+        assert!(shared.starts_with("/bootenv/_kernels/"));
+        // A new kernel for v1, even with a clock that went back: the store's entry is the
+        // newer one, and the format 1 directory goes with the prune.
+        let k2 = kernel_in(d.path(), "kernel 2", "initrd");
+        let (dir, how) = install_kernel(&esp, &be("v1"), &k2, 10).unwrap();
         assert_eq!(how, Installed::Copied);
         assert_eq!(kernel_of(&esp, "v1").unwrap().dir, dir);
-        let removed = prune(&esp, &inv_of(&["v1"]));
-        assert_eq!(
-            removed,
-            vec!["bootenv/v1/k-0000000050-0000000000000001".to_string()]
-        );
+        let removed = prune(&esp, &inv_of(&["v1", "v2"]));
+        assert_eq!(removed, vec![format!("bootenv/v1/k-0000000050-{h}")]);
     }
 
     #[test]

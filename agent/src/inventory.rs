@@ -100,6 +100,26 @@ impl Inventory {
         self.bes.iter().find(|b| &b.name == name)
     }
 
+    /// Fails when `name` is taken: by a BE of that name, or of a name that differs from it only
+    /// in case (the ESP is FAT, where `/bootenv/V1` and `/bootenv/v1` are one directory).
+    /// `fix` ends the message (what to do instead).
+    pub fn check_free(&self, name: &BeName, fix: &str) -> anyhow::Result<()> {
+        match self
+            .bes
+            .iter()
+            .find(|b| b.name.as_str().eq_ignore_ascii_case(name.as_str()))
+        {
+            None => Ok(()),
+            Some(b) if &b.name == name => {
+                anyhow::bail!("boot environment {name} exists already{fix}")
+            }
+            Some(b) => anyhow::bail!(
+                "boot environment {name} differs from {} only in case, which the ESP (FAT) cannot tell apart{fix}",
+                b.name
+            ),
+        }
+    }
+
     /// The boot environment `bootfs` points at, if it is one.
     pub fn bootfs_be(&self) -> Option<BeName> {
         let ds = self.bootfs.as_deref()?;

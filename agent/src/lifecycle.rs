@@ -117,9 +117,7 @@ impl Ctx<'_> {
         now: u64,
         prepare: &dyn Fn(&Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<(String, String)> {
-        if inv.get(name).is_some() {
-            bail!("boot environment {name} exists already; pick another name");
-        }
+        inv.check_free(name, "; pick another name")?;
         let (src, snap) = self.source(inv, opts.from.as_deref())?;
         let final_ds = layout::be_dataset(pool, name);
         let partial = format!("{final_ds}{PARTIAL_SUFFIX}");
@@ -785,10 +783,7 @@ impl Ctx<'_> {
         let be = inv
             .get(old)
             .with_context(|| format!("no boot environment {old}"))?;
-        anyhow::ensure!(
-            inv.get(new).is_none(),
-            "boot environment {new} exists already"
-        );
+        inv.check_free(new, "; pick another name")?;
         let (dir, mut st) = self.history(&pool)?;
         let refuse: Vec<&str> = self
             .protected(&inv, &st, old)
@@ -803,14 +798,12 @@ impl Ctx<'_> {
         }
         // The new name gets the old one's kernel on the ESP first (a new entry: no rename on
         // FAT), so the menu can name it as soon as the dataset has its new name; the old name's
-        // directory goes with the prune after the next menu.
-        let mut note = None;
+        // directory goes with the prune after the next menu. When that fails (a format 1 copy
+        // on a full ESP), nothing is renamed: the prune would take the only copy.
         if let Ok(Ok(esp)) = self.esp_found() {
-            if let Err(e) = crate::bootfiles::adopt_kernel(&esp, old, new, now) {
-                note = Some(format!(
-                    "{new}: its kernel was not copied on the ESP ({e:#}); run `bootenv sync-boot {new}`"
-                ));
-            }
+            crate::bootfiles::adopt_kernel(&esp, old, new, now).with_context(|| {
+                format!("giving {new} the kernel of {old} on the ESP; nothing was renamed")
+            })?;
         }
         self.zfs
             .rename(&be.dataset, &layout::be_dataset(&pool, new))?;
@@ -826,9 +819,6 @@ impl Ctx<'_> {
         );
         state::store(&dir, &st)?;
         let mut out = format!("renamed {old} to {new}\n");
-        if let Some(n) = note {
-            writeln!(out, "{n}")?;
-        }
         let inv = self.inventory(&pool)?;
         if matches!(self.esp_found(), Ok(Ok(_))) {
             for n in self.refresh_boot(&inv, &st)? {
@@ -904,7 +894,10 @@ impl Ctx<'_> {
             Some(n) => n.clone(),
             None => BeName::new(&sent).map_err(|e| anyhow::anyhow!("the stream carries {sent:?}, not a valid boot environment name ({e}); import it with --name <name>"))?,
         };
-        anyhow::ensure!(inv.get(&target).is_none(), "boot environment {target} exists already in {pool}; import it under another name with --name <name>");
+        inv.check_free(
+            &target,
+            &format!(" in {pool}; import it under another name with --name <name>"),
+        )?;
         let mut cmd = std::process::Command::new("zfs");
         cmd.arg("receive")
             .arg("-u")
@@ -1517,5 +1510,10 @@ y /run/bootenv/mnt/px zfs rw 0 0\n";
             .unwrap_err()
             .to_string()
             .contains("exists already"));
+        // The ESP is FAT: names that differ only in case would share a directory there.
+        for to in ["TWO", "V1"] {
+            let e = c.rename_be(&be("two"), &be(to), 1).unwrap_err().to_string();
+            assert!(e.contains("only in case"), "{e}");
+        }
     }
 }

@@ -285,9 +285,7 @@ impl Ctx<'_> {
                 layout::root_container(&pool)
             );
         }
-        if inv.get(name).is_some() {
-            bail!("boot environment {name} exists already; pick another name");
-        }
+        inv.check_free(name, "; pick another name")?;
         anyhow::ensure!(
             opts.rootfs.exists(),
             "--rootfs {} does not exist (a directory tree, or a tarball in a file or on a device)",
