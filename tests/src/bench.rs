@@ -549,7 +549,8 @@ s=$(i=4; while [ $i -le {bes} ]; do zfs list tank/ROOT/b$i@bench >/dev/null 2>&1
         let d2 = self.dir.join("menu-b.qcow2");
         disk::overlay(&bb, &d2)?;
         // The anchor script and this build's agent reach the guest as disks of their own (the
-        // console takes one line; the cached pool's BEs may hold an older agent).
+        // console takes one line; the cached pool's BEs may hold an older agent). Not at
+        // /run/bootenv: that is the agent's own directory (its report, the ESP's mount).
         let pad = |mut b: Vec<u8>| {
             b.resize(b.len().div_ceil(512) * 512, 0);
             b
@@ -564,14 +565,14 @@ s=$(i=4; while [ $i -le {bes} ]; do zfs list tank/ROOT/b$i@bench >/dev/null 2>&1
         run_in(
             &mut vm,
             &format!("tr -d '\\000' </dev/vdc >/run/menu-scan-anchor && chmod 755 /run/menu-scan-anchor \
-&& head -c {agent_len} /dev/vdd >/run/bootenv && chmod 755 /run/bootenv && /run/bootenv --version"),
+&& head -c {agent_len} /dev/vdd >/run/bench-bootenv && chmod 755 /run/bench-bootenv && /run/bench-bootenv --version"),
         )?;
         // Every BE's kernel on the ESP, as this build keeps them (one shared copy): the cached
         // pool's BEs were made by the agent of their day.
         let t = std::time::Instant::now();
         let out = run_long(
             &mut vm,
-            "/run/bootenv sync-boot >/run/sync.out; rc=$?; grep -c 'kernel' /run/sync.out; tail -2 /run/sync.out; ls /run/bootenv/esp/bootenv/_kernels | wc -l; df -k /run/bootenv/esp | tail -1; exit $rc",
+            "/run/bench-bootenv sync-boot >/run/sync.out; rc=$?; grep -c 'kernel' /run/sync.out; tail -2 /run/sync.out; ls /run/bootenv/esp/bootenv/_kernels | wc -l; df -k /run/bootenv/esp | tail -1; exit $rc",
             3600,
         )?;
         println!(
@@ -599,7 +600,7 @@ s=$(i=4; while [ $i -le {bes} ]; do zfs list tank/ROOT/b$i@bench >/dev/null 2>&1
         let (mut b_entries, mut a_entries) = (0, 0);
         for i in 0..self.boots {
             println!("    run {}/{}", i + 1, self.boots);
-            let (t, n) = timed(&mut vm, "/run/bootenv grub-menu")?;
+            let (t, n) = timed(&mut vm, "/run/bench-bootenv grub-menu")?;
             b.push(t);
             b_entries = n;
             let (t, n) = timed(&mut vm, "/run/menu-scan-anchor tank")?;
