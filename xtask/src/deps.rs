@@ -161,9 +161,36 @@ pub fn ensure() -> anyhow::Result<()> {
         );
         std::fs::write(path, text).with_context(|| format!("writing {path}"))?;
     }
+    // Some machines come with qemu-utils from backports, which Breaks the release's
+    // qemu-system-common: then QEMU's system emulator comes from backports too.
+    let backports = installed_version("qemu-utils").is_some_and(|v| v.contains("~bpo"));
+    if backports {
+        let suite = codename();
+        let path = "/etc/apt/sources.list.d/bootenv-backports.sources";
+        println!("==> qemu-utils on this machine is from {suite}-backports: taking qemu-system-x86 from there too ({path})");
+        let text = format!(
+            "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {suite}-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        );
+        std::fs::write(path, text).with_context(|| format!("writing {path}"))?;
+    }
     apt(&["update", "-q"])?;
-    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
-    args.extend(PACKAGES);
+    let mut args: Vec<String> = ["install", "-y", "-q", "--no-install-recommends"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for p in PACKAGES {
+        if backports && *p == "qemu-system-x86" {
+            let suite = codename();
+            args.extend(
+                BACKPORTED_QEMU
+                    .iter()
+                    .map(|q| format!("{q}/{suite}-backports")),
+            );
+        } else {
+            args.push(p.to_string());
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     println!(
         "==> building the ZFS modules for the guest kernel (DKMS) takes about 8 minutes on 2 cores"
     );
@@ -173,6 +200,25 @@ pub fn ensure() -> anyhow::Result<()> {
         bail!("after installing, still missing: {}", still.join(", "));
     }
     Ok(())
+}
+
+/// QEMU's system emulator and what it needs at the same version, taken from backports when
+/// qemu-utils came from there.
+const BACKPORTED_QEMU: &[&str] = &[
+    "qemu-system-x86",
+    "qemu-system-common",
+    "qemu-system-data",
+    "seabios",
+];
+
+/// The installed version of a Debian package, if it is installed.
+fn installed_version(pkg: &str) -> Option<String> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f", "${db:Status-Status} ${Version}", pkg])
+        .output()
+        .ok()?;
+    let s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.strip_prefix("installed ").map(str::to_owned)
 }
 
 fn nix_is_root() -> bool {
