@@ -391,15 +391,10 @@ impl Ctx<'_> {
         };
         // The ESP on the disks of the pool this command works on; mounted at
         // /run/bootenv/esp for the booted pool, /run/bootenv/esp-<pool> for another.
+        // What bootenv's own mount point holds was found on the pool's disks when bootenv
+        // mounted it there: the pool's devices are listed only when it is not mounted yet.
         let (disks, mount_at) = match self.pool() {
             Ok(pool) => {
-                let disks = self
-                    .zfs
-                    .vdev_devices(pool.as_str())
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|d| crate::esp::disk_of(&self.root, Path::new(d)))
-                    .collect::<Vec<_>>();
                 let booted = self
                     .boot_report()
                     .and_then(|r| r.get("pool").map(str::to_owned));
@@ -409,6 +404,17 @@ impl Ctx<'_> {
                     }
                     _ => self.path(crate::esp::MOUNT),
                 };
+                let disks =
+                    if explicit.is_none() && crate::esp::mounted_at(&self.root, &at).is_some() {
+                        Vec::new()
+                    } else {
+                        self.zfs
+                            .vdev_devices(pool.as_str())
+                            .unwrap_or_default()
+                            .iter()
+                            .filter_map(|d| crate::esp::disk_of(&self.root, Path::new(d)))
+                            .collect::<Vec<_>>()
+                    };
                 (disks, at)
             }
             Err(_) => (Vec::new(), self.path(crate::esp::MOUNT)),
