@@ -26,6 +26,11 @@ use std::time::Duration;
 /// The grub-menu-100 anchor, run in the guest.
 pub const MENU_ANCHOR: &str = include_str!("../guest/menu-scan-anchor.sh");
 
+/// How many `zfs receive` (and later `zfs destroy`) run at once while the scale pool is made:
+/// each waits for a txg sync per step, and the syncs of concurrent ones are shared. Four gave
+/// about 2 datasets/s under TCG.
+const RECEIVERS: usize = 12;
+
 /// The version of the scale pools' recipe ([`Bench::scale_pool`]): part of their cache key.
 const POOL_FIXTURE: &str = "scale-pool-3";
 
@@ -409,7 +414,7 @@ impl<'a> Bench<'a> {
         )?;
         // One `zfs create` per dataset costs a process start and two txg syncs, about a second
         // under TCG when run one after another: instead, a template of up to 100 datasets, made
-        // once, is received over and over, four groups at a time (about 2 datasets/s here). Each group's root gets its own mountpoint
+        // once, is received over and over, [`RECEIVERS`] groups at a time. Each group's root gets its own mountpoint
         // and canmount=on; the datasets below it inherit their mountpoints (/srv/bench/gN/dK).
         // The received `@s` snapshots go afterwards, one group per `zfs destroy -r`: one destroy
         // of all 10,000 ran for over 30 min without a sign of progress, and a power cut undid it whole.
@@ -436,21 +441,22 @@ zfs create -o canmount=off -o mountpoint=none tank/tmpl && i=1; while [ $i -lt {
             &mut vm,
             &format!(
                 "if zfs list tank/tmpl >/dev/null 2>&1; then \
-for j in 0 1 2 3; do (g=$j; while [ $g -lt {groups} ]; do \
+j=0; while [ $j -lt {workers} ]; do (g=$j; while [ $g -lt {groups} ]; do \
 n=$(zfs list -H -o name -r tank/bench/g$g 2>/dev/null | wc -l); \
 if [ $n -ne {size} ]; then [ $n -eq 0 ] || zfs destroy -r tank/bench/g$g || exit 1; \
-zfs send -R tank/tmpl@s | zfs receive -u -o canmount=on -o mountpoint=/srv/bench/g$g tank/bench/g$g || exit 1; fi; \
-echo BENCH-PROGRESS group $g $(cut -d. -f1 /proc/uptime); g=$((g+4)); done) & done; wait; \
-echo BENCH-PROGRESS counting $(cut -d. -f1 /proc/uptime); \
+zfs send -R tank/tmpl@s | zfs receive -u -o canmount=on -o mountpoint=/srv/bench/g$g tank/bench/g$g || {{ touch /run/bench-failed; exit 1; }}; fi; \
+echo BENCH-PROGRESS group $g $(cut -d. -f1 /proc/uptime); g=$((g+{workers})); done) & j=$((j+1)); done; wait; \
+! test -e /run/bench-failed && echo BENCH-PROGRESS counting $(cut -d. -f1 /proc/uptime) || exit 1; \
 test $(zfs list -H -o name -r tank/bench | wc -l) -eq {total} || exit 1; zfs destroy -r tank/tmpl; fi; \
-g=0; while [ $g -lt {groups} ]; do \
-! zfs list tank/bench/g$g@s >/dev/null 2>&1 || zfs destroy -r tank/bench/g$g@s || exit 1; \
-echo BENCH-PROGRESS destroyed the snapshots of group $g $(cut -d. -f1 /proc/uptime); g=$((g+1)); done; \
-echo BENCH-PROGRESS checking $(cut -d. -f1 /proc/uptime) && \
+j=0; while [ $j -lt {workers} ]; do (g=$j; while [ $g -lt {groups} ]; do \
+! zfs list tank/bench/g$g@s >/dev/null 2>&1 || zfs destroy -r tank/bench/g$g@s || {{ touch /run/bench-failed; exit 1; }}; \
+echo BENCH-PROGRESS destroyed the snapshots of group $g $(cut -d. -f1 /proc/uptime); g=$((g+{workers})); done) & j=$((j+1)); done; wait; \
+! test -e /run/bench-failed && echo BENCH-PROGRESS checking $(cut -d. -f1 /proc/uptime) && \
 test $(zfs list -H -o name -d 1 tank/bench | wc -l) -eq {top} && test $(zfs list -H -o name -r tank/bench/g{last} | wc -l) -eq {size} && \
 zfs get -H -o value canmount,mountpoint tank/bench/g0/d1",
                 total = datasets + 1,
                 top = groups + 1,
+                workers = RECEIVERS,
                 last = groups - 1,
             ),
             6 * 3600,
@@ -580,6 +586,26 @@ s=$(i=4; while [ $i -le {bes} ]; do zfs list tank/ROOT/b$i@bench >/dev/null 2>&1
             t.elapsed().as_secs_f64(),
             out.split_whitespace().collect::<Vec<_>>().join(" ")
         );
+        // What ZFS logged while the initramfs imported the pool (its debug log keeps the
+        // kernel's timestamps of each load step): where the import's minutes go.
+        let dbg = run_long(
+            &mut vm,
+            "grep -c . /proc/spl/kstat/zfs/dbgmsg; grep -vE 'txg|metaslab|spa_history|dsl_scan' /proc/spl/kstat/zfs/dbgmsg | head -60 | cut -c1-200; grep seconds /run/bootenv/boot",
+            600,
+        )?;
+        println!("    ZFS's debug log of the import (first lines):\n{dbg}");
+        // Where bootenv's time goes: one run with -v (the runner logs each command it starts
+        // and the milliseconds it took), and the cost of a bare process start, of the smallest
+        // `zfs` and `zpool` commands, for a floor.
+        let prof = run_long(
+            &mut vm,
+            "s=$(cut -d' ' -f1 /proc/uptime); /run/bench-bootenv -v grub-menu 2>/run/prof.err >/dev/null; e=$(cut -d' ' -f1 /proc/uptime); \
+grep -E '[$] |-> ' /run/prof.err | cut -c1-200; echo BENCH-PROF grub-menu $s $e; \
+for c in '/run/bench-bootenv --version' 'zfs list -H -o name tank' 'zpool list -H -o name'; do \
+s=$(cut -d' ' -f1 /proc/uptime); $c >/dev/null; e=$(cut -d' ' -f1 /proc/uptime); echo BENCH-PROF \"$c\" $s $e; done",
+            1800,
+        )?;
+        println!("    where one `bootenv -v grub-menu` spends its time, and floors (start, end uptime):\n{prof}");
         let timed = |vm: &mut Vm, cmd: &str| -> anyhow::Result<(f64, usize)> {
             let out = run_long(
                 vm,
