@@ -123,6 +123,14 @@ fn has_contrib() -> bool {
     })
 }
 
+/// Writes a deb822 apt source for Debian's archive: `suites` with `component`.
+fn write_source(path: &str, suites: &str, component: &str) -> anyhow::Result<()> {
+    let text = format!(
+        "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {suites}\nComponents: {component}\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    );
+    std::fs::write(path, text).with_context(|| format!("writing {path}"))
+}
+
 fn apt(args: &[&str]) -> anyhow::Result<()> {
     println!("==> apt-get {}", args.join(" "));
     let status = Command::new("apt-get")
@@ -156,10 +164,7 @@ pub fn ensure() -> anyhow::Result<()> {
         let suite = codename();
         let path = "/etc/apt/sources.list.d/bootenv-contrib.sources";
         println!("==> adding Debian's contrib component (zfs-dkms lives there): {path}");
-        let text = format!(
-            "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {suite} {suite}-updates\nComponents: contrib\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
-        );
-        std::fs::write(path, text).with_context(|| format!("writing {path}"))?;
+        write_source(path, &format!("{suite} {suite}-updates"), "contrib")?;
     }
     // Some machines come with qemu-utils from backports, which Breaks the release's
     // qemu-system-common: then QEMU's system emulator comes from backports too.
@@ -168,10 +173,7 @@ pub fn ensure() -> anyhow::Result<()> {
         let suite = codename();
         let path = "/etc/apt/sources.list.d/bootenv-backports.sources";
         println!("==> qemu-utils on this machine is from {suite}-backports: taking qemu-system-x86 from there too ({path})");
-        let text = format!(
-            "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {suite}-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
-        );
-        std::fs::write(path, text).with_context(|| format!("writing {path}"))?;
+        write_source(path, &format!("{suite}-backports"), "main")?;
     }
     apt(&["update", "-q"])?;
     let mut args: Vec<String> = ["install", "-y", "-q", "--no-install-recommends"]
