@@ -1,8 +1,10 @@
 //! A Debian bookworm root file system for the packaging scenarios, made with debootstrap on the
-//! host (no ZFS needed there) and cached as a tarball keyed by its package list: systemd, udev,
-//! initramfs-tools, zfsutils-linux (contrib) and what bootenv's packages depend on. The
-//! scenarios unpack it into a boot environment inside a guest.
+//! host (no ZFS needed there) and cached as a tarball keyed by its package list and the versions
+//! the host's apt lists give those packages: systemd, udev, initramfs-tools, zfsutils-linux
+//! (contrib) and what bootenv's packages depend on. The scenarios unpack it into a boot
+//! environment inside a guest.
 
+use crate::cache::{Cache, Found};
 use crate::host::{fnv64, run};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
@@ -27,20 +29,51 @@ pub const INCLUDE: &[&str] = &[
     "init-system-helpers",
 ];
 
-/// The cached tarball of the tree, made when missing (about 3 minutes and 100 MB of
-/// downloads on a fresh machine).
-pub fn rootfs(work: &Path) -> anyhow::Result<PathBuf> {
+/// The versions the host's apt lists give the packages of [`INCLUDE`] (`apt-cache show`), so
+/// that a point release of one of them (a new zfsutils-linux, say) makes a new tree. Empty
+/// when apt-cache cannot tell.
+fn candidate_versions() -> String {
+    let out = std::process::Command::new("apt-cache")
+        .args(["show", "--no-all-versions"])
+        .args(INCLUDE)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with("Package: ") || l.starts_with("Version: "))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// The tarball of the tree, from the cache or made (about 1 to 3 minutes and 100 MB of
+/// downloads). `work` is scratch space for the unpacked tree.
+pub fn rootfs(cache: &Cache, work: &Path) -> anyhow::Result<PathBuf> {
     let key = fnv64(&[
         MIRROR.as_bytes(),
         INCLUDE.join(",").as_bytes(),
         b"bookworm minbase main,contrib v1",
+        candidate_versions().as_bytes(),
     ]);
-    let tar = work.join(format!("debian-bookworm-{key:016x}.tar"));
-    if tar.exists() {
-        return Ok(tar);
-    }
-    println!("==> Debian bookworm tree for the packaging scenarios (debootstrap, cached)");
     let t = Instant::now();
+    let (tar, found) = cache.entry("debian-bookworm", key, ".tar", |tmp| {
+        println!("==> Debian bookworm tree for the packaging scenarios (debootstrap)");
+        debootstrap(work, tmp)
+    })?;
+    if found == Found::Built {
+        println!(
+            "    {} ({} MB) in {:.0} s",
+            tar.display(),
+            std::fs::metadata(&tar)?.len() >> 20,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(tar)
+}
+
+/// debootstraps the tree in `work` and packs it into the tarball `tar`.
+fn debootstrap(work: &Path, tar: &Path) -> anyhow::Result<()> {
     let dir = work.join("debian-root.tmp");
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
@@ -75,7 +108,6 @@ pub fn rootfs(work: &Path) -> anyhow::Result<PathBuf> {
             }
         }
     }
-    let part = work.join("debian.tar.part");
     run(
         "tar",
         &[
@@ -84,17 +116,10 @@ pub fn rootfs(work: &Path) -> anyhow::Result<PathBuf> {
             "-C",
             &dir.to_string_lossy(),
             "-cf",
-            &part.to_string_lossy(),
+            &tar.to_string_lossy(),
             ".",
         ],
     )?;
-    std::fs::rename(&part, &tar)?;
     std::fs::remove_dir_all(&dir)?;
-    println!(
-        "    {} ({} MB) in {:.0} s",
-        tar.display(),
-        std::fs::metadata(&tar)?.len() >> 20,
-        t.elapsed().as_secs_f64()
-    );
-    Ok(tar)
+    Ok(())
 }

@@ -20,14 +20,41 @@ pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A stable 64-bit FNV-1a hash, for cache keys.
+/// A stable 64-bit FNV-1a hash, for cache keys: each part is followed by a 0xff byte, so that
+/// moving bytes from one part to the next changes the hash.
 pub fn fnv64(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
+    let mut h = Fnv::new();
     for p in parts {
-        for b in p.iter().chain(&[0xffu8]) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x100000001b3);
+        h.part(p);
+    }
+    h.finish()
+}
+
+/// [`fnv64`] fed one part at a time.
+pub struct Fnv(u64);
+
+impl Fnv {
+    /// The empty hash.
+    pub fn new() -> Fnv {
+        Fnv(0xcbf29ce484222325)
+    }
+
+    /// Adds a part.
+    pub fn part(&mut self, bytes: &[u8]) {
+        for b in bytes.iter().chain(&[0xffu8]) {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x100000001b3);
         }
     }
-    h
+
+    /// The hash of the parts so far.
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv::new()
+    }
 }

@@ -1,6 +1,7 @@
 //! What the VMs boot: the kernel, bootenv's initramfs, and the golden test disk made by a
-//! builder VM with bootenv itself. Built once per run and cached by the hash of their inputs.
+//! builder VM with bootenv itself. Kept in the [`Cache`], keyed by the hash of their inputs.
 
+use crate::cache::{Cache, Found};
 use crate::disk;
 use crate::host::fnv64;
 use crate::qemu::{Boot, Vm, VmConfig};
@@ -43,8 +44,10 @@ pub struct Artifacts {
     /// known-good v1) and a shared dataset `tank/data`; their kernels and bootenv's GRUB menu on
     /// the ESP; GRUB for UEFI and for BIOS.
     pub golden: PathBuf,
-    /// The work directory.
+    /// The work directory (this checkout's: logs, overlays, scratch).
     pub work: PathBuf,
+    /// The artifact cache (outside the checkout).
+    pub cache: Cache,
     /// `tcg` or `kvm`.
     pub accel: String,
     /// The Debian packages and the Debian tree the `deb-*` scenarios install (made by xtask
@@ -61,6 +64,10 @@ pub struct Packages {
     pub debs: Vec<PathBuf>,
     /// A newer build of the bootenv package (an upgrade to install).
     pub newer: PathBuf,
+    /// A hash of what the packages hold (every file's path, mode and bytes, the control
+    /// fields and scripts), not of the `.deb` files: the same packages built at another commit
+    /// time give the same key, so the disks that have them installed are not made again.
+    pub key: u64,
 }
 
 fn write_if_changed(path: &Path, data: &[u8]) -> anyhow::Result<()> {
@@ -138,8 +145,13 @@ fn log_step(what: &str) {
 }
 
 impl Artifacts {
-    /// Builds (or reuses) the initramfs and the golden disk in `work`.
-    pub fn prepare(work: &Path, agent: &Path, release: Option<&str>) -> anyhow::Result<Artifacts> {
+    /// Builds the initramfs and the golden disk, or takes them from `cache`.
+    pub fn prepare(
+        work: &Path,
+        cache: &Cache,
+        agent: &Path,
+        release: Option<&str>,
+    ) -> anyhow::Result<Artifacts> {
         std::fs::create_dir_all(work)?;
         let kernel = Kernel::find(release)?;
         let agent_bytes =
@@ -155,19 +167,19 @@ impl Artifacts {
         boot.add("init", Kind::File(agent_bytes.clone()), 0o755);
         let cpio = boot.write(initramfs::epoch());
         let key = fnv64(&[&cpio]);
-        let initrd = work.join(format!("initrd-{key:016x}.cpio.zst"));
-        if !initrd.exists() {
-            let t = Instant::now();
+        let t = Instant::now();
+        let (initrd, found) = cache.entry("initrd", key, ".cpio.zst", |tmp| {
             let z = initramfs::compress(&cpio)?;
-            std::fs::write(&initrd, &z)?;
-            println!(
-                "    {} ({} bytes, from {} bytes, in {:.1} s)",
-                initrd.display(),
-                z.len(),
-                cpio.len(),
-                t.elapsed().as_secs_f64()
-            );
-        }
+            std::fs::write(tmp, &z)?;
+            Ok(())
+        })?;
+        println!(
+            "    {} ({} bytes{}, in {:.1} s)",
+            initrd.display(),
+            std::fs::metadata(&initrd)?.len(),
+            if found == Found::Hit { ", cached" } else { "" },
+            t.elapsed().as_secs_f64()
+        );
         let accel = {
             let probe_log = work.join("kvm-probe.log");
             let mut probe = base.clone();
@@ -187,6 +199,7 @@ impl Artifacts {
             initrd,
             golden: PathBuf::new(),
             work: work.to_path_buf(),
+            cache: cache.clone(),
             accel,
             packages: None,
         };
@@ -226,24 +239,34 @@ impl Artifacts {
             GRUB_EFI_CFG.as_bytes(),
             GRUB_BIOS_CFG.as_bytes(),
         ]);
-        let golden = self.work.join(format!("golden-{key:016x}.img"));
-        if golden.exists() {
-            log_step(&format!("golden disk {} (cached)", golden.display()));
-            return Ok(golden);
-        }
-        log_step("golden disk: pool and boot environments made by bootenv in a builder VM");
         let t = Instant::now();
+        let (golden, found) = self.cache.entry("golden", key, ".img", |tmp| {
+            log_step("golden disk: pool and boot environments made by bootenv in a builder VM");
+            self.build_golden(&cpio, tmp)
+        })?;
+        match found {
+            Found::Hit => log_step(&format!("golden disk {} (cached)", golden.display())),
+            Found::Built => println!(
+                "    {} in {:.1} s",
+                golden.display(),
+                t.elapsed().as_secs_f64()
+            ),
+        }
+        Ok(golden)
+    }
+
+    /// Runs the builder VM (its initramfs: `cpio`) on a blank disk at `tmp`.
+    fn build_golden(&self, cpio: &[u8], tmp: &Path) -> anyhow::Result<()> {
         let builder_img = self.work.join("builder.cpio");
-        std::fs::write(&builder_img, &cpio)?;
-        let tmp = self.work.join("golden.tmp.img");
-        disk::blank(&tmp, DISK_MIB)?;
+        std::fs::write(&builder_img, cpio)?;
+        disk::blank(tmp, DISK_MIB)?;
         let cfg = VmConfig {
             boot: Boot::Direct {
                 kernel: self.kernel.vmlinuz.clone(),
                 initrd: builder_img.clone(),
                 append: BASE_CMDLINE.into(),
             },
-            disks: vec![tmp.clone()],
+            disks: vec![tmp.to_path_buf()],
             log: self.work.join("builder.log"),
             memory_mb: 2048,
             cpus: 2,
@@ -261,13 +284,7 @@ impl Artifacts {
                 }
             })?;
         vm.expect_poweroff(Duration::from_secs(60))?;
-        std::fs::rename(&tmp, &golden)?;
         let _ = std::fs::remove_file(&builder_img);
-        println!(
-            "    {} in {:.1} s",
-            golden.display(),
-            t.elapsed().as_secs_f64()
-        );
-        Ok(golden)
+        Ok(())
     }
 }

@@ -224,6 +224,45 @@ pub fn fingerprint(p: &Package) -> u64 {
     bootenv_vmtest::host::fnv64(&parts)
 }
 
+/// A hash of everything a package holds (fields, every file's path, mode and bytes, links,
+/// control files), but not of its build time: the test cache's key for what is made from it.
+pub fn digest(p: &Package) -> u64 {
+    let mut h = bootenv_vmtest::host::Fnv::new();
+    for f in [
+        &p.name,
+        &p.version,
+        &p.arch,
+        &p.section,
+        &p.synopsis,
+        &p.description,
+    ] {
+        h.part(f.as_bytes());
+    }
+    for (k, v) in &p.relations {
+        h.part(k.as_bytes());
+        h.part(v.as_bytes());
+    }
+    for (path, item) in &p.files {
+        h.part(path.as_bytes());
+        match item {
+            Item::File(d, mode) => {
+                h.part(&mode.to_le_bytes());
+                h.part(d);
+            }
+            Item::Link(t) => {
+                h.part(b"->");
+                h.part(t.as_bytes());
+            }
+        }
+    }
+    for (name, (d, mode)) in &p.control {
+        h.part(name.as_bytes());
+        h.part(&mode.to_le_bytes());
+        h.part(d);
+    }
+    h.finish()
+}
+
 /// gzip -n -9: no name, no time stamp.
 pub fn gzip(data: &[u8]) -> anyhow::Result<Vec<u8>> {
     bootenv_initramfs::filter("gzip", &["-n", "-9", "-c"], data)

@@ -11,6 +11,7 @@
 mod deb;
 mod deps;
 mod docs;
+mod timing;
 
 use anyhow::{bail, Context};
 use bootenv_vmtest::images::Artifacts;
@@ -75,6 +76,11 @@ fn deb_version() -> String {
 
 /// Builds bootenv and bootenv-grub into `out`; returns their paths.
 fn build_debs(out: &Path, version: &str) -> anyhow::Result<Vec<PathBuf>> {
+    build_debs_keyed(out, version).map(|(debs, _)| debs)
+}
+
+/// [`build_debs`], with a hash of what the packages hold ([`deb::digest`]).
+fn build_debs_keyed(out: &Path, version: &str) -> anyhow::Result<(Vec<PathBuf>, u64)> {
     let r = root();
     let agent = build_agent()?;
     let work = r.join("target/debian-work");
@@ -94,10 +100,12 @@ fn build_debs(out: &Path, version: &str) -> anyhow::Result<Vec<PathBuf>> {
     };
     let epoch = deb::source_date_epoch(&r)?;
     let mut debs = Vec::new();
+    let mut key = bootenv_vmtest::host::Fnv::new();
     for p in [deb::bootenv(&inputs)?, deb::bootenv_grub(&inputs)?] {
+        key.part(&deb::digest(&p).to_le_bytes());
         debs.push(p.build(&work.join("stage"), out, epoch, "xz")?);
     }
-    Ok(debs)
+    Ok((debs, key.finish()))
 }
 
 /// Runs lintian on `debs`; fails when it reports an error.
@@ -148,6 +156,68 @@ fn deb_cmd(args: &[String]) -> anyhow::Result<()> {
 /// `cargo xtask kernel-deb`: builds bootenv-kernel-<release> into target/debian (cached by
 /// its inputs' names, sizes and times: packing 400 MB of modules takes a while).
 fn kernel_deb_cmd(args: &[String]) -> anyhow::Result<PathBuf> {
+    let src = kernel_source(args)?;
+    let r = root();
+    let work = r.join("target/debian-work/kernel");
+    let epoch = deb::source_date_epoch(&r)?;
+    let p = deb::kernel(&r, &src)?;
+    let out = r.join("target/debian");
+    let deb = out.join(format!("{}_{}_{}.deb", p.name, p.version, p.arch));
+    // The fingerprint covers every path, size and mode (and small files' contents).
+    let key = format!("{epoch}:{:016x}", deb::fingerprint(&p));
+    let stamp = work.join(format!("{}.key", p.name));
+    if deb.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
+        println!("    {} is up to date", deb.display());
+        return Ok(deb);
+    }
+    let built = pack_kernel(&p, &work, &out, epoch)?;
+    std::fs::write(&stamp, key)?;
+    Ok(built)
+}
+
+/// Builds the kernel package `p` into `out`, saying how long it took.
+fn pack_kernel(p: &deb::Package, work: &Path, out: &Path, epoch: u64) -> anyhow::Result<PathBuf> {
+    println!("==> packing {} ({} files)", p.name, p.files.len());
+    let t = Instant::now();
+    let built = p.build(&work.join("stage"), out, epoch, "xz:1")?;
+    println!(
+        "    {} ({} bytes) in {:.0} s",
+        built.display(),
+        std::fs::metadata(&built)?.len(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(built)
+}
+
+/// The kernel package of the tests (the kernel they boot and its ZFS modules), from the test
+/// cache, keyed by what it holds and its build time; returns it and [`deb::digest`] of it.
+fn test_kernel_deb(cache: &bootenv_vmtest::cache::Cache) -> anyhow::Result<(PathBuf, u64)> {
+    let r = root();
+    let src = kernel_source(&[])?;
+    let p = deb::kernel(&r, &src)?;
+    let digest = deb::digest(&p);
+    let epoch = deb::source_date_epoch(&r)?;
+    let key = bootenv_vmtest::host::fnv64(&[&digest.to_le_bytes(), &epoch.to_le_bytes()]);
+    let work = r.join("target/debian-work/kernel");
+    let (dir, found) = cache.entry("kernel-deb", key, "", |tmp| {
+        std::fs::create_dir_all(tmp)?;
+        pack_kernel(&p, &work, tmp, epoch).map(|_| ())
+    })?;
+    let deb = dir.join(format!("{}_{}_{}.deb", p.name, p.version, p.arch));
+    anyhow::ensure!(
+        deb.is_file(),
+        "{} is missing from the cache entry",
+        deb.display()
+    );
+    if found == bootenv_vmtest::cache::Found::Hit {
+        println!("    {} (cached)", deb.display());
+    }
+    Ok((deb, digest))
+}
+
+/// What `kernel-deb`'s options name: a linux-image .deb, a vmlinuz and modules directory, or
+/// (no options) the kernel the tests boot.
+fn kernel_source(args: &[String]) -> anyhow::Result<deb::KernelSource> {
     let mut deb_file = None;
     let mut vmlinuz = None;
     let mut modules = None;
@@ -207,29 +277,7 @@ fn kernel_deb_cmd(args: &[String]) -> anyhow::Result<PathBuf> {
         }
         _ => bail!("name a kernel with --kernel <linux-image .deb>, or with --vmlinuz and --modules, or nothing for the tests' kernel"),
     };
-    let r = root();
-    let epoch = deb::source_date_epoch(&r)?;
-    let p = deb::kernel(&r, &src)?;
-    let out = r.join("target/debian");
-    let deb = out.join(format!("{}_{}_{}.deb", p.name, p.version, p.arch));
-    // The fingerprint covers every path, size and mode (and small files' contents).
-    let key = format!("{epoch}:{:016x}", deb::fingerprint(&p));
-    let stamp = work.join(format!("{}.key", p.name));
-    if deb.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
-        println!("    {} is up to date", deb.display());
-        return Ok(deb);
-    }
-    println!("==> packing {} ({} files)", p.name, p.files.len());
-    let t = Instant::now();
-    let built = p.build(&work.join("stage"), &out, epoch, "xz:1")?;
-    std::fs::write(&stamp, key)?;
-    println!(
-        "    {} ({} bytes) in {:.0} s",
-        built.display(),
-        std::fs::metadata(&built)?.len(),
-        t.elapsed().as_secs_f64()
-    );
-    Ok(built)
+    Ok(src)
 }
 
 fn run_ok(cmd: &mut Command) -> anyhow::Result<()> {
@@ -342,31 +390,51 @@ fn initramfs(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// What the `deb-*` scenarios install: the packages of this tree, a newer build of bootenv,
-/// the kernel package, and the Debian tree (each cached).
-fn packages(art: &Artifacts) -> anyhow::Result<bootenv_vmtest::images::Packages> {
-    println!("==> Debian packages for the packaging scenarios");
-    let mut debs = build_debs(&root().join("target/debian"), &deb_version())?;
-    debs.push(kernel_deb_cmd(&[])?);
-    // The same tree as a later release: what an upgrade installs.
-    let newer = build_debs(
-        &root().join("target/debian-newer"),
-        &format!("{}-2", env!("CARGO_PKG_VERSION")),
-    )?
-    .into_iter()
-    .next()
-    .context("the newer bootenv package")?;
-    let debian = bootenv_vmtest::debian::rootfs(&art.work)?;
+/// the kernel package (cached), and the Debian tree (cached).
+fn packages(
+    art: &Artifacts,
+    t: &mut timing::Phases,
+) -> anyhow::Result<bootenv_vmtest::images::Packages> {
+    let (mut debs, newer, mut key) =
+        t.phase("packages (bootenv, bootenv-grub, a newer bootenv)", || {
+            println!("==> Debian packages for the packaging scenarios");
+            let (debs, k1) = build_debs_keyed(&root().join("target/debian"), &deb_version())?;
+            // The same tree as a later release: what an upgrade installs.
+            let (newer, k2) = build_debs_keyed(
+                &root().join("target/debian-newer"),
+                &format!("{}-2", env!("CARGO_PKG_VERSION")),
+            )?;
+            let newer = newer
+                .into_iter()
+                .next()
+                .context("the newer bootenv package")?;
+            let mut key = bootenv_vmtest::host::Fnv::new();
+            key.part(&k1.to_le_bytes());
+            key.part(&k2.to_le_bytes());
+            Ok((debs, newer, key))
+        })?;
+    let (kernel, k3) = t.phase("kernel package", || test_kernel_deb(&art.cache))?;
+    debs.push(kernel);
+    key.part(&k3.to_le_bytes());
+    let debian = t.phase("Debian tree (debootstrap)", || {
+        bootenv_vmtest::debian::rootfs(&art.cache, &art.work)
+    })?;
     Ok(bootenv_vmtest::images::Packages {
         debian,
         debs,
         newer,
+        key: key.finish(),
     })
 }
 
-fn prepare() -> anyhow::Result<Artifacts> {
-    deps::ensure()?;
-    let agent = build_agent()?;
-    Artifacts::prepare(&work_dir(), &agent, None)
+/// The agent, the initramfs and the golden disk, each a phase of `t`.
+fn prepare(t: &mut timing::Phases) -> anyhow::Result<Artifacts> {
+    let agent = t.phase("static agent (cargo build --release)", build_agent)?;
+    let cache = bootenv_vmtest::cache::Cache::open()?;
+    println!("==> test cache: {}", cache.dir.display());
+    t.phase("images (initramfs, golden disk)", || {
+        Artifacts::prepare(&work_dir(), &cache, &agent, None)
+    })
 }
 
 /// How many VM scenarios run side by side: `BOOTENV_VM_JOBS`, else one per host core.
@@ -403,13 +471,22 @@ fn vm_test(args: &[String]) -> anyhow::Result<()> {
             bail!("no scenario named {n}; `cargo xtask vm-test --list` lists them");
         }
     }
-    let mut art = prepare()?;
+    let mut t = timing::Phases::new();
+    t.phase("set-up (cargo xtask deps)", deps::ensure)?;
+    let mut art = prepare(&mut t)?;
     if names.is_empty() || names.iter().any(|n| n.starts_with("deb-")) {
-        art.packages = Some(packages(&art)?);
+        art.packages = Some(packages(&art, &mut t)?);
     }
-    let outcomes = scenarios::run(&art, &names, false, jobs())?;
-    let failed = outcomes.iter().filter(|o| o.failure.is_some()).count();
-    summary(outcomes.len() - failed, failed)
+    let report = scenarios::run(&art, &names, false, jobs())?;
+    for l in t.summary(Some(&report), &timing::host()) {
+        println!("{l}");
+    }
+    let failed = report
+        .outcomes
+        .iter()
+        .filter(|o| o.failure.is_some())
+        .count();
+    summary(report.outcomes.len() - failed, failed)
 }
 
 /// Runs `cargo test` for the workspace, echoing its output; returns (passed, failed).
@@ -453,18 +530,21 @@ fn unit_tests() -> anyhow::Result<(usize, usize)> {
 }
 
 fn test() -> anyhow::Result<()> {
-    let t = Instant::now();
-    deps::ensure()?;
-    let (up, uf) = unit_tests()?;
+    let mut t = timing::Phases::new();
+    t.phase("set-up (cargo xtask deps)", deps::ensure)?;
+    let (up, uf) = t.phase("unit and integration tests (cargo test)", unit_tests)?;
     println!("unit and integration tests: {up} passed, {uf} failed");
-    let mut art = prepare()?;
-    art.packages = Some(packages(&art)?);
+    let mut art = prepare(&mut t)?;
+    art.packages = Some(packages(&art, &mut t)?);
     // The packages: the same bytes from a second build, and lintian without errors.
     let mut checks: Vec<(&str, anyhow::Result<()>)> = Vec::new();
     let pk = art.packages.clone().expect("prepared");
+    let again = t.phase("deb-reproducible (a second build)", || {
+        build_debs(&root().join("target/debian-check"), &deb_version())
+    });
     checks.push((
         "deb-reproducible",
-        build_debs(&root().join("target/debian-check"), &deb_version()).and_then(|again| {
+        again.and_then(|again| {
             for (a, b) in pk.debs.iter().zip(&again) {
                 anyhow::ensure!(
                     std::fs::read(a)? == std::fs::read(b)?,
@@ -477,7 +557,8 @@ fn test() -> anyhow::Result<()> {
     ));
     // Not the kernel package: lintian takes over 10 minutes on its 4,000 modules under load
     // (`lintian target/debian/bootenv-kernel-*.deb` checks it).
-    checks.push(("deb-lintian", lintian(&pk.debs[..2])));
+    let lint = t.phase("deb-lintian", || lintian(&pk.debs[..2]));
+    checks.push(("deb-lintian", lint));
     let (cp, cf) = checks.iter().fold((0, 0), |(p, f), (name, r)| match r {
         Ok(()) => {
             println!("PASS {name}");
@@ -488,24 +569,27 @@ fn test() -> anyhow::Result<()> {
             (p, f + 1)
         }
     });
-    let outcomes = scenarios::run(&art, &[], false, jobs())?;
-    let vf = outcomes.iter().filter(|o| o.failure.is_some()).count() + cf;
-    let vp = outcomes.len() - (vf - cf) + cp;
+    let report = scenarios::run(&art, &[], false, jobs())?;
+    let vf = report
+        .outcomes
+        .iter()
+        .filter(|o| o.failure.is_some())
+        .count()
+        + cf;
+    let vp = report.outcomes.len() - (vf - cf) + cp;
     println!("VM scenarios and package checks: {vp} passed, {vf} failed");
-    for o in &outcomes {
-        println!(
-            "  {:<28} {:>6.1} s  {}",
-            o.name,
-            o.secs,
-            if o.failure.is_some() { "FAIL" } else { "PASS" }
-        );
+    for o in report.outcomes.iter().filter(|o| o.failure.is_some()) {
+        println!("  FAILED {}", o.name);
     }
-    println!("total time {:.0} s", t.elapsed().as_secs_f64());
+    for l in t.summary(Some(&report), &timing::host()) {
+        println!("{l}");
+    }
     summary(up + vp, uf + vf)
 }
 
 fn demo() -> anyhow::Result<()> {
-    let art = prepare()?;
+    deps::ensure()?;
+    let art = prepare(&mut timing::Phases::new())?;
     let dir = work_dir().join("demo");
     std::fs::create_dir_all(&dir)?;
     let disk = dir.join("disk.qcow2");
@@ -587,7 +671,7 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
         names = NAMES.iter().map(|n| n.to_string()).collect();
     }
     deps::ensure_bench()?;
-    let art = prepare()?;
+    let art = prepare(&mut timing::Phases::new())?;
     let work = art.work.clone();
     let release = art.kernel.release.clone();
     println!("==> bootenv's initramfs as shipped (xtask initramfs) for {release}");

@@ -1,0 +1,429 @@
+//! The operator's verbs in a running test BE: create, activate, upgrade, rollback, mount, diff,
+//! destroy, export/import and install.
+
+use super::*;
+
+/// The scenarios of this family.
+pub(super) fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "cli-create-activate",
+            about: "bootenv create --from, then activate: GRUB boots the new BE",
+            run: cli_create_activate,
+            needs: None,
+        },
+        Scenario {
+            name: "cli-upgrade-trial",
+            about: "an upgrade whose command changes files boots as a trial; the old BE keeps the old files",
+            run: cli_upgrade_trial,
+            needs: None,
+        },
+        Scenario {
+            name: "cli-upgrade-fails-cleanly",
+            about: "an upgrade whose command fails: the running BE is unchanged, nothing half-made is left",
+            run: cli_upgrade_fails_cleanly,
+            needs: None,
+        },
+        Scenario {
+            name: "cli-rollback-walk",
+            about: "three upgrades, two rollbacks, one roll forward: each boot is the expected version",
+            run: cli_rollback_walk,
+            needs: None,
+        },
+        Scenario {
+            name: "cli-mount-readonly",
+            about: "an old version's files (and a snapshot's) read without booting it; writes refused; diff",
+            run: cli_mount_readonly,
+            needs: None,
+        },
+        Scenario {
+            name: "cli-destroy-safety",
+            about: "destroy refuses the running, default, trial, last known-good and depended-on BEs; --dry-run is exact",
+            run: cli_destroy_safety,
+            needs: None,
+        },
+        Scenario {
+            name: "cli-export-import",
+            about: "a BE exported to a file (and one through a pipe), imported into a fresh pool on another disk, boots from it",
+            run: cli_export_import,
+            needs: None,
+        },
+        Scenario {
+            name: "cli-install",
+            about: "a blank disk laid out by bootenv install from a tarball boots through GRUB, under UEFI and BIOS",
+            run: cli_install,
+            needs: None,
+        },
+    ]
+}
+
+/// Copies the running test BE (root and config) to `dir` as BE `name`, labelled `label`.
+fn copy_running_be(dir: &str, name: &str, label: &str) -> String {
+    format!(
+        "rm -rf {dir} && mkdir -p {dir} && for d in /*; do case $d in /proc|/sys|/dev|/run|/tmp|/mnt|/srv) mkdir -p {dir}$d;; \
+*) cp -a $d {dir}/ || exit 1;; esac; done \
+&& echo {name} >{dir}/etc/bootenv-test/name && echo {label} >{dir}/etc/bootenv-test/label"
+    )
+}
+
+/// The kernel command line `bootenv install` gives the test systems it lays out.
+const INSTALL_CMDLINE: &str = "--esp-mib 256 --cmdline 'console=ttyS0 quiet betest.interactive'";
+
+fn cli_install(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let blank = cx.dir.join("new.img");
+    disk::blank(&blank, 1024)?;
+    let mut vm = cx.boot_disks(
+        &[&disk, &blank],
+        "bootenv=v1 bootenv.pool=tank betest.interactive",
+    )?;
+    expect_ready(&mut vm, "v1")?;
+    // A root file system tarball, as a vendor would ship it.
+    run_in(
+        &mut vm,
+        &format!(
+            "{} && tar -C /run/r -cf /run/r.tar . && rm -rf /run/r",
+            copy_running_be("/run/r", "n1", "9.0")
+        ),
+    )?;
+    // The running system's disk is refused; so is a used disk without --force.
+    let out = run_fails(
+        &mut vm,
+        "bootenv --pool fresh install --disk /dev/vda --from /run/r.tar --force",
+    )?;
+    ensure!(
+        out.contains("in use"),
+        "installing over the running system's disk: {out}"
+    );
+    let out = run_in(&mut vm, &format!("bootenv --pool fresh install --disk /dev/vdb --from /run/r.tar --name n1 --label 9.0 {INSTALL_CMDLINE}"))?;
+    ensure!(out.contains("installed"), "{out}");
+    let out = run_fails(
+        &mut vm,
+        "bootenv --pool other install --disk /dev/vdb --from /run/r.tar",
+    )?;
+    ensure!(
+        out.contains("--force"),
+        "a second install over a used disk: {out}"
+    );
+    power_off(&mut vm)?;
+    // The new disk alone, on a new machine: UEFI, then BIOS.
+    cx.new_firmware()?;
+    let mut vm = grub_boot(cx, &blank, "n1")?;
+    ensure!(
+        vm.text().contains("BOOTENV-TEST config=version=v1;"),
+        "n1 does not carry the installed config"
+    );
+    let out = run_in(
+        &mut vm,
+        "bootenv list; zfs list -H -t all -o name -r fresh; cat /proc/cmdline",
+    )?;
+    ensure!(
+        list_row(&out, "n1")
+            .is_some_and(|r| r[1] == "9.0" && ["N", "R", "G"].iter().all(|f| r[2].contains(f))),
+        "{out}"
+    );
+    ensure!(
+        out.contains("fresh/ROOT/n1@factory") && out.contains("fresh/ROOT/n1/config@factory"),
+        "no factory snapshot: {out}"
+    );
+    ensure!(
+        out.contains("bootenv.pool=fresh") && !out.contains("bootenv.trial"),
+        "{out}"
+    );
+    let out = run_in(&mut vm, "bootenv status")?;
+    ensure!(out.contains("default=n1"), "{out}");
+    power_off(&mut vm)?;
+    let mut vm = cx.bios(&blank)?;
+    vm.expect(r"bootenv: loading ", BOOT)?;
+    expect_ready(&mut vm, "n1")?;
+    power_off(&mut vm)
+}
+
+fn cli_export_import(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let other = cx.dir.join("other.img");
+    disk::blank(&other, 1024)?;
+    let mut vm = cx.boot_disks(
+        &[&disk, &other],
+        "bootenv=v1 bootenv.pool=tank betest.interactive",
+    )?;
+    expect_ready(&mut vm, "v1")?;
+    // A machine to recover onto: a fresh pool with one BE of its own.
+    run_in(&mut vm, &copy_running_be("/run/r", "base", "0.1"))?;
+    run_in(&mut vm, &format!("bootenv --pool fresh install --disk /dev/vdb --from /run/r --name base --label 0.1 {INSTALL_CMDLINE} && rm -rf /run/r"))?;
+    run_in(&mut vm, "zpool import -N -o cachefile=none -d /dev fresh")?;
+    // One BE through a file, one through a pipe.
+    let out = run_in(
+        &mut vm,
+        "bootenv export v2 /run/v2.stream && ls -l /run/v2.stream",
+    )?;
+    ensure!(out.contains("exported v2"), "{out}");
+    let out = run_in(&mut vm, "bootenv --pool fresh import /run/v2.stream")?;
+    ensure!(
+        out.contains("imported v2") && out.contains("fresh/ROOT/v2"),
+        "{out}"
+    );
+    let out = run_in(
+        &mut vm,
+        "bootenv export v3 - | bootenv --pool fresh import - --name v3copy",
+    )?;
+    ensure!(out.contains("imported v3copy"), "{out}");
+    let out = run_fails(&mut vm, "bootenv --pool fresh import /run/v2.stream")?;
+    ensure!(out.contains("--name"), "importing v2 twice: {out}");
+    run_in(&mut vm, "bootenv --pool fresh activate v2")?;
+    let out = run_in(&mut vm, "bootenv --pool fresh list")?;
+    ensure!(
+        ["base ", "v2 ", "v3copy "]
+            .iter()
+            .all(|b| out.lines().any(|l| l.starts_with(b))),
+        "{out}"
+    );
+    // The source pool is as it was, apart from the export snapshots.
+    let out = run_in(&mut vm, "bootenv list && zpool export fresh")?;
+    ensure!(
+        out.lines().any(|l| l.starts_with("v2 ")) && !out.contains("v3copy"),
+        "{out}"
+    );
+    power_off(&mut vm)?;
+    cx.new_firmware()?;
+    let mut vm = grub_boot(cx, &other, "v2")?;
+    ensure!(
+        vm.text().contains("BOOTENV-TEST config=version=v2;"),
+        "v2 does not carry its config"
+    );
+    let out = run_in(&mut vm, "cat /proc/cmdline; bootenv list")?;
+    ensure!(out.contains("bootenv.pool=fresh"), "{out}");
+    ensure!(
+        list_row(&out, "v2").is_some_and(|r| r[2].contains('N') && r[2].contains('R')),
+        "{out}"
+    );
+    power_off(&mut vm)
+}
+
+/// The command an upgrade runs in the new BE: it becomes test BE `name`.
+fn becomes(name: &str) -> String {
+    format!("sh -c 'echo {name} >/etc/bootenv-test/name && echo {name}.0 >/etc/bootenv-test/label && echo {name} >/etc/upgraded-to'")
+}
+
+fn cli_create_activate(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    let out = run_in(&mut vm, "bootenv create v4 --from v2 --label 4.0")?;
+    ensure!(out.contains("created boot environment v4"), "{out}");
+    // Give the clone its own identity, through a writable mount of it.
+    run_in(
+        &mut vm,
+        "d=$(bootenv mount v4 --rw) && echo v4 >$d/etc/bootenv-test/name && bootenv unmount v4",
+    )?;
+    let out = run_in(&mut vm, "bootenv list")?;
+    ensure!(
+        out.lines()
+            .any(|l| l.starts_with("v4 ") && l.contains("4.0") && l.contains("v2@bootenv-")),
+        "{out}"
+    );
+    run_in(&mut vm, "bootenv activate v4")?;
+    power_off(&mut vm)?;
+    let mut vm = grub_boot(cx, &disk, "v4")?;
+    // The clone of v2 has v2's config.
+    ensure!(
+        vm.text().contains("BOOTENV-TEST config=version=v2;"),
+        "v4 does not carry v2's config"
+    );
+    let out = run_in(&mut vm, "bootenv list --json")?;
+    ensure!(
+        out.contains("\"name\": \"v4\"") && out.contains("\"running\": true"),
+        "{out}"
+    );
+    power_off(&mut vm)
+}
+
+fn cli_upgrade_trial(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    run_in(&mut vm, "echo carried=1 >>/etc/config/app.conf")?;
+    let out = run_in(
+        &mut vm,
+        &format!("cd /root && bootenv upgrade v4 -- {}", becomes("v4")),
+    )?;
+    ensure!(out.contains("v4 is on trial"), "{out}");
+    run_in(
+        &mut vm,
+        "test ! -e /etc/upgraded-to && grep -q v1 /etc/bootenv-test/name",
+    )?;
+    power_off(&mut vm)?;
+    let mut vm = cx.uefi(&disk)?;
+    expect_be(&mut vm, "v4")?;
+    vm.expect(r"BOOTENV-TEST cmdline=[^\r\n]*bootenv\.trial=2", STEP)?;
+    vm.expect(
+        r"BOOTENV-TEST config=version=v1;greeting=factory default of 1\.0;carried=1;",
+        STEP,
+    )?;
+    vm.expect(r"BOOTENV-TEST ready", STEP)?;
+    run_in(&mut vm, "test \"$(cat /etc/upgraded-to)\" = v4")?;
+    // The old BE still holds the old files.
+    let out = run_in(
+        &mut vm,
+        "d=$(bootenv mount v1) && cat $d/etc/bootenv-test/name && ls $d/etc; bootenv unmount v1",
+    )?;
+    ensure!(out.contains("v1") && !out.contains("upgraded-to"), "{out}");
+    run_in(&mut vm, "bootenv mark-good")?;
+    power_off(&mut vm)?;
+    let mut vm = grub_boot(cx, &disk, "v4")?;
+    let out = run_in(&mut vm, "cat /proc/cmdline")?;
+    ensure!(!out.contains("bootenv.trial"), "{out}");
+    power_off(&mut vm)
+}
+
+fn cli_upgrade_fails_cleanly(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    let before = run_in(
+        &mut vm,
+        "zfs list -H -t all -o name -r tank | grep -v '@bootenv-export' | sort",
+    )?;
+    let out = run_fails(
+        &mut vm,
+        "bootenv upgrade v4 -- sh -c 'echo half >/etc/half; exit 3'",
+    )?;
+    ensure!(
+        out.contains("the running boot environment is unchanged"),
+        "{out}"
+    );
+    let after = run_in(
+        &mut vm,
+        "zfs list -H -t all -o name -r tank | grep -v '@bootenv-export' | sort",
+    )?;
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| l.starts_with("tank"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    ensure!(
+        strip(&before) == strip(&after),
+        "the pool changed:\nbefore {before}\nafter {after}"
+    );
+    run_in(&mut vm, "test ! -e /etc/half")?;
+    let out = run_in(&mut vm, "bootenv status")?;
+    ensure!(out.contains("grub: default=v1 next=- trial=-"), "{out}");
+    power_off(&mut vm)?;
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    power_off(&mut vm)
+}
+
+fn cli_rollback_walk(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    for (from, to) in [("v1", "v4"), ("v4", "v5"), ("v5", "v6")] {
+        let _ = from;
+        run_in(&mut vm, &format!("bootenv upgrade {to} -- {}", becomes(to)))?;
+        power_off(&mut vm)?;
+        vm = grub_boot(cx, &disk, to)?;
+        run_in(&mut vm, "bootenv mark-good")?;
+    }
+    for (verb, want) in [
+        ("rollback", "v5"),
+        ("rollback", "v4"),
+        ("rollforward", "v5"),
+    ] {
+        let out = run_in(&mut vm, &format!("bootenv {verb}"))?;
+        ensure!(out.contains(&format!("-> {want}")), "{verb}: {out}");
+        power_off(&mut vm)?;
+        vm = grub_boot(cx, &disk, want)?;
+    }
+    power_off(&mut vm)
+}
+
+fn cli_mount_readonly(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = direct_ready(cx, &disk, "v1", "")?;
+    let out = run_in(&mut vm, "d=$(bootenv mount v2) && echo dir=$d && cat $d/etc/bootenv-test/name $d/etc/config/app.conf")?;
+    ensure!(
+        out.contains("dir=/run/bootenv/mnt/v2") && out.contains("version=v2"),
+        "{out}"
+    );
+    let out = run_fails(
+        &mut vm,
+        "touch /run/bootenv/mnt/v2/written && echo write-went-through",
+    )?;
+    ensure!(
+        !out.lines().any(|l| l.trim() == "write-went-through") && out.contains("Read-only"),
+        "{out}"
+    );
+    run_fails(&mut vm, "echo x >>/run/bootenv/mnt/v2/etc/config/app.conf")?;
+    run_in(&mut vm, "bootenv unmount v2")?;
+    run_in(&mut vm, "! grep -q /run/bootenv/mnt/v2 /proc/mounts")?;
+    // A snapshot: the factory state of v3, at a directory of our choice.
+    let out = run_in(&mut vm, "mkdir -p /tmp/f && bootenv mount v3@factory /tmp/f && cat /tmp/f/etc/config/app.conf && bootenv unmount /tmp/f")?;
+    ensure!(out.contains("version=v3"), "{out}");
+    run_fails(&mut vm, "bootenv mount v3@factory --rw")?;
+    let out = run_in(&mut vm, "bootenv diff v1 v2")?;
+    ensure!(
+        out.contains("M /etc/bootenv-test/name") && out.contains("M /etc/config/app.conf"),
+        "{out}"
+    );
+    power_off(&mut vm)
+}
+
+fn cli_destroy_safety(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = direct_ready(cx, &disk, "v1", "")?;
+    let out = run_fails(&mut vm, "bootenv destroy v1")?;
+    ensure!(
+        out.contains("v1 is running now")
+            && out.contains("v1 is the default")
+            && out.contains("last known-good"),
+        "{out}"
+    );
+    run_in(&mut vm, "bootenv create v4 --from v2")?;
+    let out = run_fails(&mut vm, "bootenv destroy v2")?;
+    ensure!(
+        out.contains("clones of v2's snapshots") && out.contains("tank/ROOT/v4"),
+        "{out}"
+    );
+    run_in(&mut vm, "bootenv activate --trial=2 v3")?;
+    let out = run_fails(&mut vm, "bootenv destroy v3")?;
+    ensure!(out.contains("v3 is on trial"), "{out}");
+    run_in(&mut vm, "bootenv activate v1")?;
+    run_in(&mut vm, "zfs create tank/ROOT/v3/extra")?;
+    let out = run_fails(&mut vm, "bootenv destroy v3")?;
+    ensure!(out.contains("did not make (tank/ROOT/v3/extra)"), "{out}");
+    // The dry run says exactly what goes.
+    let dry = run_in(&mut vm, "bootenv destroy v4 --dry-run")?;
+    let would: Vec<String> = dry
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("destroy "))
+        .map(str::to_owned)
+        .collect();
+    ensure!(!would.is_empty(), "{dry}");
+    let before = run_in(&mut vm, "zfs list -H -t all -o name -r tank")?;
+    run_in(
+        &mut vm,
+        "test -d /run/bootenv/esp/bootenv/v4 && bootenv destroy v4",
+    )?;
+    let after = run_in(&mut vm, "zfs list -H -t all -o name -r tank; test ! -e /run/bootenv/esp/bootenv/v4 && echo esp-clean")?;
+    let names = |s: &str| {
+        s.lines()
+            .filter(|l| l.starts_with("tank"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let gone: Vec<String> = names(&before)
+        .into_iter()
+        .filter(|n| !names(&after).contains(n))
+        .collect();
+    let mut w = would.clone();
+    w.sort();
+    let mut g = gone.clone();
+    g.sort();
+    ensure!(w == g, "the dry run said {w:?}, the destroy removed {g:?}");
+    ensure!(
+        after.contains("esp-clean"),
+        "v4's kernels are still on the ESP: {after}"
+    );
+    ensure!(
+        names(&after).iter().any(|n| n == "tank/ROOT/v3/extra"),
+        "a dataset bootenv did not make went"
+    );
+    power_off(&mut vm)
+}

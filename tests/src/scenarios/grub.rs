@@ -1,0 +1,270 @@
+//! GRUB and the trial state machine, through real firmware (OVMF, SeaBIOS) and real GRUB: the
+//! menu, one-shots, trials that commit or roll back, a damaged environment block.
+
+use super::*;
+
+/// The scenarios of this family.
+pub(super) fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "grub-menu-pick",
+            about: "OVMF+GRUB: the menu lists every BE; down-arrow and Enter boot the next one; then the default again",
+            run: grub_menu_pick,
+            needs: None,
+        },
+        Scenario {
+            name: "grub-next-once",
+            about: "bootenv activate --once v3: the next boot is v3, the one after is the default",
+            run: grub_next_once,
+            needs: None,
+        },
+        Scenario {
+            name: "trial-commit",
+            about: "a trial BE boots, marks itself good, and is the default from then on",
+            run: trial_commit,
+            needs: None,
+        },
+        Scenario {
+            name: "trial-panic-rollback",
+            about: "a trial BE whose boot panics the kernel: after its tries GRUB boots the known-good BE, which reports it",
+            run: trial_panic_rollback,
+            needs: None,
+        },
+        Scenario {
+            name: "trial-init-fail-rollback",
+            about: "a trial BE whose init reboots without marking good: the same rollback",
+            run: trial_init_fail_rollback,
+            needs: None,
+        },
+        Scenario {
+            name: "grubenv-torn-recovers",
+            about: "a truncated, then a garbage grubenv: the known-good BE boots; the next write repairs the block",
+            run: grubenv_torn_recovers,
+            needs: None,
+        },
+        Scenario {
+            name: "grub-bios-boot",
+            about: "SeaBIOS and grub-pc boot the same disk, a chosen BE included",
+            run: grub_bios_boot,
+            needs: None,
+        },
+    ]
+}
+
+fn grub_menu_pick(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    // Make v2 the default, so that the menu's default is not its last entry.
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    run_in(&mut vm, "bootenv activate v2")?;
+    power_off(&mut vm)?;
+    let mut vm = cx.uefi(&disk)?;
+    // Every BE is listed, newest first, the default marked.
+    vm.expect(r"v3: 3\.0", BOOT)?;
+    vm.expect(r"\*v2: 2\.0 \(default\)", STEP)?;
+    vm.expect(r"v1: 1\.0 \(last known-good\)", STEP)?;
+    vm.send("\x1b[B")?;
+    vm.expect(r"\*v1: 1\.0", STEP)?;
+    std::thread::sleep(Duration::from_millis(700));
+    vm.send("\r")?;
+    vm.expect(r"bootenv: loading v1", BOOT)?;
+    expect_ready(&mut vm, "v1")?;
+    let out = run_in(&mut vm, "cat /proc/cmdline")?;
+    ensure!(
+        out.contains("bootenv=v1 ") && !out.contains("bootenv.trial"),
+        "unexpected command line: {out}"
+    );
+    power_off(&mut vm)?;
+    // The pick was for that boot only.
+    let mut vm = grub_boot(cx, &disk, "v2")?;
+    power_off(&mut vm)
+}
+
+fn grub_next_once(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    let out = run_in(&mut vm, "bootenv activate --once v3")?;
+    ensure!(out.contains("v3 boots next time only"), "{out}");
+    power_off(&mut vm)?;
+    let mut vm = grub_boot(cx, &disk, "v3")?;
+    let out = run_in(&mut vm, "bootenv status")?;
+    ensure!(
+        out.contains("booted: v3") && out.contains("grub: default=v1 next=- trial=-"),
+        "{out}"
+    );
+    power_off(&mut vm)?;
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    power_off(&mut vm)
+}
+
+fn trial_commit(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    let out = run_in(&mut vm, "bootenv activate --trial=2 v3")?;
+    ensure!(out.contains("v3 is on trial"), "{out}");
+    power_off(&mut vm)?;
+    let mut vm = grub_boot(cx, &disk, "v3")?;
+    let out = run_in(&mut vm, "cat /proc/cmdline; bootenv status")?;
+    ensure!(
+        out.contains("bootenv.trial=1"),
+        "the trial boot does not say so: {out}"
+    );
+    ensure!(
+        out.contains("trial: this is a trial boot; 1 tries left"),
+        "{out}"
+    );
+    let out = run_in(&mut vm, "bootenv mark-good")?;
+    ensure!(out.contains("v3 passed its trial"), "{out}");
+    power_off(&mut vm)?;
+    for _ in 0..2 {
+        let mut vm = grub_boot(cx, &disk, "v3")?;
+        let out = run_in(&mut vm, "cat /proc/cmdline; bootenv status; bootenv list")?;
+        ensure!(!out.contains("bootenv.trial="), "still a trial boot: {out}");
+        ensure!(out.contains("last known-good: v3"), "{out}");
+        ensure!(
+            out.lines()
+                .any(|l| l.starts_with("v3") && l.contains("NRG")),
+            "v3 is not running, default and good: {out}"
+        );
+        power_off(&mut vm)?;
+    }
+    Ok(())
+}
+
+/// A trial of v3 that fails the way `how` says (betest.on-trial=): returns after checking that
+/// the known-good BE booted by itself and reported the rollback.
+fn trial_rollback(cx: &mut Ctx, how: &str) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    run_in(
+        &mut vm,
+        &format!("zfs set org.bootenv:cmdline='console=ttyS0 quiet betest.interactive betest.on-trial={how}' tank/ROOT/v3 && bootenv activate --trial=2 v3"),
+    )?;
+    power_off(&mut vm)?;
+    for left in [1, 0] {
+        let mut vm = cx.uefi(&disk)?;
+        expect_be(&mut vm, "v3")?;
+        vm.expect(
+            &format!(r"BOOTENV-TEST cmdline=[^\r\n]*bootenv\.trial={left}"),
+            STEP,
+        )?;
+        match how {
+            "panic" => {
+                vm.expect(r"BOOTENV-TEST panicking", STEP)?;
+                let e = vm.wait(STEP)?;
+                ensure!(
+                    e == crate::qemu::Exit::Panicked,
+                    "expected a kernel panic, got {}",
+                    crate::qemu::describe(e)
+                );
+            }
+            _ => {
+                vm.expect(r"BOOTENV-TEST rebooting without marking good", STEP)?;
+                vm.expect_poweroff(STEP)?;
+            }
+        }
+    }
+    // No tries left: GRUB boots the known-good BE by itself, with the rollback marker.
+    let mut vm = cx.uefi(&disk)?;
+    expect_be(&mut vm, "v1")?;
+    vm.expect(r"BOOTENV-TEST cmdline=[^\r\n]*bootenv\.rollback=v3", STEP)?;
+    vm.expect(r"BOOTENV-TEST report rollback=v3", STEP)?;
+    vm.expect(
+        r"BOOTENV-TEST status ROLLBACK: the trial of v3 used up its tries",
+        STEP,
+    )?;
+    vm.expect(r"BOOTENV-TEST ready", STEP)?;
+    let out = run_in(&mut vm, "bootenv status")?;
+    ensure!(out.contains("ROLLBACK: the trial of v3 used up its tries without being marked good; v1 booted instead"), "{out}");
+    run_in(&mut vm, "bootenv mark-good")?;
+    power_off(&mut vm)?;
+    // The rollback is final: the next boot is v1 again, without the marker.
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    let out = run_in(&mut vm, "cat /proc/cmdline; bootenv status")?;
+    ensure!(
+        !out.contains("bootenv.rollback") && out.contains("grub: default=v1 next=- trial=-"),
+        "{out}"
+    );
+    power_off(&mut vm)
+}
+
+fn trial_panic_rollback(cx: &mut Ctx) -> anyhow::Result<()> {
+    trial_rollback(cx, "panic")
+}
+
+fn trial_init_fail_rollback(cx: &mut Ctx) -> anyhow::Result<()> {
+    trial_rollback(cx, "reboot")
+}
+
+/// The BE list without the space column (which moves as files are written).
+fn list_shape(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.starts_with('v'))
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+fn grubenv_torn_recovers(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let env = "/run/bootenv/esp/bootenv/grubenv";
+    let damages = [
+        (
+            "truncated",
+            format!("head -c 100 {env} > /tmp/g && cat /tmp/g > {env}"),
+        ),
+        (
+            "garbage",
+            format!("dd if=/dev/urandom of={env} bs=1024 count=1 conv=notrunc 2>/dev/null"),
+        ),
+    ];
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    let before = list_shape(&run_in(&mut vm, "bootenv list")?);
+    for (what, damage) in &damages {
+        // A pending one-shot to v3 that only a readable block would carry out.
+        run_in(&mut vm, "bootenv activate --once v3")?;
+        run_in(&mut vm, &format!("{damage} && sync"))?;
+        power_off(&mut vm)?;
+        vm = grub_boot(cx, &disk, "v1")
+            .map_err(|e| anyhow::anyhow!("after a {what} block: {e:#}"))?;
+        let out = run_in(&mut vm, "bootenv status")?;
+        ensure!(
+            out.contains("grub: environment block damaged"),
+            "{what}: {out}"
+        );
+        let out = run_in(&mut vm, "bootenv mark-good")?;
+        ensure!(
+            out.contains("repaired the damaged GRUB environment block"),
+            "{what}: {out}"
+        );
+        let out = run_in(&mut vm, "bootenv status")?;
+        ensure!(
+            out.contains("grub: default=v1 next=- trial=-"),
+            "{what}: {out}"
+        );
+        let after = list_shape(&run_in(&mut vm, "bootenv list")?);
+        ensure!(
+            after == before,
+            "{what}: the BEs changed: {before:?} -> {after:?}"
+        );
+    }
+    power_off(&mut vm)?;
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    power_off(&mut vm)
+}
+
+fn grub_bios_boot(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = cx.bios(&disk)?;
+    vm.expect(r"bootenv: loading v1", BOOT)?;
+    expect_ready(&mut vm, "v1")?;
+    run_in(&mut vm, "bootenv activate --once v2")?;
+    power_off(&mut vm)?;
+    let mut vm = cx.bios(&disk)?;
+    vm.expect(r"bootenv: loading v2", BOOT)?;
+    expect_ready(&mut vm, "v2")?;
+    power_off(&mut vm)?;
+    // GRUB for BIOS cleared the one-shot in the block on the ESP.
+    let mut vm = cx.bios(&disk)?;
+    vm.expect(r"bootenv: loading v1", BOOT)?;
+    expect_ready(&mut vm, "v1")?;
+    power_off(&mut vm)
+}

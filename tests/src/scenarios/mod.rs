@@ -1,0 +1,623 @@
+//! The VM scenarios. Each boots the real Debian kernel with bootenv's initramfs on its own copy
+//! of the golden disk (real ZFS), asserts ordered markers on the serial console and the way the
+//! VM ends. The names are a contract: issues and CI refer to them.
+//!
+//! One file per family (`boot`, `grub`, `reset`, `cli`, `esp`, `deb`; `debian_disk` makes the
+//! packaging scenarios' fixture); this one holds
+//! what they share: the context a scenario runs in, the helpers that drive a test BE, the
+//! [`Fixture`]s several scenarios start from, and the scheduler that runs scenarios side by side
+//! in lanes, longest first (by the durations the last runs recorded in the cache).
+
+mod boot;
+mod cli;
+mod deb;
+mod debian_disk;
+mod esp;
+mod grub;
+mod reset;
+
+use crate::disk;
+use crate::images::{Artifacts, BASE_CMDLINE};
+use crate::qemu::{Boot, Vm, VmConfig};
+use anyhow::{bail, ensure};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long one boot may take to reach a marker under TCG.
+pub const BOOT: Duration = Duration::from_secs(150);
+/// How long a marker may take once the boot environment runs.
+pub const STEP: Duration = Duration::from_secs(60);
+
+/// One named scenario.
+pub struct Scenario {
+    /// The name (`boot-default`).
+    pub name: &'static str,
+    /// One line on what it shows.
+    pub about: &'static str,
+    /// The test.
+    pub run: fn(&mut Ctx) -> anyhow::Result<()>,
+    /// The shared setup it starts from, if any (made before it runs, once per run).
+    pub needs: Option<Fixture>,
+}
+
+/// A setup that several scenarios start from: made once per run by the first scenario that
+/// needs it (or taken from the cache), while the other lanes go on with scenarios that do not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fixture {
+    /// A disk with Debian bookworm installed in BE `deb1` of pool `deb`, with bootenv's
+    /// packages installed by dpkg, never booted ([`debian_disk`]).
+    DebianDisk,
+}
+
+impl Fixture {
+    /// Its name, in logs and the time summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fixture::DebianDisk => "debian-disk",
+        }
+    }
+}
+
+/// How a fixture was made in this run.
+#[derive(Clone, Debug)]
+pub struct FixtureTime {
+    /// [`Fixture::name`].
+    pub name: &'static str,
+    /// Wall time, seconds.
+    pub secs: f64,
+    /// Taken from the cache rather than built.
+    pub cached: bool,
+}
+
+/// The fixtures of one run: each made at most once, by one lane, the others waiting for it.
+#[derive(Default)]
+pub struct Fixtures {
+    slots: std::sync::Mutex<std::collections::HashMap<Fixture, Option<Result<PathBuf, String>>>>,
+    done: std::sync::Condvar,
+    times: std::sync::Mutex<Vec<FixtureTime>>,
+}
+
+impl Fixtures {
+    /// Whether `f` is being made by some lane right now.
+    fn busy(&self, f: Fixture) -> bool {
+        matches!(self.slots.lock().expect("not poisoned").get(&f), Some(None))
+    }
+
+    /// The fixture's path: made now by this lane, or waited for while another makes it.
+    fn get(&self, f: Fixture, art: &Artifacts, echo: bool, cpus: u32) -> anyhow::Result<PathBuf> {
+        let mut slots = self.slots.lock().expect("not poisoned");
+        loop {
+            match slots.get(&f) {
+                Some(Some(r)) => return r.clone().map_err(|e| anyhow::anyhow!("{e}")),
+                Some(None) => slots = self.done.wait(slots).expect("not poisoned"),
+                None => break,
+            }
+        }
+        slots.insert(f, None);
+        drop(slots);
+        println!("--- fixture {}", f.name());
+        let t = Instant::now();
+        let made = match f {
+            Fixture::DebianDisk => debian_disk::debian_disk(art, echo, cpus),
+        };
+        let secs = t.elapsed().as_secs_f64();
+        match &made {
+            Ok((p, found)) => println!(
+                "    fixture {}: {} ({:.0} s{})",
+                f.name(),
+                p.display(),
+                secs,
+                if *found == crate::cache::Found::Hit {
+                    ", cached"
+                } else {
+                    ""
+                }
+            ),
+            Err(e) => println!(
+                "    fixture {} could not be made ({secs:.0} s): {e:#}",
+                f.name()
+            ),
+        }
+        self.times.lock().expect("not poisoned").push(FixtureTime {
+            name: f.name(),
+            secs,
+            cached: matches!(made, Ok((_, crate::cache::Found::Hit))),
+        });
+        let r = made
+            .map(|(p, _)| p)
+            .map_err(|e| format!("fixture {}: {e:#}", f.name()));
+        self.slots
+            .lock()
+            .expect("not poisoned")
+            .insert(f, Some(r.clone()));
+        self.done.notify_all();
+        r.map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+/// What a scenario works with.
+pub struct Ctx<'a> {
+    /// The shared artifacts.
+    pub art: &'a Artifacts,
+    /// This scenario's directory (disks, logs).
+    pub dir: PathBuf,
+    boots: usize,
+    /// Copy the console to the terminal.
+    pub echo: bool,
+    /// Virtual CPUs per VM (1 when scenarios run side by side).
+    pub cpus: u32,
+    /// How long one VM may run before the harness kills it.
+    pub vm_limit: Duration,
+    fixtures: Option<&'a Fixtures>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context for scenario `name`.
+    pub fn new(art: &'a Artifacts, name: &str, echo: bool, cpus: u32) -> anyhow::Result<Ctx<'a>> {
+        Ctx::at(art, &art.work.join("scenarios").join(name), echo, cpus)
+    }
+
+    /// A context working in `dir` (emptied first).
+    pub fn at(art: &'a Artifacts, dir: &Path, echo: bool, cpus: u32) -> anyhow::Result<Ctx<'a>> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+        Ok(Ctx {
+            art,
+            dir: dir.to_path_buf(),
+            boots: 0,
+            echo,
+            cpus,
+            vm_limit: Duration::from_secs(400),
+            fixtures: None,
+        })
+    }
+
+    /// The fixture `f`'s path (a disk image: boot an overlay of it, never the image itself).
+    pub fn fixture(&self, f: Fixture) -> anyhow::Result<PathBuf> {
+        match self.fixtures {
+            Some(fx) => fx.get(f, self.art, self.echo, self.cpus),
+            None => Fixtures::default().get(f, self.art, self.echo, self.cpus),
+        }
+    }
+
+    /// A fresh copy (overlay) of fixture `f` (a disk image).
+    pub fn fixture_copy(&self, f: Fixture, name: &str) -> anyhow::Result<PathBuf> {
+        let base = self.fixture(f)?;
+        let p = self.dir.join(format!("{name}.qcow2"));
+        disk::overlay(&base, &p)?;
+        Ok(p)
+    }
+
+    /// A fresh copy (overlay) of the golden disk.
+    pub fn golden_copy(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let p = self.dir.join(format!("{name}.qcow2"));
+        disk::overlay(&self.art.golden, &p)?;
+        Ok(p)
+    }
+
+    /// A disk with the same partitions as the golden one, but no pool.
+    pub fn blank_disk(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let p = self.dir.join(format!("{name}.img"));
+        disk::gpt_disk(&p, 512)?;
+        Ok(p)
+    }
+
+    /// Powers `disk` on through OVMF (UEFI firmware, this scenario's own variable store) and
+    /// the GRUB on its ESP.
+    pub fn uefi(&mut self, disk: &Path) -> anyhow::Result<Vm> {
+        let vars = self.dir.join("OVMF_VARS.fd");
+        if !vars.exists() {
+            std::fs::copy(crate::qemu::OVMF_VARS, &vars)?;
+        }
+        self.firmware(disk, Boot::Uefi { vars })
+    }
+
+    /// Forgets the UEFI variables (boot entries) earlier boots left, as a new machine would.
+    pub fn new_firmware(&self) -> anyhow::Result<()> {
+        let vars = self.dir.join("OVMF_VARS.fd");
+        if vars.exists() {
+            std::fs::remove_file(&vars)?;
+        }
+        Ok(())
+    }
+
+    /// Powers `disk` on through SeaBIOS and the grub-pc in its MBR and BIOS boot partition.
+    pub fn bios(&mut self, disk: &Path) -> anyhow::Result<Vm> {
+        self.firmware(disk, Boot::Bios)
+    }
+
+    fn firmware(&mut self, disk: &Path, boot: Boot) -> anyhow::Result<Vm> {
+        self.boots += 1;
+        let cfg = VmConfig {
+            boot,
+            disks: vec![disk.to_path_buf()],
+            log: self.dir.join(format!("boot-{}.log", self.boots)),
+            memory_mb: 1024,
+            cpus: self.cpus,
+            limit: self.vm_limit,
+            echo: self.echo,
+            accel: self.art.accel.clone(),
+        };
+        Vm::start(&cfg)
+    }
+
+    /// Boots the kernel and bootenv's initramfs directly on `disk`, with `cmdline` after
+    /// the base command line.
+    pub fn boot(&mut self, disk: &Path, cmdline: &str) -> anyhow::Result<Vm> {
+        self.boot_disks(&[disk], cmdline)
+    }
+
+    /// Like [`Ctx::boot`], with several disks (`/dev/vda`, `/dev/vdb`, … in this order).
+    pub fn boot_disks(&mut self, disks: &[&Path], cmdline: &str) -> anyhow::Result<Vm> {
+        self.boots += 1;
+        let append = format!("{BASE_CMDLINE} {cmdline}").trim().to_string();
+        let cfg = VmConfig {
+            boot: Boot::Direct {
+                kernel: self.art.kernel.vmlinuz.clone(),
+                initrd: self.art.initrd.clone(),
+                append,
+            },
+            disks: disks.iter().map(|d| d.to_path_buf()).collect(),
+            log: self.dir.join(format!("boot-{}.log", self.boots)),
+            memory_mb: 1024,
+            cpus: self.cpus,
+            limit: self.vm_limit,
+            echo: self.echo,
+            accel: self.art.accel.clone(),
+        };
+        Vm::start(&cfg)
+    }
+}
+
+/// Every scenario, family by family.
+pub fn all() -> Vec<Scenario> {
+    let mut v = boot::scenarios();
+    v.extend(grub::scenarios());
+    v.extend(reset::scenarios());
+    v.extend(cli::scenarios());
+    v.extend(esp::scenarios());
+    v.extend(deb::scenarios());
+    v
+}
+
+/// Runs a shell command in the test BE that may take up to `secs`; returns its output.
+pub(crate) fn run_long(vm: &mut Vm, cmd: &str, secs: u64) -> anyhow::Result<String> {
+    run_ok(vm, cmd, Duration::from_secs(secs))
+}
+
+/// Runs a shell command in the test BE, waiting up to `limit` for it and then for the next
+/// prompt; returns its exit status and its output.
+fn run_status(vm: &mut Vm, cmd: &str, limit: Duration) -> anyhow::Result<(String, String)> {
+    vm.send(&format!("run {cmd}\n"))?;
+    let m = vm.expect(r"(?s)(.*?)BOOTENV-TEST done rc=(\d+)\s", limit)?;
+    vm.expect(r"BOOTENV-TEST ready", STEP)?;
+    Ok((m[2].clone(), m[1].clone()))
+}
+
+/// [`run_status`] for a command that must succeed.
+fn run_ok(vm: &mut Vm, cmd: &str, limit: Duration) -> anyhow::Result<String> {
+    let (rc, out) = run_status(vm, cmd, limit)?;
+    ensure!(
+        rc == "0",
+        "`{cmd}` failed (status {rc}) in the test BE:\n{out}"
+    );
+    Ok(out)
+}
+
+/// The fields of BE `name`'s row in `bootenv list` (name, label, flags, …).
+fn list_row(out: &str, name: &str) -> Option<Vec<String>> {
+    out.lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .find(|r| r.len() > 3 && r[0] == name)
+}
+
+/// Runs a command in the test BE that must fail; returns its output.
+fn run_fails(vm: &mut Vm, cmd: &str) -> anyhow::Result<String> {
+    run_fails_within(vm, cmd, STEP)
+}
+
+/// [`run_fails`] for a command that may take up to `limit`.
+fn run_fails_within(vm: &mut Vm, cmd: &str, limit: Duration) -> anyhow::Result<String> {
+    let (rc, out) = run_status(vm, cmd, limit)?;
+    ensure!(
+        rc != "0",
+        "`{cmd}` succeeded but should have failed:\n{out}"
+    );
+    Ok(out)
+}
+
+/// Boots `be` directly (kernel and initramfs) with the test BE waiting for actions.
+fn direct_ready(cx: &mut Ctx, disk: &Path, be: &str, extra: &str) -> anyhow::Result<Vm> {
+    let mut vm = cx.boot(
+        disk,
+        &format!("bootenv={be} bootenv.pool=tank betest.interactive {extra}"),
+    )?;
+    expect_ready(&mut vm, be)?;
+    Ok(vm)
+}
+
+/// Waits for GRUB's menu, then for the test BE `name` to start and wait for actions.
+pub(crate) fn expect_ready(vm: &mut Vm, name: &str) -> anyhow::Result<()> {
+    expect_ready_within(vm, name, BOOT)
+}
+
+/// [`expect_ready`] for a boot that may take up to `limit` (a pool of thousands of datasets).
+pub(crate) fn expect_ready_within(vm: &mut Vm, name: &str, limit: Duration) -> anyhow::Result<()> {
+    expect_be_within(vm, name, limit)?;
+    vm.expect(r"BOOTENV-TEST ready", STEP)?;
+    Ok(())
+}
+
+/// Runs a shell command in the test BE; returns its output. A nonzero status is an error.
+pub(crate) fn run_in(vm: &mut Vm, cmd: &str) -> anyhow::Result<String> {
+    run_ok(vm, cmd, STEP)
+}
+
+/// Powers the test BE off and checks that it went cleanly.
+pub(crate) fn power_off(vm: &mut Vm) -> anyhow::Result<()> {
+    vm.send("poweroff\n")?;
+    vm.expect(r"BOOTENV-TEST be-done", STEP)?;
+    vm.expect_poweroff(STEP)?;
+    vm.refute("Kernel panic")
+}
+
+/// Boots `disk` through OVMF and GRUB and returns the VM once `name` waits for actions.
+fn grub_boot(cx: &mut Ctx, disk: &Path, name: &str) -> anyhow::Result<Vm> {
+    let mut vm = cx.uefi(disk)?;
+    vm.expect(r"bootenv: loading ", BOOT)?;
+    expect_ready(&mut vm, name)?;
+    Ok(vm)
+}
+
+/// Waits for a test boot environment to start and returns nothing; fails when another starts.
+fn expect_be(vm: &mut Vm, name: &str) -> anyhow::Result<()> {
+    expect_be_within(vm, name, BOOT)
+}
+
+/// [`expect_be`] for a boot that may take up to `limit`.
+fn expect_be_within(vm: &mut Vm, name: &str, limit: Duration) -> anyhow::Result<()> {
+    let got = vm.expect(r"BOOTENV-TEST be-started name=(\S+)\s", limit)?;
+    ensure!(
+        got[1] == name,
+        "boot environment {} started, expected {name}",
+        got[1]
+    );
+    Ok(())
+}
+
+/// Waits for the test init to finish and the VM to power off cleanly.
+fn expect_done(vm: &mut Vm, name: &str) -> anyhow::Result<()> {
+    vm.expect(&format!("BOOTENV-TEST be-done name={name}"), STEP)?;
+    vm.expect_poweroff(STEP)?;
+    vm.refute("Kernel panic")
+}
+
+/// Outcome of one scenario.
+pub struct Outcome {
+    /// Scenario name.
+    pub name: String,
+    /// `None` when it passed, else the reason.
+    pub failure: Option<String>,
+    /// Wall time in seconds, without the time spent making a fixture.
+    pub secs: f64,
+    /// The lane it ran in.
+    pub lane: usize,
+}
+
+/// What a run of scenarios did, for the time summary.
+pub struct Report {
+    /// Each scenario's outcome, in the order of [`all`].
+    pub outcomes: Vec<Outcome>,
+    /// The fixtures made or taken from the cache.
+    pub fixtures: Vec<FixtureTime>,
+    /// Each lane's busy time, seconds (scenarios and fixtures).
+    pub lanes: Vec<f64>,
+    /// Wall time of the whole run, seconds.
+    pub secs: f64,
+}
+
+/// A guess for a scenario no earlier run timed: most take one to three minutes; the packaging
+/// ones boot a whole Debian.
+fn default_estimate(name: &str) -> f64 {
+    if name.starts_with("deb-") {
+        600.0
+    } else {
+        120.0
+    }
+}
+
+/// The durations the last runs recorded (`<cache>/scenario-seconds`: `name seconds` lines).
+fn load_estimates(path: &Path) -> std::collections::HashMap<String, f64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (n, s) = l.split_once(' ')?;
+            Some((n.to_owned(), s.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Records the durations of the scenarios that passed, keeping the others' earlier ones.
+fn save_estimates(path: &Path, outcomes: &[Outcome]) {
+    let mut all = load_estimates(path);
+    for o in outcomes.iter().filter(|o| o.failure.is_none()) {
+        all.insert(o.name.clone(), o.secs);
+    }
+    let mut lines: Vec<String> = all.iter().map(|(n, s)| format!("{n} {s:.1}")).collect();
+    lines.sort();
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, lines.join("\n") + "\n").is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
+}
+
+/// The order in which lanes take scenarios: longest expected first (so that the lanes end
+/// together), by the durations earlier runs recorded.
+pub fn schedule<'s>(
+    chosen: Vec<&'s Scenario>,
+    estimates: &std::collections::HashMap<String, f64>,
+) -> Vec<&'s Scenario> {
+    let est = |s: &Scenario| {
+        estimates
+            .get(s.name)
+            .copied()
+            .unwrap_or_else(|| default_estimate(s.name))
+    };
+    let mut v = chosen;
+    v.sort_by(|a, b| est(b).total_cmp(&est(a)));
+    v
+}
+
+/// Runs the named scenarios (all when `names` is empty) in `jobs` lanes, printing PASS/FAIL
+/// lines as they end; the outcomes come back in the scenarios' order. A lane takes the next
+/// scenario in [`schedule`]'s order whose fixture is not being made by another lane. Side by
+/// side, each VM gets one virtual CPU: a boot keeps one host core busy, so two VMs use two
+/// cores better than one VM with two.
+pub fn run(art: &Artifacts, names: &[String], echo: bool, jobs: usize) -> anyhow::Result<Report> {
+    let scenarios = all();
+    for n in names {
+        if !scenarios.iter().any(|s| s.name == n) {
+            bail!("no scenario named {n}; `cargo xtask vm-test --list` lists them");
+        }
+    }
+    let chosen: Vec<&Scenario> = scenarios
+        .iter()
+        .filter(|s| names.is_empty() || names.iter().any(|n| n == s.name))
+        .collect();
+    let times = art.cache.note("scenario-seconds");
+    let order = schedule(chosen, &load_estimates(&times));
+    let jobs = jobs.clamp(1, order.len().max(1));
+    let cpus = if jobs > 1 { 1 } else { 2 };
+    let fixtures = Fixtures::default();
+    let taken = std::sync::Mutex::new(vec![false; order.len()]);
+    let results = std::sync::Mutex::new(Vec::new());
+    let lanes = std::sync::Mutex::new(vec![0.0f64; jobs]);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for lane in 0..jobs {
+            let (order, fixtures, taken, results, lanes) =
+                (&order, &fixtures, &taken, &results, &lanes);
+            scope.spawn(move || loop {
+                let pick = {
+                    let mut t = taken.lock().expect("not poisoned");
+                    let free =
+                        |i: usize| !t[i] && !matches!(order[i].needs, Some(f) if fixtures.busy(f));
+                    match (0..order.len()).find(|&i| free(i)) {
+                        Some(i) => {
+                            t[i] = true;
+                            Some(i)
+                        }
+                        None if t.iter().all(|x| *x) => None,
+                        // Everything left waits for a fixture another lane is making.
+                        None => {
+                            drop(t);
+                            std::thread::sleep(Duration::from_millis(500));
+                            continue;
+                        }
+                    }
+                };
+                let Some(i) = pick else { break };
+                let s = order[i];
+                println!("--- {}: {}", s.name, s.about);
+                let t = Instant::now();
+                let mut fixture_secs = 0.0;
+                let result = Ctx::new(art, s.name, echo, cpus).and_then(|mut cx| {
+                    cx.fixtures = Some(fixtures);
+                    if let Some(f) = s.needs {
+                        let ft = Instant::now();
+                        cx.fixture(f)?;
+                        fixture_secs = ft.elapsed().as_secs_f64();
+                    }
+                    (s.run)(&mut cx)
+                });
+                let all_secs = t.elapsed().as_secs_f64();
+                let secs = all_secs - fixture_secs;
+                match &result {
+                    Ok(()) => println!("PASS {} ({secs:.1} s)", s.name),
+                    Err(e) => println!("FAIL {} ({secs:.1} s): {e:#}", s.name),
+                }
+                lanes.lock().expect("not poisoned")[lane] += all_secs;
+                let o = Outcome {
+                    name: s.name.into(),
+                    failure: result.err().map(|e| format!("{e:#}")),
+                    secs,
+                    lane,
+                };
+                results.lock().expect("not poisoned").push(o);
+            });
+        }
+    });
+    let mut outcomes = results.into_inner().expect("not poisoned");
+    save_estimates(&times, &outcomes);
+    let pos = |n: &str| scenarios.iter().position(|s| s.name == n);
+    outcomes.sort_by_key(|o| pos(&o.name));
+    Ok(Report {
+        outcomes,
+        fixtures: fixtures.times.into_inner().expect("not poisoned"),
+        lanes: lanes.into_inner().expect("not poisoned"),
+        secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nop(_: &mut Ctx) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    #[test]
+    fn the_longest_scenarios_go_first_and_unknown_ones_by_their_family() {
+        let mk = |name| Scenario {
+            name,
+            about: "",
+            run: nop,
+            needs: None,
+        };
+        let s = [mk("boot-a"), mk("deb-b"), mk("cli-c"), mk("esp-d")];
+        let est: std::collections::HashMap<String, f64> =
+            [("cli-c".to_string(), 900.0), ("boot-a".to_string(), 30.0)]
+                .into_iter()
+                .collect();
+        let order: Vec<&str> = schedule(s.iter().collect(), &est)
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(order, ["cli-c", "deb-b", "esp-d", "boot-a"]);
+    }
+
+    #[test]
+    fn scenario_names_are_unique_and_every_scenario_has_a_family() {
+        let names: Vec<&str> = all().iter().map(|s| s.name).collect();
+        let set: BTreeSet<&str> = names.iter().copied().collect();
+        assert_eq!(set.len(), names.len(), "{names:?}");
+        for n in names {
+            let family = n.split('-').next().unwrap_or("");
+            assert!(
+                ["boot", "grub", "grubenv", "trial", "reset", "cli", "esp", "deb"]
+                    .contains(&family),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn estimates_round_trip_and_failures_do_not_overwrite_them() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("scenario-seconds");
+        let o = |n: &str, s, f: bool| Outcome {
+            name: n.into(),
+            failure: f.then(|| "x".into()),
+            secs: s,
+            lane: 0,
+        };
+        save_estimates(&p, &[o("a", 10.0, false), o("b", 20.0, false)]);
+        save_estimates(&p, &[o("a", 99.0, true), o("b", 25.0, false)]);
+        let e = load_estimates(&p);
+        assert_eq!(e.get("a"), Some(&10.0));
+        assert_eq!(e.get("b"), Some(&25.0));
+    }
+}
