@@ -113,6 +113,30 @@ fn load(k: &Kernel) -> anyhow::Result<Loaded> {
     })
 }
 
+/// The content hash of a kernel and initramfs pair, as [`install_kernel`] names its store
+/// directory, read in pieces (no whole copy in memory).
+pub fn kernel_hash(k: &Kernel) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut h = 0xcbf29ce484222325u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for p in [&k.vmlinuz, &k.initrd] {
+        let mut f = std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?;
+        let mut len = 0u64;
+        loop {
+            let n = f
+                .read(&mut buf)
+                .with_context(|| format!("reading {}", p.display()))?;
+            if n == 0 {
+                break;
+            }
+            fnv64(&mut h, &buf[..n]);
+            len += n as u64;
+        }
+        fnv64(&mut h, &len.to_le_bytes());
+    }
+    Ok(format!("{h:016x}"))
+}
+
 fn is_hash(s: &str) -> bool {
     s.len() == 16
         && s.bytes()
@@ -268,9 +292,14 @@ pub fn install_kernel(
         let tmp = store.join(format!("{}.tmp", l.hash));
         let _ = std::fs::remove_dir_all(&tmp);
         create_dirs_synced(&store, &tmp)?;
-        write_synced(&tmp.join("vmlinuz"), &l.vmlinuz)?;
-        write_synced(&tmp.join("initrd.img"), &l.initrd)?;
-        sync_dir(&tmp)?;
+        let written = write_synced(&tmp.join("vmlinuz"), &l.vmlinuz)
+            .and_then(|()| write_synced(&tmp.join("initrd.img"), &l.initrd))
+            .and_then(|()| sync_dir(&tmp));
+        if let Err(e) = written {
+            // A copy that did not fit (or failed) gives its space back at once.
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
         if done.exists() {
             // An unfinished directory that lost its files (see `complete`).
             std::fs::remove_dir_all(&done)
@@ -491,6 +520,16 @@ pub fn build_menu(
         .or_else(|| listed(&good))
         .unwrap_or_else(|| first.clone());
     let good = listed(&good).unwrap_or_else(|| default.clone());
+    // When an entry's kernel cannot be loaded: the known-good, then earlier defaults.
+    let mut fallbacks = vec![good.clone()];
+    for h in st.history.iter().rev() {
+        let Some(b) = listed(&BeName::new(h).ok()) else {
+            continue;
+        };
+        if fallbacks.len() < grub::MAX_FALLBACKS && !fallbacks.contains(&b) {
+            fallbacks.push(b);
+        }
+    }
     let timeout = inv
         .setting(crate::layout::PROP_GRUB_TIMEOUT)
         .unwrap_or(DEFAULT_TIMEOUT)
@@ -502,6 +541,7 @@ pub fn build_menu(
             entries,
             default,
             good,
+            fallbacks,
             timeout,
         },
         notes,
@@ -732,6 +772,11 @@ mod tests {
         );
         let (d2, how) = install_kernel(&esp, &be("v1"), &k, 200).unwrap();
         assert_eq!((d2.as_str(), how), (d1.as_str(), Installed::UpToDate));
+        // The hash read in pieces is the one the store directory is named by.
+        assert_eq!(
+            kernel_hash(&k).unwrap(),
+            kernel_of(&esp, "v1").unwrap().hash
+        );
         // A new initramfs: a new store directory and a newer entry; the old one stays until
         // the prune after the menu.
         let k2 = kernel_in(d.path(), "kernel 1", "initrd 2");

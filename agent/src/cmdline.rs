@@ -49,6 +49,12 @@ pub struct BootArgs {
     pub trial: Option<u32>,
     /// `bootenv.rollback=<name>`: GRUB rolled back from this BE's failed trial.
     pub rollback: Option<BeName>,
+    /// `bootenv.unloadable=<name>`: GRUB could not load this BE's kernel or initramfs and
+    /// booted the BE of `bootenv=` instead.
+    pub unloadable: Option<BeName>,
+    /// `<module>.<parameter>=<value>` arguments for kernel modules, as modprobe applies them:
+    /// (module name with `-` read as `_`, `parameter=value`), in command-line order.
+    pub module_params: Vec<(String, String)>,
     /// `bootenv.reset=config|full|full-erase`: factory-reset the BE being booted first.
     pub reset: Option<(crate::state::ResetMode, bool)>,
     /// `bootenv.failpoint=<name>`: stop dead at this point of the boot path (tests).
@@ -151,6 +157,28 @@ fn root_dataset(value: &str) -> Option<&str> {
         .or_else(|| value.strip_prefix("zfs:"))
 }
 
+/// A module parameter, `<module>.<parameter>[=<value>]`, as modprobe reads it from the kernel
+/// command line: the module name with `-` read as `_`, and `parameter=value` as the kernel
+/// takes it when loading the module (a value holding spaces is quoted again; a parameter with
+/// no value is a boolean set to true). `None` for anything else.
+fn module_param(key: &str, value: Option<&str>) -> Option<(String, String)> {
+    let (module, param) = key.split_once('.')?;
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    if !name_ok(module) || !name_ok(param) {
+        return None;
+    }
+    let text = match value {
+        None => param.to_owned(),
+        Some(v) if v.contains(char::is_whitespace) => format!("{param}=\"{v}\""),
+        Some(v) => format!("{param}={v}"),
+    };
+    Some((module.replace('-', "_"), text))
+}
+
 impl BootArgs {
     /// Reads bootenv's keys from a whole command line.
     pub fn parse(cmdline: &str) -> BootArgs {
@@ -222,6 +250,13 @@ impl BootArgs {
                         printable(value.unwrap_or(""))
                     )),
                 },
+                "bootenv.unloadable" => match value.map(BeName::new) {
+                    Some(Ok(b)) => out.unloadable = Some(b),
+                    _ => out.warn(format!(
+                        "bootenv.unloadable={} ignored: not a boot environment name",
+                        printable(value.unwrap_or(""))
+                    )),
+                },
                 "bootenv.reset" => match value {
                     Some("config") => out.reset = Some((crate::state::ResetMode::Config, false)),
                     Some("full") => out.reset = Some((crate::state::ResetMode::Full, false)),
@@ -250,7 +285,11 @@ impl BootArgs {
                     "unknown key {} ignored: see ARCHITECTURE.md for the keys bootenv reads",
                     printable(k)
                 )),
-                _ => {}
+                k => {
+                    if let Some(p) = module_param(k, value) {
+                        out.module_params.push(p);
+                    }
+                }
             }
         }
         if let Some((pool, be)) = from_root {
@@ -425,8 +464,11 @@ mod tests {
     fn grub_markers() {
         let a = BootArgs::parse("bootenv=v3 bootenv.trial=2");
         assert_eq!(a.trial, Some(2));
-        let a = BootArgs::parse("bootenv=v1 bootenv.rollback=v3");
+        let a = BootArgs::parse("bootenv=v1 bootenv.rollback=v3 bootenv.unloadable=v4");
         assert_eq!(a.rollback.unwrap().as_str(), "v3");
+        assert_eq!(a.unloadable.unwrap().as_str(), "v4");
+        let a = BootArgs::parse("bootenv.unloadable=a;b");
+        assert!(a.unloadable.is_none() && a.warnings.len() == 1);
         let a = BootArgs::parse("bootenv.trial=x bootenv.rollback=a;b");
         assert!(a.trial.is_none() && a.rollback.is_none() && a.warnings.len() == 2);
     }
@@ -479,5 +521,24 @@ mod tests {
         ] {
             let _ = BootArgs::parse(s);
         }
+    }
+
+    #[test]
+    fn module_parameters_are_read_as_modprobe_reads_them() {
+        let a = BootArgs::parse(
+            "quiet zfs.zfs_arc_max=123 spl.spl_hostid=0x00bee5ed virtio-blk.queue_depth=64 \
+             bootenv.debug mod.flag x.y=\"a b\" .bad=1 bad.=1 a.b.c=1 -- init.arg=1",
+        );
+        assert_eq!(
+            a.module_params,
+            vec![
+                ("zfs".to_string(), "zfs_arc_max=123".to_string()),
+                ("spl".to_string(), "spl_hostid=0x00bee5ed".to_string()),
+                ("virtio_blk".to_string(), "queue_depth=64".to_string()),
+                ("mod".to_string(), "flag".to_string()),
+                ("x".to_string(), "y=\"a b\"".to_string()),
+            ]
+        );
+        assert!(a.warnings.is_empty(), "{:?}", a.warnings);
     }
 }

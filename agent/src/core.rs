@@ -36,6 +36,9 @@ pub enum DefaultSource {
     LastGood,
     /// The only boot environment there is.
     OnlyOne,
+    /// GRUB, which booted it because it could not load the kernel or initramfs of the BE it
+    /// was meant to boot (`bootenv.unloadable=`).
+    Grub,
 }
 
 impl fmt::Display for DefaultSource {
@@ -44,6 +47,7 @@ impl fmt::Display for DefaultSource {
             DefaultSource::Bootfs => "the pool's bootfs property",
             DefaultSource::LastGood => "the last known-good record",
             DefaultSource::OnlyOne => "the only boot environment",
+            DefaultSource::Grub => "GRUB's fallback",
         })
     }
 }
@@ -189,7 +193,20 @@ pub fn decide(f: &Facts) -> Plan {
 
     match &f.args.be {
         Some(req) => match why_not(req) {
-            None => plan_for(req, Choice::Requested),
+            // GRUB booted this BE because it could not load the one it was meant to boot.
+            None => match &f.args.unloadable {
+                Some(x) if x != req => plan_for(
+                    req,
+                    Choice::Fallback {
+                        requested: x.to_string(),
+                        reason: format!(
+                            "GRUB could not load the kernel or initramfs of {x} from the ESP (`bootenv sync-boot {x}` copies them again)"
+                        ),
+                        source: DefaultSource::Grub,
+                    },
+                ),
+                _ => plan_for(req, Choice::Requested),
+            },
             Some(reason) => match default {
                 Some((be, source)) => plan_for(
                     &be,
@@ -357,6 +374,28 @@ mod tests {
         assert_eq!(b.mounts[0].dataset, "tank/ROOT/v2/config");
         assert_eq!(b.init, "/sbin/init");
         assert_eq!(b.choice, Choice::Requested);
+    }
+
+    #[test]
+    fn a_be_grub_booted_instead_of_an_unloadable_one_is_reported_as_a_fallback() {
+        let i = inv(Some("tank/ROOT/v1"));
+        let (be, choice) = booted(&run("bootenv=v1 bootenv.unloadable=v3", &i, None, &[]));
+        assert_eq!(be, "v1");
+        let Choice::Fallback {
+            requested,
+            reason,
+            source,
+        } = choice
+        else {
+            panic!("{choice:?}")
+        };
+        assert_eq!((requested.as_str(), source), ("v3", DefaultSource::Grub));
+        assert!(reason.contains("bootenv sync-boot v3"), "{reason}");
+        // The marker naming the BE that boots says nothing.
+        assert_eq!(
+            booted(&run("bootenv=v1 bootenv.unloadable=v1", &i, None, &[])).1,
+            Choice::Requested
+        );
     }
 
     #[test]

@@ -16,6 +16,16 @@
 //! or a command. Every way the block can be damaged (missing, torn, truncated, garbage) leaves the
 //! variables unset or unmatched, which means: boot the default baked into the menu, no trial, no
 //! one-shot. A trial whose counter cannot be read counts as used up, so it rolls back.
+//!
+//! A kernel or initramfs that GRUB cannot load (missing, truncated, damaged, unreadable) never
+//! leaves the machine at a prompt: every entry loads its files with `if [ -s initrd ]; then if
+//! linux ...; then if initrd ...; then boot; fi; <restart>; fi; fi` (GRUB 2.06 cannot load a
+//! second kernel once one is loaded) and otherwise calls `bootenv_fallback <be>`, which reboots when this
+//! boot is a counted try of that trial (the failed load uses the try, as a panic would), and
+//! else boots the last known-good BE, then each earlier default, with
+//! `bootenv.unloadable=<be>` on the kernel line so that the agent reports it. GRUB's own
+//! `fallback` variable is not used: GRUB 2.06 takes only entry numbers there, and after a failed
+//! entry it unsets `timeout`, leaving a menu without a countdown.
 
 use crate::names::BeName;
 use std::fmt::Write;
@@ -28,6 +38,11 @@ pub const MAX_TRIES: u32 = 20;
 pub const DEFAULT_TRIES: u32 = 3;
 /// Default `panic=` put on kernel lines when the configured command line has none.
 pub const DEFAULT_PANIC: u32 = 10;
+/// How many BEs the menu tries, in order, when an entry's kernel cannot be loaded: the last
+/// known-good and the earlier defaults.
+pub const MAX_FALLBACKS: usize = 4;
+/// Seconds GRUB shows why a trial's kernel could not be loaded before it restarts.
+pub const FAILED_TRY_PAUSE: u32 = 5;
 /// The variables the menu loads.
 pub const VARS: [&str; 4] = [
     "bootenv_default",
@@ -62,6 +77,10 @@ pub struct Menu {
     pub default: BeName,
     /// Where a failed trial rolls back to (baked in): the last known-good BE.
     pub good: BeName,
+    /// What an entry whose kernel cannot be loaded boots instead, in order: the last
+    /// known-good BE, then earlier defaults, newest first (at most [`MAX_FALLBACKS`]; each
+    /// listed in the menu).
+    pub fallbacks: Vec<BeName>,
     /// Menu timeout in seconds.
     pub timeout: u32,
 }
@@ -75,6 +94,22 @@ pub struct GrubBoot {
     pub args: Vec<(BeName, String)>,
     /// Variables GRUB writes back before booting.
     pub saves: Vec<(&'static str, String)>,
+}
+
+/// How a boot ends when GRUB cannot load some BEs' kernels (per the model).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Loaded {
+    /// This BE boots; `unloadable` names the one GRUB could not load first, if any.
+    Boots {
+        /// The BE that boots.
+        be: BeName,
+        /// The BE whose kernel or initramfs could not be loaded.
+        unloadable: Option<BeName>,
+    },
+    /// GRUB restarts the machine: a counted try of this trial could not load its kernel.
+    Restarts(BeName),
+    /// No kernel the menu tries could be loaded: GRUB shows its menu and the errors.
+    Stops,
 }
 
 /// Characters allowed in a menu title besides ASCII letters and digits.
@@ -164,6 +199,32 @@ impl Menu {
         GrubBoot { boot, args, saves }
     }
 
+    /// What ends a boot that [`Menu::model`] chose, when GRUB can load the kernels of only
+    /// some BEs (`loads`): the chosen one, a restart for a counted try of a trial, or the first
+    /// fallback that loads.
+    pub fn outcome(&self, b: &GrubBoot, loads: &dyn Fn(&BeName) -> bool) -> Loaded {
+        if loads(&b.boot) {
+            return Loaded::Boots {
+                be: b.boot.clone(),
+                unloadable: None,
+            };
+        }
+        let counted = b
+            .args
+            .iter()
+            .any(|(n, a)| n == &b.boot && a.starts_with("bootenv.trial="));
+        if counted {
+            return Loaded::Restarts(b.boot.clone());
+        }
+        match self.fallbacks.iter().find(|f| **f != b.boot && loads(f)) {
+            Some(f) => Loaded::Boots {
+                be: f.clone(),
+                unloadable: Some(b.boot.clone()),
+            },
+            None => Loaded::Stops,
+        }
+    }
+
     /// The menu script.
     pub fn render(&self) -> String {
         let mut s = String::new();
@@ -192,6 +253,7 @@ impl Menu {
         }
         let _ = writeln!(w, "load_env --file \"$bootenv_env\" {}", VARS.join(" "));
         let _ = writeln!(w, "set bootenv_boot={}", self.default);
+        let _ = writeln!(w, "set bootenv_counted=");
         for (i, _) in self.entries.iter().enumerate() {
             let _ = writeln!(w, "set bootenv_arg_{i}=");
         }
@@ -238,6 +300,7 @@ impl Menu {
             let _ = writeln!(w, "      set bootenv_tries=$bootenv_left");
             let _ = writeln!(w, "      save_env --file \"$bootenv_env\" bootenv_tries");
             let _ = writeln!(w, "      set bootenv_boot={}", e.be);
+            let _ = writeln!(w, "      set bootenv_counted={}", e.be);
             let _ = writeln!(
                 w,
                 "      set bootenv_arg_{i}=\"bootenv.trial=$bootenv_left\""
@@ -252,11 +315,12 @@ impl Menu {
             let _ = writeln!(w, "    fi\n  fi");
         }
         let _ = writeln!(w, "fi");
-        let mut exports = vec!["bootenv_esp".to_string()];
+        let mut exports = vec!["bootenv_esp".to_string(), "bootenv_counted".to_string()];
         exports.extend((0..self.entries.len()).map(|i| format!("bootenv_arg_{i}")));
         let _ = writeln!(w, "export {}", exports.join(" "));
+        self.fallback_function(w);
         let _ = writeln!(w, "set default=\"bootenv-$bootenv_boot\"");
-        let _ = writeln!(w, "set fallback=\"bootenv-{}\"", self.good);
+        let _ = writeln!(w, "unset fallback");
         let _ = writeln!(w, "set timeout={}\nset timeout_style=menu", self.timeout);
         for (i, e) in self.entries.iter().enumerate() {
             self.entry(
@@ -294,20 +358,88 @@ impl Menu {
         s
     }
 
-    fn entry(&self, w: &mut String, title: &str, id: &str, e: &Entry, arg: &str, extra: &str) {
-        let _ = writeln!(w, "menuentry '{title}' --id '{id}' {{");
-        let _ = writeln!(w, "  echo 'bootenv: loading {}'", e.be);
+    /// `bootenv_fallback <be>`: what an entry does when GRUB cannot load `<be>`'s kernel or
+    /// initramfs (see the module's doc).
+    fn fallback_function(&self, w: &mut String) {
+        let _ = writeln!(
+            w,
+            "# An entry whose kernel or initramfs cannot be loaded ends here, never at a prompt."
+        );
+        let _ = writeln!(w, "function bootenv_fallback {{");
+        let _ = writeln!(
+            w,
+            "  echo \"bootenv: the kernel or initramfs of $1 could not be loaded from the ESP\""
+        );
+        let _ = writeln!(w, "  if [ \"$bootenv_counted\" = \"$1\" ]; then");
+        let _ = writeln!(
+            w,
+            "    echo \"bootenv: this try of $1's trial failed; restarting (the next boot counts the next try, or boots the last known-good)\""
+        );
+        let _ = writeln!(w, "    sleep {FAILED_TRY_PAUSE}\n    reboot\n  fi");
+        for f in &self.fallbacks {
+            let Some((i, e)) = self.entries.iter().enumerate().find(|(_, e)| &e.be == f) else {
+                continue;
+            };
+            let _ = writeln!(w, "  if [ \"$1\" != {} ]; then", e.be);
+            let _ = writeln!(w, "    echo 'bootenv: loading {} instead'", e.be);
+            self.load(
+                w,
+                "    ",
+                e,
+                &format!(" bootenv.unloadable=$1 $bootenv_arg_{i}"),
+            );
+            let _ = writeln!(w, "  fi");
+        }
+        let _ = writeln!(
+            w,
+            "  echo 'bootenv: no boot environment could be loaded; `bootenv sync-boot` copies the kernels to the ESP again'"
+        );
+        let _ = writeln!(w, "}}");
+    }
+
+    /// Loads `e`'s kernel (with `extra` after its command line) and initramfs, and boots them;
+    /// falls through when the initramfs is missing or empty or the kernel cannot be loaded.
+    /// Once a kernel is loaded GRUB cannot load another one in the same boot (2.06's `linux`
+    /// frees the new command line when it replaces a loaded kernel), so an initramfs that then
+    /// fails to load ends in a restart, never in a second `linux`.
+    fn load(&self, w: &mut String, indent: &str, e: &Entry, extra: &str) {
         let cmdline = if e.cmdline.is_empty() {
             String::new()
         } else {
             format!(" {}", e.cmdline)
         };
         let line = format!(
-            "  linux ($bootenv_esp){}/vmlinuz bootenv={} bootenv.pool={}{cmdline}{extra} {arg}",
+            "linux ($bootenv_esp){}/vmlinuz bootenv={} bootenv.pool={}{cmdline}{extra}",
             e.kernel_dir, e.be, self.pool
         );
-        let _ = writeln!(w, "{}", line.trim_end());
-        let _ = writeln!(w, "  initrd ($bootenv_esp){}/initrd.img", e.kernel_dir);
+        let _ = writeln!(
+            w,
+            "{indent}if [ -s ($bootenv_esp){}/initrd.img ]; then",
+            e.kernel_dir
+        );
+        let _ = writeln!(w, "{indent}  if {}; then", line.trim_end());
+        let _ = writeln!(
+            w,
+            "{indent}    if initrd ($bootenv_esp){}/initrd.img; then boot; fi",
+            e.kernel_dir
+        );
+        let _ = writeln!(
+            w,
+            "{indent}    echo 'bootenv: the initramfs of {} could not be read after its kernel was loaded; restarting'",
+            e.be
+        );
+        let _ = writeln!(
+            w,
+            "{indent}    sleep {FAILED_TRY_PAUSE}\n{indent}    reboot"
+        );
+        let _ = writeln!(w, "{indent}  fi\n{indent}fi");
+    }
+
+    fn entry(&self, w: &mut String, title: &str, id: &str, e: &Entry, arg: &str, extra: &str) {
+        let _ = writeln!(w, "menuentry '{title}' --id '{id}' {{");
+        let _ = writeln!(w, "  echo 'bootenv: loading {}'", e.be);
+        self.load(w, "  ", e, &format!("{extra} {arg}"));
+        let _ = writeln!(w, "  bootenv_fallback {}", e.be);
         let _ = writeln!(w, "}}");
     }
 }
@@ -334,6 +466,7 @@ mod tests {
             entries: vec![entry("v3"), entry("v2"), entry("v1")],
             default: be("v1"),
             good: be("v1"),
+            fallbacks: vec![be("v1"), be("v2")],
             timeout: 3,
         }
     }
@@ -456,15 +589,30 @@ mod tests {
         let s = m.render();
         assert!(s.contains("load_env --file \"$bootenv_env\" bootenv_default bootenv_next bootenv_trial bootenv_tries"));
         assert!(s.contains("set default=\"bootenv-$bootenv_boot\""));
-        assert!(s.contains("set fallback=\"bootenv-v1\""));
+        assert!(s.contains("unset fallback"));
         assert!(s.contains("menuentry 'v3: label' --id 'bootenv-v3' {"));
-        assert!(s.contains("linux ($bootenv_esp)/bootenv/v3/k-00000000/vmlinuz bootenv=v3 bootenv.pool=tank console=ttyS0 panic=10 $bootenv_arg_0"));
+        assert!(s.contains("  if [ -s ($bootenv_esp)/bootenv/v3/k-00000000/initrd.img ]; then\n    if linux ($bootenv_esp)/bootenv/v3/k-00000000/vmlinuz bootenv=v3 bootenv.pool=tank console=ttyS0 panic=10 $bootenv_arg_0; then\n      if initrd ($bootenv_esp)/bootenv/v3/k-00000000/initrd.img; then boot; fi\n"), "{s}");
+        assert!(
+            s.contains("      reboot\n    fi\n  fi\n  bootenv_fallback v3\n}"),
+            "{s}"
+        );
+        // The fallbacks: the known-good, then the earlier default, each with the marker.
+        let f = &s[s.find("function bootenv_fallback").unwrap()..];
+        let (v1, v2) = (
+            f.find("bootenv=v1 bootenv.pool=tank console=ttyS0 panic=10 bootenv.unloadable=$1 $bootenv_arg_2;").unwrap(),
+            f.find("bootenv=v2 bootenv.pool=tank console=ttyS0 panic=10 bootenv.unloadable=$1 $bootenv_arg_1;").unwrap(),
+        );
+        assert!(v1 < v2, "{f}");
+        assert!(
+            f.contains("if [ \"$bootenv_counted\" = \"$1\" ]; then"),
+            "{f}"
+        );
         assert!(s.contains("submenu 'Advanced: factory reset' --id 'bootenv-advanced' {"));
         assert!(s.contains(
             "menuentry 'v1: factory reset (configuration and data)' --id 'bootenv-v1-reset-full' {"
         ));
         assert!(s.contains(
-            "bootenv=v1 bootenv.pool=tank console=ttyS0 panic=10 bootenv.reset=config\n"
+            "bootenv=v1 bootenv.pool=tank console=ttyS0 panic=10 bootenv.reset=config; then\n"
         ));
         // Values from the block are only ever compared, never used in a command.
         for line in s.lines().filter(|l| {
@@ -478,6 +626,52 @@ mod tests {
                 "{l}"
             );
         }
+    }
+
+    #[test]
+    fn a_kernel_that_does_not_load_ends_in_the_known_good_never_at_a_prompt() {
+        let m = menu();
+        let all_but = |bad: &'static [&'static str]| move |b: &BeName| !bad.contains(&b.as_str());
+        // The default (v1, also the known-good) does not load: the earlier default, v2.
+        let b = m.model(Some(&env(&[])));
+        assert_eq!(
+            m.outcome(&b, &all_but(&["v1"])),
+            Loaded::Boots {
+                be: be("v2"),
+                unloadable: Some(be("v1"))
+            }
+        );
+        // A one-shot that does not load: the known-good, with the marker.
+        let mut e = env(&[("bootenv_next", "v3")]);
+        let b = boot(&m, &mut e);
+        assert_eq!(
+            m.outcome(&b, &all_but(&["v3"])),
+            Loaded::Boots {
+                be: be("v1"),
+                unloadable: Some(be("v3"))
+            }
+        );
+        // A trial that does not load uses its tries as a panic would: each counted try
+        // restarts, then the known-good boots with the rollback marker.
+        let mut e = env(&[("bootenv_trial", "v3"), ("bootenv_tries", "2")]);
+        for _ in 0..2 {
+            let b = boot(&m, &mut e);
+            assert_eq!(m.outcome(&b, &all_but(&["v3"])), Loaded::Restarts(be("v3")));
+        }
+        let b = boot(&m, &mut e);
+        assert_eq!(
+            m.outcome(&b, &all_but(&["v3"])),
+            Loaded::Boots {
+                be: be("v1"),
+                unloadable: None
+            }
+        );
+        assert!(b
+            .args
+            .contains(&(be("v1"), "bootenv.rollback=v3".to_string())));
+        // Nothing loads: GRUB stops with its errors (no restart loop).
+        let b = m.model(Some(&env(&[])));
+        assert_eq!(m.outcome(&b, &|_| false), Loaded::Stops);
     }
 
     #[test]

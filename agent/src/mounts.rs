@@ -52,6 +52,67 @@ impl Mounter for SysMounter {
     }
 }
 
+/// One line of the mount table (`/proc/self/mounts`), octal escapes decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountEntry {
+    /// What is mounted (a dataset, a device).
+    pub source: String,
+    /// Where, as an absolute path.
+    pub target: String,
+    /// The file system type.
+    pub fstype: String,
+    /// The mount options.
+    pub options: String,
+}
+
+/// Decodes the kernel's octal escapes (`\040` for a space) in a mount table field.
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
+            if let Ok(c) = u8::try_from(v) {
+                out.push(c);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses a mount table in `/proc/self/mounts`' format.
+pub fn parse_mount_table(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 4).then(|| MountEntry {
+                source: unescape(f[0]),
+                target: unescape(f[1]),
+                fstype: f[2].to_owned(),
+                options: f[3].to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// The mount table of the system whose root is `root` (`<root>/proc/self/mounts`); empty when
+/// it cannot be read.
+pub fn mount_table(root: &Path) -> Vec<MountEntry> {
+    std::fs::read_to_string(root.join("proc/self/mounts"))
+        .map(|t| parse_mount_table(&t))
+        .unwrap_or_default()
+}
+
 /// A fake [`Mounter`]: "mounting" a dataset writes the files registered for it into the
 /// target, plus whatever was in the target when it was last unmounted; unmounting moves the
 /// target's content away into the fake dataset and leaves the directory empty.
@@ -183,5 +244,24 @@ impl Mounter for FakeMounter {
         move_entries(target, dir.path())?;
         self.stored.borrow_mut().insert(dataset, dir);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mount_table_is_read_with_its_escapes() {
+        let t = parse_mount_table(
+            "tank/ROOT/v1 / zfs rw,relatime 0 0\n/dev/vda1 /boot/my\\040efi vfat rw 0 0\nbad line\n",
+        );
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].source, "tank/ROOT/v1");
+        assert_eq!(t[1].target, "/boot/my efi");
+        assert_eq!(
+            (t[1].fstype.as_str(), t[1].options.as_str()),
+            ("vfat", "rw")
+        );
     }
 }

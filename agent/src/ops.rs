@@ -2,8 +2,8 @@
 //! [`Ctx`], which holds the ZFS and mount boundaries and the root all paths are relative to.
 
 use crate::bootfiles::{
-    build_menu, compute_env, find_kernel, install_kernel, prune, read_env, write_menu_and_env,
-    Installed, Next,
+    build_menu, compute_env, find_kernel, install_kernel, kernel_of, prune, read_env,
+    write_menu_and_env, Installed, Next,
 };
 use crate::esp::Esp;
 use crate::inventory::Inventory;
@@ -70,6 +70,24 @@ pub struct ListEntry {
     pub problem: Option<String>,
     /// Datasets factory resets kept aside.
     pub kept: Vec<String>,
+    /// Its kernel entry on the ESP; `None` when this machine's ESP is not managed.
+    pub esp_kernel: Option<EspKernel>,
+}
+
+/// The state of a BE's kernel entry on the ESP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EspKernel {
+    /// The entry names the BE's own kernel and initramfs (checked for the running BE and for
+    /// BEs mounted now).
+    Current,
+    /// The entry names other files than the BE holds now: GRUB boots an older kernel or
+    /// initramfs.
+    Stale,
+    /// No entry: the BE is not in the menu.
+    Missing,
+    /// An entry, not compared with the BE's files (the BE is not mounted).
+    Unchecked,
 }
 
 /// How `bootenv activate` activates.
@@ -491,14 +509,58 @@ impl Ctx<'_> {
         Ok(be)
     }
 
+    /// Puts `be`'s own kernel and initramfs on the ESP (copying them when its entry is missing
+    /// or names other files), before anything makes it the default, the one-shot, the trial or
+    /// the last known-good: GRUB must boot what the BE holds. Returns what was done (`None`
+    /// without an ESP to manage: then bootfs alone says what boots). An error changes nothing
+    /// and names the fix.
+    fn ensure_kernel(&self, be: &crate::inventory::Be, now: u64) -> anyhow::Result<Option<String>> {
+        let esp = match self.esp()? {
+            Ok(e) => e,
+            Err(_) => return Ok(None),
+        };
+        let name = &be.name;
+        let (tree, unmount) = match self.be_tree(be) {
+            Ok(t) => t,
+            // Mounted where this process cannot see it (a chroot of another BE): the entry
+            // on the ESP is all there is to go by.
+            Err(e) if is_busy(&e) => {
+                return match kernel_of(&esp, name.as_str()) {
+                    Some(k) => Ok(Some(format!("{name}: kernel on the ESP ({})", k.dir))),
+                    None => bail!("{name} has no kernel on the ESP and its files cannot be read from here: run `bootenv sync-boot {name}` on the running system first"),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        let result = find_kernel(&tree).and_then(|k| install_kernel(&esp, name, &k, now));
+        if let Some(d) = unmount {
+            self.mounter.unmount(&d)?;
+            let _ = std::fs::remove_dir(&d);
+        }
+        match result {
+            Ok((dir, Installed::UpToDate)) => Ok(Some(format!("{name}: kernel up to date ({dir})"))),
+            Ok((dir, Installed::Shared)) => Ok(Some(format!(
+                "{name}: kernel shared with other boot environments ({dir})"
+            ))),
+            Ok((dir, Installed::Copied)) => Ok(Some(format!("{name}: kernel copied to {dir}"))),
+            Err(e) => Err(e.context(format!(
+                "nothing was changed: GRUB would not boot {name}'s own kernel and initramfs (free space on the ESP, then `bootenv sync-boot {name}`)"
+            ))),
+        }
+    }
+
     /// `bootenv activate`: makes a boot environment the default, or picks it for the next boot
-    /// only, or starts a trial of it.
+    /// only, or starts a trial of it. Its kernel and initramfs are put on the ESP first; when
+    /// they cannot be, nothing changes.
     pub fn activate(&self, name: &BeName, how: Activation, now: u64) -> anyhow::Result<String> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
         let be = self.bootable(&inv, name)?;
         let (dir, mut st) = self.load_state(&pool)?;
         let mut out = String::new();
+        if let Some(note) = self.ensure_kernel(be, now)? {
+            writeln!(out, "{note}")?;
+        }
         match how {
             Activation::Default | Activation::Walk => {
                 if let Some(t) = st.trial.take() {
@@ -612,6 +674,15 @@ impl Ctx<'_> {
         let mut out = String::new();
         let is_trial = st.trial.as_ref().is_some_and(|t| t.be == name.as_str());
         let is_default = inv.bootfs_be().as_ref() == Some(&name);
+        let becomes_good = is_trial
+            || ((is_default || inv.bootfs.is_none())
+                && (st.last_good.as_deref() != Some(name.as_str())
+                    || st.history.last().map(String::as_str) != Some(name.as_str())));
+        if becomes_good {
+            if let Some(note) = self.ensure_kernel(be, now)? {
+                writeln!(out, "{note}")?;
+            }
+        }
         if is_trial {
             st.trial = None;
             st.last_good = Some(name.to_string());
@@ -933,9 +1004,11 @@ impl Ctx<'_> {
                 _ => {}
             }
         }
+        let esp = self.esp().ok().and_then(|e| e.ok());
         let mut out = Vec::new();
         for be in inv.bes.iter().rev() {
             let name = be.name.to_string();
+            let esp_kernel = esp.as_ref().map(|esp| self.esp_kernel(esp, be));
             let trial = st
                 .trial
                 .as_ref()
@@ -958,9 +1031,50 @@ impl Ctx<'_> {
                 failed: failed.contains(&name),
                 problem: be.unbootable.clone(),
                 kept: be.kept.clone(),
+                esp_kernel,
             });
         }
         Ok((pool, out, inv.ignored))
+    }
+
+    /// BEs whose kernel entry on the ESP is stale or missing (bootable ones only), for
+    /// `status`; empty when that cannot be told.
+    fn esp_problems(&self) -> Vec<(String, EspKernel)> {
+        let Ok((_, entries, _)) = self.list_entries() else {
+            return Vec::new();
+        };
+        entries
+            .into_iter()
+            .filter(|e| e.problem.is_none())
+            .filter_map(|e| match e.esp_kernel {
+                Some(k @ (EspKernel::Stale | EspKernel::Missing)) => Some((e.name, k)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether `be`'s kernel entry on `esp` names its own kernel and initramfs: compared for
+    /// the running BE and for a BE mounted now (reading its files costs a mount otherwise).
+    fn esp_kernel(&self, esp: &Esp, be: &crate::inventory::Be) -> EspKernel {
+        let Some(entry) = kernel_of(esp, be.name.as_str()) else {
+            return EspKernel::Missing;
+        };
+        let tree = if self.running_be().as_deref() == Some(be.name.as_str()) {
+            Some(self.root.clone())
+        } else {
+            crate::mounts::mount_table(&self.root)
+                .into_iter()
+                .find(|m| m.source == be.dataset && m.fstype == "zfs")
+                .map(|m| self.root.join(m.target.trim_start_matches('/')))
+        };
+        let Some(tree) = tree else {
+            return EspKernel::Unchecked;
+        };
+        match find_kernel(&tree).and_then(|k| crate::bootfiles::kernel_hash(&k)) {
+            Ok(h) if h == entry.hash => EspKernel::Current,
+            Ok(_) => EspKernel::Stale,
+            Err(_) => EspKernel::Unchecked,
+        }
     }
 
     /// `bootenv list --json`.
@@ -998,6 +1112,17 @@ impl Ctx<'_> {
                 (None, None) if e.failed => "its trial failed".to_string(),
                 (None, None) => "ok".to_string(),
             };
+            match e.esp_kernel {
+                Some(EspKernel::Stale) => state.push_str(&format!(
+                    "; STALE kernel on the ESP (GRUB boots older files: `bootenv sync-boot {}`)",
+                    e.name
+                )),
+                Some(EspKernel::Missing) if e.problem.is_none() => state.push_str(&format!(
+                    "; no kernel on the ESP, not in the menu (`bootenv sync-boot {}`)",
+                    e.name
+                )),
+                _ => {}
+            }
             if !e.kept.is_empty() {
                 state.push_str(&format!("; {} kept by resets", e.kept.len()));
             }
@@ -1126,6 +1251,12 @@ impl Ctx<'_> {
             Ok(Err(why)) => writeln!(out, "grub: not managed ({why})")?,
             Err(e) => writeln!(out, "grub: {e:#}")?,
         }
+        for (be, k) in self.esp_problems() {
+            match k {
+                EspKernel::Stale => writeln!(out, "ESP: the kernel or initramfs of {be} on the ESP is STALE: GRUB boots older files than {be} holds; `bootenv sync-boot {be}` copies them")?,
+                _ => writeln!(out, "ESP: {be} has no kernel on the ESP and is not in the menu; `bootenv sync-boot {be}` copies it")?,
+            }
+        }
         if let Some(pool) = r.get("pool").and_then(|p| PoolName::new(p).ok()) {
             match self.state_dir(&pool).and_then(|d| state::load(&d)) {
                 Ok(l) => {
@@ -1241,6 +1372,12 @@ impl Ctx<'_> {
                 out.insert("grub_problem".into(), json!(format!("{e:#}")));
             }
         }
+        let esp: Vec<Value> = self
+            .esp_problems()
+            .into_iter()
+            .map(|(be, k)| json!({ "be": be, "kernel": k }))
+            .collect();
+        out.insert("esp_problems".into(), Value::Array(esp));
         if let Some(pool) = r.get("pool").and_then(|p| PoolName::new(p).ok()) {
             match self.state_dir(&pool).and_then(|d| state::load(&d)) {
                 Ok(l) => {
@@ -1710,7 +1847,13 @@ mod tests {
                 let a = BootArgs::parse(&format!("bootenv={be} bootenv.pool=tank {args}"));
                 let p = e.prepare(&a).unwrap();
                 let r = e.mount_chosen(&a, &p, 0.5).unwrap();
-                r.plan.be.to_string()
+                // What the running system sees at /boot: the booted BE's kernel.
+                let booted = r.plan.be.to_string();
+                let boot = self.dir.path().join("boot");
+                std::fs::create_dir_all(&boot).unwrap();
+                std::fs::write(boot.join("vmlinuz"), format!("kernel of {booted}")).unwrap();
+                std::fs::write(boot.join("initrd.img"), format!("initrd of {booted}")).unwrap();
+                booted
             }
 
             /// One power-on to the running BE.
@@ -1939,6 +2082,126 @@ mod tests {
             assert_eq!(
                 (boot.as_str(), args.as_str()),
                 ("v1", "bootenv.rollback=v3")
+            );
+        }
+
+        /// Changes a file of BE `name` (not running) through a writable mount of it.
+        fn edit_be(w: &World, name: &str, rel: &str, content: Option<&[u8]>) {
+            let d = w.dir.path().join("edit");
+            std::fs::create_dir_all(&d).unwrap();
+            w.mounter
+                .mount_zfs(&format!("tank/ROOT/{name}"), &d, false)
+                .unwrap();
+            match content {
+                Some(c) => std::fs::write(d.join(rel), c).unwrap(),
+                None => std::fs::remove_file(d.join(rel)).unwrap(),
+            }
+            w.mounter.unmount(&d).unwrap();
+        }
+
+        #[test]
+        fn an_activation_that_cannot_put_the_kernel_on_the_esp_changes_nothing() {
+            let w = world();
+            installed(&w);
+            assert_eq!(w.boot(), "v1");
+            edit_be(&w, "v2", "boot/vmlinuz", None);
+            let files = |w: &World| {
+                let b = w.esp().bootenv_dir();
+                (
+                    std::fs::read(b.join("grub.cfg")).unwrap(),
+                    std::fs::read(b.join("grubenv")).unwrap(),
+                    w.zfs.pool_prop("tank", "bootfs").unwrap(),
+                    w.state(),
+                )
+            };
+            let before = files(&w);
+            for how in [
+                Activation::Default,
+                Activation::Once,
+                Activation::Trial(Some(2)),
+            ] {
+                let e = w.ctx().activate(&be("v2"), how, 30).unwrap_err();
+                let msg = format!("{e:#}");
+                assert!(
+                    msg.contains("nothing was changed") && msg.contains("bootenv sync-boot v2"),
+                    "{msg}"
+                );
+                assert!(files(&w) == before, "{how:?} changed something");
+            }
+            // Once the BE has a kernel again, the same command works.
+            edit_be(&w, "v2", "boot/vmlinuz", Some(b"kernel of v2"));
+            w.ctx()
+                .activate(&be("v2"), Activation::Default, 31)
+                .unwrap();
+            assert_eq!(w.boot(), "v2");
+        }
+
+        #[test]
+        fn list_and_status_flag_stale_and_missing_kernels_on_the_esp() {
+            let w = world();
+            installed(&w);
+            assert_eq!(w.boot(), "v1");
+            let flags = |w: &World| -> Vec<(String, Option<EspKernel>)> {
+                let (_, e, _) = w.ctx().list_entries().unwrap();
+                e.into_iter().map(|e| (e.name, e.esp_kernel)).collect()
+            };
+            assert_eq!(
+                flags(&w),
+                vec![
+                    ("v3".to_string(), Some(EspKernel::Unchecked)),
+                    ("v2".to_string(), Some(EspKernel::Unchecked)),
+                    ("v1".to_string(), Some(EspKernel::Current)),
+                ]
+            );
+            // The running BE's initramfs rebuilt without a sync; v3's entry gone.
+            std::fs::write(w.dir.path().join("boot/initrd.img"), "rebuilt").unwrap();
+            std::fs::remove_dir_all(w.esp().bootenv_dir().join("v3")).unwrap();
+            assert_eq!(
+                flags(&w),
+                vec![
+                    ("v3".to_string(), Some(EspKernel::Missing)),
+                    ("v2".to_string(), Some(EspKernel::Unchecked)),
+                    ("v1".to_string(), Some(EspKernel::Stale)),
+                ]
+            );
+            let out = w.ctx().list().unwrap();
+            assert!(
+                out.contains(
+                    "STALE kernel on the ESP (GRUB boots older files: `bootenv sync-boot v1`)"
+                ),
+                "{out}"
+            );
+            assert!(
+                out.contains("no kernel on the ESP, not in the menu (`bootenv sync-boot v3`)"),
+                "{out}"
+            );
+            let out = w.ctx().status().unwrap();
+            assert!(
+                out.contains("ESP: the kernel or initramfs of v1 on the ESP is STALE"),
+                "{out}"
+            );
+            assert!(out.contains("ESP: v3 has no kernel on the ESP"), "{out}");
+            w.ctx().sync_boot(&[], 40).unwrap();
+            assert!(flags(&w)
+                .iter()
+                .all(|(_, k)| *k != Some(EspKernel::Stale) && *k != Some(EspKernel::Missing)));
+        }
+
+        #[test]
+        fn an_activation_puts_the_bes_current_kernel_on_the_esp() {
+            let w = world();
+            installed(&w);
+            let old = crate::bootfiles::kernel_of(&w.esp(), "v2").unwrap();
+            // v2's initramfs was rebuilt since its kernel went to the ESP.
+            edit_be(&w, "v2", "boot/initrd.img", Some(b"a newer initrd of v2"));
+            let out = w.ctx().activate(&be("v2"), Activation::Once, 30).unwrap();
+            assert!(out.contains("v2: kernel copied"), "{out}");
+            let new = crate::bootfiles::kernel_of(&w.esp(), "v2").unwrap();
+            assert_ne!(old.hash, new.hash);
+            let menu = std::fs::read_to_string(w.esp().bootenv_dir().join("grub.cfg")).unwrap();
+            assert!(
+                menu.contains(&format!("{}/vmlinuz bootenv=v2 ", new.dir)),
+                "{menu}"
             );
         }
 

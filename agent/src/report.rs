@@ -8,7 +8,8 @@
 //! pool=tank
 //! dataset=tank/ROOT/v2
 //! choice=requested|default|fallback
-//! source=bootfs|last-good|only-one      (default and fallback)
+//! source=bootfs|last-good|only-one|grub (default and fallback; grub: GRUB could not load the
+//!                                        requested BE's kernel and booted this one)
 //! requested=nosuch                      (fallback)
 //! reason=...                            (fallback)
 //! hostid=2d0b6f3f                       (when the pool's hostid was adopted)
@@ -46,6 +47,7 @@ fn source_name(s: DefaultSource) -> &'static str {
         DefaultSource::Bootfs => "bootfs",
         DefaultSource::LastGood => "last-good",
         DefaultSource::OnlyOne => "only-one",
+        DefaultSource::Grub => "grub",
     }
 }
 

@@ -165,7 +165,7 @@ pub fn main() -> ! {
     for w in &args.warnings {
         log::warn!("{w}");
     }
-    modules::load_all();
+    modules::load_all(&args.module_params);
 
     let zfs = ZfsCli::default()
         .with_programs("/sbin/zpool", "/sbin/zfs")

@@ -8,6 +8,9 @@
 //! ZFS chain while the disk drivers probe), else one after the other in list order. Modules are
 //! loaded with finit_module(2); compressed ones (`.xz`, `.zst`, `.gz`) are handed to the kernel
 //! to decompress.
+//!
+//! Parameters given on the kernel command line (`<module>.<param>=<value>`, with `-` and `_`
+//! the same in module names) are added after the list's own, as modprobe does, so that they win.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
@@ -50,6 +53,29 @@ pub fn parse(text: &str) -> Vec<Entry> {
             },
         })
         .collect()
+}
+
+/// A module's name from its path (`kernel/drivers/block/virtio_blk.ko.xz` -> `virtio_blk`),
+/// with `-` read as `_`, as the kernel names it.
+pub fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let stem = file.split(".ko").next().unwrap_or(file);
+    stem.replace('-', "_")
+}
+
+/// Adds the command line's parameters (`(module, "param=value")`, from
+/// [`crate::cmdline::BootArgs::module_params`]) to the entries of their modules, after the
+/// list's own.
+pub fn add_cmdline_params(entries: &mut [Entry], params: &[(String, String)]) {
+    for e in entries.iter_mut() {
+        let name = module_name(&e.path);
+        for (_, p) in params.iter().filter(|(m, _)| *m == name) {
+            if !e.params.is_empty() {
+                e.params.push(' ');
+            }
+            e.params.push_str(p);
+        }
+    }
 }
 
 /// Parses `modules.dep`: module path to the paths it waits for.
@@ -187,9 +213,10 @@ fn load_one(path: &Path, params: &str) -> std::io::Result<()> {
     Err(e)
 }
 
-/// Loads every module of the list; a module that fails is logged and skipped (the boot then
-/// fails later with a message about what is missing, e.g. the pool's disk).
-pub fn load_all() {
+/// Loads every module of the list, with the parameters the list and the kernel command line
+/// (`cmdline_params`) give it; a module that fails is logged and skipped (the boot then fails
+/// later with a message about what is missing, e.g. the pool's disk).
+pub fn load_all(cmdline_params: &[(String, String)]) {
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -202,7 +229,11 @@ pub fn load_all() {
         }
     };
     let started = super::uptime();
-    let entries = parse(&text);
+    let mut entries = parse(&text);
+    add_cmdline_params(&mut entries, cmdline_params);
+    for e in entries.iter().filter(|e| !e.params.is_empty()) {
+        log::debug!("module {} parameters: {}", e.path, e.params);
+    }
     let (deps, threads) = match std::fs::read_to_string(DEPS) {
         Ok(t) => (parse_deps(&t), LOADERS),
         Err(_) => (HashMap::new(), 1),
@@ -341,5 +372,33 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn command_line_parameters_follow_the_lists_own() {
+        let mut e = parse(
+            "updates/dkms/zfs.ko zfs_arc_min=1\nupdates/dkms/spl.ko.xz\nkernel/drivers/block/virtio_blk.ko.zst\n",
+        );
+        add_cmdline_params(
+            &mut e,
+            &[
+                ("zfs".into(), "zfs_arc_max=123".into()),
+                ("spl".into(), "spl_hostid=0x00bee5ed".into()),
+                ("virtio_blk".into(), "queue_depth=64".into()),
+                ("zfs".into(), "zfs_arc_min=2".into()),
+                ("other".into(), "x=1".into()),
+            ],
+        );
+        let params: Vec<&str> = e.iter().map(|e| e.params.as_str()).collect();
+        assert_eq!(
+            params,
+            [
+                "zfs_arc_min=1 zfs_arc_max=123 zfs_arc_min=2",
+                "spl_hostid=0x00bee5ed",
+                "queue_depth=64"
+            ]
+        );
+        assert_eq!(module_name("kernel/fs/fat/vfat.ko"), "vfat");
+        assert_eq!(module_name("x/some-mod.ko.gz"), "some_mod");
     }
 }

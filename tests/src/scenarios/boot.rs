@@ -31,6 +31,12 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             needs: None,
         },
         Scenario {
+            name: "module-options-cmdline",
+            about: "module options on the kernel command line (zfs.zfs_arc_max=, spl.spl_hostid=, virtio-blk.queue_depth=) are in effect in the booted BE",
+            run: module_options_cmdline,
+            needs: None,
+        },
+        Scenario {
             name: "boot-missing-pool-rescue",
             about: "a disk without the pool: the rescue shell starts naming the missing pool",
             run: boot_missing_pool_rescue,
@@ -187,4 +193,30 @@ fn boot_missing_pool_rescue(cx: &mut Ctx) -> anyhow::Result<()> {
         started.elapsed()
     );
     Ok(())
+}
+
+fn module_options_cmdline(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = cx.boot(
+        &disk,
+        "bootenv=v2 bootenv.pool=tank betest.interactive bootenv.debug \
+zfs.zfs_arc_max=134217728 spl.spl_hostid=0x00bee5ed virtio-blk.queue_depth=64",
+    )?;
+    // The agent's debug log names the parameters it loads each module with.
+    vm.expect(
+        r"module \S*/zfs\.ko\S* parameters: zfs_arc_max=134217728",
+        BOOT,
+    )?;
+    expect_ready(&mut vm, "v2")?;
+    let out = run_in(
+        &mut vm,
+        "cd /sys/module && echo arc=$(cat zfs/parameters/zfs_arc_max) hostid=$(cat spl/parameters/spl_hostid) depth=$(cat virtio_blk/parameters/queue_depth)",
+    )?;
+    ensure!(
+        out.contains("arc=134217728")
+            && out.contains(&format!("hostid={}", 0x00bee5edu32))
+            && out.contains("depth=64"),
+        "module parameters from the command line are not in effect: {out}"
+    );
+    power_off(&mut vm)
 }

@@ -207,7 +207,7 @@ fn becomes(name: &str) -> String {
 
 fn cli_create_activate(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
-    let mut vm = grub_boot(cx, &disk, "v1")?;
+    let mut vm = direct_ready(cx, &disk, "v1", "")?;
     let out = run_in(&mut vm, "bootenv create v4 --from v2 --label 4.0")?;
     ensure!(out.contains("created boot environment v4"), "{out}");
     // Give the clone its own identity, through a writable mount of it.
@@ -239,7 +239,7 @@ fn cli_create_activate(cx: &mut Ctx) -> anyhow::Result<()> {
 
 fn cli_upgrade_trial(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
-    let mut vm = grub_boot(cx, &disk, "v1")?;
+    let mut vm = direct_ready(cx, &disk, "v1", "")?;
     run_in(&mut vm, "echo carried=1 >>/etc/config/app.conf")?;
     let out = run_in(
         &mut vm,
@@ -276,7 +276,7 @@ fn cli_upgrade_trial(cx: &mut Ctx) -> anyhow::Result<()> {
 
 fn cli_upgrade_fails_cleanly(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
-    let mut vm = grub_boot(cx, &disk, "v1")?;
+    let mut vm = direct_ready(cx, &disk, "v1", "")?;
     let before = run_in(
         &mut vm,
         "zfs list -H -t all -o name -r tank | grep -v '@bootenv-export' | sort",
@@ -313,7 +313,7 @@ fn cli_upgrade_fails_cleanly(cx: &mut Ctx) -> anyhow::Result<()> {
 
 fn cli_rollback_walk(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
-    let mut vm = grub_boot(cx, &disk, "v1")?;
+    let mut vm = direct_ready(cx, &disk, "v1", "")?;
     for (from, to) in [("v1", "v4"), ("v4", "v5"), ("v5", "v6")] {
         let _ = from;
         run_in(&mut vm, &format!("bootenv upgrade {to} -- {}", becomes(to)))?;

@@ -12,6 +12,12 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             needs: None,
         },
         Scenario {
+            name: "esp-full-activate",
+            about: "with the ESP full, activating a BE whose kernel cannot be copied changes nothing and says why; a stale kernel entry is flagged; the default still boots through GRUB; with space freed the same commands work",
+            run: esp_full_activate,
+            needs: None,
+        },
+        Scenario {
             name: "esp-shared-kernels",
             about: "23 BEs of one kernel fit a 256 MiB ESP that holds 15 kernel copies: one shared copy, ESP usage flat; GRUB boots the newest; a kernel directory of ESP format 1 boots and stays while its BE boots that kernel",
             run: esp_shared_kernels,
@@ -163,5 +169,81 @@ ls {e} | grep -cx s{SHARED_BES} | sed 's/^/live /'; ls {e}/_kernels | wc -l | se
         end <= before + (64 << 10),
         "the ESP uses {end} B after the destroys, {before} B before the creates"
     );
+    power_off(&mut vm)
+}
+
+/// What `esp-full-activate` compares before and after a refused command: the menu, the block,
+/// the state record and the pool's default.
+const BOOT_STATE: &str = "md5sum /run/bootenv/esp/bootenv/grub.cfg /run/bootenv/esp/bootenv/grubenv /run/bootenv/state/state | cut -d' ' -f1; zpool get -H -o value bootfs tank";
+
+fn esp_full_activate(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = direct_ready(cx, &disk, "v1", "")?;
+    // v4: a clone of v1 whose initramfs then changes, so its kernel needs a copy of its own.
+    run_in(
+        &mut vm,
+        "bootenv create v4 --from v1 >/dev/null && d=$(bootenv mount v4 --rw) && echo v4 >$d/etc/bootenv-test/name \
+&& head -c 1048576 /dev/zero >>$d/boot/initrd.img && bootenv unmount v4",
+    )?;
+    // The ESP full: nothing of v4's kernel fits.
+    let out = run_long(
+        &mut vm,
+        "dd if=/dev/zero of=/run/bootenv/esp/filler bs=1M 2>/dev/null; sync; df -k /run/bootenv/esp | tail -n1",
+        600,
+    )?;
+    let free: u64 = out
+        .lines()
+        .rfind(|l| l.contains("/run/bootenv/esp"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(u64::MAX);
+    ensure!(free < 1024, "the ESP still has {free} KiB free: {out}");
+    let before = run_in(&mut vm, BOOT_STATE)?;
+    for how in ["", "--once ", "--trial=2 "] {
+        let out = run_fails(&mut vm, &format!("bootenv activate {how}v4"))?;
+        ensure!(
+            out.contains("nothing was changed")
+                && out.contains("the ESP has 0 MiB free")
+                && out.contains("bootenv sync-boot v4"),
+            "activate {how}v4 on a full ESP: {out}"
+        );
+        let after = run_in(&mut vm, BOOT_STATE)?;
+        ensure!(
+            after == before,
+            "activate {how}v4 changed the boot state:\nbefore {before}\nafter {after}"
+        );
+    }
+    let out = run_in(&mut vm, "bootenv list; bootenv status")?;
+    ensure!(
+        list_row(&out, "v1").is_some_and(|r| r[2].contains('R'))
+            && out.contains("grub: default=v1 next=- trial=-"),
+        "{out}"
+    );
+    // The running BE's initramfs rebuilt while the ESP is full: its entry is stale, and said so.
+    run_in(&mut vm, "head -c 4096 /dev/zero >>/boot/initrd.img")?;
+    run_fails(&mut vm, "bootenv sync-boot v1")?;
+    let out = run_in(&mut vm, "bootenv list; bootenv status")?;
+    ensure!(
+        out.contains("STALE kernel on the ESP (GRUB boots older files: `bootenv sync-boot v1`)")
+            && out.contains("ESP: the kernel or initramfs of v1 on the ESP is STALE"),
+        "{out}"
+    );
+    power_off(&mut vm)?;
+    // The default still boots through GRUB (its older files), and with room the same commands
+    // work.
+    let mut vm = grub_boot(cx, &disk, "v1")?;
+    let out = run_in(
+        &mut vm,
+        "rm /run/bootenv/esp/filler && bootenv sync-boot v1 && bootenv activate v4 && bootenv list",
+    )?;
+    ensure!(
+        out.contains("v4: kernel copied")
+            && out.contains("v4 is now the default")
+            && !out.contains("STALE")
+            && list_row(&out, "v4").is_some_and(|r| r[2].contains('R')),
+        "{out}"
+    );
+    power_off(&mut vm)?;
+    let mut vm = grub_boot(cx, &disk, "v4")?;
     power_off(&mut vm)
 }

@@ -597,7 +597,7 @@ mod tests {
         for n in names {
             let family = n.split('-').next().unwrap_or("");
             assert!(
-                ["boot", "grub", "grubenv", "trial", "reset", "cli", "esp", "deb"]
+                ["boot", "module", "grub", "grubenv", "trial", "reset", "cli", "esp", "deb"]
                     .contains(&family),
                 "{n}"
             );

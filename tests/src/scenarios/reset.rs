@@ -279,7 +279,7 @@ const MENU_NEXT: &str = "\x0e";
 
 fn reset_from_grub_menu(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
-    let mut vm = grub_boot(cx, &disk, "v1")?;
+    let mut vm = direct_ready(cx, &disk, "v1", "")?;
     run_in(&mut vm, "echo changed=1 >>/etc/config/app.conf")?;
     power_off(&mut vm)?;
     let mut vm = cx.uefi(&disk)?;
