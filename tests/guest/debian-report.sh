@@ -12,6 +12,7 @@ say "cmdline=$(cat /proc/cmdline)"
 say "systemd=$(systemctl is-system-running)"
 say "mark-good=$(systemctl is-active bootenv-mark-good.service) result=$(systemctl show -p Result --value bootenv-mark-good.service)"
 bootenv status 2>&1 | while read -r line; do say "status $line"; done
+: >/run/betest-reported
 while :; do
 	say "ready"
 	read -r line || break

@@ -157,13 +157,13 @@ fn deb_upgrade_no_zfs(cx: &mut Ctx) -> anyhow::Result<()> {
 /// What makes deb3 of `deb-upgrade-rollback` a failed upgrade: a health check that fails
 /// (boot-complete.target is never reached, so bootenv-mark-good.service never runs), and a
 /// trial deadline of one second after boot for it alone, so the watchdog does not wait out the
-/// deadline a good trial needs; the watchdog is ordered after the test reporter, so that the
-/// reporter tells what the boot saw before the reboot.
+/// deadline a good trial needs; the watchdog waits for the test reporter
+/// (`betest-watchdog-after-report.conf`), so that the reporter tells what the boot saw first.
 const BROKEN_UPGRADE: &str = "echo deb3 >/etc/bootenv-test/name \
 && cp /root/payload/betest/betest-health.service /etc/systemd/system/ && systemctl enable betest-health.service \
 && mkdir -p /etc/systemd/system/bootenv-trial-watchdog.service.d \
 && printf '[Timer]\\nOnBootSec=\\nOnBootSec=1s\\n' >/etc/systemd/system/bootenv-trial-watchdog.timer.d/test.conf \
-&& printf '[Unit]\\nAfter=betest-debian.service\\n' >/etc/systemd/system/bootenv-trial-watchdog.service.d/test.conf";
+&& cp /root/payload/betest/watchdog-after-report.conf /etc/systemd/system/bootenv-trial-watchdog.service.d/test.conf";
 
 fn deb_upgrade_rollback(cx: &mut Ctx) -> anyhow::Result<()> {
     let (disk, mut vm) = installed_debian(cx)?;

@@ -15,6 +15,9 @@ pub(super) const DEBIAN_REPORT: &str = include_str!("../../guest/debian-report.s
 pub(super) const DEBIAN_REPORT_UNIT: &str = include_str!("../../guest/betest-debian.service");
 /// The failing health check of `deb-upgrade-rollback`.
 pub(super) const BROKEN_HEALTH_UNIT: &str = include_str!("../../guest/betest-health.service");
+/// The drop-in that makes that trial's watchdog wait for the test reporter.
+pub(super) const WATCHDOG_AFTER_REPORT: &str =
+    include_str!("../../guest/betest-watchdog-after-report.conf");
 
 /// The trial deadline of the Debian test BEs (bootenv-trial-watchdog.timer's drop-in): long
 /// enough for a good trial to reach mark-good under TCG on a loaded host. A trial that is
@@ -49,6 +52,7 @@ pub(super) fn debian_disk(
         DEBIAN_REPORT.as_bytes(),
         DEBIAN_REPORT_UNIT.as_bytes(),
         BROKEN_HEALTH_UNIT.as_bytes(),
+        WATCHDOG_AFTER_REPORT.as_bytes(),
         include_str!("debian_disk.rs").as_bytes(),
     ]);
     art.cache.entry("debian-disk", key, ".img", |tmp| {
@@ -82,6 +86,10 @@ fn payload_tar(cx: &Ctx, pk: &crate::images::Packages) -> anyhow::Result<PathBuf
     std::fs::write(dir.join("betest/betest-debian"), DEBIAN_REPORT)?;
     std::fs::write(dir.join("betest/betest-debian.service"), DEBIAN_REPORT_UNIT)?;
     std::fs::write(dir.join("betest/betest-health.service"), BROKEN_HEALTH_UNIT)?;
+    std::fs::write(
+        dir.join("betest/watchdog-after-report.conf"),
+        WATCHDOG_AFTER_REPORT,
+    )?;
     let tar = cx.dir.join("payload.tar");
     crate::host::run(
         "tar",
