@@ -437,6 +437,18 @@ pub fn prune(esp: &Esp, inv: &Inventory) -> Vec<String> {
     removed
 }
 
+/// Why `be` cannot have a menu entry whatever its kernel: its `org.bootenv:cmdline` (its own
+/// or the pool's, inherited) cannot be placed on a kernel line safely. The message names the fix.
+pub fn menu_problem(be: &crate::inventory::Be) -> Option<String> {
+    let why = grub::check_cmdline(be.cmdline.as_deref().unwrap_or("")).err()?;
+    Some(format!(
+        "its {} {why}; fix it with `zfs set {}=... {}` (or on the pool's ROOT, where it is inherited from)",
+        crate::layout::PROP_CMDLINE,
+        crate::layout::PROP_CMDLINE,
+        be.dataset
+    ))
+}
+
 /// Builds the menu from the BEs, their kernels on the ESP and the state. Returns the menu and
 /// what was left out, with the fix.
 /// `default` overrides the pool's `bootfs` (an activation in progress).
@@ -466,18 +478,11 @@ pub fn build_menu(
             ));
             continue;
         };
-        let mut cmdline = be.cmdline.clone().unwrap_or_default();
-        if let Err(why) = grub::check_cmdline(&cmdline) {
-            notes.push(format!(
-                "{} left out of the menu: its {} {}; fix it with `zfs set {}=... {}`",
-                be.name,
-                crate::layout::PROP_CMDLINE,
-                why,
-                crate::layout::PROP_CMDLINE,
-                be.dataset
-            ));
+        if let Some(why) = menu_problem(be) {
+            notes.push(format!("{} left out of the menu: {why}", be.name));
             continue;
         }
+        let mut cmdline = be.cmdline.clone().unwrap_or_default();
         if !cmdline.split_whitespace().any(|w| w.starts_with("panic=")) {
             cmdline = format!("{cmdline} panic={}", grub::DEFAULT_PANIC)
                 .trim()

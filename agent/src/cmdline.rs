@@ -1,9 +1,14 @@
 //! The kernel command line: split the way the kernel splits it, then read bootenv's keys.
 //!
-//! Splitting follows the kernel's `next_arg()` (lib/cmdline.c): arguments are separated by
-//! whitespace outside double quotes, the first `=` separates key and value, and a leading quote
-//! of the argument or of the value and a trailing quote are dropped. Everything after a bare `--`
-//! belongs to init and is not read here.
+//! Splitting follows the kernel's `next_arg()` (lib/cmdline.c), on bytes: arguments are
+//! separated by the kernel's whitespace (`isspace()`: space, `\t`, `\n`, `\v`, `\f`, `\r` and
+//! the byte 0xA0) outside double quotes; every `"` opens or closes a quote; the first `=` after
+//! the argument's first byte separates key and value; a leading quote of the argument or of the
+//! value, and then a trailing quote, are dropped. Everything after a bare `--` belongs to init
+//! and is not read here. Bytes that are not UTF-8 never cost another argument: only the
+//! arguments holding them are affected (a bootenv key among them is reported and ignored). The
+//! unit tests check the splitter against a line-for-line port of the kernel's function on
+//! random byte strings.
 //!
 //! Reading never fails: a malformed bootenv key becomes a warning and the key is ignored, so a
 //! typo on the command line can at worst cost the choice of a boot environment, never the boot.
@@ -11,8 +16,7 @@
 
 use crate::names::{printable, BeName, PoolName};
 use nom::branch::alt;
-use nom::bytes::complete::{take_till, take_while, take_while1};
-use nom::character::complete::char;
+use nom::bytes::complete::{tag, take_till, take_while, take_while1};
 use nom::combinator::{opt, recognize};
 use nom::multi::{many0, many1};
 use nom::sequence::preceded;
@@ -21,13 +25,14 @@ use nom::{IResult, Parser};
 /// The longest time `bootenv.wait=` may ask for, in seconds.
 pub const MAX_WAIT_SECS: u32 = 600;
 
-/// One argument of the command line, quotes removed.
+/// One argument of the command line, quotes removed, as bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Arg {
-    /// The text before the first `=`, or the whole argument.
-    pub key: String,
-    /// The text after the first `=`, if there is one.
-    pub value: Option<String>,
+    /// The bytes before the first `=` (not counting one in the first place), or the whole
+    /// argument.
+    pub key: Vec<u8>,
+    /// The bytes after that `=`, if there is one.
+    pub value: Option<Vec<u8>>,
 }
 
 /// What bootenv reads from the kernel command line.
@@ -63,89 +68,108 @@ pub struct BootArgs {
     pub warnings: Vec<String>,
 }
 
-fn is_space(c: char) -> bool {
-    c == ' ' || c == '\t' || c == '\n' || c == '\r'
+/// The kernel's `isspace()` (its ctype table marks 0xA0, Latin-1's no-break space, too).
+pub fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0xa0)
 }
 
 /// A quoted piece: `"..."`, possibly unterminated (the kernel then takes the rest of the line).
-fn quoted(input: &str) -> IResult<&str, &str> {
-    recognize((char('"'), take_till(|c| c == '"'), opt(char('"')))).parse(input)
+fn quoted(input: &[u8]) -> IResult<&[u8], &[u8]> {
+    recognize((
+        tag(&b"\""[..]),
+        take_till(|b| b == b'"'),
+        opt(tag(&b"\""[..])),
+    ))
+    .parse(input)
 }
 
 /// One argument: a run of quoted and unquoted pieces up to whitespace outside quotes.
-fn raw_arg(input: &str) -> IResult<&str, &str> {
+fn raw_arg(input: &[u8]) -> IResult<&[u8], &[u8]> {
     recognize(many1(alt((
         quoted,
-        take_while1(|c: char| !is_space(c) && c != '"'),
+        take_while1(|b: u8| !is_space(b) && b != b'"'),
     ))))
     .parse(input)
 }
 
-fn raw_args(input: &str) -> IResult<&str, Vec<&str>> {
+fn raw_args(input: &[u8]) -> IResult<&[u8], Vec<&[u8]>> {
     let (rest, args) = many0(preceded(take_while(is_space), raw_arg)).parse(input)?;
     let (rest, _) = take_while(is_space).parse(rest)?;
     Ok((rest, args))
 }
 
-/// Removes quotes the way the kernel's `next_arg()` does.
-fn unquote(raw: &str) -> Arg {
-    let quoted_arg = raw.starts_with('"');
-    let body = if quoted_arg { &raw[1..] } else { raw };
-    let (key, value) = match body.find('=') {
-        None => (body, None),
-        Some(i) => (&body[..i], Some(&body[i + 1..])),
+/// Removes quotes and finds the key the way the kernel's `next_arg()` does.
+fn unquote(raw: &[u8]) -> Arg {
+    let (quoted_arg, body) = match raw.strip_prefix(b"\"") {
+        Some(b) => (true, b),
+        None => (false, raw),
     };
-    let strip_end = |s: &str| -> String { s.strip_suffix('"').unwrap_or(s).to_owned() };
-    match value {
-        None => Arg {
-            key: if quoted_arg {
-                strip_end(key)
+    // The kernel's `ends in a quote`: the argument's last byte (after a leading quote).
+    let ends_quote = body.last() == Some(&b'"');
+    // An `=` in the first place does not count (the kernel's `equals` is 0 there, which it
+    // reads as none).
+    let equals = body.iter().skip(1).position(|&b| b == b'=').map(|i| i + 1);
+    match equals {
+        None => {
+            let key = if quoted_arg && ends_quote {
+                &body[..body.len() - 1]
             } else {
-                key.to_owned()
-            },
-            value: None,
-        },
-        Some(v) => {
-            let v = v.strip_prefix('"').map(strip_end).unwrap_or_else(|| {
-                if quoted_arg {
-                    strip_end(v)
-                } else {
-                    v.to_owned()
-                }
-            });
+                body
+            };
             Arg {
-                key: key.to_owned(),
-                value: Some(v),
+                key: key.to_vec(),
+                value: None,
+            }
+        }
+        Some(e) => {
+            let mut v = &body[e + 1..];
+            let value_quoted = v.first() == Some(&b'"');
+            if value_quoted {
+                v = &v[1..];
+            }
+            // The trailing quote goes when the value or the argument began with one (and it is
+            // not the value's own leading quote).
+            if (value_quoted || quoted_arg) && ends_quote && !v.is_empty() {
+                v = &v[..v.len() - 1];
+            }
+            Arg {
+                key: body[..e].to_vec(),
+                value: Some(v.to_vec()),
             }
         }
     }
 }
 
-/// Splits a command line into arguments, and the arguments after `--` (for init).
-pub fn split(cmdline: &str) -> (Vec<Arg>, Vec<String>) {
+/// Splits a command line into arguments, and the arguments after `--` (for init, as the kernel
+/// hands them over: quotes removed, `key=value` joined again).
+pub fn split(cmdline: &[u8]) -> (Vec<Arg>, Vec<Vec<u8>>) {
+    // The kernel's line is a C string: a NUL ends it.
+    let cmdline = cmdline.split(|&b| b == 0).next().unwrap_or_default();
     // `raw_args` accepts every input: pieces are either quoted or free of spaces and quotes.
     let raw = match raw_args(cmdline) {
         Ok((_, raw)) => raw,
         Err(_) => Vec::new(),
     };
-    let mut args = Vec::new();
-    let mut iter = raw.into_iter();
-    for r in iter.by_ref() {
-        if r == "--" {
-            break;
-        }
-        args.push(unquote(r));
-    }
-    let rest = iter.map(|r| unquote(r).key_value_text()).collect();
+    let mut parts = raw.into_iter().map(unquote);
+    let is_dashes = |a: &Arg| a.value.is_none() && a.key == b"--";
+    let args = parts.by_ref().take_while(|a| !is_dashes(a)).collect();
+    // The kernel reads init's arguments with the same splitter, and a second `--` ends them.
+    let rest = parts
+        .take_while(|a| !is_dashes(a))
+        .map(|a| a.joined())
+        .collect();
     (args, rest)
 }
 
 impl Arg {
-    fn key_value_text(&self) -> String {
-        match &self.value {
-            None => self.key.clone(),
-            Some(v) => format!("{}={}", self.key, v),
+    /// `key=value` (or the key), as init sees it.
+    fn joined(&self) -> Vec<u8> {
+        let mut t = self.key.clone();
+        if let Some(v) = &self.value {
+            t.push(b'=');
+            t.extend_from_slice(v);
         }
+        t
     }
 }
 
@@ -180,16 +204,47 @@ fn module_param(key: &str, value: Option<&str>) -> Option<(String, String)> {
 }
 
 impl BootArgs {
-    /// Reads bootenv's keys from a whole command line.
-    pub fn parse(cmdline: &str) -> BootArgs {
-        let (args, _) = split(cmdline);
+    /// Reads bootenv's keys from a whole command line (bytes, as `/proc/cmdline` holds them).
+    pub fn parse(cmdline: impl AsRef<[u8]>) -> BootArgs {
+        let (args, _) = split(cmdline.as_ref());
         let mut out = BootArgs::default();
         let mut from_root: Option<(Option<PoolName>, Option<BeName>)> = None;
         let mut explicit_be = false;
         let mut explicit_pool = false;
         for arg in &args {
-            let value = arg.value.as_deref();
-            match arg.key.as_str() {
+            // Ours are all text; an argument with other bytes is read no further (and said so
+            // when it is one of ours).
+            let Ok(key) = std::str::from_utf8(&arg.key) else {
+                if arg.key.starts_with(b"bootenv") {
+                    out.warn(format!(
+                        "{} ignored: it holds bytes that are not UTF-8",
+                        printable(&String::from_utf8_lossy(&arg.key))
+                    ));
+                }
+                continue;
+            };
+            let value = match arg.value.as_deref().map(std::str::from_utf8) {
+                None => None,
+                Some(Ok(v)) => Some(v),
+                Some(Err(_)) => {
+                    if key == "bootenv"
+                        || key.starts_with("bootenv.")
+                        || key == "root"
+                        || key == "init"
+                        || key.contains('.')
+                    {
+                        out.warn(format!(
+                            "{}={} ignored: its value holds bytes that are not UTF-8",
+                            printable(key),
+                            printable(&String::from_utf8_lossy(
+                                arg.value.as_deref().unwrap_or_default()
+                            ))
+                        ));
+                    }
+                    continue;
+                }
+            };
+            match key {
                 "bootenv" => match value {
                     Some(v) if !v.is_empty() => match BeName::new(v) {
                         Ok(be) => {
@@ -371,7 +426,7 @@ mod tests {
     #[test]
     fn splits_like_the_kernel() {
         let (args, rest) =
-            split("  console=ttyS0  quiet bootenv=v2\tfoo=\"a b\" \"x=y z\" -- single x=1");
+            split(b"  console=ttyS0  quiet bootenv=v2\tfoo=\"a b\" \"x=y z\" -- single x=1");
         assert_eq!(
             args,
             vec![
@@ -382,20 +437,178 @@ mod tests {
                 arg("x", Some("y z")),
             ]
         );
-        assert_eq!(rest, vec!["single".to_string(), "x=1".to_string()]);
+        assert_eq!(rest, vec![b"single".to_vec(), b"x=1".to_vec()]);
     }
 
     #[test]
     fn unterminated_quote_takes_the_rest() {
-        let (args, _) = split("a=\"b c d");
+        let (args, _) = split(b"a=\"b c d");
         assert_eq!(args, vec![arg("a", Some("b c d"))]);
     }
 
     #[test]
     fn empty_and_blank_lines() {
-        assert_eq!(split(""), (vec![], vec![]));
-        assert_eq!(split(" \n"), (vec![], vec![]));
+        assert_eq!(split(b""), (vec![], vec![]));
+        assert_eq!(split(b" \n"), (vec![], vec![]));
         assert_eq!(BootArgs::parse("\n"), BootArgs::default());
+    }
+
+    /// The kernel's `next_arg()` and the loop of `parse_args()` (lib/cmdline.c,
+    /// kernel/params.c, Linux 6.1), line for line on a NUL-terminated copy: the peer the
+    /// splitter must agree with. Returns the (param, value) pairs before `--` and the
+    /// arguments after it, as `parse_args` and `init/main.c` see them.
+    #[allow(clippy::type_complexity)]
+    fn kernel_split(line: &[u8]) -> (Vec<(Vec<u8>, Option<Vec<u8>>)>, Vec<Vec<u8>>) {
+        // The kernel stops at the first NUL; bootenv reads what /proc/cmdline gives.
+        let mut buf: Vec<u8> = line.iter().copied().take_while(|&b| b != 0).collect();
+        buf.push(0);
+        let cstr = |b: &[u8], at: usize| -> Vec<u8> {
+            b[at..].iter().copied().take_while(|&c| c != 0).collect()
+        };
+        let skip_spaces = |b: &[u8], mut at: usize| {
+            while is_space(b[at]) {
+                at += 1;
+            }
+            at
+        };
+        let (mut out, mut rest) = (Vec::new(), Vec::new());
+        let mut after_dashes = false;
+        let mut at = skip_spaces(&buf, 0);
+        while buf[at] != 0 {
+            // next_arg(args, &param, &val)
+            let mut args = at;
+            let (mut equals, mut in_quote, mut quoted) = (0usize, false, false);
+            if buf[args] == b'"' {
+                args += 1;
+                in_quote = true;
+                quoted = true;
+            }
+            let mut i = 0;
+            while buf[args + i] != 0 {
+                if is_space(buf[args + i]) && !in_quote {
+                    break;
+                }
+                if equals == 0 && buf[args + i] == b'=' {
+                    equals = i;
+                }
+                if buf[args + i] == b'"' {
+                    in_quote = !in_quote;
+                }
+                i += 1;
+            }
+            let param = args;
+            let mut val = None;
+            if equals != 0 {
+                buf[args + equals] = 0;
+                let mut v = args + equals + 1;
+                if buf[v] == b'"' {
+                    v += 1;
+                    if buf[args + i - 1] == b'"' {
+                        buf[args + i - 1] = 0;
+                    }
+                }
+                val = Some(v);
+            }
+            if quoted && i > 0 && buf[args + i - 1] == b'"' {
+                buf[args + i - 1] = 0;
+            }
+            let next = if buf[args + i] != 0 {
+                buf[args + i] = 0;
+                args + i + 1
+            } else {
+                args + i
+            };
+            let p = cstr(&buf, param);
+            let v = val.map(|v| cstr(&buf, v));
+            at = skip_spaces(&buf, next);
+            // parse_args(): a bare "--" ends the parameters. The kernel's own end at the first;
+            // init's (parsed again from there, set_init_arg() joining param=value) at the next.
+            if v.is_none() && p == b"--" {
+                if after_dashes {
+                    break;
+                }
+                after_dashes = true;
+                continue;
+            }
+            if after_dashes {
+                let mut joined = p;
+                if let Some(v) = v {
+                    joined.push(b'=');
+                    joined.extend(v);
+                }
+                rest.push(joined);
+            } else {
+                out.push((p, v));
+            }
+        }
+        (out, rest)
+    }
+
+    /// A small deterministic generator (xorshift64*), so that every failure replays.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+    }
+
+    #[test]
+    fn the_splitter_agrees_with_the_kernels_next_arg_on_random_bytes() {
+        // Bytes that matter to the splitter, often; any byte, sometimes.
+        const INTERESTING: &[u8] = b"ab=\"\"-- \t\n\x0b\x0c\r.-_";
+        let mut rng = Rng(0x5eed_b007_e0f0_1234);
+        for case in 0..40_000 {
+            let len = (rng.next() % 40) as usize;
+            let line: Vec<u8> = (0..len)
+                .map(|_| match rng.next() % 10 {
+                    0 => 0xa0,
+                    1 => (rng.next() & 0xff) as u8,
+                    _ => INTERESTING[(rng.next() % INTERESTING.len() as u64) as usize],
+                })
+                .collect();
+            let (want, want_rest) = kernel_split(&line);
+            let (got, got_rest) = split(&line);
+            let got: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+                got.into_iter().map(|a| (a.key, a.value)).collect();
+            assert_eq!(
+                got,
+                want,
+                "case {case}: {:?}",
+                String::from_utf8_lossy(&line)
+            );
+            assert_eq!(
+                got_rest,
+                want_rest,
+                "case {case}: {:?}",
+                String::from_utf8_lossy(&line)
+            );
+            // Reading never panics, whatever the bytes.
+            let _ = BootArgs::parse(&line);
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_cost_only_their_own_argument() {
+        let a = BootArgs::parse(
+            b"quiet x=\xff\xfe bootenv=v2 \xc3( bootenv.pool=tank\xa0bootenv.trial=1 bootenv.rollback=\xff bootenv\xff=1",
+        );
+        assert_eq!(a.be.unwrap().as_str(), "v2");
+        assert_eq!(a.pool.unwrap().as_str(), "tank");
+        assert_eq!(a.trial, Some(1));
+        assert!(a.rollback.is_none());
+        assert_eq!(a.warnings.len(), 2, "{:?}", a.warnings);
+        assert!(a
+            .warnings
+            .iter()
+            .any(|w| w.contains("bootenv.rollback=") && w.contains("not UTF-8")));
+        assert!(a
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("bootenv") && w.contains("not UTF-8")));
     }
 
     #[test]

@@ -131,8 +131,20 @@ pub fn safe_title(label: &str) -> String {
         .collect()
 }
 
-/// Checks a kernel command line from a property: no character GRUB's script syntax gives a
-/// meaning to, and none of bootenv's own keys. Returns the reason when it is refused.
+/// The longest `org.bootenv:cmdline` bootenv puts on a kernel line, in bytes. With bootenv's
+/// own keys and GRUB's `BOOT_IMAGE=` (at most about 480 bytes) the line stays well within the
+/// 2048 bytes of x86 Linux's `COMMAND_LINE_SIZE`, past which the kernel cuts the line.
+pub const MAX_CMDLINE: usize = 1024;
+/// The most words `org.bootenv:cmdline` may hold: the kernel hands words it does not know to
+/// init (at most 32 arguments and 32 environment variables, `MAX_INIT_ARGS`/`MAX_INIT_ENVS`, and
+/// it panics at boot beyond), and bootenv's line already holds some.
+pub const MAX_CMDLINE_WORDS: usize = 16;
+
+/// Checks a kernel command line from a property before it goes on a kernel line after
+/// bootenv's own keys: no character GRUB's script syntax gives a meaning to, none of bootenv's
+/// own keys, no `--` (everything after it goes to init, bootenv's keys too), no `panic=0` (a
+/// trial that panics must restart to be counted), and within [`MAX_CMDLINE`] bytes and
+/// [`MAX_CMDLINE_WORDS`] words. Returns the reason when it is refused.
 pub fn check_cmdline(s: &str) -> Result<(), String> {
     if let Some(c) = s
         .chars()
@@ -142,10 +154,33 @@ pub fn check_cmdline(s: &str) -> Result<(), String> {
             "it holds {c:?}, which GRUB's script language would interpret"
         ));
     }
+    if s.len() > MAX_CMDLINE {
+        return Err(format!(
+            "it is {} bytes long, more than the {MAX_CMDLINE} a kernel line has room for",
+            s.len()
+        ));
+    }
+    let words = s.split_whitespace().count();
+    if words > MAX_CMDLINE_WORDS {
+        return Err(format!(
+            "it holds {words} words, more than {MAX_CMDLINE_WORDS} (the kernel panics when it has more than 32 to hand to init)"
+        ));
+    }
     for w in s.split_whitespace() {
-        let key = w.split('=').next().unwrap_or("");
+        let (key, value) = w.split_once('=').unwrap_or((w, ""));
         if key == "bootenv" || key.starts_with("bootenv.") || key == "root" {
             return Err(format!("it sets {key}, which bootenv sets itself"));
+        }
+        if w == "--" {
+            return Err(
+                "it holds --, after which the kernel hands everything to init, bootenv's own keys too"
+                    .into(),
+            );
+        }
+        if key == "panic" && value.parse::<i64>().map_or(true, |n| n == 0) {
+            return Err(format!(
+                "it sets panic={value}: a boot that panics must restart (panic= a number of seconds other than 0) so that GRUB counts a trial's try"
+            ));
         }
     }
     Ok(())
@@ -168,6 +203,17 @@ impl Menu {
     /// The model: what the menu script does with these variables (`None`: the block could not
     /// be read, so nothing is loaded).
     pub fn model(&self, vars: Option<&crate::grubenv::EnvBlock>) -> GrubBoot {
+        self.model_saving(vars, true)
+    }
+
+    /// [`Menu::model`] when GRUB's `save_env` succeeds (`saves`) or fails (a block too small
+    /// or on a read-only disk): a one-shot that cannot be cleared is not carried out, and a
+    /// trial whose try cannot be counted rolls back, so that neither can repeat forever.
+    pub fn model_saving(
+        &self,
+        vars: Option<&crate::grubenv::EnvBlock>,
+        can_save: bool,
+    ) -> GrubBoot {
         let get = |n: &str| vars.and_then(|v| v.get(n));
         let mut boot = self.default.clone();
         let mut args = Vec::new();
@@ -176,13 +222,13 @@ impl Menu {
             boot = d;
         }
         let next = get("bootenv_next").filter(|n| !n.is_empty());
-        if next.is_some() {
+        if next.is_some() && can_save {
             saves.push(("bootenv_next", String::new()));
         }
-        if let Some(n) = self.has(next) {
+        if let Some(n) = self.has(next).filter(|_| can_save) {
             boot = n;
         } else if let Some(trial) = self.has(get("bootenv_trial")) {
-            match tries_left(get("bootenv_tries")) {
+            match tries_left(get("bootenv_tries")).filter(|_| can_save) {
                 Some(left) => {
                     saves.push(("bootenv_tries", left.to_string()));
                     args.push((trial.clone(), format!("bootenv.trial={left}")));
@@ -274,12 +320,22 @@ impl Menu {
         );
         let _ = writeln!(w, "set bootenv_once=");
         let _ = writeln!(w, "if [ -n \"$bootenv_next\" ]; then");
+        let _ = writeln!(w, "  set bootenv_want=");
         for e in &self.entries {
-            let _ = writeln!(w, "  if [ \"$bootenv_next\" = {0} ]; then set bootenv_boot={0}; set bootenv_once=1; fi", e.be);
+            let _ = writeln!(
+                w,
+                "  if [ \"$bootenv_next\" = {0} ]; then set bootenv_want={0}; fi",
+                e.be
+            );
         }
+        let _ = writeln!(w, "  set bootenv_next=");
         let _ = writeln!(
             w,
-            "  set bootenv_next=\n  save_env --file \"$bootenv_env\" bootenv_next\nfi"
+            "  # Only a one-shot that could be cleared is carried out: it must never repeat."
+        );
+        let _ = writeln!(
+            w,
+            "  if save_env --file \"$bootenv_env\" bootenv_next; then\n    if [ -n \"$bootenv_want\" ]; then set bootenv_boot=\"$bootenv_want\"; set bootenv_once=1; fi\n  fi\nfi"
         );
         let _ = writeln!(
             w,
@@ -298,14 +354,23 @@ impl Menu {
             }
             let _ = writeln!(w, "    if [ -n \"$bootenv_left\" ]; then");
             let _ = writeln!(w, "      set bootenv_tries=$bootenv_left");
-            let _ = writeln!(w, "      save_env --file \"$bootenv_env\" bootenv_tries");
-            let _ = writeln!(w, "      set bootenv_boot={}", e.be);
-            let _ = writeln!(w, "      set bootenv_counted={}", e.be);
             let _ = writeln!(
                 w,
-                "      set bootenv_arg_{i}=\"bootenv.trial=$bootenv_left\""
+                "      # A try that could not be counted is not made: the trial rolls back."
             );
-            let _ = writeln!(w, "    else");
+            let _ = writeln!(
+                w,
+                "      if save_env --file \"$bootenv_env\" bootenv_tries; then"
+            );
+            let _ = writeln!(w, "        set bootenv_boot={}", e.be);
+            let _ = writeln!(w, "        set bootenv_counted={}", e.be);
+            let _ = writeln!(
+                w,
+                "        set bootenv_arg_{i}=\"bootenv.trial=$bootenv_left\""
+            );
+            let _ = writeln!(w, "      else\n        set bootenv_left=\n      fi");
+            let _ = writeln!(w, "    fi");
+            let _ = writeln!(w, "    if [ -z \"$bootenv_left\" ]; then");
             let _ = writeln!(w, "      set bootenv_boot={}", self.good);
             for (j, o) in self.entries.iter().enumerate() {
                 if o.be != e.be {
@@ -571,6 +636,29 @@ mod tests {
     }
 
     #[test]
+    fn a_block_grub_cannot_write_never_repeats_a_one_shot_or_a_try() {
+        let m = menu();
+        // The one-shot cannot be cleared: it is not carried out (it would repeat forever).
+        let e = env(&[("bootenv_next", "v3")]);
+        let b = m.model_saving(Some(&e), false);
+        assert_eq!((b.boot, b.saves.len()), (be("v1"), 0));
+        // The try cannot be counted: no try is made, the trial rolls back.
+        let e = env(&[("bootenv_trial", "v3"), ("bootenv_tries", "2")]);
+        let b = m.model_saving(Some(&e), false);
+        assert_eq!(b.boot, be("v1"));
+        assert!(b
+            .args
+            .contains(&(be("v1"), "bootenv.rollback=v3".to_string())));
+        // The script does the same: every save_env is a condition.
+        let s = m.render();
+        assert_eq!(
+            s.matches("save_env").count(),
+            s.matches("if save_env").count(),
+            "{s}"
+        );
+    }
+
+    #[test]
     fn a_one_shot_during_a_trial_does_not_use_a_try() {
         let m = menu();
         let mut e = env(&[
@@ -699,6 +787,20 @@ mod tests {
             "2.0 ?beta?? reboot??x"
         );
         assert!(check_cmdline("console=ttyS0,115200 quiet panic=10 zfs.zfs_arc_max=1").is_ok());
+        assert!(check_cmdline(&"x ".repeat(16)).is_ok());
+        assert!(check_cmdline(&format!("a={}", "b".repeat(MAX_CMDLINE - 2))).is_ok());
+        for (bad, why) in [
+            ("x -- y", "holds --"),
+            ("--", "holds --"),
+            ("panic=0", "panic=0"),
+            ("panic=never", "panic=never"),
+            (&"x ".repeat(17), "17 words"),
+            (&format!("a={}", "b".repeat(MAX_CMDLINE - 1)), "1025 bytes"),
+        ] {
+            let e = check_cmdline(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert!(check_cmdline("panic=-1 panic=30 x--y").is_ok());
         for bad in [
             "a;b",
             "a$b",

@@ -85,6 +85,24 @@ impl Inventory {
             }
         }
         bes.sort_by(|a, b| (a.creation, &a.name).cmp(&(b.creation, &b.name)));
+        // Names FAT cannot tell apart share one directory on the ESP: the oldest BE keeps it,
+        // later ones (made behind bootenv's back, it refuses such names) are left alone.
+        let mut seen: std::collections::BTreeMap<String, BeName> = Default::default();
+        bes.retain(|b| match seen.get(&b.name.fat_key()) {
+            Some(first) => {
+                ignored.push(format!(
+                    "{} ignored: its directory on the ESP (FAT ignores case) would be the one of {first}, an older boot environment; give it another name (`zfs rename {} {}/<name>`)",
+                    printable(&b.dataset),
+                    printable(&b.dataset),
+                    layout::root_container(pool)
+                ));
+                false
+            }
+            None => {
+                seen.insert(b.name.fat_key(), b.name.clone());
+                true
+            }
+        });
         Inventory {
             pool: pool.clone(),
             bootfs,
@@ -339,6 +357,35 @@ pub(crate) mod tests {
         assert_eq!(inv.ignored.len(), 1);
         assert!(inv.ignored[0].contains("bad name"));
         assert_eq!(inv.bootable().count(), 1);
+    }
+
+    #[test]
+    fn names_fat_cannot_tell_apart_leave_the_younger_be_out() {
+        // Creation times follow the rows: V1 is younger than v1, v2 older than V2.
+        let l = listing(&[
+            ("tank/ROOT/v1", "noauto", "/", "-", "-"),
+            ("tank/ROOT/v2", "noauto", "/", "-", "-"),
+            ("tank/ROOT/V1", "noauto", "/", "-", "-"),
+            ("tank/ROOT/V2", "noauto", "/", "-", "-"),
+            ("tank/ROOT/con", "noauto", "/", "-", "-"),
+            ("tank/ROOT/v3.", "noauto", "/", "-", "-"),
+        ]);
+        let inv = Inventory::from_listing(&pool(), &l, None);
+        let names: Vec<&str> = inv.bes.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["v1", "v2"]);
+        assert_eq!(inv.ignored.len(), 4, "{:?}", inv.ignored);
+        assert!(inv
+            .ignored
+            .iter()
+            .any(|i| i.starts_with("tank/ROOT/V1 ignored") && i.contains("the one of v1")));
+        assert!(inv
+            .ignored
+            .iter()
+            .any(|i| i.starts_with("tank/ROOT/con ignored") && i.contains("device")));
+        assert!(inv
+            .ignored
+            .iter()
+            .any(|i| i.starts_with("tank/ROOT/v3. ignored") && i.contains("ends in '.'")));
     }
 
     #[test]

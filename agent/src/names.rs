@@ -75,6 +75,35 @@ fn check(kind: &'static str, s: &str, first_may_be_digit: bool) -> Result<(), Na
     Ok(())
 }
 
+/// Device names FAT (and Linux's vfat) reserves: no file or directory may have one as its
+/// base name (the part before the first `.`), in any case.
+const FAT_DEVICES: [&str; 4] = ["aux", "con", "nul", "prn"];
+
+/// The names of bootenv's own files in its directory on the ESP (`/bootenv/`), in lower case.
+pub const ESP_FILES: [&str; 3] = ["grub.cfg", "grubenv", "grubenv.damaged"];
+
+/// Why a boot environment name cannot be a directory of its own on a FAT ESP, if it cannot.
+fn fat_problem(s: &str) -> Option<&'static str> {
+    let lower = s.to_ascii_lowercase();
+    let base = lower.split('.').next().unwrap_or("");
+    if s.ends_with('.') {
+        return Some(
+            "it ends in '.', which FAT drops (its directory on the ESP would be another name's)",
+        );
+    }
+    let device = FAT_DEVICES.contains(&base)
+        || (base.len() == 4
+            && (base.starts_with("com") || base.starts_with("lpt"))
+            && matches!(base.as_bytes()[3], b'1'..=b'9'));
+    if device {
+        return Some("FAT reserves it for a device (the ESP cannot hold a directory of that name)");
+    }
+    if ESP_FILES.contains(&lower.as_str()) {
+        return Some("bootenv keeps a file of that name in its directory on the ESP");
+    }
+    None
+}
+
 /// Makes arbitrary text safe to print on one log line: control characters are escaped and very
 /// long text is cut.
 pub fn printable(s: &str) -> String {
@@ -86,15 +115,30 @@ pub fn printable(s: &str) -> String {
 }
 
 impl BeName {
-    /// Validates `s` as a boot environment name.
+    /// Validates `s` as a boot environment name: the characters above, and a name that is a
+    /// directory of its own on a FAT ESP (not ending in `.`, not a FAT device name, not one of
+    /// bootenv's own files there).
     pub fn new(s: &str) -> Result<BeName, NameError> {
         check("boot environment", s, true)?;
+        if let Some(why) = fat_problem(s) {
+            return Err(NameError {
+                kind: "boot environment",
+                text: printable(s),
+                why,
+            });
+        }
         Ok(BeName(s.to_owned()))
     }
 
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The name of its directory as FAT compares names (ASCII case folded): two BEs with the
+    /// same key would share one directory on the ESP.
+    pub fn fat_key(&self) -> String {
+        self.0.to_ascii_lowercase()
     }
 }
 
@@ -178,6 +222,34 @@ mod tests {
                 "message must stay on one line: {e}"
             );
         }
+    }
+
+    #[test]
+    fn every_name_is_a_directory_of_its_own_on_a_fat_esp() {
+        for bad in [
+            "v1.",
+            "v1..",
+            "con",
+            "CON",
+            "nul.x",
+            "Aux.2",
+            "prn",
+            "com1",
+            "LPT9",
+            "lpt1.old",
+            "grub.cfg",
+            "GRUBENV",
+            "grubenv.damaged",
+        ] {
+            let e = BeName::new(bad).unwrap_err().to_string();
+            assert!(e.contains("FAT") || e.contains("ESP"), "{bad}: {e}");
+        }
+        for ok in [
+            "com", "com0", "com10", "console", "lpt", "con1", "v1.0", "grub", "aux-1",
+        ] {
+            assert!(BeName::new(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(BeName::new("V1.Old").unwrap().fat_key(), "v1.old");
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct ListEntry {
     pub failed: bool,
     /// Why it cannot boot.
     pub problem: Option<String>,
+    /// Why GRUB's menu leaves it out though it could boot (its kernel command line property).
+    pub menu_problem: Option<String>,
     /// Datasets factory resets kept aside.
     pub kept: Vec<String>,
     /// Its kernel entry on the ESP; `None` when this machine's ESP is not managed.
@@ -1030,27 +1032,12 @@ impl Ctx<'_> {
                 last_known_good: st.last_good.as_deref() == Some(name.as_str()),
                 failed: failed.contains(&name),
                 problem: be.unbootable.clone(),
+                menu_problem: crate::bootfiles::menu_problem(be),
                 kept: be.kept.clone(),
                 esp_kernel,
             });
         }
         Ok((pool, out, inv.ignored))
-    }
-
-    /// BEs whose kernel entry on the ESP is stale or missing (bootable ones only), for
-    /// `status`; empty when that cannot be told.
-    fn esp_problems(&self) -> Vec<(String, EspKernel)> {
-        let Ok((_, entries, _)) = self.list_entries() else {
-            return Vec::new();
-        };
-        entries
-            .into_iter()
-            .filter(|e| e.problem.is_none())
-            .filter_map(|e| match e.esp_kernel {
-                Some(k @ (EspKernel::Stale | EspKernel::Missing)) => Some((e.name, k)),
-                _ => None,
-            })
-            .collect()
     }
 
     /// Whether `be`'s kernel entry on `esp` names its own kernel and initramfs: compared for
@@ -1108,6 +1095,10 @@ impl Ctx<'_> {
             }
             let mut state = match (&e.problem, e.trial_tries_left) {
                 (Some(w), _) => format!("cannot boot: {w}"),
+                (None, _) if e.menu_problem.is_some() => format!(
+                    "left out of the GRUB menu: {}",
+                    e.menu_problem.as_deref().unwrap_or_default()
+                ),
                 (None, Some(n)) => format!("trial, {n} tries left"),
                 (None, None) if e.failed => "its trial failed".to_string(),
                 (None, None) => "ok".to_string(),
@@ -1251,7 +1242,19 @@ impl Ctx<'_> {
             Ok(Err(why)) => writeln!(out, "grub: not managed ({why})")?,
             Err(e) => writeln!(out, "grub: {e:#}")?,
         }
-        for (be, k) in self.esp_problems() {
+        let (entries, ignored) = self
+            .list_entries()
+            .map(|(_, e, i)| (e, i))
+            .unwrap_or_default();
+        for e in &entries {
+            if let (None, Some(why)) = (&e.problem, &e.menu_problem) {
+                writeln!(out, "menu: {} is left out of the GRUB menu: {why}", e.name)?;
+            }
+        }
+        for i in &ignored {
+            writeln!(out, "note: {i}")?;
+        }
+        for (be, k) in esp_problems(&entries) {
             match k {
                 EspKernel::Stale => writeln!(out, "ESP: the kernel or initramfs of {be} on the ESP is STALE: GRUB boots older files than {be} holds; `bootenv sync-boot {be}` copies them")?,
                 _ => writeln!(out, "ESP: {be} has no kernel on the ESP and is not in the menu; `bootenv sync-boot {be}` copies it")?,
@@ -1372,8 +1375,8 @@ impl Ctx<'_> {
                 out.insert("grub_problem".into(), json!(format!("{e:#}")));
             }
         }
-        let esp: Vec<Value> = self
-            .esp_problems()
+        let entries = self.list_entries().map(|(_, e, _)| e).unwrap_or_default();
+        let esp: Vec<Value> = esp_problems(&entries)
             .into_iter()
             .map(|(be, k)| json!({ "be": be, "kernel": k }))
             .collect();
@@ -1405,6 +1408,19 @@ impl Ctx<'_> {
             serde_json::to_string_pretty(&Value::Object(out))?
         ))
     }
+}
+
+/// The BEs of `entries` whose kernel entry on the ESP is stale or missing (bootable ones only),
+/// for `status`.
+fn esp_problems(entries: &[ListEntry]) -> Vec<(String, EspKernel)> {
+    entries
+        .iter()
+        .filter(|e| e.problem.is_none() && e.menu_problem.is_none())
+        .filter_map(|e| match e.esp_kernel {
+            Some(k @ (EspKernel::Stale | EspKernel::Missing)) => Some((e.name.clone(), k)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn describe(k: &EventKind) -> String {

@@ -94,7 +94,7 @@ fn failpoint(name: &str) -> bool {
 /// script drops to initramfs-tools' shell with it).
 pub fn initramfs_tools_mount(rootmnt: &Path) -> i32 {
     let agent_start = uptime();
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let cmdline = std::fs::read("/proc/cmdline").unwrap_or_default();
     let args = BootArgs::parse(&cmdline);
     logger::init(args.debug);
     log::info!(
@@ -150,7 +150,7 @@ pub fn main() -> ! {
     let agent_start = uptime();
     mount_api_filesystems();
     ensure_console();
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let cmdline = std::fs::read("/proc/cmdline").unwrap_or_default();
     let args = BootArgs::parse(&cmdline);
     logger::init(args.debug);
     let kmsg_setting = logger::unlimit_kmsg();
@@ -181,7 +181,7 @@ pub fn main() -> ! {
         staging: crate::boot::STAGING,
     };
     loop {
-        let args = BootArgs::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+        let args = BootArgs::parse(&std::fs::read("/proc/cmdline").unwrap_or_default());
         let prepared = env.prepare(&args);
         let rescue = match prepared.and_then(|p| env.mount_chosen(&args, &p, agent_start)) {
             Ok(ready) => {
