@@ -8,7 +8,12 @@
 //! in place; a new variable goes at the end; unsetting one removes its line.
 //!
 //! Parsing is strict: anything that does not follow the format is an error, which bootenv
-//! treats as a torn or damaged block (see ARCHITECTURE.md, "GRUB variables").
+//! treats as a torn or damaged block (see ARCHITECTURE.md, "GRUB variables"): a block shorter
+//! than 1024 bytes (truncated), text that is not UTF-8, a line that is neither a comment nor
+//! `name=value`, padding that does not follow a newline, a variable set twice (GRUB's
+//! `load_env` would take the last, `grub-editenv` change the first). Every block `grub-editenv`
+//! writes is read as GRUB reads it, a completely full one (no padding) and a larger one too; a
+//! unit test checks that against `grub-editenv` itself on random variables.
 
 use nom::bytes::complete::{tag, take_till};
 use nom::character::complete::char;
@@ -136,9 +141,12 @@ impl EnvBlock {
     /// Parses a block.
     pub fn parse(bytes: &[u8]) -> Result<EnvBlock, EnvError> {
         let bad = |w: &str| Err(EnvError::Malformed(w.to_owned()));
-        if bytes.len() != SIZE {
+        // grub-editenv makes 1024-byte blocks and keeps a block's size when it edits it. A
+        // shorter one is a truncated block (bootenv writes 1024 bytes): read as it is, a missing
+        // counter line would look like a trial not counted yet.
+        if bytes.len() < SIZE {
             return Err(EnvError::Malformed(format!(
-                "it is {} bytes long, not {SIZE} (truncated?)",
+                "it is {} bytes long, less than {SIZE} (truncated?)",
                 bytes.len()
             )));
         }
@@ -149,21 +157,30 @@ impl EnvBlock {
         let Ok((rest, _)) = tag::<_, _, nom::error::Error<&str>>(SIGNATURE).parse(text) else {
             return bad("the signature line is missing");
         };
-        // The free space is the trailing run of '#', which must follow a newline.
+        // The free space is the trailing run of '#', which must follow a newline; a full block
+        // has none and ends in the newline of its last line.
         let content = rest.trim_end_matches('#');
-        if content.len() == rest.len() && !rest.is_empty() {
-            return bad("there is no # padding at the end");
-        }
         if !content.is_empty() && !content.ends_with('\n') {
             return bad("the padding does not follow a newline (a torn or truncated block)");
         }
-        match body(content) {
-            Ok((_, lines)) => Ok(EnvBlock {
-                lines,
-                size: bytes.len(),
-            }),
-            Err(_) => bad("a line is neither a comment nor name=value"),
+        let lines = match body(content) {
+            Ok((_, lines)) => lines,
+            Err(_) => return bad("a line is neither a comment nor name=value"),
+        };
+        // GRUB's load_env takes the last of two lines of one name, grub-editenv changes the
+        // first: read two ways, such a block counts as damaged.
+        let mut names = std::collections::BTreeSet::new();
+        for l in &lines {
+            if let Line::Var(n, _) = l {
+                if !names.insert(n.as_str()) {
+                    return bad("a variable is set twice");
+                }
+            }
         }
+        Ok(EnvBlock {
+            lines,
+            size: bytes.len(),
+        })
     }
 
     /// Reads a block from a file.
@@ -292,7 +309,7 @@ mod tests {
         assert!(EnvBlock::parse(b"").is_err());
         assert!(EnvBlock::parse(&vec![0u8; 1024]).is_err());
         assert!(EnvBlock::parse(&vec![b'#'; 1024]).is_err());
-        // Every truncation is refused.
+        // Every truncation is refused, the ones that end a line too.
         for n in 0..SIZE {
             assert!(EnvBlock::parse(&good[..n]).is_err(), "cut at {n} accepted");
         }
@@ -310,10 +327,105 @@ mod tests {
         let mut torn = o[..512].to_vec();
         torn.extend_from_slice(&good[512..]);
         assert!(EnvBlock::parse(&torn).is_err());
+        // A variable set twice (GRUB reads the last, grub-editenv edits the first).
+        let mut twice = SIGNATURE.as_bytes().to_vec();
+        twice.extend_from_slice(b"bootenv_tries=1\nbootenv_tries=5\n");
+        twice.resize(SIZE, b'#');
+        assert!(EnvBlock::parse(&twice).is_err());
         // Garbage bytes in a value line.
         let mut g = good.clone();
         g[SIGNATURE.len() + WARNING.len()] = 0xff;
         assert!(EnvBlock::parse(&g).is_err());
+    }
+
+    /// xorshift64*: a seeded, replayable stream of numbers.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Runs `grub-editenv <file> <args>`; false when it refuses (a block too small).
+    fn editenv(file: &Path, args: &[String]) -> bool {
+        let out = std::process::Command::new("grub-editenv")
+            .arg(file)
+            .args(args)
+            .output()
+            .expect("grub-editenv (cargo xtask deps installs grub-common)");
+        out.status.success()
+    }
+
+    #[test]
+    fn every_block_grub_editenv_writes_is_read_as_grub_reads_it() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("grubenv");
+        let mut rng = Rng(0x0bad_5eed_1234_5678);
+        const VALUE: &[u8] = b"abz09_-=#\\\n ./";
+        let mut full = 0;
+        for case in 0..600 {
+            let _ = std::fs::remove_file(&f);
+            assert!(editenv(&f, &["create".into()]));
+            let mut want: Vec<(String, String)> = Vec::new();
+            let mut args = vec!["set".to_string()];
+            for _ in 0..1 + rng.below(8) {
+                let name = format!("v{}", rng.below(6));
+                let len = if rng.below(4) == 0 {
+                    rng.below(300)
+                } else {
+                    rng.below(12)
+                };
+                let value: String = (0..len)
+                    .map(|_| VALUE[rng.below(VALUE.len())] as char)
+                    .collect();
+                args.push(format!("{name}={value}"));
+                match want.iter_mut().find(|(n, _)| *n == name) {
+                    Some(w) => w.1 = value,
+                    None => want.push((name, value)),
+                }
+            }
+            if !editenv(&f, &args) {
+                continue;
+            }
+            // Every third block is filled to its last byte.
+            if case % 3 == 0 {
+                let used = EnvBlock::parse(&std::fs::read(&f).unwrap())
+                    .unwrap()
+                    .content_len();
+                let room = SIZE - used;
+                if room > 8 {
+                    let value = "f".repeat(room - 6);
+                    assert!(
+                        editenv(&f, &["set".into(), format!("full={value}")]),
+                        "case {case}"
+                    );
+                    want.push(("full".into(), value));
+                    full += 1;
+                }
+            }
+            let bytes = std::fs::read(&f).unwrap();
+            let e = EnvBlock::parse(&bytes).unwrap_or_else(|err| {
+                panic!("case {case}: {err}: {:?}", String::from_utf8_lossy(&bytes))
+            });
+            let got: Vec<(String, String)> = e
+                .vars()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect();
+            assert_eq!(got, want, "case {case}");
+            assert_eq!(
+                e.render(),
+                bytes,
+                "case {case}: not written back byte for byte"
+            );
+        }
+        assert!(full > 100, "only {full} full blocks");
     }
 
     #[test]

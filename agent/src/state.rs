@@ -225,15 +225,35 @@ pub fn encode(state: &State) -> Vec<u8> {
     out
 }
 
-/// Decodes a record.
+/// The largest record bootenv reads: one it wrote holds at most a few KiB (32 events, 32
+/// names of history); a larger one, however it verifies, is not decoded (it could hold
+/// anything, and the initramfs has little memory).
+pub const MAX_RECORD: usize = 256 * 1024;
+
+/// Decodes a record. A record of a newer format is recognised by its magic and version alone,
+/// whatever follows (a newer bootenv may frame it otherwise), so that it is never overwritten.
+/// A valid record is bounded on the way in: history and events beyond their limits are dropped
+/// (the oldest first), as bootenv itself would have.
 pub fn decode(bytes: &[u8]) -> Loaded {
-    if bytes.len() < 18 || &bytes[..8] != MAGIC {
+    if bytes.len() < 10 || &bytes[..8] != MAGIC {
         return Loaded::Corrupt(format!(
             "not a bootenv state record ({} bytes, bad magic)",
             bytes.len()
         ));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version > VERSION {
+        return Loaded::Newer(version);
+    }
+    if bytes.len() < 18 {
+        return Loaded::Corrupt(format!("a record of {} bytes is cut short", bytes.len()));
+    }
+    if bytes.len() > MAX_RECORD {
+        return Loaded::Corrupt(format!(
+            "{} bytes, more than a bootenv record ever holds ({MAX_RECORD})",
+            bytes.len()
+        ));
+    }
     let len = u32::from_le_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]) as usize;
     if bytes.len() != 18 + len {
         return Loaded::Corrupt(format!(
@@ -246,14 +266,17 @@ pub fn decode(bytes: &[u8]) -> Loaded {
     if crc32fast::hash(&bytes[..14 + len]) != crc {
         return Loaded::Corrupt("checksum mismatch".into());
     }
-    if version > VERSION {
-        return Loaded::Newer(version);
-    }
     if version != VERSION {
         return Loaded::Corrupt(format!("unknown format version {version}"));
     }
-    match postcard::from_bytes(&bytes[14..14 + len]) {
-        Ok(s) => Loaded::Valid(s),
+    match postcard::from_bytes::<State>(&bytes[14..14 + len]) {
+        Ok(mut s) => {
+            let extra = s.history.len().saturating_sub(MAX_HISTORY);
+            s.history.drain(..extra);
+            let extra = s.events.len().saturating_sub(MAX_EVENTS);
+            s.events.drain(..extra);
+            Loaded::Valid(s)
+        }
         Err(e) => Loaded::Corrupt(format!("payload does not decode: {e}")),
     }
 }
@@ -396,5 +419,49 @@ mod tests {
         }
         assert_eq!(s.events.len(), MAX_EVENTS);
         assert_eq!(s.events[0].time, 100 - MAX_EVENTS as u64);
+    }
+
+    #[test]
+    fn a_newer_record_is_never_overwritten_whatever_its_framing() {
+        let d = tempfile::tempdir().unwrap();
+        // Magic and a newer version, then anything: another header, no checksum.
+        let mut newer = MAGIC.to_vec();
+        newer.extend_from_slice(&(VERSION + 1).to_le_bytes());
+        newer.extend_from_slice(b"a longer header of a later bootenv, and no crc");
+        std::fs::write(d.path().join(FILE), &newer).unwrap();
+        assert_eq!(load(d.path()).unwrap(), Loaded::Newer(VERSION + 1));
+        assert!(store(d.path(), &State::default()).is_err());
+        assert_eq!(std::fs::read(d.path().join(FILE)).unwrap(), newer);
+    }
+
+    #[test]
+    fn absurd_records_that_verify_are_bounded_or_refused() {
+        // Endless events and history, huge names: read back within the limits.
+        let mut s = State::default();
+        for i in 0..10_000u64 {
+            s.events.push(Event {
+                time: i,
+                kind: EventKind::MarkedGood {
+                    be: "x".repeat(100),
+                },
+            });
+            s.history.push(format!("h{i}"));
+        }
+        s.last_good = Some("n".repeat(200_000));
+        let b = encode(&s);
+        assert!(b.len() > MAX_RECORD);
+        assert!(matches!(decode(&b), Loaded::Corrupt(w) if w.contains("more than")));
+        s.last_good = Some("n".repeat(5_000));
+        s.events.truncate(1_000);
+        s.history.truncate(1_000);
+        let Loaded::Valid(back) = decode(&encode(&s)) else {
+            panic!("a record within the size limit is read")
+        };
+        assert_eq!(
+            (back.events.len(), back.history.len()),
+            (MAX_EVENTS, MAX_HISTORY)
+        );
+        assert_eq!(back.events.last().unwrap().time, 999);
+        assert_eq!(back.history.last().map(String::as_str), Some("h999"));
     }
 }
