@@ -1860,7 +1860,7 @@ mod tests {
                     failpoint: &|_| true,
                     staging: crate::boot::STAGING,
                 };
-                let a = BootArgs::parse(&format!("bootenv={be} bootenv.pool=tank {args}"));
+                let a = BootArgs::parse(format!("bootenv={be} bootenv.pool=tank {args}"));
                 let p = e.prepare(&a).unwrap();
                 let r = e.mount_chosen(&a, &p, 0.5).unwrap();
                 // What the running system sees at /boot: the booted BE's kernel.

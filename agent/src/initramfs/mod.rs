@@ -181,7 +181,7 @@ pub fn main() -> ! {
         staging: crate::boot::STAGING,
     };
     loop {
-        let args = BootArgs::parse(&std::fs::read("/proc/cmdline").unwrap_or_default());
+        let args = BootArgs::parse(std::fs::read("/proc/cmdline").unwrap_or_default());
         let prepared = env.prepare(&args);
         let rescue = match prepared.and_then(|p| env.mount_chosen(&args, &p, agent_start)) {
             Ok(ready) => {
