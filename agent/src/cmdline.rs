@@ -415,6 +415,7 @@ fn flag(value: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Rng;
 
     fn arg(k: &str, v: Option<&str>) -> Arg {
         Arg {
@@ -542,18 +543,6 @@ mod tests {
             }
         }
         (out, rest)
-    }
-
-    /// A small deterministic generator (xorshift64*), so that every failure replays.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
     }
 
     #[test]

@@ -265,6 +265,7 @@ impl EnvBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Rng;
 
     const CREATED: &[u8] = include_bytes!("../tests/fixtures/grubenv/created.bin");
     const OPS: &[u8] = include_bytes!("../tests/fixtures/grubenv/ops.bin");
@@ -336,21 +337,6 @@ mod tests {
         let mut g = good.clone();
         g[SIGNATURE.len() + WARNING.len()] = 0xff;
         assert!(EnvBlock::parse(&g).is_err());
-    }
-
-    /// xorshift64*: a seeded, replayable stream of numbers.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
     }
 
     /// Runs `grub-editenv <file> <args>`; false when it refuses (a block too small).

@@ -26,5 +26,7 @@ pub mod report;
 pub mod reset;
 pub mod run;
 pub mod state;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod treediff;
 pub mod zfs;

@@ -228,10 +228,15 @@ impl<'a> Ctx<'a> {
     }
 
     fn firmware(&mut self, disk: &Path, boot: Boot) -> anyhow::Result<Vm> {
+        self.start(boot, &[disk])
+    }
+
+    /// Starts this scenario's next VM (its console in `boot-<n>.log`).
+    fn start(&mut self, boot: Boot, disks: &[&Path]) -> anyhow::Result<Vm> {
         self.boots += 1;
         let cfg = VmConfig {
             boot,
-            disks: vec![disk.to_path_buf()],
+            disks: disks.iter().map(|d| d.to_path_buf()).collect(),
             log: self.dir.join(format!("boot-{}.log", self.boots)),
             memory_mb: 1024,
             cpus: self.cpus,
@@ -250,23 +255,13 @@ impl<'a> Ctx<'a> {
 
     /// Like [`Ctx::boot`], with several disks (`/dev/vda`, `/dev/vdb`, … in this order).
     pub fn boot_disks(&mut self, disks: &[&Path], cmdline: &str) -> anyhow::Result<Vm> {
-        self.boots += 1;
         let append = format!("{BASE_CMDLINE} {cmdline}").trim().to_string();
-        let cfg = VmConfig {
-            boot: Boot::Direct {
-                kernel: self.art.kernel.vmlinuz.clone(),
-                initrd: self.art.initrd.clone(),
-                append,
-            },
-            disks: disks.iter().map(|d| d.to_path_buf()).collect(),
-            log: self.dir.join(format!("boot-{}.log", self.boots)),
-            memory_mb: 1024,
-            cpus: self.cpus,
-            limit: self.vm_limit,
-            echo: self.echo,
-            accel: self.art.accel.clone(),
+        let boot = Boot::Direct {
+            kernel: self.art.kernel.vmlinuz.clone(),
+            initrd: self.art.initrd.clone(),
+            append,
         };
-        Vm::start(&cfg)
+        self.start(boot, disks)
     }
 }
 
