@@ -35,6 +35,10 @@ pub struct Cli {
     /// Log every command bootenv runs.
     #[arg(long, short, global = true)]
     pub verbose: bool,
+    /// When another bootenv command is changing the boot environments, wait for it, up to
+    /// SECONDS (600 when not given), instead of failing at once.
+    #[arg(long, global = true, value_name = "SECONDS", num_args = 0..=1, require_equals = true, default_missing_value = "600")]
+    pub wait: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -260,6 +264,24 @@ fn parse_mode(s: &str) -> Result<ResetMode, String> {
     }
 }
 
+impl Command {
+    /// Whether the verb changes the pool, the state record or the ESP (and so takes the
+    /// writers' lock).
+    pub fn writes(&self) -> bool {
+        !matches!(
+            self,
+            Command::Status { .. }
+                | Command::List { .. }
+                | Command::GrubMenu
+                | Command::Mount { .. }
+                | Command::Unmount { .. }
+                | Command::Diff { .. }
+                | Command::InitramfsToolsMount { .. }
+                | Command::Destroy { dry_run: true, .. }
+        )
+    }
+}
+
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
@@ -286,6 +308,27 @@ pub fn main() -> i32 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    // One writer at a time (see `lock`); readers never wait.
+    let _lock = if cli.command.writes() {
+        let what: Vec<String> = std::env::args().skip(1).collect();
+        let nested = std::env::var_os(crate::lock::HELD_ENV).is_some();
+        let wait = std::time::Duration::from_secs(cli.wait.unwrap_or(0));
+        match crate::lock::acquire(&ctx.root, &what.join(" "), wait, nested) {
+            Ok(Some(l)) => {
+                // What this command runs (an upgrade's chroot, a kernel hook) must not wait
+                // for it.
+                std::env::set_var(crate::lock::HELD_ENV, "1");
+                Some(l)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                eprintln!("bootenv: error: {e:#}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
     let result = match &cli.command {
         Command::Status { json } => {
             if *json {
@@ -422,6 +465,51 @@ pub fn main() -> i32 {
         Err(e) => {
             eprintln!("bootenv: error: {e:#}");
             1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_takes_its_seconds_only_after_an_equals_sign() {
+        let c = Cli::try_parse_from(["bootenv", "--wait", "sync-boot"]).unwrap();
+        assert_eq!(c.wait, Some(600));
+        assert!(matches!(c.command, Command::SyncBoot { .. }));
+        let c = Cli::try_parse_from(["bootenv", "activate", "v1", "--wait=5"]).unwrap();
+        assert_eq!(c.wait, Some(5));
+        let c = Cli::try_parse_from(["bootenv", "list"]).unwrap();
+        assert_eq!(c.wait, None);
+    }
+
+    #[test]
+    fn readers_take_no_lock_and_writers_do() {
+        let writes = |args: &[&str]| {
+            let mut v = vec!["bootenv"];
+            v.extend_from_slice(args);
+            Cli::try_parse_from(v).unwrap().command.writes()
+        };
+        for r in [
+            &["list"][..],
+            &["status", "--json"],
+            &["grub-menu"],
+            &["mount", "v1"],
+            &["diff", "v1", "v2"],
+            &["destroy", "v1", "--dry-run"],
+        ] {
+            assert!(!writes(r), "{r:?}");
+        }
+        for w in [
+            &["activate", "v1"][..],
+            &["mark-good"],
+            &["sync-boot"],
+            &["destroy", "v1"],
+            &["rollback"],
+            &["create", "v9"],
+        ] {
+            assert!(writes(w), "{w:?}");
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod install;
 pub mod inventory;
 pub mod layout;
 pub mod lifecycle;
+pub mod lock;
 pub mod mounts;
 pub mod names;
 pub mod ops;
