@@ -21,11 +21,14 @@ use std::time::{Duration, SystemTime};
 /// one before it (a branch switched back and forth rebuilds nothing).
 pub const KEEP_PER_KIND: usize = 2;
 
-/// The cache directory and what this run took from it.
+/// The cache directory, held by this run (see [`Cache::open`]).
 #[derive(Clone, Debug)]
 pub struct Cache {
     /// Where the entries live.
     pub dir: PathBuf,
+    /// The run's hold on the cache: an exclusive `flock` on `<dir>/.lock`, released when the
+    /// last clone of this value is dropped (the end of the run).
+    _held: Option<std::sync::Arc<std::fs::File>>,
 }
 
 /// Whether an entry was found or had to be built.
@@ -38,21 +41,46 @@ pub enum Found {
 }
 
 impl Cache {
-    /// The cache of this machine (see the module's doc for where), created when missing.
+    /// The cache of this machine (see the module's doc for where), created when missing, and
+    /// held for this run: a second run on the same cache waits until this one ends (two runs
+    /// would build the same entry twice, and one's pruning could remove an entry the other's
+    /// overlays stand on).
     pub fn open() -> anyhow::Result<Cache> {
         let dir = match std::env::var_os("BOOTENV_TEST_CACHE") {
             Some(d) if !d.is_empty() => PathBuf::from(d),
             _ => default_dir(),
         };
-        Cache::at(&dir)
+        Cache::held_at(&dir)
     }
 
-    /// A cache in `dir`, created when missing.
+    /// The cache in `dir`, held for this run (see [`Cache::open`]).
+    pub fn held_at(dir: &Path) -> anyhow::Result<Cache> {
+        let mut c = Cache::at(dir)?;
+        let lock = dir.join(".lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .with_context(|| format!("opening {}", lock.display()))?;
+        if !try_lock(&f)? {
+            println!(
+                "==> another test run holds the cache {}; waiting for it to end",
+                dir.display()
+            );
+            lock_wait(&f)?;
+        }
+        c._held = Some(std::sync::Arc::new(f));
+        Ok(c)
+    }
+
+    /// A cache in `dir`, created when missing (not held: for tests of the cache itself).
     pub fn at(dir: &Path) -> anyhow::Result<Cache> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the test cache {}", dir.display()))?;
         Ok(Cache {
             dir: dir.to_path_buf(),
+            _held: None,
         })
     }
 
@@ -148,6 +176,30 @@ fn is_key_of(rest: &str) -> bool {
         && (rest.len() == 16 || rest[16..].starts_with('.'))
 }
 
+/// flock(LOCK_EX | LOCK_NB): whether it was taken.
+fn try_lock(f: &std::fs::File) -> anyhow::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock(2) on a descriptor this function borrows; no memory is passed.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Ok(false);
+    }
+    Err(anyhow::Error::new(e).context("locking the test cache"))
+}
+
+/// flock(LOCK_EX), waiting.
+fn lock_wait(f: &std::fs::File) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: as in `try_lock`.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+        return Ok(());
+    }
+    Err(anyhow::Error::new(std::io::Error::last_os_error()).context("locking the test cache"))
+}
+
 fn default_dir() -> PathBuf {
     let system = Path::new("/var/cache/bootenv-test");
     let writable = std::fs::create_dir_all(system).is_ok()
@@ -238,6 +290,19 @@ mod tests {
             assert_eq!(p, d.path().join("thing-0000000000000007.txt"));
         }
         assert_eq!(builds, 1);
+    }
+
+    #[test]
+    fn one_run_at_a_time_holds_the_cache() {
+        let d = tempfile::tempdir().unwrap();
+        let held = Cache::held_at(d.path()).unwrap();
+        let other = std::fs::File::open(d.path().join(".lock")).unwrap();
+        assert!(!try_lock(&other).unwrap(), "a second run would not wait");
+        let clone = held.clone();
+        drop(held);
+        assert!(!try_lock(&other).unwrap(), "a clone still holds it");
+        drop(clone);
+        assert!(try_lock(&other).unwrap(), "the run's end releases it");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! A Debian bookworm root file system for the packaging scenarios, made with debootstrap on the
-//! host (no ZFS needed there) and cached as a tarball keyed by its package list and the versions
-//! the host's apt lists give those packages: systemd, udev, initramfs-tools, zfsutils-linux
-//! (contrib) and what bootenv's packages depend on. The scenarios unpack it into a boot
-//! environment inside a guest.
+//! host (no ZFS needed there) and cached as a tarball keyed by its package list, the versions
+//! the host's apt lists give those packages (a proxy for the mirror's state: a newer point
+//! release the host's lists have not seen yet, or a dependency's update, does not change the
+//! key), debootstrap's version and this file's code: systemd, udev, initramfs-tools,
+//! zfsutils-linux (contrib) and what bootenv's packages depend on. The scenarios unpack it into
+//! a boot environment inside a guest.
 
 use crate::cache::{Cache, Found};
 use crate::host::{fnv64, run};
@@ -50,11 +52,19 @@ fn candidate_versions() -> String {
 /// The tarball of the tree, from the cache or made (about 1 to 3 minutes and 100 MB of
 /// downloads). `work` is scratch space for the unpacked tree.
 pub fn rootfs(cache: &Cache, work: &Path) -> anyhow::Result<PathBuf> {
+    let debootstrap_version = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", "debootstrap"])
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
     let key = fnv64(&[
         MIRROR.as_bytes(),
         INCLUDE.join(",").as_bytes(),
         b"bookworm minbase main,contrib v1",
         candidate_versions().as_bytes(),
+        &debootstrap_version,
+        // How the tree is made and trimmed (this file's code).
+        include_str!("debian.rs").as_bytes(),
     ]);
     let t = Instant::now();
     let (tar, found) = cache.entry("debian-bookworm", key, ".tar", |tmp| {

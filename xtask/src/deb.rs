@@ -228,6 +228,9 @@ pub fn fingerprint(p: &Package) -> u64 {
 /// control files), but not of its build time: the test cache's key for what is made from it.
 pub fn digest(p: &Package) -> u64 {
     let mut h = bootenv_vmtest::host::Fnv::new();
+    // What `Package::build` adds (fixed control fields, conffiles, md5sums, modes) is this
+    // file's code: a change to it is a change to the package.
+    h.part(include_str!("deb.rs").as_bytes());
     for f in [
         &p.name,
         &p.version,

@@ -146,11 +146,17 @@ fn deb_upgrade_no_zfs(cx: &mut Ctx) -> anyhow::Result<()> {
         out.contains("has no zfs module"),
         "the initramfs hook did not refuse a kernel without ZFS: {out}"
     );
-    let out = run_in(&mut vm, "bootenv list; modinfo -F filename zfs")?;
+    let out = run_in(
+        &mut vm,
+        "bootenv list; modinfo -F filename zfs; zfs list -H -t all -o name -r deb | grep -e deb3 -e @bootenv- | sed 's/^/left: /'",
+    )?;
     ensure!(
-        list_row(&out, "deb3").is_none() && out.contains("zfs.ko"),
+        list_row(&out, "deb3").is_none() && out.contains("zfs.ko") && !out.contains("left: "),
         "the failed upgrade left something behind: {out}"
     );
+    // Nothing half-made is in the way: the same name upgrades fine.
+    let out = run_long(&mut vm, "bootenv upgrade deb3 -- true", 900)?;
+    ensure!(out.contains("deb3 is on trial"), "{out}");
     debian_power_off(&mut vm)
 }
 
@@ -167,8 +173,11 @@ const BROKEN_UPGRADE: &str = "echo deb3 >/etc/bootenv-test/name \
 
 fn deb_upgrade_rollback(cx: &mut Ctx) -> anyhow::Result<()> {
     let (disk, mut vm) = installed_debian(cx)?;
-    // An upgrade that boots but whose health check fails: the trial is never marked good, the
-    // watchdog reboots, GRUB has no tries left and boots the known-good deb1.
+    // Another BE that is not known-good (so that the rollback must pick the known-good one,
+    // not just the other BE), then an upgrade that boots but whose health check fails: the
+    // trial is never marked good, the watchdog reboots, GRUB has no tries left and boots the
+    // known-good deb1.
+    run_long(&mut vm, "bootenv create deb2 --from deb1", 600)?;
     let out = run_long(
         &mut vm,
         &format!("bootenv upgrade deb3 --tries 1 -- sh -c \"{BROKEN_UPGRADE}\""),
@@ -197,8 +206,9 @@ fn deb_upgrade_rollback(cx: &mut Ctx) -> anyhow::Result<()> {
     );
     let out = run_in(&mut vm, "bootenv list")?;
     ensure!(
-        list_row(&out, "deb3").is_some_and(|r| r[2].contains('F')),
-        "deb3 is not marked failed: {out}"
+        list_row(&out, "deb3").is_some_and(|r| r[2].contains('F'))
+            && list_row(&out, "deb1").is_some_and(|r| r[2].contains('N') && r[2].contains('G')),
+        "deb3 is not marked failed, or deb1 is not the running known-good BE: {out}"
     );
     debian_power_off(&mut vm)
 }

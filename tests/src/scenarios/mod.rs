@@ -70,32 +70,82 @@ pub struct FixtureTime {
     pub cached: bool,
 }
 
-/// The fixtures of one run: each made at most once, by one lane, the others waiting for it.
+/// Where a fixture is in this run.
+#[derive(Clone, Debug)]
+enum Slot {
+    /// A lane picked a scenario that needs it and will make it.
+    Claimed,
+    /// Being made.
+    Building,
+    /// Made (its path) or failed (why).
+    Done(Result<PathBuf, String>),
+}
+
+/// The fixtures of one run: each made at most once, by the lane that claimed it when it picked
+/// a scenario needing it; no other lane picks such a scenario before it is made.
 #[derive(Default)]
 pub struct Fixtures {
-    slots: std::sync::Mutex<std::collections::HashMap<Fixture, Option<Result<PathBuf, String>>>>,
+    slots: std::sync::Mutex<std::collections::HashMap<Fixture, Slot>>,
     done: std::sync::Condvar,
     times: std::sync::Mutex<Vec<FixtureTime>>,
 }
 
+/// Ends a fixture's build when the builder panics, so that nobody waits for it forever.
+struct BuildGuard<'a> {
+    fixtures: &'a Fixtures,
+    f: Fixture,
+    finished: bool,
+}
+
+impl Drop for BuildGuard<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let why = format!("fixture {}: its build panicked", self.f.name());
+            self.fixtures.finish(self.f, Err(why));
+        }
+    }
+}
+
 impl Fixtures {
-    /// Whether `f` is being made by some lane right now.
-    fn busy(&self, f: Fixture) -> bool {
-        matches!(self.slots.lock().expect("not poisoned").get(&f), Some(None))
+    /// Whether a lane may start a scenario needing `f` now: it is made, or nobody makes it yet
+    /// (then this lane claims it and will make it). False while another lane makes it.
+    fn try_claim(&self, f: Fixture) -> bool {
+        let mut slots = self.slots.lock().expect("not poisoned");
+        match slots.get(&f) {
+            Some(Slot::Done(_)) => true,
+            Some(Slot::Claimed | Slot::Building) => false,
+            None => {
+                slots.insert(f, Slot::Claimed);
+                true
+            }
+        }
     }
 
-    /// The fixture's path: made now by this lane, or waited for while another makes it.
+    fn finish(&self, f: Fixture, r: Result<PathBuf, String>) {
+        self.slots
+            .lock()
+            .expect("not poisoned")
+            .insert(f, Slot::Done(r));
+        self.done.notify_all();
+    }
+
+    /// The fixture's path: made now by this lane (which claimed it), or waited for.
     fn get(&self, f: Fixture, art: &Artifacts, echo: bool, cpus: u32) -> anyhow::Result<PathBuf> {
         let mut slots = self.slots.lock().expect("not poisoned");
         loop {
             match slots.get(&f) {
-                Some(Some(r)) => return r.clone().map_err(|e| anyhow::anyhow!("{e}")),
-                Some(None) => slots = self.done.wait(slots).expect("not poisoned"),
-                None => break,
+                Some(Slot::Done(r)) => return r.clone().map_err(|e| anyhow::anyhow!("{e}")),
+                Some(Slot::Building) => slots = self.done.wait(slots).expect("not poisoned"),
+                Some(Slot::Claimed) | None => break,
             }
         }
-        slots.insert(f, None);
+        slots.insert(f, Slot::Building);
         drop(slots);
+        let mut guard = BuildGuard {
+            fixtures: self,
+            f,
+            finished: false,
+        };
         println!("--- fixture {}", f.name());
         let t = Instant::now();
         let made = match f {
@@ -127,11 +177,8 @@ impl Fixtures {
         let r = made
             .map(|(p, _)| p)
             .map_err(|e| format!("fixture {}: {e:#}", f.name()));
-        self.slots
-            .lock()
-            .expect("not poisoned")
-            .insert(f, Some(r.clone()));
-        self.done.notify_all();
+        guard.finished = true;
+        self.finish(f, r.clone());
         r.map_err(|e| anyhow::anyhow!("{e}"))
     }
 }
@@ -497,8 +544,9 @@ pub fn run(art: &Artifacts, names: &[String], echo: bool, jobs: usize) -> anyhow
             scope.spawn(move || loop {
                 let pick = {
                     let mut t = taken.lock().expect("not poisoned");
+                    // The first one not taken whose fixture this lane may use or make.
                     let free =
-                        |i: usize| !t[i] && !matches!(order[i].needs, Some(f) if fixtures.busy(f));
+                        |i: usize| !t[i] && order[i].needs.is_none_or(|f| fixtures.try_claim(f));
                     match (0..order.len()).find(|&i| free(i)) {
                         Some(i) => {
                             t[i] = true;
@@ -522,10 +570,13 @@ pub fn run(art: &Artifacts, names: &[String], echo: bool, jobs: usize) -> anyhow
                     cx.fixtures = Some(fixtures);
                     if let Some(f) = s.needs {
                         let ft = Instant::now();
-                        cx.fixture(f)?;
+                        let made = cx.fixture(f);
                         fixture_secs = ft.elapsed().as_secs_f64();
+                        made?;
                     }
-                    (s.run)(&mut cx)
+                    // A scenario that panics fails; the run goes on.
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (s.run)(&mut cx)))
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("the scenario panicked")))
                 });
                 let all_secs = t.elapsed().as_secs_f64();
                 let secs = all_secs - fixture_secs;
@@ -597,6 +648,25 @@ mod tests {
                 "{n}"
             );
         }
+    }
+
+    #[test]
+    fn one_lane_claims_a_fixture_and_the_others_pass_it_by_until_it_is_made() {
+        let fx = Fixtures::default();
+        let f = Fixture::DebianDisk;
+        assert!(fx.try_claim(f), "the first lane claims it");
+        assert!(!fx.try_claim(f), "another lane passes it by");
+        // A builder that panics still ends the build, with the reason.
+        {
+            let _g = BuildGuard {
+                fixtures: &fx,
+                f,
+                finished: false,
+            };
+        }
+        assert!(fx.try_claim(f), "made (or failed): every lane may go on");
+        let slots = fx.slots.lock().unwrap();
+        assert!(matches!(slots.get(&f), Some(Slot::Done(Err(e))) if e.contains("panicked")));
     }
 
     #[test]
