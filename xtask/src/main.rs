@@ -190,13 +190,20 @@ fn pack_kernel(p: &deb::Package, work: &Path, out: &Path, epoch: u64) -> anyhow:
 }
 
 /// The kernel package of the tests (the kernel they boot and its ZFS modules), from the test
-/// cache, keyed by what it holds and its build time; returns it and [`deb::digest`] of it.
+/// cache, keyed by what it holds; returns it and [`deb::digest`] of it. Its time stamps are the
+/// kernel image's own (not the last commit's, as `cargo xtask kernel-deb` gives them), so the
+/// same kernel and modules make the same bytes at every commit.
 fn test_kernel_deb(cache: &bootenv_vmtest::cache::Cache) -> anyhow::Result<(PathBuf, u64)> {
     let r = root();
     let src = kernel_source(&[])?;
     let p = deb::kernel(&r, &src)?;
     let digest = deb::digest(&p);
-    let epoch = deb::source_date_epoch(&r)?;
+    let image = src.tree.join("boot").join(format!("vmlinuz-{}", src.release));
+    let epoch = std::fs::metadata(&image)
+        .and_then(|m| m.modified())
+        .with_context(|| format!("reading the time of {}", image.display()))?
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let key = bootenv_vmtest::host::fnv64(&[&digest.to_le_bytes(), &epoch.to_le_bytes()]);
     let work = r.join("target/debian-work/kernel");
     let (dir, found) = cache.entry("kernel-deb", key, "", |tmp| {
