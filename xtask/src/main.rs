@@ -198,7 +198,10 @@ fn test_kernel_deb(cache: &bootenv_vmtest::cache::Cache) -> anyhow::Result<(Path
     let src = kernel_source(&[])?;
     let p = deb::kernel(&r, &src)?;
     let digest = deb::digest(&p);
-    let image = src.tree.join("boot").join(format!("vmlinuz-{}", src.release));
+    let image = src
+        .tree
+        .join("boot")
+        .join(format!("vmlinuz-{}", src.release));
     let epoch = std::fs::metadata(&image)
         .and_then(|m| m.modified())
         .with_context(|| format!("reading the time of {}", image.display()))?
@@ -541,8 +544,21 @@ fn test() -> anyhow::Result<()> {
     t.phase("set-up (cargo xtask deps)", deps::ensure)?;
     let (up, uf) = t.phase("unit and integration tests (cargo test)", unit_tests)?;
     println!("unit and integration tests: {up} passed, {uf} failed");
-    let mut art = prepare(&mut t)?;
-    art.packages = Some(packages(&art, &mut t)?);
+    let prepared = (|| -> anyhow::Result<Artifacts> {
+        let mut art = prepare(&mut t)?;
+        art.packages = Some(packages(&art, &mut t)?);
+        Ok(art)
+    })();
+    let art = match prepared {
+        Ok(a) => a,
+        Err(e) => {
+            // Where the time went up to the failure, then why it stopped.
+            for l in t.summary(None, &timing::host()) {
+                println!("{l}");
+            }
+            return Err(e);
+        }
+    };
     // The packages: the same bytes from a second build, and lintian without errors.
     let mut checks: Vec<(&str, anyhow::Result<()>)> = Vec::new();
     let pk = art.packages.clone().expect("prepared");

@@ -92,13 +92,25 @@ impl Phases {
                 ));
             }
             if total > BUDGET_SECS {
-                let slowest: Vec<String> = by_time
+                // The slowest of everything: phases and fixtures can be the culprits too.
+                let mut all: Vec<(String, f64)> = by_time
+                    .iter()
+                    .map(|o| (o.name.clone(), o.secs))
+                    .chain(
+                        r.fixtures
+                            .iter()
+                            .map(|f| (format!("fixture {}", f.name), f.secs)),
+                    )
+                    .chain(self.done.iter().map(|(n, s)| (n.clone(), *s)))
+                    .collect();
+                all.sort_by(|a, b| b.1.total_cmp(&a.1));
+                let slowest: Vec<String> = all
                     .iter()
                     .take(5)
-                    .map(|o| format!("{} {:.0} s", o.name, o.secs))
+                    .map(|(n, s)| format!("{n} {s:.0} s"))
                     .collect();
                 out.push(format!(
-                    "WARNING: the suite took {:.1} min on this host, over its budget of {:.0} min; the slowest scenarios: {}",
+                    "WARNING: the suite took {:.1} min on this host, over its budget of {:.0} min; the slowest steps: {}",
                     total / 60.0,
                     BUDGET_SECS / 60.0,
                     slowest.join(", ")
@@ -182,7 +194,8 @@ mod tests {
             )
             .join("\n");
         assert!(
-            text.contains("WARNING: the suite took") && text.contains("slow 900 s"),
+            text.contains("WARNING: the suite took")
+                && text.contains("the slowest steps: slow 900 s"),
             "{text}"
         );
     }
