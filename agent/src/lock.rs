@@ -2,7 +2,8 @@
 //! an exclusive `flock` on `/run/bootenv/lock` while it works, so that two of them (an
 //! `activate` and a kernel hook's `sync-boot`, a `destroy` and a `create`) never interleave
 //! their writes. Readers (`list`, `status`, `grub-menu`, `mount`, `diff`) take no lock and never
-//! wait.
+//! wait, and neither does `export`: its one snapshot is atomic, it touches neither the state
+//! record nor the ESP, and `export | import` must not stall on it.
 //!
 //! The lock file names its holder (`pid <n>: bootenv <verb>`), for the message a second writer
 //! gets. A second writer fails at once with that message, or waits up to `--wait` seconds. A
@@ -62,7 +63,10 @@ pub fn acquire(
             }
             Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
                 if Instant::now() >= deadline {
+                    // The holder writes its name just after it locks: give it that moment.
+                    std::thread::sleep(Duration::from_millis(50));
                     let mut holder = String::new();
+                    let _ = file.rewind();
                     let _ = file.read_to_string(&mut holder);
                     let holder = crate::names::printable(holder.trim());
                     anyhow::bail!(

@@ -148,10 +148,10 @@ fn deb_upgrade_no_zfs(cx: &mut Ctx) -> anyhow::Result<()> {
     );
     let out = run_in(
         &mut vm,
-        "bootenv list; modinfo -F filename zfs; zfs list -H -t all -o name -r deb | grep -e deb3 -e @bootenv- | sed 's/^/left: /'",
+        "bootenv list; modinfo -F filename zfs; zfs list -H -t all -o name -r deb | grep -c -e deb3 -e @bootenv- | sed 's/^/leftovers /'",
     )?;
     ensure!(
-        list_row(&out, "deb3").is_none() && out.contains("zfs.ko") && !out.contains("left: "),
+        list_row(&out, "deb3").is_none() && out.contains("zfs.ko") && out.contains("leftovers 0"),
         "the failed upgrade left something behind: {out}"
     );
     // Nothing half-made is in the way: the same name upgrades fine.
