@@ -522,33 +522,43 @@ impl Ctx<'_> {
             Err(_) => return Ok(None),
         };
         let name = &be.name;
-        let (tree, unmount) = match self.be_tree(be) {
-            Ok(t) => t,
+        match self.install_be_kernel(&esp, be, now).and_then(|r| r.transpose()) {
+            Ok(Some((dir, how))) => Ok(Some(kernel_note(name, &dir, how))),
             // Mounted where this process cannot see it (a chroot of another BE): the entry
             // on the ESP is all there is to go by.
-            Err(e) if is_busy(&e) => {
-                return match kernel_of(&esp, name.as_str()) {
-                    Some(k) => Ok(Some(format!("{name}: kernel on the ESP ({})", k.dir))),
-                    None => bail!("{name} has no kernel on the ESP and its files cannot be read from here: run `bootenv sync-boot {name}` on the running system first"),
-                };
-            }
-            Err(e) => return Err(e),
-        };
-        let result = find_kernel(&tree).and_then(|k| install_kernel(&esp, name, &k, now));
-        if let Some(d) = unmount {
-            self.mounter.unmount(&d)?;
-            let _ = std::fs::remove_dir(&d);
-        }
-        match result {
-            Ok((dir, Installed::UpToDate)) => Ok(Some(format!("{name}: kernel up to date ({dir})"))),
-            Ok((dir, Installed::Shared)) => Ok(Some(format!(
-                "{name}: kernel shared with other boot environments ({dir})"
-            ))),
-            Ok((dir, Installed::Copied)) => Ok(Some(format!("{name}: kernel copied to {dir}"))),
+            Ok(None) => match kernel_of(&esp, name.as_str()) {
+                Some(k) => Ok(Some(format!("{name}: kernel on the ESP ({})", k.dir))),
+                None => bail!("{name} has no kernel on the ESP and its files cannot be read from here: run `bootenv sync-boot {name}` on the running system first"),
+            },
             Err(e) => Err(e.context(format!(
                 "nothing was changed: GRUB would not boot {name}'s own kernel and initramfs (free space on the ESP, then `bootenv sync-boot {name}`)"
             ))),
         }
+    }
+
+    /// Puts `be`'s own kernel and initramfs on `esp` (see [`install_kernel`]), reading them
+    /// from where the BE is (mounted read-only for the purpose when it is not). The outer error:
+    /// the BE could not be reached; `Ok(None)`: its files cannot be read from here (it is
+    /// mounted where this process cannot see it: the system's root, seen from a chroot of
+    /// another BE); the inner result: what installing did.
+    #[allow(clippy::type_complexity)]
+    fn install_be_kernel(
+        &self,
+        esp: &Esp,
+        be: &crate::inventory::Be,
+        now: u64,
+    ) -> anyhow::Result<Option<anyhow::Result<(String, Installed)>>> {
+        let (tree, unmount) = match self.be_tree(be) {
+            Ok(t) => t,
+            Err(e) if is_busy(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let result = find_kernel(&tree).and_then(|k| install_kernel(esp, &be.name, &k, now));
+        if let Some(d) = unmount {
+            self.mounter.unmount(&d)?;
+            let _ = std::fs::remove_dir(&d);
+        }
+        Ok(Some(result))
     }
 
     /// `bootenv activate`: makes a boot environment the default, or picks it for the next boot
@@ -741,21 +751,31 @@ impl Ctx<'_> {
     /// Where the root of `be` can be read: `/` when it is running, an existing mount, or a
     /// read-only mount made for the purpose (returned for unmounting).
     fn be_tree(&self, be: &crate::inventory::Be) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
-        if self.running_be().as_deref() == Some(be.name.as_str()) {
-            return Ok((self.root.clone(), None));
-        }
-        if let Ok(mounts) = std::fs::read_to_string(self.path("proc/self/mounts")) {
-            for l in mounts.lines() {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                if f.len() > 2 && f[0] == be.dataset && f[2] == "zfs" {
-                    return Ok((self.root.join(f[1].trim_start_matches('/')), None));
-                }
-            }
+        let mounts = crate::mounts::mount_table(&self.root);
+        if let Some(t) = self.tree_of(be, self.running_be().as_deref(), &mounts) {
+            return Ok((t, None));
         }
         let dir = self.path("run/bootenv/mnt").join(format!("{}.ro", be.name));
         std::fs::create_dir_all(&dir)?;
         self.mounter.mount_zfs(&be.dataset, &dir, true)?;
         Ok((dir.clone(), Some(dir)))
+    }
+
+    /// Where `be`'s root can be read without mounting it: `/` when it is `running`, else where
+    /// `mounts` (the mount table) has it.
+    fn tree_of(
+        &self,
+        be: &crate::inventory::Be,
+        running: Option<&str>,
+        mounts: &[crate::mounts::MountEntry],
+    ) -> Option<PathBuf> {
+        if running == Some(be.name.as_str()) {
+            return Some(self.root.clone());
+        }
+        mounts
+            .iter()
+            .find(|m| m.source == be.dataset && m.fstype == "zfs")
+            .map(|m| self.root.join(m.target.trim_start_matches('/')))
     }
 
     /// `bootenv sync-boot`: copies kernels of BEs (default: all that can boot) to the ESP and
@@ -778,38 +798,16 @@ impl Ctx<'_> {
         };
         let mut failures = Vec::new();
         for be in targets {
-            let (tree, unmount) = match self.be_tree(be) {
-                Ok(t) => t,
+            match self.install_be_kernel(&esp, be, now)? {
+                Some(Ok((dir, how))) => writeln!(out, "{}", kernel_note(&be.name, &dir, how))?,
                 // Mounted where this process cannot see it: the system's root, seen from a
                 // chroot of another BE (the kernel hook inside `bootenv upgrade`).
-                Err(e) if is_busy(&e) => {
-                    writeln!(
-                        out,
-                        "{}: left as it is (mounted outside this chroot; `bootenv sync-boot {}` on the running system copies its kernel)",
-                        be.name, be.name
-                    )?;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let result = find_kernel(&tree).and_then(|k| install_kernel(&esp, &be.name, &k, now));
-            if let Some(d) = unmount {
-                self.mounter.unmount(&d)?;
-                let _ = std::fs::remove_dir(&d);
-            }
-            match result {
-                Ok((dir, Installed::Copied)) => {
-                    writeln!(out, "{}: kernel copied to {dir}", be.name)?
-                }
-                Ok((dir, Installed::Shared)) => writeln!(
+                None => writeln!(
                     out,
-                    "{}: kernel shared with other boot environments ({dir})",
-                    be.name
+                    "{}: left as it is (mounted outside this chroot; `bootenv sync-boot {}` on the running system copies its kernel)",
+                    be.name, be.name
                 )?,
-                Ok((dir, Installed::UpToDate)) => {
-                    writeln!(out, "{}: kernel up to date ({dir})", be.name)?
-                }
-                Err(e) => {
+                Some(Err(e)) => {
                     writeln!(out, "{}: {e:#}", be.name)?;
                     failures.push(be.name.to_string());
                 }
@@ -1007,10 +1005,13 @@ impl Ctx<'_> {
             }
         }
         let esp = self.esp().ok().and_then(|e| e.ok());
+        let mounts = crate::mounts::mount_table(&self.root);
         let mut out = Vec::new();
         for be in inv.bes.iter().rev() {
             let name = be.name.to_string();
-            let esp_kernel = esp.as_ref().map(|esp| self.esp_kernel(esp, be));
+            let esp_kernel = esp
+                .as_ref()
+                .map(|esp| self.esp_kernel(esp, be, booted.as_deref(), &mounts));
             let trial = st
                 .trial
                 .as_ref()
@@ -1042,19 +1043,17 @@ impl Ctx<'_> {
 
     /// Whether `be`'s kernel entry on `esp` names its own kernel and initramfs: compared for
     /// the running BE and for a BE mounted now (reading its files costs a mount otherwise).
-    fn esp_kernel(&self, esp: &Esp, be: &crate::inventory::Be) -> EspKernel {
+    fn esp_kernel(
+        &self,
+        esp: &Esp,
+        be: &crate::inventory::Be,
+        running: Option<&str>,
+        mounts: &[crate::mounts::MountEntry],
+    ) -> EspKernel {
         let Some(entry) = kernel_of(esp, be.name.as_str()) else {
             return EspKernel::Missing;
         };
-        let tree = if self.running_be().as_deref() == Some(be.name.as_str()) {
-            Some(self.root.clone())
-        } else {
-            crate::mounts::mount_table(&self.root)
-                .into_iter()
-                .find(|m| m.source == be.dataset && m.fstype == "zfs")
-                .map(|m| self.root.join(m.target.trim_start_matches('/')))
-        };
-        let Some(tree) = tree else {
+        let Some(tree) = self.tree_of(be, running, mounts) else {
             return EspKernel::Unchecked;
         };
         match find_kernel(&tree).and_then(|k| crate::bootfiles::kernel_hash(&k)) {
@@ -1407,6 +1406,15 @@ impl Ctx<'_> {
             "{}\n",
             serde_json::to_string_pretty(&Value::Object(out))?
         ))
+    }
+}
+
+/// What putting `name`'s kernel in `dir` on the ESP did, in words.
+fn kernel_note(name: &BeName, dir: &str, how: Installed) -> String {
+    match how {
+        Installed::Copied => format!("{name}: kernel copied to {dir}"),
+        Installed::Shared => format!("{name}: kernel shared with other boot environments ({dir})"),
+        Installed::UpToDate => format!("{name}: kernel up to date ({dir})"),
     }
 }
 

@@ -118,18 +118,7 @@ fn debootstrap(work: &Path, tar: &Path) -> anyhow::Result<()> {
             }
         }
     }
-    run(
-        "tar",
-        &[
-            "--numeric-owner",
-            "--xattrs",
-            "-C",
-            &dir.to_string_lossy(),
-            "-cf",
-            &tar.to_string_lossy(),
-            ".",
-        ],
-    )?;
+    crate::host::tar_dir(&dir, tar)?;
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

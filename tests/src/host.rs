@@ -20,6 +20,23 @@ pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Packs the tree `dir` into the tarball `out` (numeric owners, extended attributes kept).
+pub fn tar_dir(dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    run(
+        "tar",
+        &[
+            "--numeric-owner",
+            "--xattrs",
+            "-C",
+            &dir.to_string_lossy(),
+            "-cf",
+            &out.to_string_lossy(),
+            ".",
+        ],
+    )
+    .map(|_| ())
+}
+
 /// A stable 64-bit FNV-1a hash, for cache keys: each part is followed by a 0xff byte, so that
 /// moving bytes from one part to the next changes the hash.
 pub fn fnv64(parts: &[&[u8]]) -> u64 {

@@ -91,16 +91,7 @@ fn payload_tar(cx: &Ctx, pk: &crate::images::Packages) -> anyhow::Result<PathBuf
         WATCHDOG_AFTER_REPORT,
     )?;
     let tar = cx.dir.join("payload.tar");
-    crate::host::run(
-        "tar",
-        &[
-            "-C",
-            &dir.to_string_lossy(),
-            "-cf",
-            &tar.to_string_lossy(),
-            ".",
-        ],
-    )?;
+    crate::host::tar_dir(&dir, &tar)?;
     Ok(tar)
 }
 
