@@ -7,10 +7,12 @@
 //! - `test`: unit and integration tests, then every VM scenario
 //! - `demo`: build everything and boot a boot environment, showing the agent at work
 //! - `bench [--boots N] [NAME...]`: bootenv against its anchors, in the VM (not a test)
+//! - `fuzz [--runs N] [--jobs J] [TARGET...]`: the parsers under libFuzzer (not a test)
 
 mod deb;
 mod deps;
 mod docs;
+mod fuzz;
 mod timing;
 
 use anyhow::{bail, Context};
@@ -23,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const USAGE: &str =
-    "usage: cargo xtask <deps|build|initramfs|vm-test|test|demo|bench|man|deb|kernel-deb> [options]
+    "usage: cargo xtask <deps|build|initramfs|vm-test|test|demo|bench|fuzz|man|deb|kernel-deb> [options]
   deps                          install packages the VMs need (needs root)
   build                         build the static agent
   initramfs --kernel <release>  build bootenv's initramfs [--out FILE] [--module NAME]...
@@ -33,6 +35,10 @@ const USAGE: &str =
   bench [--boots N] [NAME...]   benchmarks against the anchors (boot-path, initramfs-size,
                                 scale-datasets, grub-menu-100, reset-cost); results in
                                 tests/bench-results.md
+  fuzz [--runs N] [--jobs J] [TARGET...]
+                                libFuzzer on the parsers (cmdline, grubenv, state, zfs, report),
+                                N inputs each (default 10,000,000); figures in
+                                tests/fuzz-results.md
   man                           bootenv's man pages and shell completions, into target/doc-gen
   deb [--check]                 the bootenv and bootenv-grub packages, into target/debian; lintian;
                                 --check: build twice and compare the bytes (reproducibility)
@@ -50,6 +56,7 @@ fn main() {
         Some("test") => test(),
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz::run(&root(), &args[1..]),
         Some("man") => man(),
         Some("deb") => deb_cmd(&args[1..]),
         Some("kernel-deb") => kernel_deb_cmd(&args[1..]).map(|p| println!("{}", p.display())),
