@@ -1003,3 +1003,325 @@ mod tests {
         assert_eq!(e.get("bootenv_next"), Some("v3"));
     }
 }
+
+/// Randomized menus against GRUB's own parser and the kernel's splitter: whatever the BEs' and
+/// the pool's properties hold, the menu parses in `grub-script-check`, keeps every BE whose
+/// values are fine, leaves out the others with a reason, and every kernel line it can make fits
+/// the x86 `linux` limit and hands the agent exactly bootenv's own keys.
+#[cfg(test)]
+mod random_menus {
+    use super::*;
+    use crate::names::PoolName;
+    use crate::testing::Rng;
+    use crate::zfs::parse_list;
+
+    /// Menus generated (each with 1 to 12 BEs): about 40,000 entries in all.
+    const CASES: usize = 6_000;
+    /// Menus per `grub-script-check` run.
+    const BATCH: usize = 300;
+    /// The longest command line x86 Linux takes (`COMMAND_LINE_SIZE` 2048, with its NUL), which
+    /// GRUB's `linux` refuses to exceed.
+    const KERNEL_LINE: usize = 2047;
+    /// `MAX_INIT_ARGS` and `MAX_INIT_ENVS` of the kernel, less what it puts there itself
+    /// (`/init`; `HOME=/`, `TERM=linux`).
+    const INIT_ARGS: usize = 31;
+    const INIT_ENVS: usize = 30;
+
+    fn names() -> Vec<String> {
+        let mut v: Vec<String> = [
+            "v1",
+            "v2",
+            "1",
+            "a.b_c-9",
+            "rel-2026.12.07",
+            "V3x",
+            "zz",
+            "boot-env.prod_4",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.push("n".repeat(crate::names::MAX_BE_NAME));
+        v.push(format!("{}q", "m".repeat(crate::names::MAX_BE_NAME - 1)));
+        v.push("x9".repeat(crate::names::MAX_BE_NAME / 2 - 1));
+        v.push("last".into());
+        v
+    }
+
+    /// A word of a command line: mostly one the menu takes, one in ten one it refuses.
+    fn word(r: &mut Rng) -> String {
+        let names = names();
+        if r.below(10) > 0 {
+            return match r.below(8) {
+                0 => "quiet".into(),
+                1 => "console=ttyS0,115200".into(),
+                2 => format!("zfs.zfs_arc_max={}", r.next() % 100_000),
+                3 => format!("k{}={}", r.below(99), "v".repeat(r.below(400))),
+                4 => "panic=30".into(),
+                5 => "init=/bin/sh".into(),
+                6 => format!("w{}", r.below(1000)),
+                _ => "x".repeat(1 + r.below(60)),
+            };
+        }
+        match r.below(14) {
+            0 => "panic=0".into(),
+            1 => "--".into(),
+            2 => format!("bootenv={}", names[r.below(names.len())]),
+            3 => "bootenv.trial=9".into(),
+            4 => "root=/dev/sda1".into(),
+            5 => "a$b".into(),
+            6 => "semi;colon".into(),
+            7 => "it's".into(),
+            8 => "\"q u\"".into(),
+            9 => "br{ace}".into(),
+            10 => "é".into(),
+            11 => "\u{1}ctl".into(),
+            12 => "#hash".into(),
+            _ => "back\\slash".into(),
+        }
+    }
+
+    /// A property value: mostly words, sometimes hostile separators; `-` is unset.
+    fn cmdline(r: &mut Rng) -> String {
+        if r.below(4) == 0 {
+            return "-".into();
+        }
+        if r.below(6) == 0 {
+            // At the limits: the most words, the most bytes, or one more.
+            let words = grub::MAX_CMDLINE_WORDS + r.below(2);
+            let bytes = grub::MAX_CMDLINE - 2 + r.below(4);
+            let mut v: Vec<String> = (0..words).map(|i| format!("a{i:02}=")).collect();
+            let room = bytes.saturating_sub(v.iter().map(|w| w.len() + 1).sum::<usize>() - 1);
+            v[0].push_str(&"z".repeat(room));
+            return v.join(" ");
+        }
+        let n = match r.below(10) {
+            0..=5 => r.below(6),
+            6..=8 => 10 + r.below(10),
+            _ => 15 + r.below(30),
+        };
+        let mut s = String::new();
+        for i in 0..n {
+            if i > 0 {
+                // A tab or a newline in a value breaks its line of `zfs list -H`: the BE is then
+                // ignored (tainted), which other tests cover; here it is rare.
+                s.push_str(if r.below(60) == 0 {
+                    "\t"
+                } else {
+                    [" ", " ", "  "][r.below(3)]
+                });
+            }
+            s.push_str(&word(r));
+        }
+        if s.is_empty() {
+            "-".into()
+        } else {
+            s
+        }
+    }
+
+    fn label(r: &mut Rng) -> String {
+        const CH: &[&str] = &[
+            "a", "Z", "0", " ", ".", "'", "\"", "$", ";", "\\", "{", "}", "#", "é", "\u{1}", "(",
+            "-", "`", "|", "&", "*", "?", "[", "]", "\u{7f}", "\r", "日",
+        ];
+        if r.below(5) == 0 {
+            return "-".into();
+        }
+        let n = [1, 8, 48, 49, 300][r.below(5)];
+        let s: String = (0..n).map(|_| CH[r.below(CH.len())]).collect();
+        if s == "-" {
+            "x".into()
+        } else {
+            s
+        }
+    }
+
+    /// One `zfs list -H -p -o <list_columns()>` line.
+    fn row(name: &str, canmount: &str, mountpoint: &str, label: &str, cmdline: &str) -> String {
+        format!("{name}\t{canmount}\t{mountpoint}\t1000\t-\t100\t-\t{label}\t-\t-\t-\t{cmdline}\t-\t-\n")
+    }
+
+    /// The kernel line GRUB builds from a `linux` line of the script, with every variable at
+    /// its longest, and the BE it boots.
+    fn kernel_line(line: &str, longest_be: &str) -> (String, String) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[0], "linux", "{line}");
+        let path = words[1].replace("($bootenv_esp)", "(hd31,gpt128)");
+        let mut args = vec![format!("BOOT_IMAGE={path}")];
+        for w in &words[2..] {
+            let w = if w.starts_with("$bootenv_arg_") {
+                format!("bootenv.rollback={longest_be}")
+            } else if *w == "bootenv.unloadable=$1" {
+                format!("bootenv.unloadable={longest_be}")
+            } else {
+                assert!(!w.contains('$'), "a variable on a kernel line: {line}");
+                w.to_string()
+            };
+            args.push(w);
+        }
+        let be = words
+            .iter()
+            .find_map(|w| w.strip_prefix("bootenv="))
+            .expect("bootenv= on every kernel line")
+            .to_owned();
+        (args.join(" "), be)
+    }
+
+    fn check_scripts(scripts: &[String], dir: &Path) {
+        let all = dir.join("batch.cfg");
+        std::fs::write(&all, scripts.concat()).unwrap();
+        let ok = |p: &Path| {
+            let out = std::process::Command::new("grub-script-check")
+                .arg(p)
+                .output()
+                .expect("grub-script-check is missing: run `cargo xtask deps`");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        if ok(&all).0 {
+            return;
+        }
+        for s in scripts {
+            let one = dir.join("one.cfg");
+            std::fs::write(&one, s).unwrap();
+            let (good, err) = ok(&one);
+            assert!(good, "grub-script-check refuses a menu: {err}\n{s}");
+        }
+        panic!("grub-script-check refuses the batch but no menu of it alone");
+    }
+
+    #[test]
+    fn any_properties_make_a_menu_that_grub_and_the_kernel_read_as_meant() {
+        let d = tempfile::tempdir().unwrap();
+        let esp = Esp {
+            dir: d.path().join("esp"),
+            uuid: "1234-5678".into(),
+        };
+        std::fs::create_dir_all(&esp.dir).unwrap();
+        std::fs::write(d.path().join("vmlinuz"), b"kernel").unwrap();
+        std::fs::write(d.path().join("initrd.img"), b"initramfs").unwrap();
+        let k = Kernel {
+            vmlinuz: d.path().join("vmlinuz"),
+            initrd: d.path().join("initrd.img"),
+        };
+        let names = names();
+        for n in &names {
+            install_kernel(&esp, &BeName::new(n).unwrap(), &k, 1000).unwrap();
+        }
+        let longest = names.iter().max_by_key(|n| n.len()).unwrap().clone();
+        let pool = PoolName::new("tank").unwrap();
+        let mut r = Rng(0x6d65_6e75_2026);
+        let (mut scripts, mut entries, mut left_out, mut lines) = (Vec::new(), 0, 0, 0);
+        for case in 0..CASES {
+            let root_cmdline = cmdline(&mut r);
+            let mut text = row("tank/ROOT", "off", "none", "-", &root_cmdline);
+            let mut chosen = vec![names[0].clone()];
+            for n in &names[1..] {
+                if r.below(2) == 0 {
+                    chosen.push(n.clone());
+                }
+            }
+            for n in &chosen {
+                let (label, cl) = if n == "v1" {
+                    ("1.0".to_string(), "console=ttyS0".to_string())
+                } else {
+                    let own = cmdline(&mut r);
+                    (
+                        label(&mut r),
+                        if own == "-" {
+                            root_cmdline.clone()
+                        } else {
+                            own
+                        },
+                    )
+                };
+                text.push_str(&row(&format!("tank/ROOT/{n}"), "noauto", "/", &label, &cl));
+            }
+            let inv =
+                Inventory::from_listing(&pool, &parse_list(&text), Some("tank/ROOT/v1".into()));
+            let pick = |r: &mut Rng| chosen[r.below(chosen.len())].clone();
+            let st = State {
+                last_good: (r.below(3) > 0).then(|| pick(&mut r)),
+                trial: (r.below(2) == 0).then(|| Trial {
+                    be: pick(&mut r),
+                    tries: 3,
+                }),
+                history: (0..r.below(6)).map(|_| pick(&mut r)).collect(),
+                ..State::default()
+            };
+            let (menu, notes) = build_menu(&inv, &esp, &st, None)
+                .unwrap_or_else(|e| panic!("case {case}: no menu: {e:#}\n{text}"));
+            // Every BE whose values are fine is in the menu; every other one is in the notes.
+            for be in &inv.bes {
+                let listed = menu.entries.iter().any(|e| e.be == be.name);
+                let fine = be.unbootable.is_none() && menu_problem(be).is_none();
+                assert_eq!(
+                    listed, fine,
+                    "case {case}: {} ({:?})\n{notes:?}",
+                    be.name, be.cmdline
+                );
+                if !fine {
+                    left_out += 1;
+                    assert!(
+                        notes
+                            .iter()
+                            .any(|n| n.starts_with(&format!("{} left out of the menu: ", be.name))),
+                        "case {case}: {} left out silently: {notes:?}",
+                        be.name
+                    );
+                }
+            }
+            entries += menu.entries.len();
+            let script = menu.render();
+            for l in script.lines() {
+                let l = l.trim();
+                let Some(l) = l.strip_prefix("if ").and_then(|l| l.strip_suffix("; then")) else {
+                    continue;
+                };
+                if !l.starts_with("linux ") {
+                    continue;
+                }
+                lines += 1;
+                let (kl, be) = kernel_line(l, &longest);
+                assert!(
+                    kl.len() <= KERNEL_LINE,
+                    "case {case}: {} bytes: {kl}",
+                    kl.len()
+                );
+                let (kernel, init) = crate::cmdline::split(kl.as_bytes());
+                assert!(init.is_empty(), "case {case}: `--` on a kernel line: {kl}");
+                let args = crate::cmdline::BootArgs::parse(kl.as_bytes());
+                assert_eq!(
+                    args.be.as_ref().map(|b| b.as_str()),
+                    Some(be.as_str()),
+                    "{kl}"
+                );
+                assert_eq!(args.pool.as_ref().map(|p| p.as_str()), Some("tank"), "{kl}");
+                let unknown: Vec<_> = kernel.iter().filter(|a| !a.key.contains(&b'.')).collect();
+                let argv = unknown.iter().filter(|a| a.value.is_none()).count();
+                let envp = unknown.iter().filter(|a| a.value.is_some()).count();
+                assert!(
+                    argv <= INIT_ARGS && envp <= INIT_ENVS,
+                    "case {case}: {argv} arguments and {envp} variables for init: {kl}"
+                );
+            }
+            scripts.push(script);
+            if scripts.len() == BATCH || case + 1 == CASES {
+                check_scripts(&scripts, d.path());
+                scripts.clear();
+            }
+        }
+        // The generator reaches both sides and the limits.
+        assert!(
+            entries > 20_000 && left_out > 5_000,
+            "{entries} entries, {left_out} left out"
+        );
+        assert!(lines > 50_000, "{lines} kernel lines");
+        eprintln!(
+            "{CASES} menus, {entries} entries, {left_out} BEs left out, {lines} kernel lines"
+        );
+    }
+}
