@@ -442,7 +442,7 @@ pub fn prune(esp: &Esp, inv: &Inventory) -> Vec<String> {
 pub fn menu_problem(be: &crate::inventory::Be) -> Option<String> {
     let why = grub::check_cmdline(be.cmdline.as_deref().unwrap_or("")).err()?;
     Some(format!(
-        "its {} {why}; fix it with `zfs set {}=... {}` (or on the pool's ROOT, where it is inherited from)",
+        "its {} cannot go on a kernel line: {why}; fix it with `zfs set {}=... {}` (or on the pool's ROOT, where it is inherited from)",
         crate::layout::PROP_CMDLINE,
         crate::layout::PROP_CMDLINE,
         be.dataset

@@ -30,6 +30,9 @@ finish() {
 name=$(cat /etc/bootenv-test/name)
 say "be-started name=$name uptime=$(cut -d' ' -f1 /proc/uptime)"
 say "cmdline=$(cat /proc/cmdline)"
+# The arguments this init was started with (the agent passes on what the kernel gave it), each
+# in hex and ended by a comma.
+say "argv=$(for a in "$@"; do printf '%s' "$a" | od -An -tx1 | tr -d ' \n'; printf ','; done)"
 if [ -n "$(arg bootenv.trial)" ]; then
 	case "$(arg betest.on-trial)" in
 	panic)

@@ -210,7 +210,7 @@ impl<'a> Bench<'a> {
             boot: Boot::Direct {
                 kernel: self.art.kernel.vmlinuz.clone(),
                 initrd: initrd.to_path_buf(),
-                append: format!("{BASE_CMDLINE} {cmdline}").trim().to_string(),
+                append: format!("{BASE_CMDLINE} {cmdline}").trim().into(),
             },
             disks: disks.iter().map(|d| d.to_path_buf()).collect(),
             log: self.dir.join(format!("vm-{:03}.log", self.vms)),

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub const BE_INIT: &str = include_str!("../guest/be-init.sh");
 /// A test BE's description of the pool and its own files, for comparing end states.
 pub const BE_DESCRIBE: &str = include_str!("../guest/betest-describe.sh");
+/// bootenv's kernel hook (`/etc/kernel/postinst.d/zz-bootenv`), from its package.
+pub const KERNEL_HOOK: &str = include_str!("../../debian/bootenv/kernel-hook");
 /// The builder VM's init.
 pub const BUILDER: &str = include_str!("../guest/builder.sh");
 /// The configuration embedded in the test disk's EFI GRUB image.
@@ -100,6 +102,12 @@ pub fn add_test_be(
         0o755,
     );
     add_install_tools(&mut be, grub)?;
+    // The kernel package's hook, as bootenv's package installs it (`concurrent-verbs`).
+    be.add(
+        "etc/kernel/postinst.d/zz-bootenv",
+        Kind::File(KERNEL_HOOK.as_bytes().to_vec()),
+        0o755,
+    );
     for (d, src) in initramfs::zfs_tool_files()? {
         be.add(&d, Kind::File(std::fs::read(&src)?), 0o755);
     }

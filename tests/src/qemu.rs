@@ -19,8 +19,8 @@ pub enum Boot {
         kernel: PathBuf,
         /// The initramfs.
         initrd: PathBuf,
-        /// The kernel command line.
-        append: String,
+        /// The kernel command line: bytes, as the kernel takes them (not always UTF-8).
+        append: Vec<u8>,
     },
     /// UEFI firmware (OVMF) with its own variable store.
     Uefi {
@@ -102,11 +102,17 @@ fn drive_arg(p: &Path) -> String {
 
 impl VmConfig {
     /// The QEMU command line (without the outer `timeout`).
-    pub fn args(&self) -> Vec<String> {
-        let mut a: Vec<String> = Vec::new();
-        let mut push = |s: &str| a.push(s.to_owned());
-        push("-accel");
-        push(&self.accel);
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        use std::ffi::{OsStr, OsString};
+        use std::os::unix::ffi::OsStrExt;
+        let mut a: Vec<OsString> = Vec::new();
+        macro_rules! push {
+            ($s:expr) => {
+                a.push(AsRef::<OsStr>::as_ref($s).to_owned())
+            };
+        }
+        push!("-accel");
+        push!(&self.accel);
         let machine = match self.boot {
             Boot::Bios => "pc",
             _ => "q35",
@@ -114,11 +120,11 @@ impl VmConfig {
         // The default CPU model: `-cpu max` makes TCG emulate wide vector units that ZFS then
         // uses, which is slower, not faster.
         for s in ["-machine", machine, "-smp"] {
-            push(s);
+            push!(s);
         }
-        push(&self.cpus.to_string());
-        push("-m");
-        push(&self.memory_mb.to_string());
+        push!(&self.cpus.to_string());
+        push!("-m");
+        push!(&self.memory_mb.to_string());
         for s in [
             "-display",
             "none",
@@ -128,7 +134,7 @@ impl VmConfig {
             "none",
             "-no-reboot",
         ] {
-            push(s);
+            push!(s);
         }
         for s in [
             "-chardev",
@@ -136,10 +142,10 @@ impl VmConfig {
             "-serial",
             "chardev:ser0",
         ] {
-            push(s);
+            push!(s);
         }
         for s in ["-device", "pvpanic-pci", "-action", "panic=exit-failure"] {
-            push(s);
+            push!(s);
         }
         match &self.boot {
             Boot::Direct {
@@ -147,33 +153,33 @@ impl VmConfig {
                 initrd,
                 append,
             } => {
-                push("-kernel");
-                push(&kernel.display().to_string());
-                push("-initrd");
-                push(&initrd.display().to_string());
-                push("-append");
-                push(append);
+                push!("-kernel");
+                push!(&kernel.display().to_string());
+                push!("-initrd");
+                push!(&initrd.display().to_string());
+                push!("-append");
+                push!(OsStr::from_bytes(append));
             }
             Boot::Uefi { vars } => {
-                push("-drive");
-                push(&format!(
+                push!("-drive");
+                push!(&format!(
                     "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
                 ));
-                push("-drive");
-                push(&format!(
+                push!("-drive");
+                push!(&format!(
                     "if=pflash,format=raw,unit=1,file={}",
                     vars.display()
                 ));
             }
             Boot::Bios => {
                 // Keep SeaBIOS's own screen output off the serial console.
-                push("-fw_cfg");
-                push("name=etc/sercon-port,string=0");
+                push!("-fw_cfg");
+                push!("name=etc/sercon-port,string=0");
             }
         }
         for d in &self.disks {
-            push("-drive");
-            push(&drive_arg(d));
+            push!("-drive");
+            push!(&drive_arg(d));
         }
         a
     }
@@ -200,7 +206,11 @@ impl Vm {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-        let _ = writeln!(logfile, "# qemu-system-x86_64 {}", cfg.args().join(" "));
+        let _ = writeln!(
+            logfile,
+            "# qemu-system-x86_64 {}",
+            cfg.args().join(std::ffi::OsStr::new(" ")).to_string_lossy()
+        );
         let mut child = cmd
             .spawn()
             .context("starting qemu-system-x86_64 (run `cargo xtask deps`)")?;
@@ -559,7 +569,8 @@ mod tests {
             echo: false,
             accel: "tcg".into(),
         };
-        let a = cfg.args().join(" ");
+        let a = cfg.args().join(std::ffi::OsStr::new(" "));
+        let a = a.to_string_lossy();
         for want in [
             "-accel tcg",
             "-no-reboot",

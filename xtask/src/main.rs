@@ -635,7 +635,7 @@ fn demo() -> anyhow::Result<()> {
         boot: Boot::Direct {
             kernel: art.kernel.vmlinuz.clone(),
             initrd: art.initrd.clone(),
-            append: cmdline,
+            append: cmdline.into(),
         },
         disks: vec![disk],
         log: dir.join("console.log"),

@@ -2,7 +2,7 @@
 //! of the golden disk (real ZFS), asserts ordered markers on the serial console and the way the
 //! VM ends. The names are a contract: issues and CI refer to them.
 //!
-//! One file per family (`boot`, `grub`, `reset`, `cli`, `esp`, `deb`; `debian_disk` makes the
+//! One file per family (`boot`, `grub`, `reset`, `cli`, `esp`, `deb`, `hardening`; `debian_disk` makes the
 //! packaging scenarios' fixture); this one holds
 //! what they share: the context a scenario runs in, the helpers that drive a test BE, the
 //! [`Fixture`]s several scenarios start from, and the scheduler that runs scenarios side by side
@@ -14,6 +14,7 @@ mod deb;
 mod debian_disk;
 mod esp;
 mod grub;
+mod hardening;
 mod reset;
 
 use crate::disk;
@@ -294,6 +295,20 @@ impl<'a> Ctx<'a> {
         Vm::start(&cfg)
     }
 
+    /// Boots the kernel and bootenv's initramfs directly on `disk`, with `cmdline` (any bytes)
+    /// after the base command line.
+    pub fn boot_bytes(&mut self, disk: &Path, cmdline: &[u8]) -> anyhow::Result<Vm> {
+        let mut append = BASE_CMDLINE.as_bytes().to_vec();
+        append.push(b' ');
+        append.extend_from_slice(cmdline);
+        let boot = Boot::Direct {
+            kernel: self.art.kernel.vmlinuz.clone(),
+            initrd: self.art.initrd.clone(),
+            append,
+        };
+        self.start(boot, &[disk])
+    }
+
     /// Boots the kernel and bootenv's initramfs directly on `disk`, with `cmdline` after
     /// the base command line.
     pub fn boot(&mut self, disk: &Path, cmdline: &str) -> anyhow::Result<Vm> {
@@ -302,7 +317,10 @@ impl<'a> Ctx<'a> {
 
     /// Like [`Ctx::boot`], with several disks (`/dev/vda`, `/dev/vdb`, … in this order).
     pub fn boot_disks(&mut self, disks: &[&Path], cmdline: &str) -> anyhow::Result<Vm> {
-        let append = format!("{BASE_CMDLINE} {cmdline}").trim().to_string();
+        let append = format!("{BASE_CMDLINE} {cmdline}")
+            .trim()
+            .as_bytes()
+            .to_vec();
         let boot = Boot::Direct {
             kernel: self.art.kernel.vmlinuz.clone(),
             initrd: self.art.initrd.clone(),
@@ -320,6 +338,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(cli::scenarios());
     v.extend(esp::scenarios());
     v.extend(deb::scenarios());
+    v.extend(hardening::scenarios());
     v
 }
 
@@ -643,8 +662,22 @@ mod tests {
         for n in names {
             let family = n.split('-').next().unwrap_or("");
             assert!(
-                ["boot", "module", "grub", "grubenv", "trial", "reset", "cli", "esp", "deb"]
-                    .contains(&family),
+                [
+                    "boot",
+                    "module",
+                    "grub",
+                    "grubenv",
+                    "trial",
+                    "reset",
+                    "cli",
+                    "esp",
+                    "deb",
+                    "hostile",
+                    "cmdline",
+                    "fat",
+                    "concurrent"
+                ]
+                .contains(&family),
                 "{n}"
             );
         }
