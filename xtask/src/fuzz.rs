@@ -110,14 +110,9 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     }
     figures.sort_by_key(|f| TARGETS.iter().position(|t| *t == f.target));
     for f in &figures {
+        let [t, runs, secs, rate, crashes, corpus] = f.cells();
         println!(
-            "fuzz {}: {} inputs in {:.0} s ({:.0}/s), {} crashes, corpus {}",
-            f.target,
-            f.runs,
-            f.secs,
-            f.runs as f64 / f.secs.max(0.001),
-            f.crashes,
-            f.corpus
+            "fuzz {t}: {runs} inputs in {secs} s ({rate}/s), {crashes} crashes, corpus {corpus}"
         );
     }
     let file = root.join("tests/fuzz-results.md");
@@ -189,6 +184,20 @@ fn fuzz_one(dir: &Path, t: &str, runs: u64) -> anyhow::Result<Figures> {
         crashes: crashes.max(usize::from(!st.success())),
         corpus: count(&corpus),
     })
+}
+
+impl Figures {
+    /// Target, inputs, seconds, inputs per second, crashes, corpus: as printed and tabled.
+    fn cells(&self) -> [String; 6] {
+        [
+            self.target.clone(),
+            self.runs.to_string(),
+            format!("{:.0}", self.secs),
+            format!("{:.0}", self.runs as f64 / self.secs.max(0.001)),
+            self.crashes.to_string(),
+            self.corpus.to_string(),
+        ]
+    }
 }
 
 fn count(dir: &Path) -> usize {
@@ -297,15 +306,7 @@ fn table(figures: &[Figures], before: &str, root: &Path) -> String {
     let mut rows = Vec::new();
     for t in TARGETS {
         if let Some(f) = figures.iter().find(|f| f.target == t) {
-            rows.push(format!(
-                "| {} | {} | {:.0} | {:.0} | {} | {} | {when} {commit} |",
-                f.target,
-                f.runs,
-                f.secs,
-                f.runs as f64 / f.secs.max(0.001),
-                f.crashes,
-                f.corpus
-            ));
+            rows.push(format!("| {} | {when} {commit} |", f.cells().join(" | ")));
         } else if let Some(old) = before.lines().find(|l| l.starts_with(&format!("| {t} |"))) {
             rows.push(old.to_owned());
         }
