@@ -59,6 +59,36 @@ pub const LISTED_PROPS: [&str; 8] = [
     PROP_TRIES,
 ];
 
+/// On a dataset: a full reset covers it (value `reset`).
+pub const PROP_DATA: &str = "org.bootenv:data";
+/// On a dataset put in place by a reset: the reset's id.
+pub const PROP_RESET: &str = "org.bootenv:reset";
+/// On a dataset a reset kept aside: the name it had.
+pub const PROP_SAVED: &str = "org.bootenv:saved";
+/// On the datasets of a swap: the `canmount` the dataset had, which the swap sets to `off`
+/// while it works and gives back at the end.
+pub const PROP_CANMOUNT: &str = "org.bootenv:canmount";
+
+/// Properties ZFS gives a clone from its origin and refuses to set on it (encryption is the
+/// origin's).
+pub const NOT_SETTABLE_ON_CLONE: [&str; 7] = [
+    "encryption",
+    "keyformat",
+    "keylocation",
+    "pbkdf2iters",
+    "encryptionroot",
+    "keystatus",
+    "origin",
+];
+
+/// Whether a local property of a dataset goes over to a clone that takes its place (a new BE's
+/// dataset, a reset's swapped-in one): not what ZFS refuses on a clone, not a reset's own
+/// bookkeeping, not `canmount` (each caller sets it).
+pub fn carried_to_clone(prop: &str) -> bool {
+    !NOT_SETTABLE_ON_CLONE.contains(&prop)
+        && ![PROP_RESET, PROP_SAVED, PROP_CANMOUNT, "canmount"].contains(&prop)
+}
+
 /// `<pool>/ROOT`
 pub fn root_container(pool: &PoolName) -> String {
     format!("{pool}/{ROOT}")
@@ -108,5 +138,28 @@ mod tests {
         assert!(be_of_root(&p, "tanker/ROOT/v1").is_none());
         assert!(be_of_root(&p, "tank/ROOT/bad name").unwrap().is_err());
         assert_eq!(be_dataset(&p, &BeName::new("v2").unwrap()), "tank/ROOT/v2");
+    }
+
+    #[test]
+    fn a_clone_takes_the_users_properties_not_zfs_own_nor_resets_bookkeeping() {
+        for p in [
+            "compression",
+            "org.bootenv:cmdline",
+            "org.example:x",
+            "mountpoint",
+        ] {
+            assert!(carried_to_clone(p), "{p}");
+        }
+        for p in [
+            "encryption",
+            "keylocation",
+            "origin",
+            "canmount",
+            PROP_RESET,
+            PROP_SAVED,
+            PROP_CANMOUNT,
+        ] {
+            assert!(!carried_to_clone(p), "{p}");
+        }
     }
 }

@@ -16,23 +16,6 @@ use anyhow::{bail, Context};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-/// Local properties a clone does not take over from its source (they are the source's own, or
-/// set by bootenv).
-const NOT_CARRIED: [&str; 12] = [
-    "encryption",
-    "keyformat",
-    "keylocation",
-    "pbkdf2iters",
-    "encryptionroot",
-    "keystatus",
-    "origin",
-    "canmount",
-    "mountpoint",
-    crate::reset::PROP_RESET,
-    crate::reset::PROP_SAVED,
-    crate::reset::PROP_CANMOUNT,
-];
-
 /// Options of `bootenv create --from` and `bootenv upgrade`.
 #[derive(Clone, Debug, Default)]
 pub struct CloneOpts {
@@ -149,10 +132,9 @@ impl Ctx<'_> {
                     .local_props(&d.name)?
                     .into_iter()
                     .filter(|(k, _)| {
-                        !NOT_CARRIED.contains(&k.as_str())
-                            && k != PROP_LABEL
-                            && k != PROP_SOURCE
-                            && k != PROP_FACTORY
+                        crate::layout::carried_to_clone(k)
+                            && ![PROP_LABEL, PROP_SOURCE, PROP_FACTORY, "mountpoint"]
+                                .contains(&k.as_str())
                     })
                     .collect();
                 props.push(("canmount".into(), "noauto".into()));

@@ -26,27 +26,7 @@ use crate::state::{ResetMode, ResetRequest};
 use crate::zfs::Zfs;
 use anyhow::{bail, Context};
 
-/// On a dataset: a full reset covers it (value `reset`).
-pub const PROP_DATA: &str = "org.bootenv:data";
-/// On a dataset put in place by a reset: the reset's id.
-pub const PROP_RESET: &str = "org.bootenv:reset";
-/// On a dataset a reset kept aside: the name it had.
-pub const PROP_SAVED: &str = "org.bootenv:saved";
-/// On the datasets of a swap: the `canmount` the dataset had, which the swap sets to `off`
-/// while it works and gives back at the end.
-pub const PROP_CANMOUNT: &str = "org.bootenv:canmount";
-
-/// Properties a clone cannot be given (encryption is the origin's).
-const NOT_COPIED: [&str; 8] = [
-    "encryption",
-    "keyformat",
-    "keylocation",
-    "pbkdf2iters",
-    "encryptionroot",
-    "keystatus",
-    "origin",
-    PROP_RESET,
-];
+pub use crate::layout::{PROP_CANMOUNT, PROP_DATA, PROP_RESET, PROP_SAVED};
 
 /// What a swapped-in dataset starts from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -238,12 +218,7 @@ fn original_props(
         .find(|(k, _)| k == PROP_CANMOUNT)
         .or_else(|| props.iter().find(|(k, _)| k == "canmount"))
         .map_or_else(|| "on".to_string(), |(_, v)| v.clone());
-    props.retain(|(k, _)| {
-        !NOT_COPIED.contains(&k.as_str())
-            && k != PROP_SAVED
-            && k != "canmount"
-            && k != PROP_CANMOUNT
-    });
+    props.retain(|(k, _)| crate::layout::carried_to_clone(k));
     props.push(("canmount".into(), canmount));
     Ok(props)
 }
