@@ -8,7 +8,7 @@
 
 use crate::inventory::{Be, Inventory};
 use crate::layout::{self, PROP_FACTORY, PROP_LABEL, PROP_MEMBER, PROP_SOURCE};
-use crate::names::{printable, BeName, PoolName};
+use crate::names::{BeName, BeRef, PoolName};
 use crate::ops::{Activation, Ctx, PARTIAL_SUFFIX};
 use crate::run::Cmd;
 use crate::state::{self, EventKind};
@@ -51,38 +51,34 @@ impl Ctx<'_> {
         inv: &'i Inventory,
         from: Option<&str>,
     ) -> anyhow::Result<(&'i Be, Option<String>)> {
-        let (name, snap) = match from {
-            Some(f) => match f.split_once('@') {
-                Some((b, s)) => (BeName::new(b)?, Some(s.to_owned())),
-                None => (BeName::new(f)?, None),
-            },
+        let r = match from {
+            Some(f) => BeRef::parse(f)?,
             None => {
                 let running = self.running_be().and_then(|b| BeName::new(&b).ok());
                 match running.or_else(|| inv.bootfs_be()) {
-                    Some(b) => (b, None),
+                    Some(be) => BeRef { be, snap: None },
                     None => bail!("name the boot environment to start from: --from <name> or --from <name>@<snapshot>"),
                 }
             }
         };
+        let be = self.resolve(inv, &r)?;
+        Ok((be, r.snap))
+    }
+
+    /// The BE `r` names, and, when it names a snapshot, that the snapshot exists.
+    fn resolve<'i>(&self, inv: &'i Inventory, r: &BeRef) -> anyhow::Result<&'i Be> {
         let be = inv
-            .get(&name)
-            .with_context(|| format!("no boot environment {name}; `bootenv list` shows them"))?;
-        if let Some(s) = &snap {
-            anyhow::ensure!(
-                !s.is_empty()
-                    && s.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c)),
-                "invalid snapshot name {}",
-                printable(s)
-            );
-            let full = format!("{}@{s}", be.dataset);
+            .get(&r.be)
+            .with_context(|| format!("no boot environment {}; `bootenv list` shows them", r.be))?;
+        if r.snap.is_some() {
+            let full = r.dataset(&be.dataset);
             anyhow::ensure!(
                 self.zfs.snapshots(&be.dataset)?.contains(&full),
                 "{full} does not exist; `zfs list -t snapshot -r {}` shows the snapshots",
                 be.dataset
             );
         }
-        Ok((be, snap))
+        Ok(be)
     }
 
     /// Makes `<name>:partial` from a source BE: one atomic recursive snapshot of the source (or
@@ -478,31 +474,19 @@ impl Ctx<'_> {
     pub fn mount_be(&self, what: &str, dir: Option<&Path>, rw: bool) -> anyhow::Result<String> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
-        let (name, snap) = match what.split_once('@') {
-            Some((b, s)) => (BeName::new(b)?, Some(s)),
-            None => (BeName::new(what)?, None),
-        };
-        let be = inv
-            .get(&name)
-            .with_context(|| format!("no boot environment {name}; `bootenv list` shows them"))?;
+        let r = BeRef::parse(what)?;
+        let be = self.resolve(&inv, &r)?;
         anyhow::ensure!(
-            !(rw && snap.is_some()),
+            !(rw && r.snap.is_some()),
             "a snapshot can only be mounted read-only"
         );
-        if snap.is_none() && self.running_be().as_deref() == Some(name.as_str()) {
-            bail!("{name} is the running boot environment: its files are at /");
+        if r.snap.is_none() && self.running_be().as_deref() == Some(r.be.as_str()) {
+            bail!(
+                "{} is the running boot environment: its files are at /",
+                r.be
+            );
         }
-        let source = match snap {
-            Some(s) => {
-                let full = format!("{}@{s}", be.dataset);
-                anyhow::ensure!(
-                    self.zfs.snapshots(&be.dataset)?.contains(&full),
-                    "{full} does not exist"
-                );
-                full
-            }
-            None => be.dataset.clone(),
-        };
+        let source = r.dataset(&be.dataset);
         let dir = dir
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.root.join("run/bootenv/mnt").join(what));
@@ -549,17 +533,8 @@ impl Ctx<'_> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
         let resolve = |w: &str| -> anyhow::Result<String> {
-            let (n, s) = match w.split_once('@') {
-                Some((n, s)) => (n, Some(s)),
-                None => (w, None),
-            };
-            let be = inv
-                .get(&BeName::new(n)?)
-                .with_context(|| format!("no boot environment {n}"))?;
-            Ok(match s {
-                Some(s) => format!("{}@{s}", be.dataset),
-                None => be.dataset.clone(),
-            })
+            let r = BeRef::parse(w)?;
+            Ok(r.dataset(&self.resolve(&inv, &r)?.dataset))
         };
         let (mut da, mut db) = (resolve(a)?, resolve(b)?);
         // A mounted BE (the running one) cannot be mounted twice: compare a snapshot taken now.

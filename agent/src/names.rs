@@ -35,11 +35,74 @@ pub struct NameError {
 
 impl fmt::Display for NameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (extra, most) = if self.kind == SNAPSHOT {
+            (", ':'", MAX_SNAP_NAME)
+        } else {
+            ("", MAX_BE_NAME)
+        };
         write!(
             f,
-            "invalid {} name {:?}: {} (allowed: letters, digits, '.', '_', '-'; at most {} characters)",
-            self.kind, self.text, self.why, MAX_BE_NAME
+            "invalid {} name {:?}: {} (allowed: letters, digits, '.', '_', '-'{extra}; at most {most} characters)",
+            self.kind, self.text, self.why
         )
+    }
+}
+
+/// The longest snapshot name (after `@`) bootenv accepts.
+pub const MAX_SNAP_NAME: usize = 128;
+const SNAPSHOT: &str = "snapshot";
+
+/// A boot environment or one of its snapshots, as an operator names it: `NAME` or
+/// `NAME@SNAPSHOT` (the one parser of that form). A snapshot name holds letters, digits and
+/// `._:-` (bootenv's own are `factory`, `bootenv-<time>` and reset ids), at most
+/// [`MAX_SNAP_NAME`] bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BeRef {
+    /// The boot environment.
+    pub be: BeName,
+    /// The snapshot's name, after `@`.
+    pub snap: Option<String>,
+}
+
+impl BeRef {
+    /// Parses and validates `NAME` or `NAME@SNAPSHOT`.
+    pub fn parse(s: &str) -> Result<BeRef, NameError> {
+        let Some((b, snap)) = s.split_once('@') else {
+            return Ok(BeRef {
+                be: BeName::new(s)?,
+                snap: None,
+            });
+        };
+        let be = BeName::new(b)?;
+        let err = |why| NameError {
+            kind: SNAPSHOT,
+            text: printable(snap),
+            why,
+        };
+        if snap.is_empty() {
+            return Err(err("it is empty"));
+        }
+        if snap.len() > MAX_SNAP_NAME {
+            return Err(err("it is too long"));
+        }
+        if !snap
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+        {
+            return Err(err("it holds a character that is not allowed"));
+        }
+        Ok(BeRef {
+            be,
+            snap: Some(snap.to_owned()),
+        })
+    }
+
+    /// The dataset or snapshot it names, given the BE's root dataset.
+    pub fn dataset(&self, be_dataset: &str) -> String {
+        match &self.snap {
+            Some(s) => format!("{be_dataset}@{s}"),
+            None => be_dataset.to_owned(),
+        }
     }
 }
 
@@ -262,5 +325,26 @@ mod tests {
     fn printable_escapes_control_characters_and_cuts() {
         assert_eq!(printable("a\nb\x1b"), "a\\nb\\u{1b}");
         assert!(printable(&"y".repeat(200)).ends_with("..."));
+    }
+
+    #[test]
+    fn be_and_snapshot_references_parse_once() {
+        let r = BeRef::parse("v1@factory").unwrap();
+        assert_eq!((r.be.as_str(), r.snap.as_deref()), ("v1", Some("factory")));
+        assert_eq!(r.dataset("tank/ROOT/v1"), "tank/ROOT/v1@factory");
+        let r = BeRef::parse("v2").unwrap();
+        assert_eq!((r.be.as_str(), r.snap), ("v2", None));
+        for (bad, why) in [
+            ("v1@", "empty"),
+            ("v1@a b", "not allowed"),
+            ("v1@a@b", "not allowed"),
+            ("v 1@x", "not allowed"),
+            ("@x", "empty"),
+        ] {
+            let e = BeRef::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert!(BeRef::parse(&format!("v1@{}", "s".repeat(MAX_SNAP_NAME))).is_ok());
+        assert!(BeRef::parse(&format!("v1@{}", "s".repeat(MAX_SNAP_NAME + 1))).is_err());
     }
 }
