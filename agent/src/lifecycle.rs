@@ -405,24 +405,12 @@ impl Ctx<'_> {
         Ok(out)
     }
 
-    /// The BEs in the order they became the default, as the state record keeps it.
-    fn history(&self, pool: &PoolName) -> anyhow::Result<(PathBuf, state::State)> {
-        let dir = self.state_dir(pool)?;
-        let st = match state::load(&dir)? {
-            state::Loaded::Newer(v) => {
-                bail!("the state record has format version {v}, newer than this bootenv")
-            }
-            l => l.state(),
-        };
-        Ok((dir, st))
-    }
-
     /// `bootenv rollback [name]` and `bootenv rollforward`: make the previous (or next) BE in
     /// the history of defaults the default again, or the BE named. Repeated rollbacks walk back.
     pub fn walk(&self, to: Option<&BeName>, forward: bool, now: u64) -> anyhow::Result<String> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
-        let (_, st) = self.history(&pool)?;
+        let (_, st) = self.load_state(&pool)?;
         let current = inv.bootfs_be().map(|b| b.to_string());
         let target = match to {
             Some(n) => n.clone(),
@@ -594,7 +582,7 @@ impl Ctx<'_> {
         let be = inv
             .get(name)
             .with_context(|| format!("no boot environment {name}; `bootenv list` shows them"))?;
-        let (_, st) = self.history(&pool)?;
+        let (_, st) = self.load_state(&pool)?;
         let mut refuse: Vec<String> = self
             .protected(&inv, &st, name)
             .iter()
@@ -690,7 +678,7 @@ impl Ctx<'_> {
         self.zfs.destroy(&plan.root, true)?;
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
-        let (dir, mut st) = self.history(&pool)?;
+        let (dir, mut st) = self.load_state(&pool)?;
         st.history.retain(|h| h != name.as_str());
         st.push(
             now,
@@ -741,7 +729,7 @@ impl Ctx<'_> {
             .get(old)
             .with_context(|| format!("no boot environment {old}"))?;
         inv.check_free(new, "; pick another name")?;
-        let (dir, mut st) = self.history(&pool)?;
+        let (dir, mut st) = self.load_state(&pool)?;
         let refuse: Vec<&str> = self
             .protected(&inv, &st, old)
             .iter()

@@ -452,7 +452,7 @@ impl Ctx<'_> {
     }
 
     /// Loads the state record for changing it (a newer format is refused).
-    fn load_state(&self, pool: &PoolName) -> anyhow::Result<(PathBuf, State)> {
+    pub(crate) fn load_state(&self, pool: &PoolName) -> anyhow::Result<(PathBuf, State)> {
         let dir = self.state_dir(pool)?;
         match state::load(&dir)? {
             Loaded::Newer(v) => bail!("the state record has format version {v}, newer than this bootenv; update bootenv in this boot environment"),
