@@ -147,6 +147,24 @@ pub fn disk_of(root: &Path, dev: &Path) -> Option<String> {
     Some(if parent == "block" { name } else { parent })
 }
 
+/// No EFI system partition on the pool's disks: GRUB on this machine is not bootenv's to
+/// manage. A type, so that callers tell it from other failures without reading the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoEsp;
+
+impl std::fmt::Display for NoEsp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no EFI system partition found (a GPT partition of type EF00) on the pool's disks; mount it at /boot/efi or name it with --esp <dir>")
+    }
+}
+
+impl std::error::Error for NoEsp {}
+
+/// Whether `e` is, at its root, [`NoEsp`].
+pub fn is_no_esp(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<NoEsp>().is_some()
+}
+
 /// The ESP, mounted.
 #[derive(Clone, Debug)]
 pub struct Esp {
@@ -188,7 +206,7 @@ impl Esp {
                             find(root).into_iter().filter(|p| on_pool_disk(p)).collect();
                         let dev = match parts.as_slice() {
                             [one] => one.clone(),
-                            [] => bail!("no EFI system partition found (a GPT partition of type EF00) on the pool's disks; mount it at /boot/efi or name it with --esp <dir>"),
+                            [] => return Err(NoEsp.into()),
                             many => bail!(
                                 "several EFI system partitions ({}); mount the right one at /boot/efi or name it with --esp <dir>",
                                 many.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")

@@ -328,7 +328,7 @@ impl Ctx<'_> {
         );
         match self.sync_boot(std::slice::from_ref(name), now) {
             Ok(s) => out.push_str(&s),
-            Err(e) if format!("{e:#}").starts_with("no EFI system partition") => {}
+            Err(e) if crate::esp::is_no_esp(&e) => {}
             Err(e) => writeln!(out, "warning: {e:#}")?,
         }
         Ok(out)

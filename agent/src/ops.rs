@@ -5,7 +5,7 @@ use crate::bootfiles::{
     build_menu, compute_env, find_kernel, install_kernel, kernel_of, prune, read_env,
     write_menu_and_env, Installed, Next,
 };
-use crate::esp::Esp;
+use crate::esp::{Esp, NoEsp};
 use crate::inventory::Inventory;
 use crate::layout::{self, PROP_FACTORY, PROP_LABEL, PROP_LAYOUT, PROP_MEMBER, PROP_SOURCE};
 use crate::mounts::Mounter;
@@ -90,6 +90,30 @@ pub enum EspKernel {
     Missing,
     /// An entry, not compared with the BE's files (the BE is not mounted).
     Unchecked,
+}
+
+/// What rewriting the menu and the environment block did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Refresh {
+    /// Written; what was noted on the way (BEs left out, files pruned).
+    Written(Vec<String>),
+    /// Nothing written: no ESP, so GRUB is not bootenv's to manage on this machine.
+    Unmanaged,
+}
+
+impl Refresh {
+    /// The line that says GRUB is not managed, and why.
+    fn note(&self) -> String {
+        format!("GRUB is not managed on this machine: {NoEsp}")
+    }
+
+    /// What to tell the operator.
+    fn notes(self) -> Vec<String> {
+        match self {
+            Refresh::Written(notes) => notes,
+            Refresh::Unmanaged => vec![Refresh::Unmanaged.note()],
+        }
+    }
 }
 
 /// How `bootenv activate` activates.
@@ -392,18 +416,20 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// The ESP, or the reason there is none to manage.
-    pub(crate) fn esp_found(&self) -> anyhow::Result<Result<Esp, String>> {
+    /// The ESP, or [`NoEsp`] when there is none to manage.
+    pub(crate) fn esp_found(&self) -> anyhow::Result<Result<Esp, NoEsp>> {
         self.esp()
     }
 
-    /// Rewrites the menu and the block from the state as it is (after a BE came or went).
+    /// Rewrites the menu and the block from the state as it is (after a BE came or went);
+    /// returns what it noted.
     pub(crate) fn refresh_boot(&self, inv: &Inventory, st: &State) -> anyhow::Result<Vec<String>> {
         self.refresh(inv, st, None, false, &Next::Keep)
+            .map(Refresh::notes)
     }
 
-    /// The ESP, or `None` (with the reason) when this machine has none to manage.
-    fn esp(&self) -> anyhow::Result<Result<Esp, String>> {
+    /// The ESP, or [`NoEsp`] when this machine has none to manage.
+    fn esp(&self) -> anyhow::Result<Result<Esp, NoEsp>> {
         let explicit = match &self.esp {
             Some(EspChoice::Known(e)) => return Ok(Ok(e.clone())),
             Some(EspChoice::Mounted(d)) => Some(d.as_path()),
@@ -441,12 +467,7 @@ impl Ctx<'_> {
         };
         match Esp::open(&self.root, explicit, &disks, &mount_at) {
             Ok(e) => Ok(Ok(e)),
-            Err(e)
-                if self.esp.is_none()
-                    && format!("{e:#}").starts_with("no EFI system partition found") =>
-            {
-                Ok(Err(format!("{e:#}")))
-            }
+            Err(e) if self.esp.is_none() && crate::esp::is_no_esp(&e) => Ok(Err(NoEsp)),
             Err(e) => Err(e),
         }
     }
@@ -461,7 +482,7 @@ impl Ctx<'_> {
     }
 
     /// Rewrites the GRUB menu and environment block on the ESP from `st` (and `default`, when
-    /// an activation is under way). Without an ESP, says so and does nothing.
+    /// an activation is under way). Without an ESP, does nothing and says so.
     fn refresh(
         &self,
         inv: &Inventory,
@@ -469,10 +490,10 @@ impl Ctx<'_> {
         default: Option<&BeName>,
         restart_trial: bool,
         next: &Next,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> anyhow::Result<Refresh> {
         let esp = match self.esp()? {
             Ok(e) => e,
-            Err(why) => return Ok(vec![format!("GRUB is not managed on this machine: {why}")]),
+            Err(NoEsp) => return Ok(Refresh::Unmanaged),
         };
         let (menu, mut notes) = build_menu(inv, &esp, st, default)?;
         let current = read_env(&esp);
@@ -491,7 +512,7 @@ impl Ctx<'_> {
                 .into_iter()
                 .map(|r| format!("removed {r} from the ESP")),
         );
-        Ok(notes)
+        Ok(Refresh::Written(notes))
     }
 
     fn bootable<'i>(
@@ -590,7 +611,10 @@ impl Ctx<'_> {
                 );
                 // The boot loader first, then the pool, then the record: an interrupted
                 // activation boots the new default and the next run completes the rest.
-                for n in self.refresh(&inv, &st, Some(name), false, &Next::Keep)? {
+                for n in self
+                    .refresh(&inv, &st, Some(name), false, &Next::Keep)?
+                    .notes()
+                {
                     writeln!(out, "{n}")?;
                 }
                 self.zfs
@@ -610,10 +634,12 @@ impl Ctx<'_> {
                         once: true,
                     },
                 );
-                let notes = self.refresh(&inv, &st, None, false, &Next::Set(name.clone()))?;
-                if notes.iter().any(|n| n.starts_with("GRUB is not managed")) {
-                    bail!("a one-shot boot needs GRUB: {}", notes.join("; "));
-                }
+                let notes = match self.refresh(&inv, &st, None, false, &Next::Set(name.clone()))? {
+                    Refresh::Written(notes) => notes,
+                    Refresh::Unmanaged => {
+                        bail!("a one-shot boot needs GRUB: {}", Refresh::Unmanaged.note())
+                    }
+                };
                 for n in notes {
                     writeln!(out, "{n}")?;
                 }
@@ -648,13 +674,13 @@ impl Ctx<'_> {
                     },
                 );
                 state::store(&dir, &st)?;
-                let notes = self.refresh(&inv, &st, None, true, &Next::Keep)?;
-                if notes.iter().any(|n| n.starts_with("GRUB is not managed")) {
-                    bail!(
+                let notes = match self.refresh(&inv, &st, None, true, &Next::Keep)? {
+                    Refresh::Written(notes) => notes,
+                    Refresh::Unmanaged => bail!(
                         "a trial needs GRUB to count the boots: {}",
-                        notes.join("; ")
-                    );
-                }
+                        Refresh::Unmanaged.note()
+                    ),
+                };
                 for n in notes {
                     writeln!(out, "{n}")?;
                 }
@@ -706,7 +732,10 @@ impl Ctx<'_> {
                 },
             );
             // The boot loader first (it must stop counting), then the pool, then the record.
-            for n in self.refresh(&inv, &st, Some(&name), false, &Next::Keep)? {
+            for n in self
+                .refresh(&inv, &st, Some(&name), false, &Next::Keep)?
+                .notes()
+            {
                 writeln!(out, "{n}")?;
             }
             self.zfs
@@ -729,7 +758,7 @@ impl Ctx<'_> {
                     },
                 );
             }
-            for n in self.refresh(&inv, &st, None, false, &Next::Keep)? {
+            for n in self.refresh(&inv, &st, None, false, &Next::Keep)?.notes() {
                 writeln!(out, "{n}")?;
             }
             if changed {
@@ -737,7 +766,7 @@ impl Ctx<'_> {
             }
             writeln!(out, "{name} is marked good")?;
         } else {
-            for n in self.refresh(&inv, &st, None, false, &Next::Keep)? {
+            for n in self.refresh(&inv, &st, None, false, &Next::Keep)?.notes() {
                 writeln!(out, "{n}")?;
             }
             writeln!(
@@ -783,10 +812,7 @@ impl Ctx<'_> {
     pub fn sync_boot(&self, names: &[BeName], now: u64) -> anyhow::Result<String> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
-        let esp = match self.esp()? {
-            Ok(e) => e,
-            Err(why) => bail!("{why}"),
-        };
+        let esp = self.esp()??;
         let mut out = String::new();
         let targets: Vec<&crate::inventory::Be> = if names.is_empty() {
             inv.bootable().collect()
@@ -828,7 +854,10 @@ impl Ctx<'_> {
             }
         }
         let st = self.state_or_default(&pool);
-        match self.refresh(&inv, &st, None, false, &Next::Keep) {
+        match self
+            .refresh(&inv, &st, None, false, &Next::Keep)
+            .map(Refresh::notes)
+        {
             Ok(notes) => {
                 for n in notes {
                     writeln!(out, "{n}")?;
@@ -963,10 +992,7 @@ impl Ctx<'_> {
     pub fn grub_menu(&self) -> anyhow::Result<String> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
-        let esp = match self.esp()? {
-            Ok(e) => e,
-            Err(why) => bail!("{why}"),
-        };
+        let esp = self.esp()??;
         let st = self.state_or_default(&pool);
         let (menu, notes) = build_menu(&inv, &esp, &st, None)?;
         for n in notes {
