@@ -69,7 +69,14 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         targets = TARGETS.iter().map(|t| t.to_string()).collect();
     }
     let dir = root.join("target/fuzz");
-    println!("==> building the fuzz targets (agent/fuzz, libFuzzer)");
+    // The commit the targets are built from (a run takes minutes; the tree may move meanwhile).
+    let commit = sh(root, "git rev-parse --short HEAD")
+        + if sh(root, "git status --porcelain -- agent xtask").is_empty() {
+            ""
+        } else {
+            "+changes"
+        };
+    println!("==> building the fuzz targets (agent/fuzz, libFuzzer) at {commit}");
     let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root.join("agent/fuzz"))
         .env("RUSTFLAGS", RUSTFLAGS)
@@ -117,7 +124,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     }
     let file = root.join("tests/fuzz-results.md");
     let before = std::fs::read_to_string(&file).unwrap_or_default();
-    std::fs::write(&file, table(&figures, &before, root))?;
+    std::fs::write(&file, table(&figures, &before, root, &commit))?;
     println!("table: {}", file.display());
     let crashed: Vec<_> = figures
         .iter()
@@ -198,6 +205,16 @@ impl Figures {
             self.corpus.to_string(),
         ]
     }
+}
+
+/// What a shell command prints, trimmed (empty when it fails).
+fn sh(root: &Path, c: &str) -> String {
+    Command::new("sh")
+        .args(["-c", c])
+        .current_dir(root)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn count(dir: &Path) -> usize {
@@ -291,22 +308,16 @@ fn seed(corpus: &Path, t: &str) -> anyhow::Result<()> {
 }
 
 /// The results file: this run's rows, then the kept rows of targets not run this time.
-fn table(figures: &[Figures], before: &str, root: &Path) -> String {
-    let sh = |c: &str| {
-        Command::new("sh")
-            .args(["-c", c])
-            .current_dir(root)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default()
-    };
-    let when = sh("date -u +%Y-%m-%dT%H:%MZ");
-    let commit = sh("git rev-parse --short HEAD");
-    let cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2");
+fn table(figures: &[Figures], before: &str, root: &Path, commit: &str) -> String {
+    let when = sh(root, "date -u +%Y-%m-%dT%H:%MZ");
+    let cpu = sh(root, "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2");
     let mut rows = Vec::new();
     for t in TARGETS {
         if let Some(f) = figures.iter().find(|f| f.target == t) {
-            rows.push(format!("| {} | {when} {commit} |", f.cells().join(" | ")));
+            rows.push(format!(
+                "| {} | {when}, built at {commit} |",
+                f.cells().join(" | ")
+            ));
         } else if let Some(old) = before.lines().find(|l| l.starts_with(&format!("| {t} |"))) {
             rows.push(old.to_owned());
         }
