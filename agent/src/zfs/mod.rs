@@ -5,6 +5,7 @@
 //! to the types they produce, and are tested on captured output.
 
 pub mod cli;
+#[cfg(test)]
 pub mod fake;
 
 use crate::names::printable;
