@@ -38,33 +38,7 @@ struct Figures {
 }
 
 /// Runs the campaign.
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let mut runs: u64 = 10_000_000;
-    let mut jobs: usize = 1;
-    let mut targets = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--runs" => {
-                runs = it
-                    .next()
-                    .and_then(|v| v.replace('_', "").parse().ok())
-                    .context("--runs takes a number of inputs")?
-            }
-            "--jobs" => {
-                jobs = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|j| *j >= 1)
-                    .context("--jobs takes a number, at least 1")?
-            }
-            t if TARGETS.contains(&t) => targets.push(t.to_owned()),
-            other => bail!(
-                "unknown fuzz target {other}; there are: {}",
-                TARGETS.join(", ")
-            ),
-        }
-    }
+pub fn run(root: &Path, runs: u64, jobs: usize, mut targets: Vec<String>) -> anyhow::Result<()> {
     if targets.is_empty() {
         targets = TARGETS.iter().map(|t| t.to_string()).collect();
     }

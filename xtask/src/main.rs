@@ -1,4 +1,4 @@
-//! `cargo xtask <task>`: the one build entry point of bootenv.
+//! `cargo xtask <task>`: the one build entry point of bootenv (its command line: `flags.rs`).
 //!
 //! - `deps`: install what the VMs need (apt packages, contrib, the ZFS module for the guest kernel)
 //! - `build`: the static agent
@@ -12,6 +12,7 @@
 mod deb;
 mod deps;
 mod docs;
+mod flags;
 mod fuzz;
 mod timing;
 
@@ -19,58 +20,43 @@ use anyhow::{bail, Context};
 use bootenv_vmtest::images::Artifacts;
 use bootenv_vmtest::qemu::{Boot, Vm, VmConfig};
 use bootenv_vmtest::scenarios;
+use clap::Parser;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const USAGE: &str =
-    "usage: cargo xtask <deps|build|initramfs|vm-test|test|demo|bench|fuzz|man|deb|kernel-deb> [options]
-  deps                          install packages the VMs need (needs root)
-  build                         build the static agent
-  initramfs --kernel <release>  build bootenv's initramfs [--out FILE] [--module NAME]...
-  vm-test [--list] [NAME...]    run VM scenarios (all when none is named)
-  test                          unit tests, then every VM scenario
-  demo                          boot a boot environment in a VM and show the agent at work
-  bench [--boots N] [NAME...]   benchmarks against the anchors (boot-path, initramfs-size,
-                                scale-datasets, grub-menu-100, reset-cost); results in
-                                tests/bench-results.md
-  fuzz [--runs N] [--jobs J] [TARGET...]
-                                libFuzzer on the parsers (cmdline, grubenv, state, zfs, report),
-                                N inputs each (default 10,000,000); figures in
-                                tests/fuzz-results.md
-  man                           bootenv's man pages and shell completions, into target/doc-gen
-  deb [--check]                 the bootenv and bootenv-grub packages, into target/debian; lintian;
-                                --check: build twice and compare the bytes (reproducibility)
-  kernel-deb [--kernel linux-image-REL.deb | --vmlinuz FILE --modules DIR] [--zfs DIR]
-                                bootenv-kernel-REL: a kernel and its ZFS modules (default: the
-                                kernel the tests boot, and the modules DKMS built for it)";
-
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("deps") => deps::ensure().map(|()| println!("all dependencies are installed")),
-        Some("build") => build_agent().map(|p| println!("{}", p.display())),
-        Some("initramfs") => initramfs(&args[1..]),
-        Some("vm-test") => vm_test(&args[1..]),
-        Some("test") => test(),
-        Some("demo") => demo(),
-        Some("bench") => bench(&args[1..]),
-        Some("fuzz") => fuzz::run(&root(), &args[1..]),
-        Some("man") => man(),
-        Some("deb") => deb_cmd(&args[1..]),
-        Some("kernel-deb") => kernel_deb_cmd(&args[1..]).map(|p| println!("{}", p.display())),
-        _ => {
-            eprintln!("{USAGE}");
-            std::process::exit(2);
-        }
+    use flags::Task;
+    let result = match flags::Xtask::parse().task {
+        Task::Deps => deps::ensure().map(|()| println!("all dependencies are installed")),
+        Task::Build => build_agent().map(|p| println!("{}", p.display())),
+        Task::Initramfs {
+            kernel,
+            out,
+            modules,
+        } => initramfs(kernel.as_deref(), out, modules),
+        Task::VmTest { list, names } => vm_test(list, names),
+        Task::Test => test(),
+        Task::Demo => demo(),
+        Task::Bench { boots, names } => bench(boots, names),
+        Task::Fuzz {
+            runs,
+            jobs,
+            targets,
+        } => fuzz::run(&root(), runs, jobs as usize, targets),
+        Task::Man => man(),
+        Task::Deb { check } => deb_cmd(check),
+        Task::KernelDeb {
+            kernel,
+            vmlinuz,
+            modules,
+            zfs,
+        } => kernel_deb_cmd(kernel, vmlinuz, modules, zfs).map(|p| println!("{}", p.display())),
     };
-    match result {
-        Ok(()) => {}
-        Err(e) => {
-            eprintln!("xtask: error: {e:#}");
-            std::process::exit(1);
-        }
+    if let Err(e) = result {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
     }
 }
 
@@ -139,11 +125,11 @@ fn lintian(debs: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn deb_cmd(args: &[String]) -> anyhow::Result<()> {
+fn deb_cmd(check: bool) -> anyhow::Result<()> {
     deps::ensure()?;
     let out = root().join("target/debian");
     let debs = build_debs(&out, &deb_version())?;
-    if args.iter().any(|a| a == "--check") {
+    if check {
         let again = build_debs(&root().join("target/debian-check"), &deb_version())?;
         for (a, b) in debs.iter().zip(&again) {
             anyhow::ensure!(
@@ -162,8 +148,13 @@ fn deb_cmd(args: &[String]) -> anyhow::Result<()> {
 
 /// `cargo xtask kernel-deb`: builds bootenv-kernel-<release> into target/debian (cached by
 /// its inputs' names, sizes and times: packing 400 MB of modules takes a while).
-fn kernel_deb_cmd(args: &[String]) -> anyhow::Result<PathBuf> {
-    let src = kernel_source(args)?;
+fn kernel_deb_cmd(
+    kernel: Option<PathBuf>,
+    vmlinuz: Option<PathBuf>,
+    modules: Option<PathBuf>,
+    zfs: Option<PathBuf>,
+) -> anyhow::Result<PathBuf> {
+    let src = kernel_source(kernel, vmlinuz, modules, zfs)?;
     let r = root();
     let work = r.join("target/debian-work/kernel");
     let epoch = deb::source_date_epoch(&r)?;
@@ -202,7 +193,7 @@ fn pack_kernel(p: &deb::Package, work: &Path, out: &Path, epoch: u64) -> anyhow:
 /// same kernel and modules make the same bytes at every commit.
 fn test_kernel_deb(cache: &bootenv_vmtest::cache::Cache) -> anyhow::Result<(PathBuf, u64)> {
     let r = root();
-    let src = kernel_source(&[])?;
+    let src = kernel_source(None, None, None, None)?;
     let p = deb::kernel(&r, &src)?;
     let digest = deb::digest(&p);
     let image = src
@@ -234,26 +225,12 @@ fn test_kernel_deb(cache: &bootenv_vmtest::cache::Cache) -> anyhow::Result<(Path
 
 /// What `kernel-deb`'s options name: a linux-image .deb, a vmlinuz and modules directory, or
 /// (no options) the kernel the tests boot.
-fn kernel_source(args: &[String]) -> anyhow::Result<deb::KernelSource> {
-    let mut deb_file = None;
-    let mut vmlinuz = None;
-    let mut modules = None;
-    let mut zfs = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{a} needs a value"))
-        };
-        match a.as_str() {
-            "--kernel" => deb_file = Some(PathBuf::from(val()?)),
-            "--vmlinuz" => vmlinuz = Some(PathBuf::from(val()?)),
-            "--modules" => modules = Some(PathBuf::from(val()?)),
-            "--zfs" => zfs = Some(PathBuf::from(val()?)),
-            other => bail!("unknown option {other}\n{USAGE}"),
-        }
-    }
+fn kernel_source(
+    deb_file: Option<PathBuf>,
+    vmlinuz: Option<PathBuf>,
+    modules: Option<PathBuf>,
+    zfs: Option<PathBuf>,
+) -> anyhow::Result<deb::KernelSource> {
     let work = root().join("target/debian-work/kernel");
     let src = match (deb_file, vmlinuz, modules) {
         (Some(d), None, None) => {
@@ -364,21 +341,9 @@ fn work_dir() -> PathBuf {
     root().join("target/vmtest")
 }
 
-fn initramfs(args: &[String]) -> anyhow::Result<()> {
-    let mut kernel = None;
-    let mut out = None;
-    let mut extra = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--kernel" => kernel = it.next().cloned(),
-            "--out" => out = it.next().map(PathBuf::from),
-            "--module" => extra.extend(it.next().cloned()),
-            other => bail!("unknown option {other}\n{USAGE}"),
-        }
-    }
+fn initramfs(kernel: Option<&str>, out: Option<PathBuf>, extra: Vec<String>) -> anyhow::Result<()> {
     let agent = build_agent()?;
-    let kernel = bootenv_initramfs::Kernel::find(kernel.as_deref())?;
+    let kernel = bootenv_initramfs::Kernel::find(kernel)?;
     let opts = bootenv_initramfs::Options {
         kernel: kernel.clone(),
         agent,
@@ -471,18 +436,13 @@ fn summary(passed: usize, failed: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn vm_test(args: &[String]) -> anyhow::Result<()> {
-    if args.iter().any(|a| a == "--list") {
+fn vm_test(list: bool, names: Vec<String>) -> anyhow::Result<()> {
+    if list {
         for s in scenarios::all() {
             println!("{:<28} {}", s.name, s.about);
         }
         return Ok(());
     }
-    let names: Vec<String> = args
-        .iter()
-        .filter(|a| !a.starts_with('-'))
-        .cloned()
-        .collect();
     for n in &names {
         if !scenarios::all().iter().any(|s| s.name == n) {
             bail!("no scenario named {n}; `cargo xtask vm-test --list` lists them");
@@ -680,23 +640,8 @@ fn demo() -> anyhow::Result<()> {
 
 /// `cargo xtask bench`: each benchmark of [`bootenv_vmtest::bench`], one line each, and the
 /// table in tests/bench-results.md.
-fn bench(args: &[String]) -> anyhow::Result<()> {
+fn bench(boots: usize, mut names: Vec<String>) -> anyhow::Result<()> {
     use bootenv_vmtest::bench::{Bench, NAMES};
-    let mut boots = 5;
-    let mut names = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--boots" => {
-                boots = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .context("--boots takes a number")?
-            }
-            n if NAMES.contains(&n) => names.push(n.to_owned()),
-            other => bail!("unknown benchmark {other}; there are: {}", NAMES.join(", ")),
-        }
-    }
     if names.is_empty() {
         names = NAMES.iter().map(|n| n.to_string()).collect();
     }
