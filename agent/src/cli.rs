@@ -1,14 +1,14 @@
-//! The command line of the operator's CLI (clap), and its dispatch to [`crate::ops`].
+//! The command line of the operator's CLI (clap), and its dispatch to [`crate::verbs::ops`].
 //!
 //! Exit codes: 0 success; 1 the command failed (the message says why and what to do);
 //! 2 the command line is wrong.
 
-use crate::lifecycle::CloneOpts;
-use crate::mounts::SysMounter;
-use crate::names::{BeName, PoolName};
-use crate::ops::{Activation, CreateOpts, Ctx, EspChoice};
-use crate::state::ResetMode;
-use crate::zfs::cli::ZfsCli;
+use crate::model::names::{BeName, PoolName};
+use crate::model::state::ResetMode;
+use crate::sys::mounts::SysMounter;
+use crate::sys::zfs::cli::ZfsCli;
+use crate::verbs::lifecycle::CloneOpts;
+use crate::verbs::ops::{Activation, CreateOpts, Ctx, EspChoice};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -85,7 +85,7 @@ pub enum Command {
         #[arg(long)]
         label: Option<String>,
         /// Where the config dataset is mounted inside the boot environment.
-        #[arg(long, default_value = crate::layout::DEFAULT_CONFIG_MOUNTPOINT)]
+        #[arg(long, default_value = crate::model::layout::DEFAULT_CONFIG_MOUNTPOINT)]
         config_mountpoint: String,
     },
     /// Make a boot environment the default, or boot it once, or start a trial of it.
@@ -209,10 +209,10 @@ pub enum Command {
         #[arg(long)]
         label: Option<String>,
         /// Where GRUB's images are.
-        #[arg(long, default_value = crate::install::DEFAULT_GRUB_DIR)]
+        #[arg(long, default_value = crate::verbs::install::DEFAULT_GRUB_DIR)]
         grub_dir: PathBuf,
         /// Size of the ESP, MiB.
-        #[arg(long, default_value_t = crate::install::DEFAULT_ESP_MIB)]
+        #[arg(long, default_value_t = crate::verbs::install::DEFAULT_ESP_MIB)]
         esp_mib: u64,
         /// Kernel command line for GRUB's entries (org.bootenv:cmdline).
         #[arg(long)]
@@ -290,7 +290,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     if let Command::InitramfsToolsMount { rootmnt } = &cli.command {
         // Its own logger: the console and /dev/kmsg, as in bootenv's initramfs.
-        return crate::initramfs::initramfs_tools_mount(rootmnt);
+        return crate::pid1::initramfs_tools_mount(rootmnt);
     }
     let level = if cli.verbose {
         log::LevelFilter::Debug
@@ -314,13 +314,13 @@ pub fn main() -> i32 {
     // One writer at a time (see `lock`); readers never wait.
     let _lock = if cli.command.writes() {
         let what: Vec<String> = std::env::args().skip(1).collect();
-        let nested = std::env::var_os(crate::lock::HELD_ENV).is_some();
+        let nested = std::env::var_os(crate::sys::lock::HELD_ENV).is_some();
         let wait = std::time::Duration::from_secs(cli.wait.unwrap_or(0));
-        match crate::lock::acquire(&ctx.root, &what.join(" "), wait, nested) {
+        match crate::sys::lock::acquire(&ctx.root, &what.join(" "), wait, nested) {
             Ok(Some(l)) => {
                 // What this command runs (an upgrade's chroot, a kernel hook) must not wait
                 // for it.
-                std::env::set_var(crate::lock::HELD_ENV, "1");
+                std::env::set_var(crate::sys::lock::HELD_ENV, "1");
                 Some(l)
             }
             Ok(None) => None,
@@ -443,7 +443,7 @@ pub fn main() -> i32 {
             cmdline,
             force,
         } => ctx.install(
-            &crate::install::InstallOpts {
+            &crate::verbs::install::InstallOpts {
                 disk: disk.clone(),
                 from: from.clone(),
                 pool: cli

@@ -2,7 +2,7 @@
 
 fn main() {
     if std::process::id() == 1 {
-        bootenv::initramfs::main();
+        bootenv::pid1::main();
     }
     std::process::exit(bootenv::cli::main());
 }

@@ -100,7 +100,7 @@ pub fn overlay(base: &Path, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the GRUB images `bootenv install` puts on a disk (see `agent/src/install.rs`) into
+/// Builds the GRUB images `bootenv install` puts on a disk (see `agent/src/verbs/install.rs`) into
 /// `dir`: `BOOTX64.EFI` (standalone, embedding `efi_cfg`), `grub-bios.cfg`, and `i386-pc/` with
 /// boot.img, a core image with prefix `(hd0,gpt1)/boot/grub`, and the modules.
 pub fn grub_images(dir: &Path, efi_cfg: &str, bios_cfg: &str) -> anyhow::Result<()> {

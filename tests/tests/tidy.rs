@@ -74,17 +74,17 @@ fn commands_and_mounts_go_through_their_seams() {
     // Places that still bypass the seams, and how many calls each has: the count may only go
     // down (issue 17 moves them behind `run::Cmd`, `Mounter` and `Zfs`).
     let known: [(&str, usize, usize); 3] = [
-        ("agent/src/lifecycle.rs", 3, 2),
-        ("agent/src/install.rs", 0, 2),
-        ("agent/src/esp.rs", 0, 1),
+        ("agent/src/verbs/lifecycle.rs", 3, 2),
+        ("agent/src/verbs/install.rs", 0, 2),
+        ("agent/src/bootloader/esp.rs", 0, 1),
     ];
     let mut found = Vec::new();
     for p in files {
         let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
         // The seams themselves, and PID 1 (which runs before anything else exists).
-        if rel == "agent/src/run.rs"
-            || rel.starts_with("agent/src/mounts")
-            || rel.starts_with("agent/src/initramfs/")
+        if rel == "agent/src/sys/run.rs"
+            || rel.starts_with("agent/src/sys/mounts")
+            || rel.starts_with("agent/src/pid1/")
         {
             continue;
         }
@@ -111,4 +111,54 @@ fn commands_and_mounts_go_through_their_seams() {
         found.is_empty(),
         "run commands with crate::run::Cmd and mount through crate::mounts::Mounter: {found:#?}"
     );
+}
+
+/// The agent's layers, bottom up: a module may use the layers below its own, never a peer's or
+/// one above (ARCHITECTURE.md, code map). `model` does no I/O at all.
+const LAYERS: [(&str, usize); 7] = [
+    ("model", 0),
+    ("sys", 1),
+    ("bootloader", 2),
+    ("boot", 2),
+    ("verbs", 3),
+    ("pid1", 3),
+    ("cli", 4),
+];
+
+#[test]
+fn each_layer_uses_only_the_layers_below_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let src = root.join("agent/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let level = |top: &str| LAYERS.iter().find(|l| l.0 == top).map(|l| l.1);
+    let mut found = Vec::new();
+    let mut checked = 0;
+    for p in files {
+        let rel = p.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+        let top = rel.split(['/', '.']).next().unwrap_or("").to_owned();
+        let Some(mine) = level(&top) else { continue };
+        checked += 1;
+        let text = std::fs::read_to_string(&p).unwrap();
+        // Code, not what the docs mention.
+        let code: String = shipped(&text)
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (other, theirs) in LAYERS {
+            if other != top && theirs >= mine && code.contains(&format!("crate::{other}::")) {
+                found.push(format!("{rel} uses crate::{other}"));
+            }
+        }
+        if top == "model" {
+            for io in ["nix::", "libc::", "std::fs", "std::process", "std::net"] {
+                if code.contains(io) {
+                    found.push(format!("{rel} (model) uses {io}"));
+                }
+            }
+        }
+    }
+    assert!(checked > 30, "only {checked} files checked");
+    assert!(found.is_empty(), "layering broken: {found:#?}");
 }

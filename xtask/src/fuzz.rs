@@ -212,7 +212,7 @@ fn seed(corpus: &Path, t: &str) -> anyhow::Result<()> {
             put("bytes", b"bootenv=v1\t\xa0bootenv.reset=full\x0bbootenv.rollback=v3 \xff\xfe bootenv.unloadable=v2")?;
         }
         "grubenv" => {
-            let mut b = bootenv::grubenv::EnvBlock::new();
+            let mut b = bootenv::bootloader::grubenv::EnvBlock::new();
             for (k, v) in [
                 ("bootenv_version", "1"),
                 ("bootenv_default", "v2"),
@@ -223,10 +223,13 @@ fn seed(corpus: &Path, t: &str) -> anyhow::Result<()> {
                 b.set(k, v).map_err(|e| anyhow::anyhow!("{e:?}"))?;
             }
             put("block", &b.render())?;
-            put("empty", &bootenv::grubenv::EnvBlock::new().render())?;
+            put(
+                "empty",
+                &bootenv::bootloader::grubenv::EnvBlock::new().render(),
+            )?;
         }
         "state" => {
-            use bootenv::state::{encode, Event, EventKind, State, Trial};
+            use bootenv::model::state::{encode, Event, EventKind, State, Trial};
             let s = State {
                 last_good: Some("v1".into()),
                 trial: Some(Trial {
@@ -244,7 +247,7 @@ fn seed(corpus: &Path, t: &str) -> anyhow::Result<()> {
             put("empty", &encode(&State::default()))?;
         }
         "zfs" => {
-            let cols = bootenv::zfs::list_columns();
+            let cols = bootenv::sys::zfs::list_columns();
             let mut list = String::new();
             for (n, extra) in [
                 ("tank", "-"),

@@ -3,7 +3,7 @@
 //! (the last one before `--`) whenever it names a valid BE, whatever surrounds it; and the same
 //! for the input with such a key appended.
 #![no_main]
-use bootenv::cmdline::{split, BootArgs};
+use bootenv::model::cmdline::{split, BootArgs};
 use libfuzzer_sys::fuzz_target;
 
 fn check(line: &[u8]) {
@@ -15,7 +15,7 @@ fn check(line: &[u8]) {
         .find(|a| a.key == b"bootenv" && a.value.is_some());
     if let Some(v) = last.and_then(|a| a.value.as_deref()) {
         if let Ok(s) = std::str::from_utf8(v) {
-            if bootenv::names::BeName::new(s).is_ok() {
+            if bootenv::model::names::BeName::new(s).is_ok() {
                 assert_eq!(args.be.as_ref().map(|b| b.as_str()), Some(s), "{line:?}");
             }
         }

@@ -2,7 +2,7 @@
 //! to the same size and parses to the same block. Short inputs are also tried padded with `#`
 //! to 1024 bytes, as `grub-editenv` pads.
 #![no_main]
-use bootenv::grubenv::EnvBlock;
+use bootenv::bootloader::grubenv::EnvBlock;
 use libfuzzer_sys::fuzz_target;
 
 fn check(data: &[u8]) {

@@ -1,6 +1,6 @@
 //! The boot report in `/run/bootenv/boot`, as `bootenv status` reads it: any text.
 #![no_main]
-use bootenv::report::Report;
+use bootenv::model::report::Report;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,9 +2,9 @@
 //! may hold any byte), a `zpool import` scan and an import's error text. The listing goes on
 //! into the inventory of boot environments, as at boot.
 #![no_main]
-use bootenv::inventory::Inventory;
-use bootenv::names::PoolName;
-use bootenv::zfs::{classify_import_error, parse_list, parse_scan};
+use bootenv::model::inventory::Inventory;
+use bootenv::model::names::PoolName;
+use bootenv::sys::zfs::{classify_import_error, parse_list, parse_scan};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,10 +17,10 @@ fuzz_target!(|data: &[u8]| {
         if let Some(c) = &be.cmdline {
             // Whatever is kept for a kernel line passed the menu's check.
             if be.unbootable.is_none() {
-                let _ = bootenv::grub::check_cmdline(c);
+                let _ = bootenv::bootloader::grub::check_cmdline(c);
             }
         }
-        let _ = bootenv::grub::safe_title(be.label.as_deref().unwrap_or(""));
+        let _ = bootenv::bootloader::grub::safe_title(be.label.as_deref().unwrap_or(""));
     }
     let _ = parse_scan(&text);
     let _ = classify_import_error(&text);

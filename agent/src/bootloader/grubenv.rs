@@ -267,8 +267,8 @@ mod tests {
     use super::*;
     use crate::testing::Rng;
 
-    const CREATED: &[u8] = include_bytes!("../tests/fixtures/grubenv/created.bin");
-    const OPS: &[u8] = include_bytes!("../tests/fixtures/grubenv/ops.bin");
+    const CREATED: &[u8] = include_bytes!("../../tests/fixtures/grubenv/created.bin");
+    const OPS: &[u8] = include_bytes!("../../tests/fixtures/grubenv/ops.bin");
 
     #[test]
     fn a_new_block_is_what_grub_editenv_creates() {

@@ -5,13 +5,15 @@
 //! before the menu names its kernel, and what the menu stops using is removed only after the new
 //! menu is in place, so a power cut at any instant leaves a menu whose entries all load.
 
-use crate::esp::Esp;
-use crate::fsutil::{atomic_write, create_dirs_synced, resolve_in_root, sync_dir, sync_renamed};
-use crate::grub::{self, Entry, Menu};
-use crate::grubenv::EnvBlock;
-use crate::inventory::Inventory;
-use crate::names::{printable, BeName};
-use crate::state::{State, Trial};
+use crate::bootloader::esp::Esp;
+use crate::bootloader::grub::{self, Entry, Menu};
+use crate::bootloader::grubenv::EnvBlock;
+use crate::model::inventory::Inventory;
+use crate::model::names::{printable, BeName};
+use crate::model::state::{State, Trial};
+use crate::sys::fsutil::{
+    atomic_write, create_dirs_synced, resolve_in_root, sync_dir, sync_renamed,
+};
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -207,14 +209,14 @@ fn kernel_of_checked(esp: &Esp, be: &str) -> std::io::Result<Option<KernelRef>> 
         let path = dir.join(&entry);
         if path.is_file() {
             complete(&top.join(STORE).join(&hash)).then(|| KernelRef {
-                dir: format!("/{}/{STORE}/{hash}", crate::esp::DIR),
+                dir: format!("/{}/{STORE}/{hash}", crate::bootloader::esp::DIR),
                 entry,
                 hash,
                 shared: true,
             })
         } else {
             complete(&path).then(|| KernelRef {
-                dir: format!("/{}/{be}/{entry}", crate::esp::DIR),
+                dir: format!("/{}/{be}/{entry}", crate::bootloader::esp::DIR),
                 entry,
                 hash,
                 shared: false,
@@ -313,7 +315,7 @@ pub fn install_kernel(
     };
     let be_dir = esp.bootenv_dir().join(be.as_str());
     create_dirs_synced(&esp.dir, &be_dir)?;
-    let dir = format!("/{}/{STORE}/{}", crate::esp::DIR, l.hash);
+    let dir = format!("/{}/{STORE}/{}", crate::bootloader::esp::DIR, l.hash);
     atomic_write(
         &be_dir,
         &format!("k-{now:010}-{}", l.hash),
@@ -394,7 +396,7 @@ pub fn prune(esp: &Esp, inv: &Inventory) -> Vec<String> {
         }
         let Some(kept) = keep.get(&name.to_ascii_lowercase()) else {
             if std::fs::remove_dir_all(e.path()).is_ok() {
-                removed.push(format!("{}/{name}", crate::esp::DIR));
+                removed.push(format!("{}/{name}", crate::bootloader::esp::DIR));
             }
             continue;
         };
@@ -413,7 +415,7 @@ pub fn prune(esp: &Esp, inv: &Inventory) -> Vec<String> {
                 std::fs::remove_file(k.path())
             };
             if gone.is_ok() {
-                removed.push(format!("{}/{name}/{kn}", crate::esp::DIR));
+                removed.push(format!("{}/{name}/{kn}", crate::bootloader::esp::DIR));
             }
         }
     }
@@ -431,7 +433,7 @@ pub fn prune(esp: &Esp, inv: &Inventory) -> Vec<String> {
             continue;
         }
         if std::fs::remove_dir_all(e.path()).is_ok() {
-            removed.push(format!("{}/{STORE}/{kn}", crate::esp::DIR));
+            removed.push(format!("{}/{STORE}/{kn}", crate::bootloader::esp::DIR));
         }
     }
     removed
@@ -439,12 +441,12 @@ pub fn prune(esp: &Esp, inv: &Inventory) -> Vec<String> {
 
 /// Why `be` cannot have a menu entry whatever its kernel: its `org.bootenv:cmdline` (its own
 /// or the pool's, inherited) cannot be placed on a kernel line safely. The message names the fix.
-pub fn menu_problem(be: &crate::inventory::Be) -> Option<String> {
+pub fn menu_problem(be: &crate::model::inventory::Be) -> Option<String> {
     let why = grub::check_cmdline(be.cmdline.as_deref().unwrap_or("")).err()?;
     Some(format!(
         "its {} cannot go on a kernel line: {why}; fix it with `zfs set {}=... {}` (or on the pool's ROOT, where it is inherited from)",
-        crate::layout::PROP_CMDLINE,
-        crate::layout::PROP_CMDLINE,
+        crate::model::layout::PROP_CMDLINE,
+        crate::model::layout::PROP_CMDLINE,
         be.dataset
     ))
 }
@@ -536,7 +538,7 @@ pub fn build_menu(
         }
     }
     let timeout = inv
-        .setting(crate::layout::PROP_GRUB_TIMEOUT)
+        .setting(crate::model::layout::PROP_GRUB_TIMEOUT)
         .unwrap_or(DEFAULT_TIMEOUT)
         .min(600);
     Ok((
@@ -675,7 +677,7 @@ mod tests {
 
     #[test]
     fn the_block_fits_in_its_first_sector_so_a_tear_between_sectors_changes_nothing() {
-        let long = BeName::new(&"x".repeat(crate::names::MAX_BE_NAME)).unwrap();
+        let long = BeName::new(&"x".repeat(crate::model::names::MAX_BE_NAME)).unwrap();
         let t = Trial {
             be: long.to_string(),
             tries: grub::MAX_TRIES,
@@ -749,8 +751,12 @@ mod tests {
             .iter()
             .map(|(a, b, c, d, e)| (a.as_str(), *b, *c, *d, *e))
             .collect();
-        let l = crate::inventory::tests::listing(&rows);
-        Inventory::from_listing(&crate::names::PoolName::new("tank").unwrap(), &l, None)
+        let l = crate::model::inventory::tests::listing(&rows);
+        Inventory::from_listing(
+            &crate::model::names::PoolName::new("tank").unwrap(),
+            &l,
+            None,
+        )
     }
 
     fn store_entries(esp: &Esp) -> Vec<String> {
@@ -1011,9 +1017,9 @@ mod tests {
 #[cfg(test)]
 mod random_menus {
     use super::*;
-    use crate::names::PoolName;
+    use crate::model::names::PoolName;
+    use crate::sys::zfs::parse_list;
     use crate::testing::Rng;
-    use crate::zfs::parse_list;
 
     /// Menus generated (each with 1 to 12 BEs): about 40,000 entries in all.
     const CASES: usize = 6_000;
@@ -1041,9 +1047,12 @@ mod random_menus {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        v.push("n".repeat(crate::names::MAX_BE_NAME));
-        v.push(format!("{}q", "m".repeat(crate::names::MAX_BE_NAME - 1)));
-        v.push("x9".repeat(crate::names::MAX_BE_NAME / 2 - 1));
+        v.push("n".repeat(crate::model::names::MAX_BE_NAME));
+        v.push(format!(
+            "{}q",
+            "m".repeat(crate::model::names::MAX_BE_NAME - 1)
+        ));
+        v.push("x9".repeat(crate::model::names::MAX_BE_NAME / 2 - 1));
         v.push("last".into());
         v
     }
@@ -1291,9 +1300,9 @@ mod random_menus {
                     "case {case}: {} bytes: {kl}",
                     kl.len()
                 );
-                let (kernel, init) = crate::cmdline::split(kl.as_bytes());
+                let (kernel, init) = crate::model::cmdline::split(kl.as_bytes());
                 assert!(init.is_empty(), "case {case}: `--` on a kernel line: {kl}");
-                let args = crate::cmdline::BootArgs::parse(kl.as_bytes());
+                let args = crate::model::cmdline::BootArgs::parse(kl.as_bytes());
                 assert_eq!(
                     args.be.as_ref().map(|b| b.as_str()),
                     Some(be.as_str()),

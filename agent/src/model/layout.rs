@@ -10,7 +10,7 @@
 //! <pool>/<anything else>      shared datasets: never mounted or changed by the agent
 //! ```
 
-use crate::names::{BeName, PoolName};
+use crate::model::names::{BeName, PoolName};
 
 /// Version of this layout, stored in [`PROP_LAYOUT`] on `<pool>/ROOT`.
 pub const LAYOUT_VERSION: &str = "1";
@@ -109,7 +109,7 @@ pub fn state_dataset(pool: &PoolName) -> String {
 pub fn be_of_root(
     pool: &PoolName,
     dataset: &str,
-) -> Option<Result<BeName, crate::names::NameError>> {
+) -> Option<Result<BeName, crate::model::names::NameError>> {
     let rest = dataset
         .strip_prefix(pool.as_str())?
         .strip_prefix('/')?

@@ -22,7 +22,6 @@
 //! warning=...                (one line per warning)
 //! ```
 
-use crate::core::{BootPlan, Choice, DefaultSource};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -42,57 +41,7 @@ fn one_line(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
 }
 
-fn source_name(s: DefaultSource) -> &'static str {
-    match s {
-        DefaultSource::Bootfs => "bootfs",
-        DefaultSource::LastGood => "last-good",
-        DefaultSource::OnlyOne => "only-one",
-        DefaultSource::Grub => "grub",
-    }
-}
-
 impl Report {
-    /// The report for a plan about to be carried out.
-    pub fn for_plan(
-        plan: &BootPlan,
-        pool: &str,
-        hostid: Option<u32>,
-        agent_start: f64,
-        warnings: &[String],
-    ) -> Report {
-        let mut r = Report::default();
-        r.put("version", VERSION);
-        r.put("be", plan.be.as_str());
-        r.put("pool", pool);
-        r.put("dataset", &plan.root);
-        match &plan.choice {
-            Choice::Requested => r.put("choice", "requested"),
-            Choice::Default(s) => {
-                r.put("choice", "default");
-                r.put("source", source_name(*s));
-            }
-            Choice::Fallback {
-                requested,
-                reason,
-                source,
-            } => {
-                r.put("choice", "fallback");
-                r.put("source", source_name(*source));
-                r.put("requested", requested);
-                r.put("reason", reason);
-            }
-        }
-        if let Some(h) = hostid {
-            r.put("hostid", &format!("{h:08x}"));
-        }
-        r.put("init", &plan.init);
-        r.put("agent-start", &format!("{agent_start:.3}"));
-        for w in warnings {
-            r.put("warning", w);
-        }
-        r
-    }
-
     /// Appends a pair.
     pub fn put(&mut self, k: &str, v: &str) {
         self.entries.push((k.to_owned(), one_line(v)));
@@ -155,38 +104,5 @@ impl Report {
             self.get("requested").unwrap_or("?"),
             self.get("reason").unwrap_or("?")
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::names::BeName;
-
-    #[test]
-    fn fallback_report_round_trips() {
-        let plan = BootPlan {
-            be: BeName::new("v1").unwrap(),
-            root: "tank/ROOT/v1".into(),
-            mounts: vec![],
-            init: "/sbin/init".into(),
-            choice: Choice::Fallback {
-                requested: "nosuch".into(),
-                reason: "boot environment nosuch does not exist\nin pool tank".into(),
-                source: DefaultSource::Bootfs,
-            },
-        };
-        let mut r = Report::for_plan(&plan, "tank", Some(0xabc), 1.5, &["w1".into(), "w2".into()]);
-        r.put("init-exec", "2.000");
-        let back = Report::parse(&r.render());
-        assert_eq!(back, r);
-        assert_eq!(back.get("choice"), Some("fallback"));
-        assert_eq!(back.get("hostid"), Some("00000abc"));
-        assert_eq!(back.all("warning"), vec!["w1", "w2"]);
-        assert!(!back.get("reason").unwrap().contains('\n'));
-        assert!(back
-            .fallback_sentence()
-            .unwrap()
-            .contains("booted v1 instead of nosuch"));
     }
 }

@@ -307,7 +307,7 @@ impl Zfs for FakeZfs {
                     Some(p) => Mountpoint::Path(p.to_owned()),
                     None => Mountpoint::None,
                 };
-                let user = crate::layout::LISTED_PROPS
+                let user = crate::model::layout::LISTED_PROPS
                     .iter()
                     .filter_map(|p| self.effective(&i, n, p).map(|v| (p.to_string(), v)))
                     .collect();

@@ -1,18 +1,21 @@
 //! The boot path up to the switch of root: import the pool, read the state and the boot
 //! environments, decide, mount, check the init, and report. Everything here goes through the
 //! [`Zfs`] and [`Mounter`] traits and paths below `Env::root`, so the whole path runs in tests
-//! against fakes in a temporary directory; [`crate::initramfs`] adds what only PID 1 can do.
+//! against fakes in a temporary directory; [`crate::pid1`] adds what only PID 1 can do.
 
-use crate::cmdline::BootArgs;
-use crate::core::{self, BootPlan, Choice, Facts, Plan, Rescue};
-use crate::inventory::Inventory;
-use crate::layout;
-use crate::mounts::Mounter;
-use crate::names::{printable, BeName, PoolName};
-use crate::report::{self, Report};
-use crate::reset;
-use crate::state::{self, EventKind, Loaded};
-use crate::zfs::{ImportError, Listing, Zfs};
+pub mod decide;
+pub mod reset;
+
+use crate::model::cmdline::BootArgs;
+use crate::model::inventory::Inventory;
+use crate::model::layout;
+use crate::model::names::{printable, BeName, PoolName};
+use crate::model::report::{self, Report};
+use crate::model::state::{self, EventKind, Loaded};
+use crate::sys::mounts::Mounter;
+use crate::sys::statefile;
+use crate::sys::zfs::{ImportError, Listing, Zfs};
+use decide::{BootPlan, Choice, Facts, Plan, Rescue};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -113,7 +116,7 @@ impl Env<'_> {
                 Err(ImportError::NotFound) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(250));
                 }
-                Err(e) => return Err(core::import_rescue(args.pool.as_ref(), &e, wait)),
+                Err(e) => return Err(decide::import_rescue(args.pool.as_ref(), &e, wait)),
             }
         }
     }
@@ -289,7 +292,7 @@ impl Env<'_> {
             warnings.push(w);
             return (Loaded::Missing, false);
         }
-        match state::load(&dir) {
+        match statefile::load(&dir) {
             Ok(l) => {
                 match &l {
                     Loaded::Corrupt(why) => {
@@ -343,7 +346,7 @@ impl Env<'_> {
                 last_good: last_good.clone(),
                 failed: &failed,
             };
-            let plan = match core::decide(&facts) {
+            let plan = match decide::decide(&facts) {
                 Plan::Rescue(r) => return Err(r),
                 Plan::Boot(plan) => plan,
             };
@@ -370,13 +373,8 @@ impl Env<'_> {
             }
             match self.mount_plan(&plan) {
                 Ok(newroot) => {
-                    let mut report = Report::for_plan(
-                        &plan,
-                        p.pool.as_str(),
-                        p.hostid,
-                        agent_start,
-                        &p.warnings,
-                    );
+                    let mut report =
+                        plan.report(p.pool.as_str(), p.hostid, agent_start, &p.warnings);
                     if let Some(left) = args.trial {
                         log::info!(
                             "trial boot of {}: {left} tries left after this one",
@@ -455,7 +453,7 @@ impl Env<'_> {
                 );
                 st.reset = Some(request.clone());
                 st.push((self.now)(), EventKind::ResetRequested { request });
-                if let Err(e) = state::store(&dir, st) {
+                if let Err(e) = statefile::store(&dir, st) {
                     return Err(Rescue {
                         reason: format!(
                             "the factory reset of {} could not be recorded: {e:#}",
@@ -509,7 +507,7 @@ impl Env<'_> {
                         erased: outcome.erased,
                     },
                 );
-                if let Err(e) = state::store(&dir, st) {
+                if let Err(e) = statefile::store(&dir, st) {
                     log::error!("the factory reset is done but could not be recorded ({e:#}); it will be found done at the next boot");
                 }
                 log::warn!("factory reset of {} done: {note}", req.be);
@@ -525,7 +523,7 @@ impl Env<'_> {
                         reason: why.clone(),
                     },
                 );
-                let _ = state::store(&dir, st);
+                let _ = statefile::store(&dir, st);
                 Ok(Some(format!("dropped: {why}")))
             }
             Err(reset::Stop::Failpoint(name)) => Err(Rescue {
@@ -639,7 +637,7 @@ impl Env<'_> {
             }
         }
         if *st != before {
-            if let Err(e) = state::store(&self.path(STATE_MOUNT), st) {
+            if let Err(e) = statefile::store(&self.path(STATE_MOUNT), st) {
                 log::warn!("could not update the state record: {e:#}");
             }
         }
@@ -712,7 +710,7 @@ impl UdevShim {
 /// root), is an executable file, and its interpreter (`#!` line or ELF `PT_INTERP`) exists too.
 pub fn check_init(newroot: &Path, init: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let path = crate::fsutil::resolve_in_root(newroot, init)?;
+    let path = crate::sys::fsutil::resolve_in_root(newroot, init)?;
     let meta = std::fs::metadata(&path)
         .map_err(|_| anyhow::anyhow!("init {init} does not exist in it"))?;
     anyhow::ensure!(meta.is_file(), "init {init} is not a file");
@@ -722,7 +720,7 @@ pub fn check_init(newroot: &Path, init: &str) -> anyhow::Result<()> {
     );
     let head = read_head(&path, 4096)?;
     if let Some(interp) = interpreter(&head) {
-        let ip = crate::fsutil::resolve_in_root(newroot, &interp)?;
+        let ip = crate::sys::fsutil::resolve_in_root(newroot, &interp)?;
         anyhow::ensure!(
             ip.is_file(),
             "init {init} needs {interp}, which does not exist in it"
@@ -773,8 +771,8 @@ pub fn interpreter(head: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mounts::FakeMounter;
-    use crate::zfs::fake::FakeZfs;
+    use crate::sys::mounts::FakeMounter;
+    use crate::sys::zfs::fake::FakeZfs;
 
     fn pool_with_bes(root: &Path) -> FakeZfs {
         let z = FakeZfs::new().with_root(root.into());
@@ -882,7 +880,9 @@ mod tests {
             f.contains("booted v1 instead of nosuch") && f.contains("does not exist"),
             "{f}"
         );
-        let st = state::load(&d.path().join(STATE_MOUNT)).unwrap().state();
+        let st = statefile::load(&d.path().join(STATE_MOUNT))
+            .unwrap()
+            .state();
         assert!(
             matches!(&st.events[0].kind, EventKind::Fallback { requested, .. } if requested == "nosuch")
         );
@@ -905,11 +905,11 @@ mod tests {
             history: vec![],
             events: vec![],
         };
-        state::store(&dir, &st).unwrap();
+        statefile::store(&dir, &st).unwrap();
         let e = env(d.path(), &z, &m);
         let ready = boot(&e, "bootenv=v1 bootenv.pool=tank bootenv.rollback=v3").unwrap();
         assert_eq!(ready.report.get("rollback"), Some("v3"));
-        let after = state::load(&dir).unwrap().state();
+        let after = statefile::load(&dir).unwrap().state();
         assert_eq!(after.trial, None);
         assert!(
             matches!(&after.events[..], [state::Event { kind: EventKind::Rollback { failed, booted }, .. }] if failed == "v3" && booted == "v1")
@@ -920,7 +920,7 @@ mod tests {
         }
         z.export("tank").unwrap();
         let _ = boot(&e, "bootenv=v1 bootenv.pool=tank bootenv.rollback=v3").unwrap();
-        assert_eq!(state::load(&dir).unwrap().state().events.len(), 1);
+        assert_eq!(statefile::load(&dir).unwrap().state().events.len(), 1);
     }
 
     #[test]
@@ -956,7 +956,9 @@ mod tests {
                 .all(|(ds, _)| !ds.starts_with("tank/ROOT/")),
             "nothing of the BE was mounted"
         );
-        let st = state::load(&d.path().join(STATE_MOUNT)).unwrap().state();
+        let st = statefile::load(&d.path().join(STATE_MOUNT))
+            .unwrap()
+            .state();
         assert_eq!(
             st.reset.as_ref().map(|r| r.id.as_str()),
             Some("20261122T000000Z")
@@ -977,7 +979,9 @@ mod tests {
             let secs = ready.report.get(key).expect("the time is reported");
             assert!(secs.parse::<f64>().is_ok_and(|s| s >= 0.0), "{key}={secs}");
         }
-        let st = state::load(&d.path().join(STATE_MOUNT)).unwrap().state();
+        let st = statefile::load(&d.path().join(STATE_MOUNT))
+            .unwrap()
+            .state();
         assert!(st.reset.is_none());
         assert!(st
             .events

@@ -68,7 +68,7 @@ pub fn acquire(
                     let mut holder = String::new();
                     let _ = file.rewind();
                     let _ = file.read_to_string(&mut holder);
-                    let holder = crate::names::printable(holder.trim());
+                    let holder = crate::model::names::printable(holder.trim());
                     anyhow::bail!(
                         "another bootenv command is changing the boot environments ({}); run this again when it is done, or with --wait[=SECONDS] to wait for it",
                         if holder.is_empty() { "its name is not known yet".into() } else { holder }

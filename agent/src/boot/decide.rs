@@ -5,10 +5,11 @@
 //! the init is missing), the failure becomes a fact and [`decide`] is asked again. Each round
 //! adds a failed boot environment, so the loop ends.
 
-use crate::cmdline::BootArgs;
-use crate::inventory::{Inventory, Member};
-use crate::names::{BeName, PoolName};
-use crate::zfs::ImportError;
+use crate::model::cmdline::BootArgs;
+use crate::model::inventory::{Inventory, Member};
+use crate::model::names::{BeName, PoolName};
+use crate::model::report::{Report, VERSION as REPORT_VERSION};
+use crate::sys::zfs::ImportError;
 use std::fmt;
 
 /// The init the agent execs when the command line names none.
@@ -307,10 +308,62 @@ pub fn import_rescue(pool: Option<&PoolName>, err: &ImportError, waited_secs: u3
     Rescue { reason, hints }
 }
 
+fn source_name(s: DefaultSource) -> &'static str {
+    match s {
+        DefaultSource::Bootfs => "bootfs",
+        DefaultSource::LastGood => "last-good",
+        DefaultSource::OnlyOne => "only-one",
+        DefaultSource::Grub => "grub",
+    }
+}
+
+impl BootPlan {
+    /// The boot report of this plan, about to be carried out.
+    pub fn report(
+        &self,
+        pool: &str,
+        hostid: Option<u32>,
+        agent_start: f64,
+        warnings: &[String],
+    ) -> Report {
+        let mut r = Report::default();
+        r.put("version", REPORT_VERSION);
+        r.put("be", self.be.as_str());
+        r.put("pool", pool);
+        r.put("dataset", &self.root);
+        match &self.choice {
+            Choice::Requested => r.put("choice", "requested"),
+            Choice::Default(s) => {
+                r.put("choice", "default");
+                r.put("source", source_name(*s));
+            }
+            Choice::Fallback {
+                requested,
+                reason,
+                source,
+            } => {
+                r.put("choice", "fallback");
+                r.put("source", source_name(*source));
+                r.put("requested", requested);
+                r.put("reason", reason);
+            }
+        }
+        if let Some(h) = hostid {
+            r.put("hostid", &format!("{h:08x}"));
+        }
+        r.put("init", &self.init);
+        r.put("agent-start", &format!("{agent_start:.3}"));
+        for w in warnings {
+            r.put("warning", w);
+        }
+        r
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::tests::listing;
+    use crate::model::inventory::tests::listing;
 
     fn inv(bootfs: Option<&str>) -> Inventory {
         let l = listing(&[
@@ -560,5 +613,32 @@ mod tests {
         assert!(r.hints.iter().any(|h| h.contains("bootenv.pool=")));
         let r = import_rescue(Some(&p), &ImportError::InUse("x".into()), 0);
         assert!(r.hints.iter().any(|h| h.contains("never forces")));
+    }
+
+    #[test]
+    fn fallback_report_round_trips() {
+        let plan = BootPlan {
+            be: BeName::new("v1").unwrap(),
+            root: "tank/ROOT/v1".into(),
+            mounts: vec![],
+            init: "/sbin/init".into(),
+            choice: Choice::Fallback {
+                requested: "nosuch".into(),
+                reason: "boot environment nosuch does not exist\nin pool tank".into(),
+                source: DefaultSource::Bootfs,
+            },
+        };
+        let mut r = plan.report("tank", Some(0xabc), 1.5, &["w1".into(), "w2".into()]);
+        r.put("init-exec", "2.000");
+        let back = Report::parse(&r.render());
+        assert_eq!(back, r);
+        assert_eq!(back.get("choice"), Some("fallback"));
+        assert_eq!(back.get("hostid"), Some("00000abc"));
+        assert_eq!(back.all("warning"), vec!["w1", "w2"]);
+        assert!(!back.get("reason").unwrap().contains('\n'));
+        assert!(back
+            .fallback_sentence()
+            .unwrap()
+            .contains("booted v1 instead of nosuch"));
     }
 }

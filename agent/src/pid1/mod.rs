@@ -8,9 +8,9 @@ pub mod rescue;
 mod switchroot;
 
 use crate::boot::Env;
-use crate::cmdline::BootArgs;
-use crate::mounts::SysMounter;
-use crate::zfs::cli::ZfsCli;
+use crate::model::cmdline::BootArgs;
+use crate::sys::mounts::SysMounter;
+use crate::sys::zfs::cli::ZfsCli;
 use nix::mount::MsFlags;
 use std::path::Path;
 
@@ -211,7 +211,7 @@ fn hand_over(env: &Env, ready: crate::boot::Ready, kmsg_setting: Option<&str>) -
     report.put("init-exec", &format!("{t:.3}"));
     let _ = env; // Paths below are now relative to the new root.
     if let Err(e) = std::fs::write(
-        Path::new("/").join(crate::report::DIR).join("boot"),
+        Path::new("/").join(crate::model::report::DIR).join("boot"),
         report.render(),
     ) {
         log::warn!("could not update the boot report: {e}");

@@ -2,7 +2,7 @@
 //! operator busybox's shell on the console. When the shell exits, the agent tries the boot again.
 //! Nothing on this path changes a dataset.
 
-use crate::core::Rescue;
+use crate::boot::decide::Rescue;
 use std::io::Write;
 use std::process::Command;
 use std::time::Duration;

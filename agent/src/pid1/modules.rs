@@ -64,7 +64,7 @@ pub fn module_name(path: &str) -> String {
 }
 
 /// Adds the command line's parameters (`(module, "param=value")`, from
-/// [`crate::cmdline::BootArgs::module_params`]) to the entries of their modules, after the
+/// [`crate::model::cmdline::BootArgs::module_params`]) to the entries of their modules, after the
 /// list's own.
 pub fn add_cmdline_params(entries: &mut [Entry], params: &[(String, String)]) {
     for e in entries.iter_mut() {

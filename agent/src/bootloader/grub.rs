@@ -27,7 +27,7 @@
 //! `fallback` variable is not used: GRUB 2.06 takes only entry numbers there, and after a failed
 //! entry it unsets `timeout`, leaving a menu without a countdown.
 
-use crate::names::BeName;
+use crate::model::names::BeName;
 use std::fmt::Write;
 
 /// Format version of the menu and of the variables.
@@ -202,7 +202,7 @@ impl Menu {
 
     /// The model: what the menu script does with these variables (`None`: the block could not
     /// be read, so nothing is loaded).
-    pub fn model(&self, vars: Option<&crate::grubenv::EnvBlock>) -> GrubBoot {
+    pub fn model(&self, vars: Option<&crate::bootloader::grubenv::EnvBlock>) -> GrubBoot {
         self.model_saving(vars, true)
     }
 
@@ -211,7 +211,7 @@ impl Menu {
     /// trial whose try cannot be counted rolls back, so that neither can repeat forever.
     pub fn model_saving(
         &self,
-        vars: Option<&crate::grubenv::EnvBlock>,
+        vars: Option<&crate::bootloader::grubenv::EnvBlock>,
         can_save: bool,
     ) -> GrubBoot {
         let get = |n: &str| vars.and_then(|v| v.get(n));
@@ -292,7 +292,7 @@ impl Menu {
         let _ = writeln!(
             w,
             "set bootenv_env=\"($bootenv_esp)/{}/grubenv\"",
-            crate::esp::DIR
+            crate::bootloader::esp::DIR
         );
         for v in VARS {
             let _ = writeln!(w, "set {v}=");
@@ -512,7 +512,7 @@ impl Menu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grubenv::EnvBlock;
+    use crate::bootloader::grubenv::EnvBlock;
 
     fn be(s: &str) -> BeName {
         BeName::new(s).unwrap()

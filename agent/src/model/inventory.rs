@@ -1,9 +1,9 @@
 //! The boot environments of a pool, read from a dataset listing: which exist, which can boot
 //! and why not, and what each one mounts. Pure: built from a [`Listing`], no I/O.
 
-use crate::layout::{self, PROP_LABEL, PROP_MEMBER};
-use crate::names::{printable, BeName, PoolName};
-use crate::zfs::{CanMount, Dataset, Listing, Mountpoint};
+use crate::model::layout::{self, PROP_LABEL, PROP_MEMBER};
+use crate::model::listing::{CanMount, Dataset, Listing, Mountpoint};
+use crate::model::names::{printable, BeName, PoolName};
 
 /// A dataset of a boot environment that the agent mounts below the root.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -256,8 +256,12 @@ fn read_be(name: BeName, root: &Dataset, listing: &Listing) -> Be {
         used,
         members,
         unbootable: (!problems.is_empty()).then(|| problems.join("; ")),
-        cmdline: root.prop(crate::layout::PROP_CMDLINE).map(str::to_owned),
-        factory: root.prop(crate::layout::PROP_FACTORY).map(str::to_owned),
+        cmdline: root
+            .prop(crate::model::layout::PROP_CMDLINE)
+            .map(str::to_owned),
+        factory: root
+            .prop(crate::model::layout::PROP_FACTORY)
+            .map(str::to_owned),
         kept,
     }
 }
@@ -265,7 +269,7 @@ fn read_be(name: BeName, root: &Dataset, listing: &Listing) -> Be {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::zfs::parse_list;
+    use crate::model::listing::parse_list;
 
     /// A listing in `zfs list -H -p -o <list_columns()>` form, from
     /// `(name, canmount, mountpoint, label, member)` rows.

@@ -6,12 +6,13 @@
 //! ZFS commands, and commits a multi-step change with one final rename; what it cannot finish it
 //! removes again, if bootenv made it in the same run.
 
-use crate::inventory::{Be, Inventory};
-use crate::layout::{self, PROP_FACTORY, PROP_LABEL, PROP_MEMBER, PROP_SOURCE};
-use crate::names::{BeName, BeRef, PoolName};
-use crate::ops::{Activation, Ctx, PARTIAL_SUFFIX};
-use crate::run::Cmd;
-use crate::state::{self, EventKind};
+use crate::model::inventory::{Be, Inventory};
+use crate::model::layout::{self, PROP_FACTORY, PROP_LABEL, PROP_MEMBER, PROP_SOURCE};
+use crate::model::names::{BeName, BeRef, PoolName};
+use crate::model::state::{self, EventKind};
+use crate::sys::run::Cmd;
+use crate::sys::statefile;
+use crate::verbs::ops::{Activation, Ctx, PARTIAL_SUFFIX};
 use anyhow::{bail, Context};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ pub struct CloneOpts {
 }
 
 /// A BE's datasets to clone, parents first, with their names below the BE root.
-fn be_datasets(ctx: &Ctx, be: &Be) -> anyhow::Result<Vec<crate::zfs::Dataset>> {
+fn be_datasets(ctx: &Ctx, be: &Be) -> anyhow::Result<Vec<crate::sys::zfs::Dataset>> {
     let mut v: Vec<_> = ctx
         .zfs
         .list(&be.dataset)?
@@ -106,7 +107,7 @@ impl Ctx<'_> {
         let (snap, made_snap) = match snap {
             Some(s) => (s, String::new()),
             None => {
-                let s = format!("bootenv-{}", crate::reset::id_from_time(now));
+                let s = format!("bootenv-{}", crate::boot::reset::id_from_time(now));
                 self.zfs.snapshot(&src.dataset, &s, true)?;
                 (s.clone(), format!("{}@{s}", src.dataset))
             }
@@ -128,16 +129,16 @@ impl Ctx<'_> {
                     .local_props(&d.name)?
                     .into_iter()
                     .filter(|(k, _)| {
-                        crate::layout::carried_to_clone(k)
+                        crate::model::layout::carried_to_clone(k)
                             && ![PROP_LABEL, PROP_SOURCE, PROP_FACTORY, "mountpoint"]
                                 .contains(&k.as_str())
                     })
                     .collect();
                 props.push(("canmount".into(), "noauto".into()));
                 let mp = match &d.mountpoint {
-                    crate::zfs::Mountpoint::Path(p) => p.clone(),
-                    crate::zfs::Mountpoint::Legacy => "legacy".into(),
-                    crate::zfs::Mountpoint::None => "none".into(),
+                    crate::sys::zfs::Mountpoint::Path(p) => p.clone(),
+                    crate::sys::zfs::Mountpoint::Legacy => "legacy".into(),
+                    crate::sys::zfs::Mountpoint::None => "none".into(),
                 };
                 props.push(("mountpoint".into(), mp));
                 if rel.is_empty() {
@@ -271,13 +272,13 @@ impl Ctx<'_> {
             .filter(|d| {
                 d.name != ds
                     && d.prop(PROP_MEMBER).is_some()
-                    && d.canmount != crate::zfs::CanMount::Off
+                    && d.canmount != crate::sys::zfs::CanMount::Off
             })
             .filter(|d| !d.name.contains(".reset-") && !d.name.contains(".new-"))
             .collect();
         members.sort_by(|a, b| a.name.cmp(&b.name));
         for m in members {
-            let crate::zfs::Mountpoint::Path(mp) = &m.mountpoint else {
+            let crate::sys::zfs::Mountpoint::Path(mp) = &m.mountpoint else {
                 continue;
             };
             let target = dir.join(mp.trim_start_matches('/'));
@@ -328,7 +329,7 @@ impl Ctx<'_> {
         );
         match self.sync_boot(std::slice::from_ref(name), now) {
             Ok(s) => out.push_str(&s),
-            Err(e) if crate::esp::is_no_esp(&e) => {}
+            Err(e) if crate::bootloader::esp::is_no_esp(&e) => {}
             Err(e) => writeln!(out, "warning: {e:#}")?,
         }
         Ok(out)
@@ -563,7 +564,7 @@ impl Ctx<'_> {
         self.with_mounted_tree(da, true, &|pa| {
             self.with_mounted_tree(db, true, &|pb| {
                 let mut lines = Vec::new();
-                crate::treediff::diff(pa, pb, &mut lines)?;
+                crate::verbs::treediff::diff(pa, pb, &mut lines)?;
                 let mut o = out.borrow_mut();
                 for l in lines {
                     o.push_str(&l);
@@ -592,7 +593,7 @@ impl Ctx<'_> {
         // hold thousands of datasets that are none of bootenv's business.
         let all = self.zfs.list(&be.dataset)?.datasets;
         let prefix = format!("{}/", be.dataset);
-        let mine: Vec<&crate::zfs::Dataset> = all
+        let mine: Vec<&crate::sys::zfs::Dataset> = all
             .iter()
             .filter(|d| d.name == be.dataset || d.name.starts_with(&prefix))
             .collect();
@@ -686,7 +687,7 @@ impl Ctx<'_> {
                 be: name.to_string(),
             },
         );
-        state::store(&dir, &st)?;
+        statefile::store(&dir, &st)?;
         match self.refresh_boot(&inv, &st) {
             Ok(notes) => {
                 for n in notes {
@@ -746,7 +747,7 @@ impl Ctx<'_> {
         // directory goes with the prune after the next menu. When that fails (a format 1 copy
         // on a full ESP), nothing is renamed: the prune would take the only copy.
         if let Ok(Ok(esp)) = self.esp_found() {
-            crate::bootfiles::adopt_kernel(&esp, old, new, now).with_context(|| {
+            crate::bootloader::bootfiles::adopt_kernel(&esp, old, new, now).with_context(|| {
                 format!("giving {new} the kernel of {old} on the ESP; nothing was renamed")
             })?;
         }
@@ -762,7 +763,7 @@ impl Ctx<'_> {
                 to: new.to_string(),
             },
         );
-        state::store(&dir, &st)?;
+        statefile::store(&dir, &st)?;
         let mut out = format!("renamed {old} to {new}\n");
         let inv = self.inventory(&pool)?;
         if matches!(self.esp_found(), Ok(Ok(_))) {
@@ -781,7 +782,7 @@ impl Ctx<'_> {
         let be = inv
             .get(name)
             .with_context(|| format!("no boot environment {name}"))?;
-        let snap = format!("bootenv-export-{}", crate::reset::id_from_time(now));
+        let snap = format!("bootenv-export-{}", crate::boot::reset::id_from_time(now));
         self.zfs.snapshot(&be.dataset, &snap, true)?;
         let full = format!("{}@{snap}", be.dataset);
         log::warn!("sending {full} (with its members and snapshots)");
@@ -950,7 +951,12 @@ impl DestroyPlan {
         for d in &self.snapshots {
             let _ = writeln!(s, "destroy {d}");
         }
-        let _ = writeln!(s, "remove /{}/{} from the ESP", crate::esp::DIR, self.be);
+        let _ = writeln!(
+            s,
+            "remove /{}/{} from the ESP",
+            crate::bootloader::esp::DIR,
+            self.be
+        );
         s
     }
 }
@@ -1135,10 +1141,10 @@ y /run/bootenv/mnt/px zfs rw 0 0\n";
     }
 
     use super::*;
-    use crate::mounts::FakeMounter;
-    use crate::ops::EspChoice;
-    use crate::zfs::fake::FakeZfs;
-    use crate::zfs::Zfs;
+    use crate::sys::mounts::FakeMounter;
+    use crate::sys::zfs::fake::FakeZfs;
+    use crate::sys::zfs::Zfs;
+    use crate::verbs::ops::EspChoice;
 
     fn world() -> (tempfile::TempDir, FakeZfs, FakeMounter) {
         let d = tempfile::tempdir().unwrap();

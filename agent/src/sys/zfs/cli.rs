@@ -4,7 +4,7 @@ use super::{
     classify_import_error, list_columns, parse_list, parse_scan, ImportError, Importable, Listing,
     Zfs,
 };
-use crate::run::Cmd;
+use crate::sys::run::Cmd;
 use anyhow::Context;
 use std::time::Duration;
 

@@ -1,19 +1,20 @@
 //! The operator's verbs on a running system (or in an installer): each is a function over a
 //! [`Ctx`], which holds the ZFS and mount boundaries and the root all paths are relative to.
 
-use crate::bootfiles::{
+use crate::bootloader::bootfiles::{
     build_menu, compute_env, find_kernel, install_kernel, kernel_of, prune, read_env,
     write_menu_and_env, Installed, Next,
 };
-use crate::esp::{Esp, NoEsp};
-use crate::inventory::Inventory;
-use crate::layout::{self, PROP_FACTORY, PROP_LABEL, PROP_LAYOUT, PROP_MEMBER, PROP_SOURCE};
-use crate::mounts::Mounter;
-use crate::names::{printable, BeName, PoolName};
-use crate::report::{self, Report};
-use crate::run::Cmd;
-use crate::state::{self, EventKind, Loaded, ResetMode, ResetRequest, State, Trial};
-use crate::zfs::Zfs;
+use crate::bootloader::esp::{Esp, NoEsp};
+use crate::model::inventory::Inventory;
+use crate::model::layout::{self, PROP_FACTORY, PROP_LABEL, PROP_LAYOUT, PROP_MEMBER, PROP_SOURCE};
+use crate::model::names::{printable, BeName, PoolName};
+use crate::model::report::{self, Report};
+use crate::model::state::{self, EventKind, Loaded, ResetMode, ResetRequest, State, Trial};
+use crate::sys::mounts::Mounter;
+use crate::sys::run::Cmd;
+use crate::sys::statefile;
+use crate::sys::zfs::Zfs;
 use anyhow::{bail, Context};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -163,7 +164,7 @@ impl Ctx<'_> {
     fn state_or_default(&self, pool: &PoolName) -> State {
         self.state_dir(pool)
             .ok()
-            .and_then(|d| state::load(&d).ok())
+            .and_then(|d| statefile::load(&d).ok())
             .map(|l| l.state())
             .unwrap_or_default()
     }
@@ -446,28 +447,29 @@ impl Ctx<'_> {
                     .and_then(|r| r.get("pool").map(str::to_owned));
                 let at = match booted {
                     Some(b) if b != pool.as_str() => {
-                        self.path(&format!("{}-{pool}", crate::esp::MOUNT))
+                        self.path(&format!("{}-{pool}", crate::bootloader::esp::MOUNT))
                     }
-                    _ => self.path(crate::esp::MOUNT),
+                    _ => self.path(crate::bootloader::esp::MOUNT),
                 };
-                let disks =
-                    if explicit.is_none() && crate::esp::mounted_at(&self.root, &at).is_some() {
-                        Vec::new()
-                    } else {
-                        self.zfs
-                            .vdev_devices(pool.as_str())
-                            .unwrap_or_default()
-                            .iter()
-                            .filter_map(|d| crate::esp::disk_of(&self.root, Path::new(d)))
-                            .collect::<Vec<_>>()
-                    };
+                let disks = if explicit.is_none()
+                    && crate::bootloader::esp::mounted_at(&self.root, &at).is_some()
+                {
+                    Vec::new()
+                } else {
+                    self.zfs
+                        .vdev_devices(pool.as_str())
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|d| crate::bootloader::esp::disk_of(&self.root, Path::new(d)))
+                        .collect::<Vec<_>>()
+                };
                 (disks, at)
             }
-            Err(_) => (Vec::new(), self.path(crate::esp::MOUNT)),
+            Err(_) => (Vec::new(), self.path(crate::bootloader::esp::MOUNT)),
         };
         match Esp::open(&self.root, explicit, &disks, &mount_at) {
             Ok(e) => Ok(Ok(e)),
-            Err(e) if self.esp.is_none() && crate::esp::is_no_esp(&e) => Ok(Err(NoEsp)),
+            Err(e) if self.esp.is_none() && crate::bootloader::esp::is_no_esp(&e) => Ok(Err(NoEsp)),
             Err(e) => Err(e),
         }
     }
@@ -475,7 +477,7 @@ impl Ctx<'_> {
     /// Loads the state record for changing it (a newer format is refused).
     pub(crate) fn load_state(&self, pool: &PoolName) -> anyhow::Result<(PathBuf, State)> {
         let dir = self.state_dir(pool)?;
-        match state::load(&dir)? {
+        match statefile::load(&dir)? {
             Loaded::Newer(v) => bail!("the state record has format version {v}, newer than this bootenv; update bootenv in this boot environment"),
             l => Ok((dir, l.state())),
         }
@@ -519,7 +521,7 @@ impl Ctx<'_> {
         &self,
         inv: &'i Inventory,
         name: &BeName,
-    ) -> anyhow::Result<&'i crate::inventory::Be> {
+    ) -> anyhow::Result<&'i crate::model::inventory::Be> {
         let be = inv.get(name).with_context(|| {
             format!(
                 "no boot environment {name} in pool {}; `bootenv list` shows them",
@@ -537,7 +539,11 @@ impl Ctx<'_> {
     /// the last known-good: GRUB must boot what the BE holds. Returns what was done (`None`
     /// without an ESP to manage: then bootfs alone says what boots). An error changes nothing
     /// and names the fix.
-    fn ensure_kernel(&self, be: &crate::inventory::Be, now: u64) -> anyhow::Result<Option<String>> {
+    fn ensure_kernel(
+        &self,
+        be: &crate::model::inventory::Be,
+        now: u64,
+    ) -> anyhow::Result<Option<String>> {
         let esp = match self.esp()? {
             Ok(e) => e,
             Err(_) => return Ok(None),
@@ -566,7 +572,7 @@ impl Ctx<'_> {
     fn install_be_kernel(
         &self,
         esp: &Esp,
-        be: &crate::inventory::Be,
+        be: &crate::model::inventory::Be,
         now: u64,
     ) -> anyhow::Result<Option<anyhow::Result<(String, Installed)>>> {
         let (tree, unmount) = match self.be_tree(be) {
@@ -619,7 +625,7 @@ impl Ctx<'_> {
                 }
                 self.zfs
                     .set_pool_prop(pool.as_str(), "bootfs", &be.dataset)?;
-                state::store(&dir, &st)?;
+                statefile::store(&dir, &st)?;
                 writeln!(
                     out,
                     "{name} is now the default boot environment (bootfs={})",
@@ -643,7 +649,7 @@ impl Ctx<'_> {
                 for n in notes {
                     writeln!(out, "{n}")?;
                 }
-                state::store(&dir, &st)?;
+                statefile::store(&dir, &st)?;
                 writeln!(
                     out,
                     "{name} boots next time only; the boot after that is the default again"
@@ -651,12 +657,12 @@ impl Ctx<'_> {
             }
             Activation::Trial(tries) => {
                 let tries = tries
-                    .or_else(|| inv.setting(crate::layout::PROP_TRIES))
-                    .unwrap_or(crate::grub::DEFAULT_TRIES);
+                    .or_else(|| inv.setting(crate::model::layout::PROP_TRIES))
+                    .unwrap_or(crate::bootloader::grub::DEFAULT_TRIES);
                 anyhow::ensure!(
-                    (1..=crate::grub::MAX_TRIES).contains(&tries),
+                    (1..=crate::bootloader::grub::MAX_TRIES).contains(&tries),
                     "a trial needs 1 to {} tries, not {tries}",
-                    crate::grub::MAX_TRIES
+                    crate::bootloader::grub::MAX_TRIES
                 );
                 if inv.bootfs_be().as_ref() == Some(name) && st.trial.is_none() {
                     bail!("{name} is the default already: there is nothing to try");
@@ -673,7 +679,7 @@ impl Ctx<'_> {
                         tries,
                     },
                 );
-                state::store(&dir, &st)?;
+                statefile::store(&dir, &st)?;
                 let notes = match self.refresh(&inv, &st, None, true, &Next::Keep)? {
                     Refresh::Written(notes) => notes,
                     Refresh::Unmanaged => bail!(
@@ -740,7 +746,7 @@ impl Ctx<'_> {
             }
             self.zfs
                 .set_pool_prop(pool.as_str(), "bootfs", &be.dataset)?;
-            state::store(&dir, &st)?;
+            statefile::store(&dir, &st)?;
             writeln!(
                 out,
                 "{name} passed its trial: it is the default and the last known-good"
@@ -762,7 +768,7 @@ impl Ctx<'_> {
                 writeln!(out, "{n}")?;
             }
             if changed {
-                state::store(&dir, &st)?;
+                statefile::store(&dir, &st)?;
             }
             writeln!(out, "{name} is marked good")?;
         } else {
@@ -779,8 +785,11 @@ impl Ctx<'_> {
 
     /// Where the root of `be` can be read: `/` when it is running, an existing mount, or a
     /// read-only mount made for the purpose (returned for unmounting).
-    fn be_tree(&self, be: &crate::inventory::Be) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
-        let mounts = crate::mounts::mount_table(&self.root);
+    fn be_tree(
+        &self,
+        be: &crate::model::inventory::Be,
+    ) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
+        let mounts = crate::sys::mounts::mount_table(&self.root);
         if let Some(t) = self.tree_of(be, self.running_be().as_deref(), &mounts) {
             return Ok((t, None));
         }
@@ -794,9 +803,9 @@ impl Ctx<'_> {
     /// `mounts` (the mount table) has it.
     fn tree_of(
         &self,
-        be: &crate::inventory::Be,
+        be: &crate::model::inventory::Be,
         running: Option<&str>,
-        mounts: &[crate::mounts::MountEntry],
+        mounts: &[crate::sys::mounts::MountEntry],
     ) -> Option<PathBuf> {
         if running == Some(be.name.as_str()) {
             return Some(self.root.clone());
@@ -814,7 +823,7 @@ impl Ctx<'_> {
         let inv = self.inventory(&pool)?;
         let esp = self.esp()??;
         let mut out = String::new();
-        let targets: Vec<&crate::inventory::Be> = if names.is_empty() {
+        let targets: Vec<&crate::model::inventory::Be> = if names.is_empty() {
             inv.bootable().collect()
         } else {
             names
@@ -865,7 +874,9 @@ impl Ctx<'_> {
                 writeln!(
                     out,
                     "menu written to {}",
-                    esp.bootenv_dir().join(crate::bootfiles::MENU).display()
+                    esp.bootenv_dir()
+                        .join(crate::bootloader::bootfiles::MENU)
+                        .display()
                 )?;
             }
             // No BE has a kernel on the ESP yet: the menu stays as it was.
@@ -914,7 +925,7 @@ impl Ctx<'_> {
                     reason: "cancelled by the operator".into(),
                 },
             );
-            state::store(&dir, &st)?;
+            statefile::store(&dir, &st)?;
             return Ok(format!("the factory reset of {} is cancelled\n", r.be));
         }
         let mode = mode.context("say how much to reset: --mode config or --mode full")?;
@@ -935,7 +946,7 @@ impl Ctx<'_> {
         anyhow::ensure!(
             b.factory.is_some(),
             "{be} has no factory snapshot ({} is not set): it cannot be reset",
-            crate::layout::PROP_FACTORY
+            crate::model::layout::PROP_FACTORY
         );
         let mut out = String::new();
         if let Some(r) = &st.reset {
@@ -944,7 +955,7 @@ impl Ctx<'_> {
             }
             writeln!(out, "replacing the pending factory reset of {}", r.be)?;
         }
-        let id = crate::reset::new_id(self.zfs, pool.as_str(), now)?;
+        let id = crate::boot::reset::new_id(self.zfs, pool.as_str(), now)?;
         let request = ResetRequest {
             be: be.to_string(),
             mode,
@@ -952,7 +963,7 @@ impl Ctx<'_> {
             id: id.clone(),
             origin: "cli".into(),
         };
-        let swaps = crate::reset::swaps(self.zfs, &inv, &request)?;
+        let swaps = crate::boot::reset::swaps(self.zfs, &inv, &request)?;
         st.reset = Some(request.clone());
         st.push(
             now,
@@ -960,7 +971,7 @@ impl Ctx<'_> {
                 request: request.clone(),
             },
         );
-        state::store(&dir, &st)?;
+        statefile::store(&dir, &st)?;
         writeln!(
             out,
             "factory reset ({}) of {be} scheduled for its next boot (id {id}):",
@@ -968,15 +979,17 @@ impl Ctx<'_> {
         )?;
         for s in &swaps {
             let from = match &s.source {
-                crate::reset::Source::Snapshot(snap) => format!("its factory snapshot @{snap}"),
-                crate::reset::Source::Empty => "empty".into(),
+                crate::boot::reset::Source::Snapshot(snap) => {
+                    format!("its factory snapshot @{snap}")
+                }
+                crate::boot::reset::Source::Empty => "empty".into(),
             };
             let prev = if s.erase {
                 "the previous content will be DESTROYED".to_string()
             } else {
                 format!(
                     "the previous content is kept as {}",
-                    crate::reset::kept_name(&s.target, &id)
+                    crate::boot::reset::kept_name(&s.target, &id)
                 )
             };
             writeln!(out, "  {} goes back to {from}; {prev}", s.target)?;
@@ -1031,7 +1044,7 @@ impl Ctx<'_> {
             }
         }
         let esp = self.esp().ok().and_then(|e| e.ok());
-        let mounts = crate::mounts::mount_table(&self.root);
+        let mounts = crate::sys::mounts::mount_table(&self.root);
         let mut out = Vec::new();
         for be in inv.bes.iter().rev() {
             let name = be.name.to_string();
@@ -1059,7 +1072,7 @@ impl Ctx<'_> {
                 last_known_good: st.last_good.as_deref() == Some(name.as_str()),
                 failed: failed.contains(&name),
                 problem: be.unbootable.clone(),
-                menu_problem: crate::bootfiles::menu_problem(be),
+                menu_problem: crate::bootloader::bootfiles::menu_problem(be),
                 kept: be.kept.clone(),
                 esp_kernel,
             });
@@ -1072,9 +1085,9 @@ impl Ctx<'_> {
     fn esp_kernel(
         &self,
         esp: &Esp,
-        be: &crate::inventory::Be,
+        be: &crate::model::inventory::Be,
         running: Option<&str>,
-        mounts: &[crate::mounts::MountEntry],
+        mounts: &[crate::sys::mounts::MountEntry],
     ) -> EspKernel {
         let Some(entry) = kernel_of(esp, be.name.as_str()) else {
             return EspKernel::Missing;
@@ -1082,7 +1095,7 @@ impl Ctx<'_> {
         let Some(tree) = self.tree_of(be, running, mounts) else {
             return EspKernel::Unchecked;
         };
-        match find_kernel(&tree).and_then(|k| crate::bootfiles::kernel_hash(&k)) {
+        match find_kernel(&tree).and_then(|k| crate::bootloader::bootfiles::kernel_hash(&k)) {
             Ok(h) if h == entry.hash => EspKernel::Current,
             Ok(_) => EspKernel::Stale,
             Err(_) => EspKernel::Unchecked,
@@ -1154,7 +1167,7 @@ impl Ctx<'_> {
                 printable(e.label.as_deref().unwrap_or("-")),
                 if flags.is_empty() { "-".into() } else { flags },
                 human_bytes(e.used),
-                crate::reset::id_from_time(e.created)
+                crate::boot::reset::id_from_time(e.created)
                     .get(..13)
                     .map_or(String::new(), |d| format!(
                         "{}-{}-{} {}:{}",
@@ -1215,7 +1228,7 @@ impl Ctx<'_> {
             let committed = r
                 .get("pool")
                 .and_then(|p| PoolName::new(p).ok())
-                .and_then(|pool| self.state_dir(&pool).and_then(|d| state::load(&d)).ok())
+                .and_then(|pool| self.state_dir(&pool).and_then(|d| statefile::load(&d)).ok())
                 .is_some_and(|l| {
                     let st = l.state();
                     !matches!(&st.trial, Some(t) if t.be.as_str() == be)
@@ -1286,7 +1299,7 @@ impl Ctx<'_> {
             }
         }
         if let Some(pool) = r.get("pool").and_then(|p| PoolName::new(p).ok()) {
-            match self.state_dir(&pool).and_then(|d| state::load(&d)) {
+            match self.state_dir(&pool).and_then(|d| statefile::load(&d)) {
                 Ok(l) => {
                     if let Loaded::Corrupt(why) = &l {
                         writeln!(out, "state: unreadable ({why})")?;
@@ -1407,7 +1420,7 @@ impl Ctx<'_> {
             .collect();
         out.insert("esp_problems".into(), Value::Array(esp));
         if let Some(pool) = r.get("pool").and_then(|p| PoolName::new(p).ok()) {
-            match self.state_dir(&pool).and_then(|d| state::load(&d)) {
+            match self.state_dir(&pool).and_then(|d| statefile::load(&d)) {
                 Ok(l) => {
                     if let Loaded::Corrupt(why) = &l {
                         out.insert("state_problem".into(), json!(format!("unreadable ({why})")));
@@ -1580,8 +1593,8 @@ fn is_busy(e: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mounts::FakeMounter;
-    use crate::zfs::fake::FakeZfs;
+    use crate::sys::mounts::FakeMounter;
+    use crate::sys::zfs::fake::FakeZfs;
 
     fn setup() -> (tempfile::TempDir, FakeZfs) {
         let d = tempfile::tempdir().unwrap();
@@ -1726,7 +1739,7 @@ mod tests {
             .to_string()
             .contains("not booted by bootenv"));
         c.mark_good(Some(&BeName::new("v1").unwrap()), 7).unwrap();
-        let st = state::load(&d.path().join(crate::boot::STATE_MOUNT))
+        let st = statefile::load(&d.path().join(crate::boot::STATE_MOUNT))
             .unwrap()
             .state();
         assert_eq!(st.last_good.as_deref(), Some("v1"));
@@ -1742,8 +1755,8 @@ mod tests {
     mod trial {
         use super::*;
         use crate::boot::Env;
-        use crate::cmdline::BootArgs;
-        use crate::grubenv::EnvBlock;
+        use crate::bootloader::grubenv::EnvBlock;
+        use crate::model::cmdline::BootArgs;
 
         const BES: [&str; 3] = ["v1", "v2", "v3"];
 
@@ -1820,7 +1833,9 @@ mod tests {
             }
 
             fn env_path(&self) -> PathBuf {
-                self.esp().bootenv_dir().join(crate::bootfiles::ENV)
+                self.esp()
+                    .bootenv_dir()
+                    .join(crate::bootloader::bootfiles::ENV)
             }
 
             fn state(&self) -> State {
@@ -1828,7 +1843,7 @@ mod tests {
                     .ctx()
                     .state_dir(&PoolName::new("tank").unwrap())
                     .unwrap();
-                state::load(&dir).unwrap().state()
+                statefile::load(&dir).unwrap().state()
             }
 
             /// GRUB at power-on: the model of the menu on the ESP, with its save_env.
@@ -1943,7 +1958,7 @@ mod tests {
             assert!(out.contains("v1: kernel up to date"), "{out}");
             let esp = w.esp();
             assert!(
-                crate::bootfiles::kernel_of(&esp, "v2").is_some(),
+                crate::bootloader::bootfiles::kernel_of(&esp, "v2").is_some(),
                 "v2's kernel was kept"
             );
             // The state record mounted out of sight too: kernels are copied, the menu is not
@@ -2241,12 +2256,12 @@ mod tests {
         fn an_activation_puts_the_bes_current_kernel_on_the_esp() {
             let w = world();
             installed(&w);
-            let old = crate::bootfiles::kernel_of(&w.esp(), "v2").unwrap();
+            let old = crate::bootloader::bootfiles::kernel_of(&w.esp(), "v2").unwrap();
             // v2's initramfs was rebuilt since its kernel went to the ESP.
             edit_be(&w, "v2", "boot/initrd.img", Some(b"a newer initrd of v2"));
             let out = w.ctx().activate(&be("v2"), Activation::Once, 30).unwrap();
             assert!(out.contains("v2: kernel copied"), "{out}");
-            let new = crate::bootfiles::kernel_of(&w.esp(), "v2").unwrap();
+            let new = crate::bootloader::bootfiles::kernel_of(&w.esp(), "v2").unwrap();
             assert_ne!(old.hash, new.hash);
             let menu = std::fs::read_to_string(w.esp().bootenv_dir().join("grub.cfg")).unwrap();
             assert!(
@@ -2266,7 +2281,7 @@ mod tests {
                 be: "v3".into(),
                 tries: 2,
             });
-            state::store(&dir, &st).unwrap();
+            statefile::store(&dir, &st).unwrap();
             assert_eq!(w.boot(), "v1");
             // The next write (here: the default marking itself good) carries the trial to GRUB.
             w.ctx().mark_good(None, 30).unwrap();
@@ -2278,7 +2293,7 @@ mod tests {
             let w = world();
             installed(&w);
             let esp = w.esp();
-            let k = crate::bootfiles::kernel_of(&esp, "v2").unwrap();
+            let k = crate::bootloader::bootfiles::kernel_of(&esp, "v2").unwrap();
             assert!(k.shared);
             let kdir = esp.dir.join(k.dir.trim_start_matches('/'));
             assert_eq!(

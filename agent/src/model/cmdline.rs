@@ -14,7 +14,7 @@
 //! typo on the command line can at worst cost the choice of a boot environment, never the boot.
 //! The keys are a public interface (version 1), documented in ARCHITECTURE.md.
 
-use crate::names::{printable, BeName, PoolName};
+use crate::model::names::{printable, BeName, PoolName};
 use nom::branch::alt;
 use nom::bytes::complete::{tag, take_till, take_while, take_while1};
 use nom::combinator::{opt, recognize};
@@ -61,7 +61,7 @@ pub struct BootArgs {
     /// (module name with `-` read as `_`, `parameter=value`), in command-line order.
     pub module_params: Vec<(String, String)>,
     /// `bootenv.reset=config|full|full-erase`: factory-reset the BE being booted first.
-    pub reset: Option<(crate::state::ResetMode, bool)>,
+    pub reset: Option<(crate::model::state::ResetMode, bool)>,
     /// `bootenv.failpoint=<name>`: stop dead at this point of the boot path (tests).
     pub failpoint: Option<String>,
     /// Keys that were present but could not be used, each as a message naming the fix.
@@ -313,9 +313,13 @@ impl BootArgs {
                     )),
                 },
                 "bootenv.reset" => match value {
-                    Some("config") => out.reset = Some((crate::state::ResetMode::Config, false)),
-                    Some("full") => out.reset = Some((crate::state::ResetMode::Full, false)),
-                    Some("full-erase") => out.reset = Some((crate::state::ResetMode::Full, true)),
+                    Some("config") => {
+                        out.reset = Some((crate::model::state::ResetMode::Config, false))
+                    }
+                    Some("full") => out.reset = Some((crate::model::state::ResetMode::Full, false)),
+                    Some("full-erase") => {
+                        out.reset = Some((crate::model::state::ResetMode::Full, true))
+                    }
                     _ => out.warn(format!(
                         "bootenv.reset={} ignored: write bootenv.reset=config, full or full-erase",
                         printable(value.unwrap_or(""))
@@ -385,7 +389,7 @@ impl BootArgs {
         };
         match (parts.next(), parts.next()) {
             (None, _) => (Some(pool), None),
-            (Some(crate::layout::ROOT), Some(name)) => match BeName::new(name) {
+            (Some(crate::model::layout::ROOT), Some(name)) => match BeName::new(name) {
                 Ok(be) => (Some(pool), Some(be)),
                 Err(e) => {
                     self.warn(format!(
@@ -399,7 +403,7 @@ impl BootArgs {
                 self.warn(format!(
                     "root={} is not a boot environment (<pool>/{}/<name>): bootenv boots only the datasets it manages",
                     printable(value),
-                    crate::layout::ROOT
+                    crate::model::layout::ROOT
                 ));
                 (Some(pool), None)
             }
@@ -677,7 +681,7 @@ mod tests {
 
     #[test]
     fn reset_requests() {
-        use crate::state::ResetMode;
+        use crate::model::state::ResetMode;
         assert_eq!(
             BootArgs::parse("bootenv.reset=config").reset,
             Some((ResetMode::Config, false))

@@ -13,14 +13,12 @@
 //! 14+n 4  CRC-32 (IEEE) of bytes 0 .. 14+n, little endian
 //! ```
 //!
-//! Writes replace the file atomically ([`crate::fsutil::atomic_write`]). A record that does not
+//! Writes replace the file atomically (`sys::statefile::store`, through `sys::fsutil::atomic_write`). A record that does not
 //! verify is never silently dropped: it is copied to `state.corrupt` before being replaced. A
 //! record of a newer version (written by a newer bootenv in another boot environment) is read
 //! as empty and never overwritten.
 
-use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 /// Magic bytes at the start of the record.
 pub const MAGIC: &[u8; 8] = b"BENVSTAT";
@@ -281,36 +279,10 @@ pub fn decode(bytes: &[u8]) -> Loaded {
     }
 }
 
-/// Reads the record in `dir`.
-pub fn load(dir: &Path) -> anyhow::Result<Loaded> {
-    match std::fs::read(dir.join(FILE)) {
-        Ok(b) => Ok(decode(&b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Loaded::Missing),
-        Err(e) => Err(e).with_context(|| format!("reading {}", dir.join(FILE).display())),
-    }
-}
-
-/// Replaces the record in `dir` with `state`, crash-safely. Refuses to overwrite a newer
-/// version; keeps a copy of a corrupt record as `state.corrupt`.
-pub fn store(dir: &Path, state: &State) -> anyhow::Result<()> {
-    match load(dir)? {
-        Loaded::Newer(v) => bail!(
-            "the state record in {} has format version {v}, newer than this bootenv ({VERSION}); update bootenv in this boot environment",
-            dir.display()
-        ),
-        Loaded::Corrupt(why) => {
-            log::warn!("keeping the unreadable state record as {}/state.corrupt ({why})", dir.display());
-            let old = std::fs::read(dir.join(FILE)).context("reading the corrupt state record")?;
-            crate::fsutil::atomic_write(dir, "state.corrupt", &old)?;
-        }
-        Loaded::Missing | Loaded::Valid(_) => {}
-    }
-    crate::fsutil::atomic_write(dir, FILE, &encode(state))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::statefile::{load, store};
 
     fn sample() -> State {
         let mut s = State {

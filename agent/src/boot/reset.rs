@@ -20,13 +20,13 @@
 //! stays in the state record until the last one ran. `org.bootenv:reset=<id>` on T tells a swapped
 //! T from an untouched one.
 
-use crate::layout::{PROP_FACTORY, PROP_MEMBER};
-use crate::names::printable;
-use crate::state::{ResetMode, ResetRequest};
-use crate::zfs::Zfs;
+use crate::model::layout::{PROP_FACTORY, PROP_MEMBER};
+use crate::model::names::printable;
+use crate::model::state::{ResetMode, ResetRequest};
+use crate::sys::zfs::Zfs;
 use anyhow::{bail, Context};
 
-pub use crate::layout::{PROP_CANMOUNT, PROP_DATA, PROP_RESET, PROP_SAVED};
+pub use crate::model::layout::{PROP_CANMOUNT, PROP_DATA, PROP_RESET, PROP_SAVED};
 
 /// What a swapped-in dataset starts from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,7 +171,7 @@ pub fn plan_swap(swap: &Swap, id: &str, f: &SwapFacts) -> Result<Vec<Step>, Stri
 
 /// Reads what exists of a swap.
 pub fn facts(zfs: &dyn Zfs, swap: &Swap, id: &str) -> anyhow::Result<SwapFacts> {
-    let exists = |ds: &str| -> anyhow::Result<Option<crate::zfs::Dataset>> {
+    let exists = |ds: &str| -> anyhow::Result<Option<crate::sys::zfs::Dataset>> {
         Ok(zfs.list(ds)?.datasets.into_iter().find(|d| d.name == ds))
     };
     let t = exists(&swap.target)?;
@@ -218,7 +218,7 @@ fn original_props(
         .find(|(k, _)| k == PROP_CANMOUNT)
         .or_else(|| props.iter().find(|(k, _)| k == "canmount"))
         .map_or_else(|| "on".to_string(), |(_, v)| v.clone());
-    props.retain(|(k, _)| crate::layout::carried_to_clone(k));
+    props.retain(|(k, _)| crate::model::layout::carried_to_clone(k));
     props.push(("canmount".into(), canmount));
     Ok(props)
 }
@@ -287,10 +287,10 @@ fn run_step(
 /// `org.bootenv:data=reset` outside the BEs and bootenv's state.
 pub fn swaps(
     zfs: &dyn Zfs,
-    inv: &crate::inventory::Inventory,
+    inv: &crate::model::inventory::Inventory,
     req: &ResetRequest,
 ) -> anyhow::Result<Vec<Swap>> {
-    let be = crate::names::BeName::new(&req.be)?;
+    let be = crate::model::names::BeName::new(&req.be)?;
     let be = inv
         .get(&be)
         .with_context(|| format!("boot environment {} does not exist", req.be))?;
@@ -301,7 +301,7 @@ pub fn swaps(
         .list(&be.dataset)?
         .datasets
         .iter()
-        .filter(|d| d.prop(PROP_MEMBER) == Some(crate::layout::MEMBER_CONFIG))
+        .filter(|d| d.prop(PROP_MEMBER) == Some(crate::model::layout::MEMBER_CONFIG))
         .find_map(|d| match d.name.strip_suffix(&suffix) {
             Some(t) => Some(t.to_owned()),
             None if !d.name.contains(".reset-") && !d.name.contains(".new-") => {
@@ -318,7 +318,7 @@ pub fn swaps(
     let factory = be
         .factory
         .clone()
-        .unwrap_or_else(|| crate::layout::FACTORY_SNAPSHOT.to_string());
+        .unwrap_or_else(|| crate::model::layout::FACTORY_SNAPSHOT.to_string());
     let mut out = vec![Swap {
         role: "config",
         target: config,
@@ -327,8 +327,8 @@ pub fn swaps(
     }];
     if req.mode == ResetMode::Full {
         let pool = inv.pool.as_str();
-        let root = crate::layout::root_container(&inv.pool);
-        let state = crate::layout::state_dataset(&inv.pool);
+        let root = crate::model::layout::root_container(&inv.pool);
+        let state = crate::model::layout::state_dataset(&inv.pool);
         // Targets by name; a swap under way shows as `<T>.reset-<id>` or `<T>.new-<id>`.
         let mut targets: Vec<String> = Vec::new();
         for (ds, v) in zfs.local_prop(pool, PROP_DATA)? {
@@ -415,7 +415,7 @@ pub enum Stop {
 /// true to stop there, as a power cut would.
 pub fn run(
     zfs: &dyn Zfs,
-    inv: &crate::inventory::Inventory,
+    inv: &crate::model::inventory::Inventory,
     req: &ResetRequest,
     failpoint: &dyn Fn(&str) -> bool,
 ) -> Result<Outcome, Stop> {
@@ -617,11 +617,11 @@ mod tests {
 
     mod on_a_pool {
         use super::super::*;
-        use crate::inventory::Inventory;
-        use crate::names::PoolName;
-        use crate::state::{ResetMode, ResetRequest};
-        use crate::zfs::fake::FakeZfs;
-        use crate::zfs::Zfs;
+        use crate::model::inventory::Inventory;
+        use crate::model::names::PoolName;
+        use crate::model::state::{ResetMode, ResetRequest};
+        use crate::sys::zfs::fake::FakeZfs;
+        use crate::sys::zfs::Zfs;
         use std::cell::RefCell;
 
         fn pool() -> FakeZfs {

@@ -7,10 +7,10 @@
 //! standalone image whose embedded configuration finds `/bootenv/grub.cfg`), `grub-bios.cfg`,
 //! and `i386-pc/` with `boot.img`, `core.img` (prefix `(hd0,gpt1)/boot/grub`) and the modules.
 
-use crate::esp::Esp;
-use crate::names::{BeName, PoolName};
-use crate::ops::{Activation, CreateOpts, Ctx, EspChoice};
-use crate::run::Cmd;
+use crate::bootloader::esp::Esp;
+use crate::model::names::{BeName, PoolName};
+use crate::sys::run::Cmd;
+use crate::verbs::ops::{Activation, CreateOpts, Ctx, EspChoice};
 use anyhow::{bail, Context};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -439,7 +439,8 @@ impl Ctx<'_> {
             std::fs::File::open(&esp_dev)?.read_exact(&mut sector)?;
             let esp = Esp {
                 dir: esp_dir.clone(),
-                uuid: crate::esp::fat_uuid(&sector).context("the new ESP has no FAT serial")?,
+                uuid: crate::bootloader::esp::fat_uuid(&sector)
+                    .context("the new ESP has no FAT serial")?,
             };
             step(&format!(
                 "creating pool {} on {}",
@@ -474,10 +475,11 @@ impl Ctx<'_> {
             };
             ctx.prepare_pool(&o.pool)?;
             if let Some(c) = &o.cmdline {
-                crate::grub::check_cmdline(c).map_err(|w| anyhow::anyhow!("--cmdline {w}"))?;
+                crate::bootloader::grub::check_cmdline(c)
+                    .map_err(|w| anyhow::anyhow!("--cmdline {w}"))?;
                 self.zfs.set(
-                    &crate::layout::root_container(&o.pool),
-                    &[(crate::layout::PROP_CMDLINE, c)],
+                    &crate::model::layout::root_container(&o.pool),
+                    &[(crate::model::layout::PROP_CMDLINE, c)],
                 )?;
             }
             step(&format!(
@@ -491,12 +493,14 @@ impl Ctx<'_> {
                     rootfs: o.from.clone(),
                     config: None,
                     label: o.label.clone(),
-                    config_mountpoint: crate::layout::DEFAULT_CONFIG_MOUNTPOINT.into(),
+                    config_mountpoint: crate::model::layout::DEFAULT_CONFIG_MOUNTPOINT.into(),
                 },
             )?;
             step("copying its kernel to the ESP and writing the GRUB menu");
             if let Err(e) = ctx.sync_boot(&[], now) {
-                if e.downcast_ref::<crate::ops::KernelsMissing>().is_none() {
+                if e.downcast_ref::<crate::verbs::ops::KernelsMissing>()
+                    .is_none()
+                {
                     return Err(e);
                 }
                 no_kernel = true;
@@ -508,7 +512,7 @@ impl Ctx<'_> {
                 self.zfs.set_pool_prop(
                     o.pool.as_str(),
                     "bootfs",
-                    &crate::layout::be_dataset(&o.pool, &o.name),
+                    &crate::model::layout::be_dataset(&o.pool, &o.name),
                 )?;
                 let _ = self.mounter.unmount(&ctx.state_mount(&o.pool));
                 return Ok(());
@@ -559,7 +563,7 @@ mod tests {
 
     #[test]
     fn guids_are_stored_mixed_endian() {
-        assert_eq!(guid_bytes(TYPE_ESP), crate::esp::ESP_TYPE);
+        assert_eq!(guid_bytes(TYPE_ESP), crate::bootloader::esp::ESP_TYPE);
     }
 
     #[test]
@@ -597,7 +601,7 @@ mod tests {
             "{p}"
         );
         // bootenv's own reader finds the ESP in it.
-        let found = crate::esp::esp_partitions(&img, 512).unwrap();
+        let found = crate::bootloader::esp::esp_partitions(&img, 512).unwrap();
         assert_eq!(found, vec![1]);
         assert!(in_use(&img).unwrap().is_some());
     }
