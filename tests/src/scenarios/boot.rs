@@ -6,42 +6,36 @@ use super::*;
 /// The scenarios of this family.
 pub(super) fn scenarios() -> Vec<Scenario> {
     vec![
-        Scenario {
-            name: "boot-default",
-            about: "no bootenv= on the command line: the pool's default boots (found by scanning the disks)",
-            run: boot_default,
-            needs: None,
-        },
-        Scenario {
-            name: "boot-select",
-            about: "three BEs; bootenv=v2 boots exactly v2, its config, and mounts nothing else",
-            run: boot_select,
-            needs: None,
-        },
-        Scenario {
-            name: "boot-config-mounted",
-            about: "the BE's config dataset is mounted writable at /etc/config; a write survives a reboot",
-            run: boot_config_mounted,
-            needs: None,
-        },
-        Scenario {
-            name: "boot-unknown-falls-back",
-            about: "bootenv=nosuch: the default boots and can tell that a fallback happened and why",
-            run: boot_unknown_falls_back,
-            needs: None,
-        },
-        Scenario {
-            name: "module-options-cmdline",
-            about: "module options on the kernel command line (zfs.zfs_arc_max=, spl.spl_hostid=, virtio-blk.queue_depth=) are in effect in the booted BE",
-            run: module_options_cmdline,
-            needs: None,
-        },
-        Scenario {
-            name: "boot-missing-pool-rescue",
-            about: "a disk without the pool: the rescue shell starts naming the missing pool",
-            run: boot_missing_pool_rescue,
-            needs: None,
-        },
+        Scenario::new(
+            "boot-default",
+            "no bootenv= on the command line: the pool's default boots (found by scanning the disks)",
+            boot_default,
+        ),
+        Scenario::new(
+            "boot-select",
+            "three BEs; bootenv=v2 boots exactly v2, its config, and mounts nothing else",
+            boot_select,
+        ),
+        Scenario::new(
+            "boot-config-mounted",
+            "the BE's config dataset is mounted writable at /etc/config; a write survives a reboot",
+            boot_config_mounted,
+        ),
+        Scenario::new(
+            "boot-unknown-falls-back",
+            "bootenv=nosuch: the default boots and can tell that a fallback happened and why",
+            boot_unknown_falls_back,
+        ),
+        Scenario::new(
+            "module-options-cmdline",
+            "module options on the kernel command line (zfs.zfs_arc_max=, spl.spl_hostid=, virtio-blk.queue_depth=) are in effect in the booted BE",
+            module_options_cmdline,
+        ),
+        Scenario::new(
+            "boot-missing-pool-rescue",
+            "a disk without the pool: the rescue shell starts naming the missing pool",
+            boot_missing_pool_rescue,
+        ),
     ]
 }
 

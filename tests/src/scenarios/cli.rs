@@ -6,54 +6,46 @@ use super::*;
 /// The scenarios of this family.
 pub(super) fn scenarios() -> Vec<Scenario> {
     vec![
-        Scenario {
-            name: "cli-create-activate",
-            about: "bootenv create --from, then activate: GRUB boots the new BE",
-            run: cli_create_activate,
-            needs: None,
-        },
-        Scenario {
-            name: "cli-upgrade-trial",
-            about: "an upgrade whose command changes files boots as a trial; the old BE keeps the old files",
-            run: cli_upgrade_trial,
-            needs: None,
-        },
-        Scenario {
-            name: "cli-upgrade-fails-cleanly",
-            about: "an upgrade whose command fails: the running BE is unchanged, nothing half-made is left",
-            run: cli_upgrade_fails_cleanly,
-            needs: None,
-        },
-        Scenario {
-            name: "cli-rollback-walk",
-            about: "three upgrades, two rollbacks, one roll forward: each boot is the expected version",
-            run: cli_rollback_walk,
-            needs: None,
-        },
-        Scenario {
-            name: "cli-mount-readonly",
-            about: "an old version's files (and a snapshot's) read without booting it; writes refused; diff",
-            run: cli_mount_readonly,
-            needs: None,
-        },
-        Scenario {
-            name: "cli-destroy-safety",
-            about: "destroy refuses the running, default, trial, last known-good and depended-on BEs; --dry-run is exact",
-            run: cli_destroy_safety,
-            needs: None,
-        },
-        Scenario {
-            name: "cli-export-import",
-            about: "a BE exported to a file (and one through a pipe), imported into a fresh pool on another disk, boots from it",
-            run: cli_export_import,
-            needs: None,
-        },
-        Scenario {
-            name: "cli-install",
-            about: "a blank disk laid out by bootenv install from a tarball boots through GRUB, under UEFI and BIOS",
-            run: cli_install,
-            needs: None,
-        },
+        Scenario::new(
+            "cli-create-activate",
+            "bootenv create --from, then activate: GRUB boots the new BE",
+            cli_create_activate,
+        ),
+        Scenario::new(
+            "cli-upgrade-trial",
+            "an upgrade whose command changes files boots as a trial; the old BE keeps the old files",
+            cli_upgrade_trial,
+        ),
+        Scenario::new(
+            "cli-upgrade-fails-cleanly",
+            "an upgrade whose command fails: the running BE is unchanged, nothing half-made is left",
+            cli_upgrade_fails_cleanly,
+        ),
+        Scenario::new(
+            "cli-rollback-walk",
+            "three upgrades, two rollbacks, one roll forward: each boot is the expected version",
+            cli_rollback_walk,
+        ),
+        Scenario::new(
+            "cli-mount-readonly",
+            "an old version's files (and a snapshot's) read without booting it; writes refused; diff",
+            cli_mount_readonly,
+        ),
+        Scenario::new(
+            "cli-destroy-safety",
+            "destroy refuses the running, default, trial, last known-good and depended-on BEs; --dry-run is exact",
+            cli_destroy_safety,
+        ),
+        Scenario::new(
+            "cli-export-import",
+            "a BE exported to a file (and one through a pipe), imported into a fresh pool on another disk, boots from it",
+            cli_export_import,
+        ),
+        Scenario::new(
+            "cli-install",
+            "a blank disk laid out by bootenv install from a tarball boots through GRUB, under UEFI and BIOS",
+            cli_install,
+        ),
     ]
 }
 

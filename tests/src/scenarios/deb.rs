@@ -8,30 +8,26 @@ use super::*;
 /// The scenarios of this family.
 pub(super) fn scenarios() -> Vec<Scenario> {
     vec![
-        Scenario {
-            name: "deb-install-boot",
-            about: "Debian bookworm in a BE of a new disk; bootenv, bootenv-grub and the kernel package installed with dpkg; it boots through GRUB and initramfs-tools to systemd and is marked good",
-            run: deb_install_boot,
-            needs: Some(Fixture::DebianDisk),
-        },
-        Scenario {
-            name: "deb-upgrade-commit",
-            about: "in the Debian BE, bootenv upgrade installs a newer bootenv package in a new BE (its trigger rebuilds the new BE's initramfs); the running BE is unchanged; the new BE's trial boots and commits",
-            run: deb_upgrade_commit,
-            needs: Some(Fixture::DebianDisk),
-        },
-        Scenario {
-            name: "deb-upgrade-no-zfs",
-            about: "in the Debian BE, an upgrade whose initramfs could not load ZFS fails at upgrade time and leaves nothing behind",
-            run: deb_upgrade_no_zfs,
-            needs: Some(Fixture::DebianDisk),
-        },
-        Scenario {
-            name: "deb-upgrade-rollback",
-            about: "in the Debian BE, an upgrade whose health check fails: its trial is never marked good, the trial watchdog reboots, and GRUB rolls back to the known-good BE by itself",
-            run: deb_upgrade_rollback,
-            needs: Some(Fixture::DebianDisk),
-        },
+        Scenario::new(
+            "deb-install-boot",
+            "Debian bookworm in a BE of a new disk; bootenv, bootenv-grub and the kernel package installed with dpkg; it boots through GRUB and initramfs-tools to systemd and is marked good",
+            deb_install_boot,
+        ).needs(Fixture::DebianDisk),
+        Scenario::new(
+            "deb-upgrade-commit",
+            "in the Debian BE, bootenv upgrade installs a newer bootenv package in a new BE (its trigger rebuilds the new BE's initramfs); the running BE is unchanged; the new BE's trial boots and commits",
+            deb_upgrade_commit,
+        ).needs(Fixture::DebianDisk),
+        Scenario::new(
+            "deb-upgrade-no-zfs",
+            "in the Debian BE, an upgrade whose initramfs could not load ZFS fails at upgrade time and leaves nothing behind",
+            deb_upgrade_no_zfs,
+        ).needs(Fixture::DebianDisk),
+        Scenario::new(
+            "deb-upgrade-rollback",
+            "in the Debian BE, an upgrade whose health check fails: its trial is never marked good, the trial watchdog reboots, and GRUB rolls back to the known-good BE by itself",
+            deb_upgrade_rollback,
+        ).needs(Fixture::DebianDisk),
     ]
 }
 

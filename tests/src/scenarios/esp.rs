@@ -5,24 +5,21 @@ use super::*;
 /// The scenarios of this family.
 pub(super) fn scenarios() -> Vec<Scenario> {
     vec![
-        Scenario {
-            name: "esp-powercut-after-write",
-            about: "power cut right after create and activate wrote the ESP: fsck.fat finds no damaged file and GRUB boots the activated BE",
-            run: esp_powercut_after_write,
-            needs: None,
-        },
-        Scenario {
-            name: "esp-full-activate",
-            about: "with the ESP full, activating a BE whose kernel cannot be copied changes nothing and says why; a stale kernel entry is flagged; the default still boots through GRUB; with space freed the same commands work",
-            run: esp_full_activate,
-            needs: None,
-        },
-        Scenario {
-            name: "esp-shared-kernels",
-            about: "23 BEs of one kernel fit a 256 MiB ESP that holds 15 kernel copies: one shared copy, ESP usage flat; GRUB boots the newest; a kernel directory of ESP format 1 boots and stays while its BE boots that kernel",
-            run: esp_shared_kernels,
-            needs: None,
-        },
+        Scenario::new(
+            "esp-powercut-after-write",
+            "power cut right after create and activate wrote the ESP: fsck.fat finds no damaged file and GRUB boots the activated BE",
+            esp_powercut_after_write,
+        ),
+        Scenario::new(
+            "esp-full-activate",
+            "with the ESP full, activating a BE whose kernel cannot be copied changes nothing and says why; a stale kernel entry is flagged; the default still boots through GRUB; with space freed the same commands work",
+            esp_full_activate,
+        ),
+        Scenario::new(
+            "esp-shared-kernels",
+            "23 BEs of one kernel fit a 256 MiB ESP that holds 15 kernel copies: one shared copy, ESP usage flat; GRUB boots the newest; a kernel directory of ESP format 1 boots and stays while its BE boots that kernel",
+            esp_shared_kernels,
+        ),
     ]
 }
 

@@ -6,54 +6,46 @@ use super::*;
 /// The scenarios of this family.
 pub(super) fn scenarios() -> Vec<Scenario> {
     vec![
-        Scenario {
-            name: "grub-menu-pick",
-            about: "OVMF+GRUB: the menu lists every BE; down-arrow and Enter boot the next one; then the default again",
-            run: grub_menu_pick,
-            needs: None,
-        },
-        Scenario {
-            name: "grub-next-once",
-            about: "bootenv activate --once v3: the next boot is v3, the one after is the default",
-            run: grub_next_once,
-            needs: None,
-        },
-        Scenario {
-            name: "trial-commit",
-            about: "a trial BE boots, marks itself good, and is the default from then on",
-            run: trial_commit,
-            needs: None,
-        },
-        Scenario {
-            name: "trial-panic-rollback",
-            about: "a trial BE whose boot panics the kernel: after its tries GRUB boots the known-good BE, which reports it",
-            run: trial_panic_rollback,
-            needs: None,
-        },
-        Scenario {
-            name: "trial-bad-kernel-rollback",
-            about: "kernels and initramfs on the ESP that GRUB cannot load or the kernel cannot use: a one-shot falls back to the known-good BE, which reports it; trials under OVMF and SeaBIOS use their tries without a key pressed and roll back",
-            run: trial_bad_kernel_rollback,
-            needs: None,
-        },
-        Scenario {
-            name: "trial-init-fail-rollback",
-            about: "a trial BE whose init reboots without marking good: the same rollback",
-            run: trial_init_fail_rollback,
-            needs: None,
-        },
-        Scenario {
-            name: "grubenv-torn-recovers",
-            about: "a truncated, then a garbage grubenv: the known-good BE boots; the next write repairs the block",
-            run: grubenv_torn_recovers,
-            needs: None,
-        },
-        Scenario {
-            name: "grub-bios-boot",
-            about: "SeaBIOS and grub-pc boot the same disk, a chosen BE included",
-            run: grub_bios_boot,
-            needs: None,
-        },
+        Scenario::new(
+            "grub-menu-pick",
+            "OVMF+GRUB: the menu lists every BE; down-arrow and Enter boot the next one; then the default again",
+            grub_menu_pick,
+        ),
+        Scenario::new(
+            "grub-next-once",
+            "bootenv activate --once v3: the next boot is v3, the one after is the default",
+            grub_next_once,
+        ),
+        Scenario::new(
+            "trial-commit",
+            "a trial BE boots, marks itself good, and is the default from then on",
+            trial_commit,
+        ),
+        Scenario::new(
+            "trial-panic-rollback",
+            "a trial BE whose boot panics the kernel: after its tries GRUB boots the known-good BE, which reports it",
+            trial_panic_rollback,
+        ),
+        Scenario::new(
+            "trial-bad-kernel-rollback",
+            "kernels and initramfs on the ESP that GRUB cannot load or the kernel cannot use: a one-shot falls back to the known-good BE, which reports it; trials under OVMF and SeaBIOS use their tries without a key pressed and roll back",
+            trial_bad_kernel_rollback,
+        ),
+        Scenario::new(
+            "trial-init-fail-rollback",
+            "a trial BE whose init reboots without marking good: the same rollback",
+            trial_init_fail_rollback,
+        ),
+        Scenario::new(
+            "grubenv-torn-recovers",
+            "a truncated, then a garbage grubenv: the known-good BE boots; the next write repairs the block",
+            grubenv_torn_recovers,
+        ),
+        Scenario::new(
+            "grub-bios-boot",
+            "SeaBIOS and grub-pc boot the same disk, a chosen BE included",
+            grub_bios_boot,
+        ),
     ]
 }
 

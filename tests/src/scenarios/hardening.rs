@@ -6,30 +6,26 @@ use super::*;
 /// The scenarios of this family.
 pub(super) fn scenarios() -> Vec<Scenario> {
     vec![
-        Scenario {
-            name: "hostile-properties-menu",
-            about: "OVMF+GRUB with oversized, many-word and --bearing cmdline properties (the pool's too) and a hostile label: the bad BEs are left out with reasons, the others boot by default and by choice, a trial still counts and rolls back",
-            run: hostile_properties_menu,
-            needs: None,
-        },
-        Scenario {
-            name: "cmdline-bytes",
-            about: "a command line of non-UTF-8 bytes, unusual whitespace, quotes and --: the agent boots the BE it names, and its init gets exactly the arguments the kernel gave",
-            run: cmdline_bytes,
-            needs: None,
-        },
-        Scenario {
-            name: "fat-name-collisions",
-            about: "names FAT cannot tell apart are refused; ones made with plain zfs are ignored with a reason; the ESP stays fsck-clean and every BE boots through GRUB",
-            run: fat_name_collisions,
-            needs: None,
-        },
-        Scenario {
-            name: "concurrent-verbs",
-            about: "activate, mark-good, sync-boot, create, destroy and the kernel hook started at once, twice (with --wait, and one without): all done one at a time, state, menu and block agree, fsck-clean, the activated BE boots through GRUB",
-            run: concurrent_verbs,
-            needs: None,
-        },
+        Scenario::new(
+            "hostile-properties-menu",
+            "OVMF+GRUB with oversized, many-word and --bearing cmdline properties (the pool's too) and a hostile label: the bad BEs are left out with reasons, the others boot by default and by choice, a trial still counts and rolls back",
+            hostile_properties_menu,
+        ),
+        Scenario::new(
+            "cmdline-bytes",
+            "a command line of non-UTF-8 bytes, unusual whitespace, quotes and --: the agent boots the BE it names, and its init gets exactly the arguments the kernel gave",
+            cmdline_bytes,
+        ),
+        Scenario::new(
+            "fat-name-collisions",
+            "names FAT cannot tell apart are refused; ones made with plain zfs are ignored with a reason; the ESP stays fsck-clean and every BE boots through GRUB",
+            fat_name_collisions,
+        ),
+        Scenario::new(
+            "concurrent-verbs",
+            "activate, mark-good, sync-boot, create, destroy and the kernel hook started at once, twice (with --wait, and one without): all done one at a time, state, menu and block agree, fsck-clean, the activated BE boots through GRUB",
+            concurrent_verbs,
+        ),
     ]
 }
 

@@ -42,6 +42,30 @@ pub struct Scenario {
     pub needs: Option<Fixture>,
 }
 
+impl Scenario {
+    /// A scenario that starts from the golden disk (or from nothing it needs made first).
+    pub const fn new(
+        name: &'static str,
+        about: &'static str,
+        run: fn(&mut Ctx) -> anyhow::Result<()>,
+    ) -> Scenario {
+        Scenario {
+            name,
+            about,
+            run,
+            needs: None,
+        }
+    }
+
+    /// The same, starting from fixture `f`.
+    pub const fn needs(self, f: Fixture) -> Scenario {
+        Scenario {
+            needs: Some(f),
+            ..self
+        }
+    }
+}
+
 /// A setup that several scenarios start from: made once per run by the first scenario that
 /// needs it (or taken from the cache), while the other lanes go on with scenarios that do not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -636,12 +660,7 @@ mod tests {
 
     #[test]
     fn the_longest_scenarios_go_first_and_unknown_ones_by_their_family() {
-        let mk = |name| Scenario {
-            name,
-            about: "",
-            run: nop,
-            needs: None,
-        };
+        let mk = |name| Scenario::new(name, "", nop);
         let s = [mk("boot-a"), mk("deb-b"), mk("cli-c"), mk("esp-d")];
         let est: std::collections::HashMap<String, f64> =
             [("cli-c".to_string(), 900.0), ("boot-a".to_string(), 30.0)]

@@ -6,42 +6,36 @@ use super::*;
 /// The scenarios of this family.
 pub(super) fn scenarios() -> Vec<Scenario> {
     vec![
-        Scenario {
-            name: "reset-config",
-            about: "a changed config and a reset request: the config is factory again, the old one kept, data unchanged",
-            run: reset_config,
-            needs: None,
-        },
-        Scenario {
-            name: "reset-full",
-            about: "a full reset: config and the data datasets back to factory (or empty), the previous data kept as snapshots",
-            run: reset_full,
-            needs: None,
-        },
-        Scenario {
-            name: "reset-erase",
-            about: "a full reset with erase: the previous data is gone, and nothing else is",
-            run: reset_erase,
-            needs: None,
-        },
-        Scenario {
-            name: "reset-powercut-resumes",
-            about: "power cut at two points inside a full reset: the next boot ends where an uninterrupted reset ends",
-            run: reset_powercut_resumes,
-            needs: None,
-        },
-        Scenario {
-            name: "reset-per-version-defaults",
-            about: "two BEs with different factory defaults: each resets to its own",
-            run: reset_per_version_defaults,
-            needs: None,
-        },
-        Scenario {
-            name: "reset-from-grub-menu",
-            about: "the reset chosen with keys in GRUB's advanced menu",
-            run: reset_from_grub_menu,
-            needs: None,
-        },
+        Scenario::new(
+            "reset-config",
+            "a changed config and a reset request: the config is factory again, the old one kept, data unchanged",
+            reset_config,
+        ),
+        Scenario::new(
+            "reset-full",
+            "a full reset: config and the data datasets back to factory (or empty), the previous data kept as snapshots",
+            reset_full,
+        ),
+        Scenario::new(
+            "reset-erase",
+            "a full reset with erase: the previous data is gone, and nothing else is",
+            reset_erase,
+        ),
+        Scenario::new(
+            "reset-powercut-resumes",
+            "power cut at two points inside a full reset: the next boot ends where an uninterrupted reset ends",
+            reset_powercut_resumes,
+        ),
+        Scenario::new(
+            "reset-per-version-defaults",
+            "two BEs with different factory defaults: each resets to its own",
+            reset_per_version_defaults,
+        ),
+        Scenario::new(
+            "reset-from-grub-menu",
+            "the reset chosen with keys in GRUB's advanced menu",
+            reset_from_grub_menu,
+        ),
     ]
 }
 
