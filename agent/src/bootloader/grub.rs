@@ -1,5 +1,6 @@
-//! The GRUB side of bootenv: the menu script (`bootenv grub-menu`) and a model of what that
-//! script does at boot, which the unit tests drive through every transition.
+//! The GRUB side of bootenv: the menu script (`bootenv grub-menu`; its fixed text is
+//! `grub/menu.cfg.in`, here only what repeats per entry, try and fallback and the values) and a
+//! model of what that script does at boot, which the unit tests drive through every transition.
 //!
 //! GRUB variables (a public interface, version 1), kept in `/bootenv/grubenv` on the ESP:
 //!
@@ -28,7 +29,6 @@
 //! entry it unsets `timeout`, leaving a menu without a countdown.
 
 use crate::model::names::BeName;
-use std::fmt::Write;
 
 /// Format version of the menu and of the variables.
 pub const VERSION: u32 = 1;
@@ -271,122 +271,70 @@ impl Menu {
         }
     }
 
-    /// The menu script.
+    /// The menu script: the sections of `grub/menu.cfg.in`, in order, each once or once per
+    /// entry, try or fallback.
     pub fn render(&self) -> String {
-        let mut s = String::new();
-        let w = &mut s;
-        let _ = writeln!(
+        let mut w = String::new();
+        let w = &mut w;
+        put(
             w,
-            "# bootenv GRUB menu, format {VERSION}. Made by `bootenv grub-menu`; do not edit:"
+            "head",
+            &[
+                ("VERSION", &VERSION.to_string()),
+                ("ESP_UUID", &self.esp_uuid),
+                ("ESP_DIR", crate::bootloader::esp::DIR),
+                ("DEFAULT", self.default.as_str()),
+            ],
         );
-        let _ = writeln!(
-            w,
-            "# bootenv rewrites it whenever boot environments or their states change."
-        );
-        let _ = writeln!(w, "insmod part_gpt\ninsmod fat");
-        let _ = writeln!(
-            w,
-            "search --no-floppy --fs-uuid --set=bootenv_esp {}",
-            self.esp_uuid
-        );
-        let _ = writeln!(
-            w,
-            "set bootenv_env=\"($bootenv_esp)/{}/grubenv\"",
-            crate::bootloader::esp::DIR
-        );
-        for v in VARS {
-            let _ = writeln!(w, "set {v}=");
-        }
-        let _ = writeln!(w, "load_env --file \"$bootenv_env\" {}", VARS.join(" "));
-        let _ = writeln!(w, "set bootenv_boot={}", self.default);
-        let _ = writeln!(w, "set bootenv_counted=");
         for (i, _) in self.entries.iter().enumerate() {
-            let _ = writeln!(w, "set bootenv_arg_{i}=");
+            put(w, "arg-reset", &[("I", &i.to_string())]);
         }
-        let _ = writeln!(
-            w,
-            "# The persistent default, when the block names a BE of this menu."
-        );
+        put(w, "default-head", &[]);
         for e in &self.entries {
-            let _ = writeln!(
-                w,
-                "if [ \"$bootenv_default\" = {0} ]; then set bootenv_boot={0}; fi",
-                e.be
-            );
+            put(w, "default-entry", &[("BE", e.be.as_str())]);
         }
-        let _ = writeln!(
-            w,
-            "# A one-shot boot: cleared before booting, so the attempt uses it up."
-        );
-        let _ = writeln!(w, "set bootenv_once=");
-        let _ = writeln!(w, "if [ -n \"$bootenv_next\" ]; then");
-        let _ = writeln!(w, "  set bootenv_want=");
+        put(w, "once-head", &[]);
         for e in &self.entries {
-            let _ = writeln!(
-                w,
-                "  if [ \"$bootenv_next\" = {0} ]; then set bootenv_want={0}; fi",
-                e.be
-            );
+            put(w, "once-entry", &[("BE", e.be.as_str())]);
         }
-        let _ = writeln!(w, "  set bootenv_next=");
-        let _ = writeln!(
-            w,
-            "  # Only a one-shot that could be cleared is carried out: it must never repeat."
-        );
-        let _ = writeln!(
-            w,
-            "  if save_env --file \"$bootenv_env\" bootenv_next; then\n    if [ -n \"$bootenv_want\" ]; then set bootenv_boot=\"$bootenv_want\"; set bootenv_once=1; fi\n  fi\nfi"
-        );
-        let _ = writeln!(
-            w,
-            "# A trial: count the attempt before handing over; when no try is left, roll back."
-        );
-        let _ = writeln!(w, "if [ -z \"$bootenv_once\" ]; then");
+        put(w, "once-tail", &[]);
+        put(w, "trial-head", &[]);
         for (i, e) in self.entries.iter().enumerate() {
-            let _ = writeln!(w, "  if [ \"$bootenv_trial\" = {} ]; then", e.be);
-            let _ = writeln!(w, "    set bootenv_left=");
+            let be = e.be.as_str();
+            put(w, "trial-entry-head", &[("BE", be)]);
             for n in 1..=MAX_TRIES {
-                let _ = writeln!(
+                put(
                     w,
-                    "    if [ \"$bootenv_tries\" = {n} ]; then set bootenv_left={}; fi",
-                    n - 1
+                    "trial-try",
+                    &[("N", &n.to_string()), ("LEFT", &(n - 1).to_string())],
                 );
             }
-            let _ = writeln!(w, "    if [ -n \"$bootenv_left\" ]; then");
-            let _ = writeln!(w, "      set bootenv_tries=$bootenv_left");
-            let _ = writeln!(
+            put(
                 w,
-                "      # A try that could not be counted is not made: the trial rolls back."
+                "trial-entry-count",
+                &[
+                    ("BE", be),
+                    ("I", &i.to_string()),
+                    ("GOOD", self.good.as_str()),
+                ],
             );
-            let _ = writeln!(
-                w,
-                "      if save_env --file \"$bootenv_env\" bootenv_tries; then"
-            );
-            let _ = writeln!(w, "        set bootenv_boot={}", e.be);
-            let _ = writeln!(w, "        set bootenv_counted={}", e.be);
-            let _ = writeln!(
-                w,
-                "        set bootenv_arg_{i}=\"bootenv.trial=$bootenv_left\""
-            );
-            let _ = writeln!(w, "      else\n        set bootenv_left=\n      fi");
-            let _ = writeln!(w, "    fi");
-            let _ = writeln!(w, "    if [ -z \"$bootenv_left\" ]; then");
-            let _ = writeln!(w, "      set bootenv_boot={}", self.good);
             for (j, o) in self.entries.iter().enumerate() {
                 if o.be != e.be {
-                    let _ = writeln!(w, "      set bootenv_arg_{j}=\"bootenv.rollback={}\"", e.be);
+                    put(
+                        w,
+                        "trial-rollback-arg",
+                        &[("J", &j.to_string()), ("BE", be)],
+                    );
                 }
             }
-            let _ = writeln!(w, "    fi\n  fi");
+            put(w, "trial-entry-tail", &[]);
         }
-        let _ = writeln!(w, "fi");
+        put(w, "trial-tail", &[]);
         let mut exports = vec!["bootenv_esp".to_string(), "bootenv_counted".to_string()];
         exports.extend((0..self.entries.len()).map(|i| format!("bootenv_arg_{i}")));
-        let _ = writeln!(w, "export {}", exports.join(" "));
+        put(w, "exports", &[("EXPORTS", &exports.join(" "))]);
         self.fallback_function(w);
-        let _ = writeln!(w, "set default=\"bootenv-$bootenv_boot\"");
-        let _ = writeln!(w, "unset fallback");
-        let _ = writeln!(w, "set timeout={}\nset timeout_style=menu", self.timeout);
+        put(w, "menu-head", &[("TIMEOUT", &self.timeout.to_string())]);
         for (i, e) in self.entries.iter().enumerate() {
             self.entry(
                 w,
@@ -399,10 +347,7 @@ impl Menu {
         }
         // Factory resets, chosen at boot time: the agent records the request first, so that a
         // power cut during the reset resumes it at the next boot.
-        let _ = writeln!(
-            w,
-            "submenu 'Advanced: factory reset' --id 'bootenv-advanced' {{"
-        );
+        put(w, "reset-head", &[]);
         for e in &self.entries {
             for (mode, what) in [
                 ("config", "configuration"),
@@ -419,47 +364,32 @@ impl Menu {
                 );
             }
         }
-        let _ = writeln!(w, "}}");
-        s
+        put(w, "reset-tail", &[]);
+        w.clone()
     }
 
     /// `bootenv_fallback <be>`: what an entry does when GRUB cannot load `<be>`'s kernel or
     /// initramfs (see the module's doc).
     fn fallback_function(&self, w: &mut String) {
-        let _ = writeln!(
+        put(
             w,
-            "# An entry whose kernel or initramfs cannot be loaded ends here, never at a prompt."
+            "fallback-head",
+            &[("PAUSE", &FAILED_TRY_PAUSE.to_string())],
         );
-        let _ = writeln!(w, "function bootenv_fallback {{");
-        let _ = writeln!(
-            w,
-            "  echo \"bootenv: the kernel or initramfs of $1 could not be loaded from the ESP\""
-        );
-        let _ = writeln!(w, "  if [ \"$bootenv_counted\" = \"$1\" ]; then");
-        let _ = writeln!(
-            w,
-            "    echo \"bootenv: this try of $1's trial failed; restarting (the next boot counts the next try, or boots the last known-good)\""
-        );
-        let _ = writeln!(w, "    sleep {FAILED_TRY_PAUSE}\n    reboot\n  fi");
         for f in &self.fallbacks {
             let Some((i, e)) = self.entries.iter().enumerate().find(|(_, e)| &e.be == f) else {
                 continue;
             };
-            let _ = writeln!(w, "  if [ \"$1\" != {} ]; then", e.be);
-            let _ = writeln!(w, "    echo 'bootenv: loading {} instead'", e.be);
+            put(w, "fallback-entry-head", &[("BE", e.be.as_str())]);
             self.load(
                 w,
                 "    ",
                 e,
                 &format!(" bootenv.unloadable=$1 $bootenv_arg_{i}"),
             );
-            let _ = writeln!(w, "  fi");
+            put(w, "fallback-entry-tail", &[]);
         }
-        let _ = writeln!(
-            w,
-            "  echo 'bootenv: no boot environment could be loaded; `bootenv sync-boot` copies the kernels to the ESP again'"
-        );
-        let _ = writeln!(w, "}}");
+        put(w, "fallback-tail", &[]);
     }
 
     /// Loads `e`'s kernel (with `extra` after its command line) and initramfs, and boots them;
@@ -473,40 +403,94 @@ impl Menu {
         } else {
             format!(" {}", e.cmdline)
         };
-        let line = format!(
-            "linux ($bootenv_esp){}/vmlinuz bootenv={} bootenv.pool={}{cmdline}{extra}",
-            e.kernel_dir, e.be, self.pool
+        let args = format!(
+            "bootenv={} bootenv.pool={}{cmdline}{extra}",
+            e.be, self.pool
         );
-        let _ = writeln!(
+        put(
             w,
-            "{indent}if [ -s ($bootenv_esp){}/initrd.img ]; then",
-            e.kernel_dir
+            "load",
+            &[
+                ("IND", indent),
+                ("KDIR", &e.kernel_dir),
+                ("ARGS", args.trim_end()),
+                ("BE", e.be.as_str()),
+                ("PAUSE", &FAILED_TRY_PAUSE.to_string()),
+            ],
         );
-        let _ = writeln!(w, "{indent}  if {}; then", line.trim_end());
-        let _ = writeln!(
-            w,
-            "{indent}    if initrd ($bootenv_esp){}/initrd.img; then boot; fi",
-            e.kernel_dir
-        );
-        let _ = writeln!(
-            w,
-            "{indent}    echo 'bootenv: the initramfs of {} could not be read after its kernel was loaded; restarting'",
-            e.be
-        );
-        let _ = writeln!(
-            w,
-            "{indent}    sleep {FAILED_TRY_PAUSE}\n{indent}    reboot"
-        );
-        let _ = writeln!(w, "{indent}  fi\n{indent}fi");
     }
 
     fn entry(&self, w: &mut String, title: &str, id: &str, e: &Entry, arg: &str, extra: &str) {
-        let _ = writeln!(w, "menuentry '{title}' --id '{id}' {{");
-        let _ = writeln!(w, "  echo 'bootenv: loading {}'", e.be);
+        put(
+            w,
+            "entry-head",
+            &[("TITLE", title), ("ID", id), ("BE", e.be.as_str())],
+        );
         self.load(w, "  ", e, &format!("{extra} {arg}"));
-        let _ = writeln!(w, "  bootenv_fallback {}", e.be);
-        let _ = writeln!(w, "}}");
+        put(w, "entry-tail", &[("BE", e.be.as_str())]);
     }
+}
+
+/// The menu's fixed text, in sections (see the file's head).
+const TEMPLATE: &str = include_str!("../../../grub/menu.cfg.in");
+
+/// The sections of [`TEMPLATE`], by name, each its lines without trailing blank ones; parsed
+/// once.
+fn sections() -> &'static [(&'static str, String)] {
+    static SECTIONS: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::OnceLock::new();
+    SECTIONS.get_or_init(|| {
+        let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+        for l in TEMPLATE.lines() {
+            if let Some(marker) = l.strip_prefix("#@ ") {
+                out.push((marker.split_whitespace().next().unwrap_or(""), Vec::new()));
+            } else if let Some((_, lines)) = out.last_mut() {
+                lines.push(l);
+            }
+        }
+        out.into_iter()
+            .map(|(name, mut lines)| {
+                while lines.last().is_some_and(|l| l.trim().is_empty()) {
+                    lines.pop();
+                }
+                (name, lines.iter().map(|l| format!("{l}\n")).collect())
+            })
+            .collect()
+    })
+}
+
+/// Section `name` of [`TEMPLATE`]. Every name the renderer uses exists (the unit tests render
+/// every kind of section).
+fn section(name: &str) -> &'static str {
+    sections()
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| t.as_str())
+        .unwrap_or_else(|| panic!("grub/menu.cfg.in has no section {name}"))
+}
+
+/// Writes section `name` with each `@KEY@` replaced by its value, in one pass: a value is never
+/// read again for keys (a command line may hold `@`).
+fn put(w: &mut String, name: &str, vars: &[(&str, &str)]) {
+    let mut rest = section(name);
+    while let Some(at) = rest.find('@') {
+        w.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let key = after
+            .find('@')
+            .map(|end| &after[..end])
+            .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'));
+        match key.and_then(|k| vars.iter().find(|(n, _)| *n == k)) {
+            Some((k, v)) => {
+                w.push_str(v);
+                rest = &after[k.len() + 1..];
+            }
+            None => {
+                w.push('@');
+                rest = after;
+            }
+        }
+    }
+    w.push_str(rest);
 }
 
 #[cfg(test)]
@@ -760,6 +744,37 @@ mod tests {
         // Nothing loads: GRUB stops with its errors (no restart loop).
         let b = m.model(Some(&env(&[])));
         assert_eq!(m.outcome(&b, &|_| false), Loaded::Stops);
+    }
+
+    #[test]
+    fn the_template_has_each_section_once_and_the_variables_the_menu_loads() {
+        let names: Vec<&str> = sections().iter().map(|(n, _)| *n).collect();
+        let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        // Every section is written by a menu with a trial, a fallback and two entries.
+        let script = menu().render();
+        for (name, text) in sections() {
+            let first = text.lines().find(|l| !l.contains('@')).unwrap_or("");
+            assert!(script.contains(first), "section {name} is never written");
+        }
+        let head = section("head");
+        for v in VARS {
+            assert!(head.contains(&format!("set {v}=\n")), "{v}");
+        }
+        assert!(head.contains(&format!(
+            "load_env --file \"$bootenv_env\" {}\n",
+            VARS.join(" ")
+        )));
+    }
+
+    #[test]
+    fn values_are_not_read_again_for_keys() {
+        let mut w = String::new();
+        put(&mut w, "default-entry", &[("BE", "@BE@x@I@")]);
+        assert_eq!(
+            w,
+            "if [ \"$bootenv_default\" = @BE@x@I@ ]; then set bootenv_boot=@BE@x@I@; fi\n"
+        );
     }
 
     #[test]
