@@ -29,8 +29,38 @@ pub(super) fn scenarios() -> Vec<Scenario> {
     ]
 }
 
+/// v2's command line in `hostile-properties-menu`: what the test BE needs, padded to exactly the
+/// most bytes and words a property may hold, so that its GRUB entry makes the longest kernel
+/// line bootenv writes and the keys after it must still arrive.
+fn longest_cmdline() -> String {
+    let mut words: Vec<String> = [
+        "console=ttyS0",
+        "quiet",
+        "betest.interactive",
+        "betest.on-trial=panic",
+    ]
+    .iter()
+    .map(|w| w.to_string())
+    .collect();
+    while words.len() < bootenv::bootloader::grub::MAX_CMDLINE_WORDS - 1 {
+        words.push(format!("p{}=x", words.len()));
+    }
+    let used = words.iter().map(|w| w.len() + 1).sum::<usize>() + "pad=".len();
+    words.push(format!(
+        "pad={}",
+        "x".repeat(bootenv::bootloader::grub::MAX_CMDLINE - used)
+    ));
+    words.join(" ")
+}
+
 fn hostile_properties_menu(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
+    let longest = longest_cmdline();
+    ensure!(
+        longest.len() == bootenv::bootloader::grub::MAX_CMDLINE
+            && bootenv::bootloader::grub::check_cmdline(&longest).is_ok(),
+        "not a command line at the limits: {longest}"
+    );
     let mut vm = direct_ready(cx, &disk, "v1", "")?;
     run_long(
         &mut vm,
@@ -38,16 +68,17 @@ fn hostile_properties_menu(cx: &mut Ctx) -> anyhow::Result<()> {
         240,
     )?;
     // The pool's value (inherited by v3) holds `--`; v4's has 40 words, v5's 1,100 bytes; v1
-    // and v2 have values of their own that are fine, and v2 a label made to break a script.
+    // and v2 have values of their own that are fine (v2's at the limits), and v2 a label made
+    // to break a script.
     run_in(
         &mut vm,
-        "zfs set org.bootenv:cmdline='console=ttyS0 quiet -- bootenv=v3' tank/ROOT \
+        &format!("zfs set org.bootenv:cmdline='console=ttyS0 quiet -- bootenv=v3' tank/ROOT \
          && zfs set org.bootenv:cmdline='console=ttyS0 quiet betest.interactive' tank/ROOT/v1 \
-         && zfs set org.bootenv:cmdline='console=ttyS0 quiet betest.interactive betest.on-trial=panic' tank/ROOT/v2 \
-         && zfs set org.bootenv:label=\"2.0 'beta'; reboot \\$x {y} \\\"q\\\" $(printf '\\001\\033')日本 $(printf '%0300d' 0)\" tank/ROOT/v2 \
+         && zfs set org.bootenv:cmdline='{longest}' tank/ROOT/v2 \
+         && zfs set org.bootenv:label=\"2.0 'beta'; reboot \\$x {{y}} \\\"q\\\" $(printf '\\001\\033')日本 $(printf '%0300d' 0)\" tank/ROOT/v2 \
          && zfs inherit org.bootenv:cmdline tank/ROOT/v3 \
          && zfs set org.bootenv:cmdline=\"$(for i in $(seq 40); do printf 'w%d ' $i; done)\" tank/ROOT/v4 \
-         && zfs set org.bootenv:cmdline=\"console=ttyS0 k=$(printf '%01100d' 0)\" tank/ROOT/v5",
+         && zfs set org.bootenv:cmdline=\"console=ttyS0 k=$(printf '%01100d' 0)\" tank/ROOT/v5"),
     )?;
     let out = run_long(
         &mut vm,
