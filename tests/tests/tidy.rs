@@ -1,6 +1,7 @@
 //! Rules the code keeps, checked on every `cargo test`: every Rust module starts with a `//!`
-//! doc saying what it is for, no test is switched off or left as a stub, and the agent runs
-//! commands and mounts only through its seams.
+//! doc saying what it is for, no test is switched off or left as a stub, the agent runs
+//! commands, mounts and reads the mount table only through its seams, and its layers use only
+//! the layers below them.
 
 use std::path::{Path, PathBuf};
 
@@ -105,6 +106,11 @@ fn commands_and_mounts_go_through_their_seams() {
         let commands = code.matches(concat!("Command", "::new(")).count();
         let mounts = code.matches(concat!("nix::mount::", "mount(")).count()
             + code.matches(concat!("nix::mount::", "umount")).count();
+        if code.contains(concat!("proc/self/", "mounts")) {
+            found.push(format!(
+                "{rel} reads the mount table itself: use crate::sys::mounts::mount_table"
+            ));
+        }
         let (allowed_c, allowed_m) = known
             .iter()
             .find(|k| k.0 == rel)

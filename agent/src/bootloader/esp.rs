@@ -129,14 +129,12 @@ pub fn mounted(root: &Path) -> Vec<(PathBuf, PathBuf)> {
 
 /// The vfat file system mounted at `dir`, as (mount point, device).
 pub fn mounted_at(root: &Path, dir: &Path) -> Option<(PathBuf, PathBuf)> {
-    let mounts = std::fs::read_to_string(root.join("proc/self/mounts")).ok()?;
     let rel = dir.strip_prefix(root).ok()?;
     let target = format!("/{}", rel.display());
-    mounts.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.len() > 2 && f[1] == target && f[2] == "vfat")
-            .then(|| (dir.to_path_buf(), PathBuf::from(f[0])))
-    })
+    crate::sys::mounts::mount_table(root)
+        .into_iter()
+        .find(|m| m.target == target && m.fstype == "vfat")
+        .map(|m| (dir.to_path_buf(), PathBuf::from(m.source)))
 }
 
 /// The disk (`vda`) a partition's device node (`/dev/vda1`) belongs to.

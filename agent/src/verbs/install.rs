@@ -338,10 +338,9 @@ impl Ctx<'_> {
             );
         }
         let dev = o.disk.display().to_string();
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        if let Some(m) = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
+        if let Some(m) = crate::sys::mounts::mount_table(Path::new("/"))
+            .into_iter()
+            .map(|m| m.source)
             .find(|m| on_disk(&o.disk, Path::new(m)))
         {
             bail!("{dev} is in use: {m} is mounted; pick another disk, or unmount it first");

@@ -497,14 +497,10 @@ impl Ctx<'_> {
         } else {
             self.root.join("run/bootenv/mnt").join(what)
         };
-        let mounts =
-            std::fs::read_to_string(self.root.join("proc/self/mounts")).unwrap_or_default();
-        let prefix = dir.to_string_lossy().into_owned();
-        let mut below: Vec<PathBuf> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|m| *m == prefix || m.starts_with(&format!("{prefix}/")))
-            .map(PathBuf::from)
+        let mut below: Vec<PathBuf> = crate::sys::mounts::mount_table(&self.root)
+            .into_iter()
+            .map(|m| PathBuf::from(m.target))
+            .filter(|m| m.starts_with(&dir))
             .collect();
         if below.is_empty() && self.mounter.is_mountpoint(&dir) {
             below.push(dir.clone());
@@ -527,13 +523,8 @@ impl Ctx<'_> {
         };
         let (mut da, mut db) = (resolve(a)?, resolve(b)?);
         // A mounted BE (the running one) cannot be mounted twice: compare a snapshot taken now.
-        let mounts =
-            std::fs::read_to_string(self.root.join("proc/self/mounts")).unwrap_or_default();
-        let mounted = |ds: &str| {
-            mounts
-                .lines()
-                .any(|l| l.split_whitespace().next() == Some(ds))
-        };
+        let mounts = crate::sys::mounts::mount_table(&self.root);
+        let mounted = |ds: &str| mounts.iter().any(|m| m.source == ds);
         let mut temp = Vec::new();
         for d in [&mut da, &mut db] {
             if !d.contains('@') && mounted(d) {
@@ -1022,11 +1013,7 @@ fn shell_quote(s: &str) -> String {
 /// `f` left mounted below `root`.
 fn with_api_mounts(root: &Path, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
     use nix::mount::{MntFlags, MsFlags};
-    let below = || {
-        std::fs::read_to_string("/proc/self/mounts")
-            .map(|m| mounts_below(&m, root))
-            .unwrap_or_default()
-    };
+    let below = || mounts_below(&crate::sys::mounts::mount_table(Path::new("/")), root);
     let before = below();
     let mut done = Vec::new();
     let mut result = Ok(());
@@ -1071,30 +1058,11 @@ fn with_api_mounts(root: &Path, f: impl FnOnce() -> anyhow::Result<()>) -> anyho
     result
 }
 
-/// The mount points strictly below `root` in a `/proc/self/mounts` text (octal escapes undone).
-fn mounts_below(mounts: &str, root: &Path) -> Vec<PathBuf> {
-    let unescape = |s: &str| -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'\\'
-                && i + 3 < b.len()
-                && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-            {
-                out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-                i += 4;
-            } else {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    };
-    mounts
-        .lines()
-        .filter_map(|l| l.split(' ').nth(1))
-        .map(|m| PathBuf::from(unescape(m)))
+/// The mount points strictly below `root` in a mount table.
+fn mounts_below(table: &[crate::sys::mounts::MountEntry], root: &Path) -> Vec<PathBuf> {
+    table
+        .iter()
+        .map(|m| PathBuf::from(&m.target))
         .filter(|m| m.starts_with(root) && m != root)
         .collect()
 }
@@ -1109,7 +1077,10 @@ proc /run/bootenv/mnt/p/proc proc rw 0 0\n\
 /dev/vda1 /run/bootenv/mnt/p/run/bootenv/esp vfat rw 0 0\n\
 x /run/bootenv/mnt/p/mnt/a\\040b zfs rw 0 0\n\
 y /run/bootenv/mnt/px zfs rw 0 0\n";
-        let got = super::mounts_below(m, std::path::Path::new("/run/bootenv/mnt/p"));
+        let got = super::mounts_below(
+            &crate::sys::mounts::parse_mount_table(m),
+            std::path::Path::new("/run/bootenv/mnt/p"),
+        );
         let want: Vec<std::path::PathBuf> = [
             "/run/bootenv/mnt/p/proc",
             "/run/bootenv/mnt/p/run/bootenv/esp",
