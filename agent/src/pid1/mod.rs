@@ -84,6 +84,20 @@ fn failpoint(name: &str) -> bool {
     }
 }
 
+/// The boot path's environment on the real system: `/`, ZFS as given, real mounts, the
+/// kernel's clock, failpoints that stop dead; the new root assembled at `staging`.
+fn system_env<'a>(zfs: &'a ZfsCli, staging: &'a str) -> Env<'a> {
+    Env {
+        root: Path::new("/"),
+        zfs,
+        mounter: &SysMounter,
+        uptime: &uptime,
+        now: &now,
+        failpoint: &failpoint,
+        staging,
+    }
+}
+
 /// `bootenv initramfs-tools-mount <rootmnt>`: the agent's boot path inside a Debian
 /// initramfs-tools image (the `bootenv` boot script's `mountroot`). initramfs-tools has mounted
 /// the API file systems, started udev and loaded zfs; the agent imports the pool, picks the
@@ -113,16 +127,7 @@ pub fn initramfs_tools_mount(rootmnt: &Path) -> i32 {
         return 1;
     };
     let zfs = ZfsCli::default().with_search_dir("/dev");
-    let mounter = SysMounter;
-    let env = Env {
-        root: Path::new("/"),
-        zfs: &zfs,
-        mounter: &mounter,
-        uptime: &uptime,
-        now: &now,
-        failpoint: &failpoint,
-        staging,
-    };
+    let env = system_env(&zfs, staging);
     let prepared = env.prepare(&args);
     match prepared.and_then(|p| env.mount_chosen(&args, &p, agent_start)) {
         Ok(ready) => {
@@ -170,16 +175,7 @@ pub fn main() -> ! {
     let zfs = ZfsCli::default()
         .with_programs("/sbin/zpool", "/sbin/zfs")
         .with_search_dir("/dev");
-    let mounter = SysMounter;
-    let env = Env {
-        root: Path::new("/"),
-        zfs: &zfs,
-        mounter: &mounter,
-        uptime: &uptime,
-        now: &now,
-        failpoint: &failpoint,
-        staging: crate::boot::STAGING,
-    };
+    let env = system_env(&zfs, crate::boot::STAGING);
     loop {
         let args = BootArgs::parse(std::fs::read("/proc/cmdline").unwrap_or_default());
         let prepared = env.prepare(&args);

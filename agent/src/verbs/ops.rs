@@ -517,6 +517,29 @@ impl Ctx<'_> {
         Ok(Refresh::Written(notes))
     }
 
+    /// Makes `be` the default as `st` (already updated) records it, in the order that keeps
+    /// every moment bootable: the boot loader first (menu and block: GRUB boots `be` and stops
+    /// counting a trial), then the pool's `bootfs`, then the state record. A run cut short
+    /// boots the new default, and the next bootenv write completes the rest.
+    fn commit_default(
+        &self,
+        out: &mut String,
+        inv: &Inventory,
+        st: &State,
+        dir: &Path,
+        be: &crate::model::inventory::Be,
+    ) -> anyhow::Result<()> {
+        for n in self
+            .refresh(inv, st, Some(&be.name), false, &Next::Keep)?
+            .notes()
+        {
+            writeln!(out, "{n}")?;
+        }
+        self.zfs
+            .set_pool_prop(inv.pool.as_str(), "bootfs", &be.dataset)?;
+        statefile::store(dir, st)
+    }
+
     fn bootable<'i>(
         &self,
         inv: &'i Inventory,
@@ -615,17 +638,7 @@ impl Ctx<'_> {
                         once: false,
                     },
                 );
-                // The boot loader first, then the pool, then the record: an interrupted
-                // activation boots the new default and the next run completes the rest.
-                for n in self
-                    .refresh(&inv, &st, Some(name), false, &Next::Keep)?
-                    .notes()
-                {
-                    writeln!(out, "{n}")?;
-                }
-                self.zfs
-                    .set_pool_prop(pool.as_str(), "bootfs", &be.dataset)?;
-                statefile::store(&dir, &st)?;
+                self.commit_default(&mut out, &inv, &st, &dir, be)?;
                 writeln!(
                     out,
                     "{name} is now the default boot environment (bootfs={})",
@@ -737,16 +750,8 @@ impl Ctx<'_> {
                     be: name.to_string(),
                 },
             );
-            // The boot loader first (it must stop counting), then the pool, then the record.
-            for n in self
-                .refresh(&inv, &st, Some(&name), false, &Next::Keep)?
-                .notes()
-            {
-                writeln!(out, "{n}")?;
-            }
-            self.zfs
-                .set_pool_prop(pool.as_str(), "bootfs", &be.dataset)?;
-            statefile::store(&dir, &st)?;
+            // The boot loader must stop counting first: commit_default writes it first.
+            self.commit_default(&mut out, &inv, &st, &dir, be)?;
             writeln!(
                 out,
                 "{name} passed its trial: it is the default and the last known-good"

@@ -303,15 +303,12 @@ impl Zfs for ZfsCli {
             "1",
             dataset,
         ]);
-        let out = cmd.output()?;
-        if !out.success() && out.stderr.contains("dataset does not exist") {
+        let Some(out) =
+            stdout_unless_missing(&cmd, || format!("listing the snapshots of {dataset}"))?
+        else {
             return Ok(Vec::new());
-        }
-        let out = cmd
-            .check(out)
-            .with_context(|| format!("listing the snapshots of {dataset}"))?;
+        };
         Ok(out
-            .stdout
             .lines()
             .filter(|l| l.starts_with(&format!("{dataset}@")))
             .map(str::to_owned)
@@ -331,14 +328,10 @@ impl Zfs for ZfsCli {
             "clones",
             root,
         ]);
-        let out = cmd.output()?;
-        if !out.success() && out.stderr.contains("dataset does not exist") {
-            return Ok(Vec::new());
-        }
-        let out = cmd
-            .check(out)
-            .with_context(|| format!("listing the clones of the snapshots below {root}"))?;
-        Ok(parse_clones(&out.stdout))
+        let out = stdout_unless_missing(&cmd, || {
+            format!("listing the clones of the snapshots below {root}")
+        })?;
+        Ok(out.map(|o| parse_clones(&o)).unwrap_or_default())
     }
 
     fn local_prop(&self, root: &str, prop: &str) -> anyhow::Result<Vec<(String, String)>> {
@@ -420,6 +413,19 @@ fn parse_clones(out: &str) -> Vec<(String, String)> {
                 .map(move |c| (c.to_owned(), snap.to_owned()))
         })
         .collect()
+}
+
+/// Runs `cmd` and returns what it printed, or `None` when ZFS says the dataset does not exist
+/// (a listing of something that is gone is empty, not an error).
+fn stdout_unless_missing(
+    cmd: &Cmd,
+    what: impl FnOnce() -> String,
+) -> anyhow::Result<Option<String>> {
+    let out = cmd.output()?;
+    if !out.success() && out.stderr.contains("dataset does not exist") {
+        return Ok(None);
+    }
+    Ok(Some(cmd.check(out).with_context(what)?.stdout))
 }
 
 #[cfg(test)]
