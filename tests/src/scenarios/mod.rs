@@ -471,6 +471,33 @@ fn expect_be_within(vm: &mut Vm, name: &str, limit: Duration) -> anyhow::Result<
     Ok(())
 }
 
+/// GRUB's one-byte keys that move the menu's highlight down and up (Ctrl-N, Ctrl-P), like the
+/// arrow keys: an arrow's ESC [ B arrived split on a loaded host once, and a lone ESC sends
+/// GRUB back a menu (grub-menu-pick tests the arrow itself).
+pub(crate) const MENU_NEXT: &str = "\x0e";
+pub(crate) const MENU_PREV: &str = "\x10";
+
+/// Presses `key` in GRUB's menu, waits until the entry matching `highlighted` is highlighted,
+/// and chooses it with Enter (after a moment for GRUB to finish redrawing).
+fn choose_in_menu(vm: &mut Vm, key: &str, highlighted: &str) -> anyhow::Result<()> {
+    vm.send(key)?;
+    vm.expect(&format!(r"\*{highlighted}"), STEP)?;
+    std::thread::sleep(Duration::from_millis(700));
+    vm.send("\r")
+}
+
+/// Waits for the test BE to say it panics on purpose, and for the kernel panic to end the VM.
+fn expect_panic(vm: &mut Vm) -> anyhow::Result<()> {
+    vm.expect(r"BOOTENV-TEST panicking", STEP)?;
+    let e = vm.wait(STEP)?;
+    ensure!(
+        e == crate::qemu::Exit::Panicked,
+        "expected a kernel panic, got {}",
+        crate::qemu::describe(e)
+    );
+    Ok(())
+}
+
 /// Waits for the test init to finish and the VM to power off cleanly.
 fn expect_done(vm: &mut Vm, name: &str) -> anyhow::Result<()> {
     vm.expect(&format!("BOOTENV-TEST be-done name={name}"), STEP)?;

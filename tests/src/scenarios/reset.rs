@@ -268,9 +268,6 @@ fn reset_per_version_defaults(cx: &mut Ctx) -> anyhow::Result<()> {
     power_off(&mut vm)
 }
 
-/// GRUB's Ctrl-N: moves the menu's highlight down one entry, like the down arrow.
-const MENU_NEXT: &str = "\x0e";
-
 fn reset_from_grub_menu(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
     let mut vm = direct_ready(cx, &disk, "v1", "")?;
@@ -278,12 +275,7 @@ fn reset_from_grub_menu(cx: &mut Ctx) -> anyhow::Result<()> {
     power_off(&mut vm)?;
     let mut vm = cx.uefi(&disk)?;
     vm.expect(r"\*v1: 1\.0 \(default, last known-good\)", BOOT)?;
-    // Ctrl-N, GRUB's one-byte "next entry": the arrow key's ESC [ B arrived split on a
-    // loaded host once, and a lone ESC sends GRUB back a menu (grub-menu-pick tests the arrow).
-    vm.send(MENU_NEXT)?;
-    vm.expect(r"\*Advanced: factory reset", STEP)?;
-    std::thread::sleep(Duration::from_millis(700));
-    vm.send("\r")?;
+    choose_in_menu(&mut vm, MENU_NEXT, r"Advanced: factory reset")?;
     vm.expect(r"\*v3: factory reset \(configuration\)", STEP)?;
     for want in [
         "v3: factory reset \\(configuration and data\\)",
