@@ -1,14 +1,18 @@
 //! The command line of the operator's CLI (clap), and its dispatch to [`crate::verbs::ops`].
 //!
-//! Exit codes: 0 success; 1 the command failed (the message says why and what to do);
+//! Every verb returns a typed outcome ([`crate::verbs::outcome`]); this module prints it as text,
+//! or with `--json` as a JSON document, and an error as a message (and a JSON document with its
+//! kind). Exit codes: 0 success; 1 the command failed (the message says why and what to do);
 //! 2 the command line is wrong.
 
+use crate::model::failure::ErrorKind;
 use crate::model::names::{BeName, PoolName};
 use crate::model::state::ResetMode;
 use crate::sys::mounts::SysMounter;
 use crate::sys::zfs::cli::ZfsCli;
 use crate::verbs::lifecycle::CloneOpts;
 use crate::verbs::ops::{Activation, CreateOpts, Ctx, EspChoice};
+use crate::verbs::outcome::Outcome;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -35,6 +39,11 @@ pub struct Cli {
     /// Log every command bootenv runs.
     #[arg(long, short, global = true)]
     pub verbose: bool,
+    /// Print the outcome (or the error, with its kind) as one JSON document on standard
+    /// output, schema version 1 (see ARCHITECTURE.md); progress and warnings go to standard
+    /// error.
+    #[arg(long, global = true)]
+    pub json: bool,
     /// When another bootenv command is changing the boot environments, wait for it, up to
     /// SECONDS (600 when not given), instead of failing at once.
     #[arg(long, global = true, value_name = "SECONDS", num_args = 0..=1, require_equals = true, default_missing_value = "600")]
@@ -47,17 +56,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// How this system booted: which boot environment, why, and what bootenv remembers.
-    Status {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    Status,
     /// List the boot environments: name, label, creation time, origin, space used and state.
-    List {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Create <pool>/ROOT and <pool>/BOOTENV in an existing pool (idempotent).
     PreparePool {
         /// The pool.
@@ -270,8 +271,8 @@ impl Command {
     pub fn writes(&self) -> bool {
         !matches!(
             self,
-            Command::Status { .. }
-                | Command::List { .. }
+            Command::Status
+                | Command::List
                 | Command::GrubMenu
                 | Command::Mount { .. }
                 | Command::Unmount { .. }
@@ -285,9 +286,41 @@ impl Command {
     }
 }
 
+impl Command {
+    /// The verb's name, as typed and as JSON's `verb`.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Command::Status => "status",
+            Command::List => "list",
+            Command::PreparePool { .. } => "prepare-pool",
+            Command::Create { .. } => "create",
+            Command::Activate { .. } => "activate",
+            Command::MarkGood { .. } => "mark-good",
+            Command::SyncBoot { .. } => "sync-boot",
+            Command::GrubMenu => "grub-menu",
+            Command::Upgrade { .. } => "upgrade",
+            Command::Rollback { .. } => "rollback",
+            Command::Rollforward => "rollforward",
+            Command::Mount { .. } => "mount",
+            Command::Unmount { .. } => "unmount",
+            Command::Diff { .. } => "diff",
+            Command::Destroy { .. } => "destroy",
+            Command::Rename { .. } => "rename",
+            Command::Export { .. } => "export",
+            Command::InitramfsToolsMount { .. } => "initramfs-tools-mount",
+            Command::Import { .. } => "import",
+            Command::Install { .. } => "install",
+            Command::FactoryReset { .. } => "factory-reset",
+        }
+    }
+}
+
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
     if let Command::InitramfsToolsMount { rootmnt } = &cli.command {
         // Its own logger: the console and /dev/kmsg, as in bootenv's initramfs.
         return crate::pid1::initramfs_tools_mount(rootmnt);
@@ -300,10 +333,12 @@ pub fn main() -> i32 {
     let _ = simple_logger::SimpleLogger::new().with_level(level).init();
     let zfs = ZfsCli::default();
     let mounter = SysMounter;
+    let runner = crate::sys::run::SysRunner;
     let ctx = Ctx {
         root: PathBuf::from("/"),
         zfs: &zfs,
         mounter: &mounter,
+        runner: &runner,
         pool: cli.pool.clone(),
         esp: cli.esp.clone().map(EspChoice::Mounted),
     };
@@ -312,42 +347,106 @@ pub fn main() -> i32 {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     // One writer at a time (see `lock`); readers never wait.
-    let _lock = if cli.command.writes() {
-        let what: Vec<String> = std::env::args().skip(1).collect();
-        let nested = std::env::var_os(crate::sys::lock::HELD_ENV).is_some();
-        let wait = std::time::Duration::from_secs(cli.wait.unwrap_or(0));
-        match crate::sys::lock::acquire(&ctx.root, &what.join(" "), wait, nested) {
-            Ok(Some(l)) => {
-                // What this command runs (an upgrade's chroot, a kernel hook) must not wait
-                // for it.
-                std::env::set_var(crate::sys::lock::HELD_ENV, "1");
-                Some(l)
-            }
-            Ok(None) => None,
-            Err(e) => {
-                eprintln!("bootenv: error: {e:#}");
-                return 1;
-            }
-        }
-    } else {
-        None
-    };
-    let result = match &cli.command {
-        Command::Status { json } => {
-            if *json {
-                ctx.status_json()
+    let result = lock(&cli, &ctx).and_then(|_lock| run(&cli, &ctx, now));
+    render(&cli, result)
+}
+
+/// Takes the writers' lock when the verb writes.
+fn lock(cli: &Cli, ctx: &Ctx) -> anyhow::Result<Option<crate::sys::lock::WriterLock>> {
+    if !cli.command.writes() {
+        return Ok(None);
+    }
+    let what: Vec<String> = std::env::args().skip(1).collect();
+    let nested = std::env::var_os(crate::sys::lock::HELD_ENV).is_some();
+    let wait = std::time::Duration::from_secs(cli.wait.unwrap_or(0));
+    let l = crate::sys::lock::acquire(&ctx.root, &what.join(" "), wait, nested)?;
+    if l.is_some() {
+        // What this command runs (an upgrade's chroot, a kernel hook) must not wait for it.
+        std::env::set_var(crate::sys::lock::HELD_ENV, "1");
+    }
+    Ok(l)
+}
+
+/// Prints the outcome (text or JSON) or the error; returns the exit code.
+fn render(cli: &Cli, result: anyhow::Result<Outcome>) -> i32 {
+    match result {
+        Ok(out) => {
+            // An export's stream owns standard output when it goes there.
+            let to_stderr = matches!(&cli.command, Command::Export { to, .. } if to == "-");
+            let text = if cli.json {
+                out.json()
             } else {
-                ctx.status()
-            }
-        }
-        Command::List { json } => {
-            if *json {
-                ctx.list_json()
+                if let Outcome::GrubMenu(m) = &out {
+                    for n in &m.notes {
+                        log::warn!("{n}");
+                    }
+                }
+                out.to_string()
+            };
+            if to_stderr {
+                eprint!("{text}");
             } else {
-                ctx.list()
+                print!("{text}");
+            }
+            0
+        }
+        Err(e) => {
+            let kind = crate::verbs::outcome::kind_of(&e);
+            eprintln!("bootenv: error: {e:#}");
+            if cli.json {
+                print!(
+                    "{}",
+                    crate::verbs::outcome::error_json(
+                        Some(cli.command.verb()),
+                        kind,
+                        &format!("{e:#}")
+                    )
+                );
+            }
+            if kind == ErrorKind::Usage {
+                2
+            } else {
+                1
             }
         }
-        Command::PreparePool { pool } => ctx.prepare_pool(pool),
+    }
+}
+
+/// A command line clap refused: its message (as JSON with `--json`), exit status 2; help and
+/// the version are printed as asked.
+fn usage_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind as K;
+    if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion)
+        || !std::env::args().any(|a| a == "--json")
+    {
+        e.exit();
+    }
+    let _ = e.print();
+    let verb = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .filter(|a| {
+            <Cli as clap::CommandFactory>::command()
+                .find_subcommand(a)
+                .is_some()
+        });
+    print!(
+        "{}",
+        crate::verbs::outcome::error_json(
+            verb.as_deref(),
+            ErrorKind::Usage,
+            e.render().to_string().trim()
+        )
+    );
+    2
+}
+
+/// Runs the verb.
+fn run(cli: &Cli, ctx: &Ctx, now: u64) -> anyhow::Result<Outcome> {
+    Ok(match &cli.command {
+        Command::Status => Outcome::Status(ctx.status()?),
+        Command::List => Outcome::List(ctx.list()?),
+        Command::PreparePool { pool } => Outcome::PreparePool(ctx.prepare_pool(pool)?),
         Command::Create {
             name,
             from,
@@ -356,7 +455,7 @@ pub fn main() -> i32 {
             config,
             label,
             config_mountpoint,
-        } => match rootfs {
+        } => Outcome::Create(match rootfs {
             Some(rootfs) => ctx.create(
                 name,
                 &CreateOpts {
@@ -365,7 +464,7 @@ pub fn main() -> i32 {
                     label: label.clone(),
                     config_mountpoint: config_mountpoint.clone(),
                 },
-            ),
+            )?,
             None => ctx.create_from(
                 name,
                 &CloneOpts {
@@ -374,8 +473,8 @@ pub fn main() -> i32 {
                     fresh_config: *fresh_config,
                 },
                 now,
-            ),
-        },
+            )?,
+        }),
         Command::Activate { name, once, trial } => {
             let how = match (once, trial) {
                 (true, _) => Activation::Once,
@@ -383,24 +482,24 @@ pub fn main() -> i32 {
                 (false, Some(n)) => Activation::Trial(Some(*n)),
                 (false, None) => Activation::Default,
             };
-            ctx.activate(name, how, now)
+            Outcome::Activate(ctx.activate(name, how, now)?)
         }
-        Command::MarkGood { name } => ctx.mark_good(name.as_ref(), now),
-        Command::SyncBoot { names } => ctx.sync_boot(names, now),
-        Command::GrubMenu => ctx.grub_menu(),
+        Command::MarkGood { name } => Outcome::MarkGood(ctx.mark_good(name.as_ref(), now)?),
+        Command::SyncBoot { names } => Outcome::SyncBoot(ctx.sync_boot(names, now)?),
+        Command::GrubMenu => Outcome::GrubMenu(ctx.grub_menu()?),
         Command::FactoryReset {
             mode,
             erase,
             be,
             cancel,
-        } => ctx.factory_reset(*mode, *erase, be.as_ref(), *cancel, now),
+        } => Outcome::FactoryReset(ctx.factory_reset(*mode, *erase, be.as_ref(), *cancel, now)?),
         Command::Upgrade {
             name,
             label,
             tries,
             fresh_config,
             command,
-        } => ctx.upgrade(
+        } => Outcome::Upgrade(ctx.upgrade(
             name,
             command,
             &CloneOpts {
@@ -410,29 +509,25 @@ pub fn main() -> i32 {
             },
             *tries,
             now,
-        ),
-        Command::Rollback { name } => ctx.walk(name.as_ref(), false, now),
-        Command::Rollforward => ctx.walk(None, true, now),
-        Command::Mount { what, dir, rw } => ctx.mount_be(what, dir.as_deref(), *rw),
-        Command::Unmount { what } => ctx.unmount_be(what),
-        Command::Diff { a, b } => ctx.diff(a, b),
+        )?),
+        Command::Rollback { name } => Outcome::Rollback(ctx.walk(name.as_ref(), false, now)?),
+        Command::Rollforward => Outcome::Rollforward(ctx.walk(None, true, now)?),
+        Command::Mount { what, dir, rw } => {
+            Outcome::Mount(ctx.mount_be(what, dir.as_deref(), *rw)?)
+        }
+        Command::Unmount { what } => Outcome::Unmount(ctx.unmount_be(what)?),
+        Command::Diff { a, b } => Outcome::Diff(ctx.diff(a, b)?),
         Command::Destroy {
             name,
             dry_run,
             promote_dependents,
-        } => ctx.destroy_be(name, *dry_run, *promote_dependents, now),
-        Command::Rename { old, new } => ctx.rename_be(old, new, now),
-        Command::Export { name, to } => ctx.export_be(name, to, now).map(|msg| {
-            // The stream owns standard output when it goes there.
-            if to == "-" {
-                eprint!("{msg}");
-                String::new()
-            } else {
-                msg
-            }
-        }),
+        } => Outcome::Destroy(ctx.destroy_be(name, *dry_run, *promote_dependents, now)?),
+        Command::Rename { old, new } => Outcome::Rename(ctx.rename_be(old, new, now)?),
+        Command::Export { name, to } => Outcome::Export(ctx.export_be(name, to, now)?),
         Command::InitramfsToolsMount { .. } => unreachable!("handled before the logger is set up"),
-        Command::Import { from, name } => ctx.import_be(from, name.as_ref(), now),
+        Command::Import { from, name } => {
+            Outcome::Import(ctx.import_be(from, name.as_ref(), now)?)
+        }
         Command::Install {
             disk,
             from,
@@ -442,34 +537,26 @@ pub fn main() -> i32 {
             esp_mib,
             cmdline,
             force,
-        } => ctx.install(
-            &crate::verbs::install::InstallOpts {
-                disk: disk.clone(),
-                from: from.clone(),
-                pool: cli
-                    .pool
-                    .clone()
-                    .unwrap_or_else(|| PoolName::new("rpool").expect("a valid name")),
-                name: name.clone(),
-                label: label.clone(),
-                grub_dir: grub_dir.clone(),
-                esp_mib: *esp_mib,
-                cmdline: cmdline.clone(),
-                force: *force,
-            },
-            now,
+        } => Outcome::Install(
+            ctx.install(
+                &crate::verbs::install::InstallOpts {
+                    disk: disk.clone(),
+                    from: from.clone(),
+                    pool: cli
+                        .pool
+                        .clone()
+                        .unwrap_or_else(|| PoolName::new("rpool").expect("a valid name")),
+                    name: name.clone(),
+                    label: label.clone(),
+                    grub_dir: grub_dir.clone(),
+                    esp_mib: *esp_mib,
+                    cmdline: cmdline.clone(),
+                    force: *force,
+                },
+                now,
+            )?,
         ),
-    };
-    match result {
-        Ok(out) => {
-            print!("{out}");
-            0
-        }
-        Err(e) => {
-            eprintln!("bootenv: error: {e:#}");
-            1
-        }
-    }
+    })
 }
 
 #[cfg(test)]

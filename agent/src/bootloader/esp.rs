@@ -9,6 +9,7 @@
 //! /bootenv/<be>/k-<secs>-<hash>      a BE's entry naming its kernel (see `bootfiles`)
 //! ```
 
+use crate::sys::mounts::Mounter;
 use anyhow::{bail, Context};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -120,18 +121,19 @@ pub fn find(root: &Path) -> Vec<PathBuf> {
 }
 
 /// vfat file systems mounted at the usual places, as (mount point, device).
-pub fn mounted(root: &Path) -> Vec<(PathBuf, PathBuf)> {
+pub fn mounted(root: &Path, mounter: &dyn Mounter) -> Vec<(PathBuf, PathBuf)> {
     USUAL_MOUNTS
         .iter()
-        .flat_map(|want| mounted_at(root, &root.join(want)))
+        .flat_map(|want| mounted_at(root, mounter, &root.join(want)))
         .collect()
 }
 
 /// The vfat file system mounted at `dir`, as (mount point, device).
-pub fn mounted_at(root: &Path, dir: &Path) -> Option<(PathBuf, PathBuf)> {
+pub fn mounted_at(root: &Path, mounter: &dyn Mounter, dir: &Path) -> Option<(PathBuf, PathBuf)> {
     let rel = dir.strip_prefix(root).ok()?;
     let target = format!("/{}", rel.display());
-    crate::sys::mounts::mount_table(root)
+    mounter
+        .table(root)
         .into_iter()
         .find(|m| m.target == target && m.fstype == "vfat")
         .map(|m| (dir.to_path_buf(), PathBuf::from(m.source)))
@@ -178,6 +180,7 @@ impl Esp {
     /// /boot/efi, /efi or `mount_at`, else the one there is, mounted at `mount_at`.
     pub fn open(
         root: &Path,
+        mounter: &dyn Mounter,
         explicit: Option<&Path>,
         pool_disks: &[String],
         mount_at: &Path,
@@ -189,7 +192,9 @@ impl Esp {
                     pool_disks.is_empty()
                         || disk_of(root, dev).is_some_and(|d| pool_disks.contains(&d))
                 };
-                let mounted_here = mounted_at(root, mount_at).into_iter().chain(mounted(root));
+                let mounted_here = mounted_at(root, mounter, mount_at)
+                    .into_iter()
+                    .chain(mounted(root, mounter));
                 let mut chosen = None;
                 for (dir, dev) in mounted_here {
                     if on_pool_disk(&dev) {
@@ -211,18 +216,9 @@ impl Esp {
                             ),
                         };
                         std::fs::create_dir_all(mount_at)?;
-                        // dirsync: FAT has no journal; with it, Linux writes a new directory's
-                        // first cluster before its entry, and a renamed file's entry before
-                        // freeing what it replaced (bootenv also syncs in that order itself,
-                        // for an ESP the system mounted without it).
-                        nix::mount::mount(
-                            Some(&dev),
-                            mount_at,
-                            Some("vfat"),
-                            nix::mount::MsFlags::MS_NOATIME | nix::mount::MsFlags::MS_DIRSYNC,
-                            None::<&str>,
-                        )
-                        .with_context(|| {
+                        // With dirsync (see mount_fat); bootenv also syncs in that order itself,
+                        // for an ESP the system mounted without it.
+                        mounter.mount_fat(&dev, mount_at).with_context(|| {
                             format!(
                                 "mounting the ESP {} at {}",
                                 dev.display(),

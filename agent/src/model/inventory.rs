@@ -129,9 +129,10 @@ impl Inventory {
         {
             None => Ok(()),
             Some(b) if &b.name == name => {
-                anyhow::bail!("boot environment {name} exists already{fix}")
+                crate::refuse!(Exists, "boot environment {name} exists already{fix}")
             }
-            Some(b) => anyhow::bail!(
+            Some(b) => crate::refuse!(
+                Exists,
                 "boot environment {name} differs from {} only in case, which the ESP (FAT) cannot tell apart{fix}",
                 b.name
             ),

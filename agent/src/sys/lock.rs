@@ -23,6 +23,21 @@ pub const LOCK: &str = "run/bootenv/lock";
 /// Set in the environment of a lock holder (and so of the commands it runs).
 pub const HELD_ENV: &str = "BOOTENV_LOCK_HELD";
 
+/// Another writer holds the lock (a type, so that the CLI reports the kind `busy`).
+#[derive(Debug)]
+pub struct Busy {
+    /// The holder's pid and command, as it wrote them.
+    pub holder: String,
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "another bootenv command is changing the boot environments ({}); run this again when it is done, or with --wait[=SECONDS] to wait for it", self.holder)
+    }
+}
+
+impl std::error::Error for Busy {}
+
 /// A held lock; released when dropped (or when the process ends).
 pub struct WriterLock {
     _file: Flock<std::fs::File>,
@@ -69,10 +84,13 @@ pub fn acquire(
                     let _ = file.rewind();
                     let _ = file.read_to_string(&mut holder);
                     let holder = crate::model::names::printable(holder.trim());
-                    anyhow::bail!(
-                        "another bootenv command is changing the boot environments ({}); run this again when it is done, or with --wait[=SECONDS] to wait for it",
-                        if holder.is_empty() { "its name is not known yet".into() } else { holder }
-                    );
+                    return Err(anyhow::Error::new(Busy {
+                        holder: if holder.is_empty() {
+                            "its name is not known yet".into()
+                        } else {
+                            holder
+                        },
+                    }));
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }

@@ -1,5 +1,6 @@
-//! The mount boundary: mounting ZFS datasets and unmounting them, as a trait with the real
-//! mount(2) implementation and a fake that stands files in for a dataset's content.
+//! The mount boundary: mounting ZFS datasets and FAT file systems, binding the API file systems
+//! into a chroot and unmounting them, as a trait with the real mount(2) implementation and a
+//! fake that stands files in for a dataset's content; and the one parser of the mount table.
 
 use anyhow::Context;
 use nix::mount::{MntFlags, MsFlags};
@@ -11,6 +12,20 @@ pub trait Mounter {
     fn mount_zfs(&self, dataset: &str, target: &Path, readonly: bool) -> anyhow::Result<()>;
     /// Unmounts whatever is mounted at `target`.
     fn unmount(&self, target: &Path) -> anyhow::Result<()>;
+    /// Mounts the FAT file system on `device` (an ESP) at `target`, with `dirsync`: FAT has no
+    /// journal; with it, Linux writes a new directory's first cluster before its entry, and a
+    /// renamed file's entry before freeing what it replaced.
+    fn mount_fat(&self, device: &Path, target: &Path) -> anyhow::Result<()>;
+    /// Binds `source` (and what is mounted below it) at `target`.
+    fn bind(&self, source: &Path, target: &Path) -> anyhow::Result<()>;
+    /// Detaches what is mounted at `target` (lazily: it goes when no longer used); nothing
+    /// mounted there is not an error.
+    fn detach(&self, target: &Path) -> anyhow::Result<()>;
+    /// The mount table of the system whose root is `root`, targets named from that root (the
+    /// one place verbs learn what is mounted where).
+    fn table(&self, root: &Path) -> Vec<MountEntry> {
+        mount_table(root)
+    }
     /// Whether a file system is mounted at `target` (it is on another device than its parent).
     fn is_mountpoint(&self, target: &Path) -> bool {
         use std::os::unix::fs::MetadataExt;
@@ -47,6 +62,39 @@ impl Mounter for SysMounter {
         log::debug!("umount {}", target.display());
         nix::mount::umount2(target, MntFlags::empty())
             .with_context(|| format!("unmounting {}", target.display()))
+    }
+
+    fn mount_fat(&self, device: &Path, target: &Path) -> anyhow::Result<()> {
+        log::debug!("mount -t vfat {} {}", device.display(), target.display());
+        nix::mount::mount(
+            Some(device),
+            target,
+            Some("vfat"),
+            MsFlags::MS_NOATIME | MsFlags::MS_DIRSYNC,
+            None::<&str>,
+        )
+        .with_context(|| format!("mounting {} at {}", device.display(), target.display()))
+    }
+
+    fn bind(&self, source: &Path, target: &Path) -> anyhow::Result<()> {
+        log::debug!("mount --rbind {} {}", source.display(), target.display());
+        nix::mount::mount(
+            Some(source),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .with_context(|| format!("binding {} at {}", source.display(), target.display()))
+    }
+
+    fn detach(&self, target: &Path) -> anyhow::Result<()> {
+        log::debug!("umount -l {}", target.display());
+        match nix::mount::umount2(target, MntFlags::MNT_DETACH) {
+            // Already gone (a bind listed twice, or unmounted with its parent).
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("detaching {}", target.display())),
+        }
     }
 }
 

@@ -3,6 +3,10 @@
 //! Every command is logged before it runs, gets a null stdin unless given input, may carry a
 //! timeout, and on failure yields an error that names the command line, how it ended and the
 //! tail of its stderr, so that an operator reading the console sees why without a second try.
+//! Besides [`Cmd::output`] (captured), a command can stream its stdout into a writer or its
+//! stdin from a reader (`zfs send`, `zfs receive`), or run attached to the terminal
+//! ([`Runner`]: the operator's command inside `bootenv upgrade`, with its stdout sent to
+//! bootenv's stderr so that bootenv's own stdout carries only the outcome).
 
 use std::fmt;
 use std::io::Write;
@@ -248,6 +252,208 @@ impl Cmd {
     }
 }
 
+/// Copies a stream, telling on stderr how far it got every 64 MiB; returns the bytes copied.
+pub fn copy_with_progress(
+    src: &mut dyn std::io::Read,
+    dst: &mut dyn Write,
+    what: &str,
+) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    let mut next = 64u64 << 20;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            break;
+        }
+        dst.write_all(&buf[..n])?;
+        total += n as u64;
+        if total >= next {
+            eprintln!("bootenv: {what} {} MiB", total >> 20);
+            next += 64 << 20;
+        }
+    }
+    Ok(total)
+}
+
+impl Cmd {
+    /// The program and its arguments.
+    pub fn argv(&self) -> Vec<&str> {
+        std::iter::once(self.program.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .collect()
+    }
+
+    fn command(&self) -> Command {
+        log::debug!("$ {}", self.cmdline());
+        let mut c = Command::new(&self.program);
+        c.args(&self.args);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    fn could_not(&self, what: &str, e: impl fmt::Display) -> CmdError {
+        CmdError {
+            cmdline: self.cmdline(),
+            what: format!("{what}: {e}"),
+            stderr_tail: String::new(),
+        }
+    }
+
+    fn ended(&self, status: std::process::ExitStatus) -> Result<(), CmdError> {
+        if status.success() {
+            return Ok(());
+        }
+        Err(CmdError {
+            cmdline: self.cmdline(),
+            what: match status.code() {
+                Some(c) => format!("failed with exit status {c}"),
+                None => "was killed by a signal".to_string(),
+            },
+            stderr_tail: String::new(),
+        })
+    }
+
+    /// Runs the command with bootenv's stdin and stderr, its stdout sent to bootenv's stderr;
+    /// a nonzero exit is an error.
+    pub fn attached(&self) -> Result<(), CmdError> {
+        let stderr = std::os::fd::AsFd::as_fd(&std::io::stderr())
+            .try_clone_to_owned()
+            .map_err(|e| self.could_not("could not start", e))?;
+        let status = self
+            .command()
+            .stdin(Stdio::inherit())
+            .stdout(Stdio::from(stderr))
+            .stderr(Stdio::inherit())
+            .status()
+            .map_err(|e| self.could_not("could not start", e))?;
+        self.ended(status)
+    }
+
+    /// Runs the command with its stdout copied into `sink` (its stderr is bootenv's); returns
+    /// the bytes copied. A nonzero exit is an error.
+    pub fn stream_out(&self, sink: &mut dyn Write, what: &str) -> Result<u64, CmdError> {
+        let mut child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| self.could_not("could not start", e))?;
+        let mut out = child.stdout.take().expect("piped");
+        let copied =
+            copy_with_progress(&mut out, sink, what).and_then(|n| sink.flush().map(|()| n));
+        drop(out);
+        let status = child
+            .wait()
+            .map_err(|e| self.could_not("could not be waited for", e))?;
+        self.ended(status)?;
+        copied.map_err(|e| self.could_not("its output could not be written", e))
+    }
+
+    /// Runs the command with `src` copied into its stdin; returns the bytes copied. A nonzero
+    /// exit is an error; so is a failure to read `src` (the command ends with its stdin closed).
+    pub fn stream_in(&self, src: &mut dyn std::io::Read, what: &str) -> Result<u64, CmdError> {
+        let mut child = self
+            .command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| self.could_not("could not start", e))?;
+        let mut input = child.stdin.take().expect("piped");
+        let copied = copy_with_progress(src, &mut input, what);
+        drop(input);
+        let status = child
+            .wait()
+            .map_err(|e| self.could_not("could not be waited for", e))?;
+        self.ended(status)?;
+        copied.map_err(|e| self.could_not("its input could not be read", e))
+    }
+}
+
+/// Runs commands attached to the terminal: the seam the verbs run the operator's commands
+/// through, so that tests can stand in for them.
+pub trait Runner {
+    /// Runs `cmd` as [`Cmd::attached`] does.
+    fn attached(&self, cmd: &Cmd) -> Result<(), CmdError>;
+}
+
+/// Runs commands for real.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SysRunner;
+
+impl Runner for SysRunner {
+    fn attached(&self, cmd: &Cmd) -> Result<(), CmdError> {
+        cmd.attached()
+    }
+}
+
+/// A [`Runner`] for tests that run no command: every command fails.
+#[cfg(test)]
+pub struct NoRunner;
+
+#[cfg(test)]
+impl Runner for NoRunner {
+    fn attached(&self, cmd: &Cmd) -> Result<(), CmdError> {
+        Err(CmdError {
+            cmdline: cmd.cmdline(),
+            what: "was not run: this test runs no command".into(),
+            stderr_tail: String::new(),
+        })
+    }
+}
+
+/// A fake [`Runner`] for tests: records each command line and answers with `action`.
+#[cfg(test)]
+pub struct FakeRunner {
+    /// The command lines run, in order.
+    pub ran: std::cell::RefCell<Vec<Vec<String>>>,
+    action: Box<FakeAction>,
+}
+
+/// How a [`FakeRunner`] answers a command (its argv).
+#[cfg(test)]
+type FakeAction = dyn Fn(&[&str]) -> Result<(), String>;
+
+#[cfg(test)]
+impl Default for FakeRunner {
+    /// Every command succeeds and does nothing.
+    fn default() -> FakeRunner {
+        FakeRunner::with(|_| Ok(()))
+    }
+}
+
+#[cfg(test)]
+impl FakeRunner {
+    /// Each command is answered by `action` (its argv): `Err` is a failed command.
+    pub fn with(action: impl Fn(&[&str]) -> Result<(), String> + 'static) -> FakeRunner {
+        FakeRunner {
+            ran: Default::default(),
+            action: Box::new(action),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Runner for FakeRunner {
+    fn attached(&self, cmd: &Cmd) -> Result<(), CmdError> {
+        let argv = cmd.argv();
+        self.ran
+            .borrow_mut()
+            .push(argv.iter().map(|a| a.to_string()).collect());
+        (self.action)(&argv).map_err(|what| CmdError {
+            cmdline: cmd.cmdline(),
+            what,
+            stderr_tail: String::new(),
+        })
+    }
+}
+
 /// Waits for `done` (the command ended) until `limit` has passed since `started`, logging the
 /// heartbeat on its way; returns whether the limit was reached (the command must be killed).
 fn watch(
@@ -380,5 +586,30 @@ mod tests {
             .run()
             .unwrap();
         assert_eq!(out, "42\nin");
+    }
+
+    #[test]
+    fn streams_flow_both_ways_and_a_failure_is_named() {
+        let mut sink = Vec::new();
+        let n = Cmd::new("sh")
+            .args(["-c", "printf 'abc'"])
+            .stream_out(&mut sink, "sent")
+            .unwrap();
+        assert_eq!((n, sink.as_slice()), (3, &b"abc"[..]));
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("got");
+        let n = Cmd::new("sh")
+            .args(["-c", &format!("cat > {}", file.display())])
+            .stream_in(&mut &b"12345"[..], "received")
+            .unwrap();
+        assert_eq!(n, 5);
+        assert_eq!(std::fs::read(&file).unwrap(), b"12345");
+        let e = Cmd::new("sh")
+            .args(["-c", "cat >/dev/null; exit 3"])
+            .stream_in(&mut &b"x"[..], "received")
+            .unwrap_err();
+        assert!(e.to_string().contains("exit status 3"), "{e}");
+        let e = Cmd::new("false").attached().unwrap_err();
+        assert!(e.to_string().contains("`false` failed"), "{e}");
     }
 }

@@ -11,6 +11,7 @@ use crate::bootloader::esp::Esp;
 use crate::model::names::{BeName, PoolName};
 use crate::sys::run::Cmd;
 use crate::verbs::ops::{Activation, CreateOpts, Ctx, EspChoice};
+use crate::verbs::outcome::InstalledDisk;
 use anyhow::{bail, Context};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -99,16 +100,29 @@ pub struct Part {
 
 /// The layout for a disk of `sectors` sectors: 1 ESP, 2 pool, 3 BIOS boot.
 pub fn layout(sectors: u64, esp_mib: u64) -> anyhow::Result<Vec<Part>> {
-    let esp_last = ESP_FIRST + esp_mib * 2048 - 1;
-    let last_usable = sectors.checked_sub(34).context("the disk is too small")?;
+    let too_small = || {
+        crate::model::failure::fail(
+            crate::model::failure::ErrorKind::Invalid,
+            format!(
+                "the disk is too small: it needs at least {} MiB",
+                esp_mib.saturating_add(66)
+            ),
+        )
+    };
+    let esp_last = esp_mib
+        .checked_mul(2048)
+        .and_then(|s| s.checked_add(ESP_FIRST - 1))
+        .filter(|_| esp_mib > 0)
+        .ok_or_else(too_small)?;
+    let last_usable = sectors.checked_sub(34).ok_or_else(too_small)?;
     let pool_first = esp_last + 1;
     // Keep the pool's end aligned to 1 MiB.
-    let pool_last = (last_usable + 1) / 2048 * 2048 - 1;
-    anyhow::ensure!(
-        pool_last > pool_first + 2048 * 64,
-        "the disk is too small: it needs at least {} MiB",
-        esp_mib + 66
-    );
+    let pool_last = ((last_usable + 1) / 2048 * 2048)
+        .checked_sub(1)
+        .ok_or_else(too_small)?;
+    if pool_last <= pool_first.saturating_add(2048 * 64) {
+        return Err(too_small());
+    }
     Ok(vec![
         Part {
             first: ESP_FIRST,
@@ -305,9 +319,8 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
 
 impl Ctx<'_> {
     /// `bootenv install`.
-    pub fn install(&self, o: &InstallOpts, now: u64) -> anyhow::Result<String> {
+    pub fn install(&self, o: &InstallOpts, now: u64) -> anyhow::Result<InstalledDisk> {
         let step = |s: &str| eprintln!("bootenv: install: {s}");
-        let mut out = String::new();
         for f in [
             "BOOTX64.EFI",
             "grub-bios.cfg",
@@ -315,44 +328,53 @@ impl Ctx<'_> {
             "i386-pc/core.img",
             "i386-pc/normal.mod",
         ] {
-            anyhow::ensure!(
-                o.grub_dir.join(f).is_file(),
-                "{} has no {f}: install the bootenv-grub package, or name GRUB's images with --grub-dir",
-                o.grub_dir.display()
-            );
+            if !o.grub_dir.join(f).is_file() {
+                crate::refuse!(
+                    NotFound,
+                    "{} has no {f}: install the bootenv-grub package, or name GRUB's images with --grub-dir",
+                    o.grub_dir.display()
+                );
+            }
         }
-        anyhow::ensure!(
-            o.from.exists(),
-            "--from {} does not exist",
-            o.from.display()
-        );
+        if !o.from.exists() {
+            crate::refuse!(Invalid, "--from {} does not exist", o.from.display());
+        }
         if self
             .zfs
             .imported_pools()?
             .iter()
             .any(|p| p == o.pool.as_str())
         {
-            bail!(
+            crate::refuse!(
+                Exists,
                 "a pool named {} is imported already; pick another name with --pool",
                 o.pool
             );
         }
         let dev = o.disk.display().to_string();
-        if let Some(m) = crate::sys::mounts::mount_table(Path::new("/"))
+        if let Some(m) = self
+            .mounter
+            .table(&self.root)
             .into_iter()
             .map(|m| m.source)
             .find(|m| on_disk(&o.disk, Path::new(m)))
         {
-            bail!("{dev} is in use: {m} is mounted; pick another disk, or unmount it first");
+            crate::refuse!(
+                Refused,
+                "{dev} is in use: {m} is mounted; pick another disk, or unmount it first"
+            );
         }
-        let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+        let swaps = std::fs::read_to_string(self.root.join("proc/swaps")).unwrap_or_default();
         if let Some(m) = swaps
             .lines()
             .skip(1)
             .filter_map(|l| l.split_whitespace().next())
             .find(|m| on_disk(&o.disk, Path::new(m)))
         {
-            bail!("{dev} is in use: {m} is swap; pick another disk, or swapoff it first");
+            crate::refuse!(
+                Refused,
+                "{dev} is in use: {m} is swap; pick another disk, or swapoff it first"
+            );
         }
         for pool in self.zfs.imported_pools()? {
             if let Some(v) = self
@@ -361,12 +383,12 @@ impl Ctx<'_> {
                 .into_iter()
                 .find(|v| on_disk(&o.disk, Path::new(v)))
             {
-                bail!("{dev} is in use: {v} belongs to the imported pool {pool}; pick another disk, or export {pool} first");
+                crate::refuse!(Refused, "{dev} is in use: {v} belongs to the imported pool {pool}; pick another disk, or export {pool} first");
             }
         }
         if let Some(why) = in_use(&o.disk)? {
             if !o.force {
-                bail!("{dev} is not blank ({why}); everything on it would be lost: add --force if that is what you want");
+                crate::refuse!(Refused, "{dev} is not blank ({why}); everything on it would be lost: add --force if that is what you want");
             }
             step(&format!(
                 "{dev} is not blank ({why}); --force: laying it out anew"
@@ -410,14 +432,9 @@ impl Ctx<'_> {
             .join("run/bootenv")
             .join(format!("install-esp-{}", std::process::id()));
         std::fs::create_dir_all(&esp_dir)?;
-        nix::mount::mount(
-            Some(&esp_dev),
-            &esp_dir,
-            Some("vfat"),
-            nix::mount::MsFlags::MS_NOATIME,
-            None::<&str>,
-        )
-        .with_context(|| format!("mounting {}", esp_dev.display()))?;
+        self.mounter
+            .mount_fat(&esp_dev, &esp_dir)
+            .context("mounting the new ESP")?;
         let mut no_kernel = false;
         let result = (|| -> anyhow::Result<()> {
             std::fs::create_dir_all(esp_dir.join("EFI/BOOT"))?;
@@ -446,29 +463,13 @@ impl Ctx<'_> {
                 o.pool,
                 pool_dev.display()
             ));
-            Cmd::new("zpool")
-                .env("ZPOOL_IMPORT_UDEV_TIMEOUT_MS", "0")
-                .args([
-                    "create",
-                    "-f",
-                    "-o",
-                    "ashift=12",
-                    "-o",
-                    "cachefile=none",
-                    "-O",
-                    "mountpoint=none",
-                    "-O",
-                    "compression=lz4",
-                    "-O",
-                    "atime=off",
-                ])
-                .arg(o.pool.as_str())
-                .arg(pool_dev.display().to_string())
-                .run()?;
+            self.zfs
+                .create_pool(o.pool.as_str(), &pool_dev.display().to_string())?;
             let ctx = Ctx {
                 root: self.root.clone(),
                 zfs: self.zfs,
                 mounter: self.mounter,
+                runner: self.runner,
                 pool: Some(o.pool.clone()),
                 esp: Some(EspChoice::Known(esp)),
             };
@@ -522,7 +523,7 @@ impl Ctx<'_> {
             let _ = self.mounter.unmount(&ctx.state_mount(&o.pool));
             Ok(())
         })();
-        let unmounted = nix::mount::umount(&esp_dir);
+        let unmounted = self.mounter.unmount(&esp_dir);
         let _ = std::fs::remove_dir(&esp_dir);
         result?;
         unmounted.context("unmounting the new ESP")?;
@@ -534,31 +535,119 @@ impl Ctx<'_> {
         {
             self.zfs.export(o.pool.as_str())?;
         }
-        use std::fmt::Write as _;
-        if no_kernel {
-            writeln!(
-                out,
-                "installed: {dev} holds pool {pool} with boot environment {name} (the default), and GRUB for UEFI and BIOS; the pool is exported.\n\
-                 {name} has no kernel yet (no /boot/vmlinuz with its initrd.img): the disk does not boot until it has one. \
-                 Import the pool, install a kernel in {name} (`bootenv --pool {pool} mount {name} --rw`, then chroot there and \
-                 `dpkg -i bootenv-kernel-<release>.deb`), then run `bootenv --pool {pool} sync-boot`",
-                pool = o.pool,
-                name = o.name
-            )?;
-        } else {
-            writeln!(
-                out,
-                "installed: {dev} holds pool {} with boot environment {} (the default and last known-good), its kernel on the ESP, and GRUB for UEFI and BIOS; the pool is exported, the disk can boot",
-                o.pool, o.name
-            )?;
-        }
-        Ok(out)
+        Ok(InstalledDisk {
+            disk: dev,
+            pool: o.pool.to_string(),
+            be: o.name.to_string(),
+            bootable: !no_kernel,
+            changed: true,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn install_refuses_a_disk_or_pool_in_use_before_it_writes_anything() {
+        use crate::model::failure::ErrorKind;
+        use crate::sys::mounts::{FakeMounter, Mounter};
+        use crate::sys::zfs::fake::FakeZfs;
+        use crate::sys::zfs::Zfs;
+        use crate::verbs::outcome::kind_of;
+        let d = tempfile::tempdir().unwrap();
+        let (z, m) = (FakeZfs::new(), FakeMounter::new());
+        let c = Ctx {
+            root: d.path().into(),
+            zfs: &z,
+            mounter: &m,
+            runner: &crate::sys::run::NoRunner,
+            pool: None,
+            esp: None,
+        };
+        let grub = d.path().join("grub");
+        let disk = d.path().join("disk.img");
+        std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+        let opts = InstallOpts {
+            disk: disk.clone(),
+            from: d.path().into(),
+            pool: PoolName::new("rpool").unwrap(),
+            name: BeName::new("v1").unwrap(),
+            label: None,
+            grub_dir: grub.clone(),
+            esp_mib: 64,
+            cmdline: None,
+            force: false,
+        };
+        let kind = |o: &InstallOpts| kind_of(&c.install(o, 1).unwrap_err());
+        assert_eq!(kind(&opts), ErrorKind::NotFound, "no GRUB images");
+        for f in [
+            "BOOTX64.EFI",
+            "grub-bios.cfg",
+            "i386-pc/boot.img",
+            "i386-pc/core.img",
+            "i386-pc/normal.mod",
+        ] {
+            std::fs::create_dir_all(grub.join(f).parent().unwrap()).unwrap();
+            std::fs::write(grub.join(f), b"x").unwrap();
+        }
+        let missing = InstallOpts {
+            from: d.path().join("nosuch"),
+            ..opts.clone()
+        };
+        assert_eq!(kind(&missing), ErrorKind::Invalid);
+        z.add_pool("rpool");
+        z.import("rpool").unwrap().unwrap();
+        assert_eq!(kind(&opts), ErrorKind::Exists, "a pool of that name");
+        z.export("rpool").unwrap();
+        // Mounted (the mount table names the disk itself) or swap: refused.
+        let mnt = d.path().join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        m.mount_fat(&disk, &mnt).unwrap();
+        let e = c.install(&opts, 1).unwrap_err();
+        assert!(e.to_string().contains("is mounted"), "{e}");
+        assert_eq!(kind_of(&e), ErrorKind::Refused);
+        m.unmount(&mnt).unwrap();
+        std::fs::create_dir_all(d.path().join("proc")).unwrap();
+        std::fs::write(
+            d.path().join("proc/swaps"),
+            format!(
+                "Filename Type Size Used Priority\n{} partition 1 0 -2\n",
+                disk.display()
+            ),
+        )
+        .unwrap();
+        let e = c.install(&opts, 1).unwrap_err();
+        assert!(e.to_string().contains("is swap"), "{e}");
+        std::fs::remove_file(d.path().join("proc/swaps")).unwrap();
+        // A disk with a partition table, without --force.
+        let mut head = vec![0u8; 1 << 20];
+        head[512..520].copy_from_slice(b"EFI PART");
+        std::fs::write(&disk, &head).unwrap();
+        let e = c.install(&opts, 1).unwrap_err();
+        assert!(e.to_string().contains("not blank (it has a GPT)"), "{e}");
+        assert_eq!(kind_of(&e), ErrorKind::Refused);
+        // Nothing was written: not the disk, not a pool, not a mount.
+        assert_eq!(std::fs::read(&disk).unwrap(), head);
+        // A disk too small for the layout is refused with the size it needs, whatever its
+        // size (no arithmetic wraps).
+        for sectors in [0, 33, 34, 2048, 2082, 64 * 2048] {
+            let e = layout(sectors, 64).unwrap_err();
+            assert_eq!(kind_of(&e), ErrorKind::Invalid, "{sectors}: {e}");
+            assert!(e.to_string().contains("at least 130 MiB"), "{e}");
+        }
+        assert!(layout(u64::MAX / 4, u64::MAX).is_err());
+        assert!(layout(1 << 30, 0).is_err());
+        let parts = layout(200 * 2048, 64).unwrap();
+        assert_eq!(parts[1].last % 2048, 2047);
+        assert!(
+            z.changes().iter().all(|c| !c.contains("create")),
+            "{:?}",
+            z.changes()
+        );
+        assert!(m.mounted().is_empty());
+    }
 
     #[test]
     fn guids_are_stored_mixed_endian() {

@@ -13,8 +13,10 @@ use crate::model::state::{self, EventKind};
 use crate::sys::run::Cmd;
 use crate::sys::statefile;
 use crate::verbs::ops::{Activation, Ctx, PARTIAL_SUFFIX};
+use crate::verbs::outcome::{
+    Created, Destroyed, Diffed, Exported, Imported, Mounted, Renamed, Unmounted, Upgraded, Walked,
+};
 use anyhow::{bail, Context};
-use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 /// Options of `bootenv create --from` and `bootenv upgrade`.
@@ -58,7 +60,7 @@ impl Ctx<'_> {
                 let running = self.running_be().and_then(|b| BeName::new(&b).ok());
                 match running.or_else(|| inv.bootfs_be()) {
                     Some(be) => BeRef { be, snap: None },
-                    None => bail!("name the boot environment to start from: --from <name> or --from <name>@<snapshot>"),
+                    None => crate::refuse!(Usage, "name the boot environment to start from: --from <name> or --from <name>@<snapshot>"),
                 }
             }
         };
@@ -68,16 +70,22 @@ impl Ctx<'_> {
 
     /// The BE `r` names, and, when it names a snapshot, that the snapshot exists.
     fn resolve<'i>(&self, inv: &'i Inventory, r: &BeRef) -> anyhow::Result<&'i Be> {
-        let be = inv
-            .get(&r.be)
-            .with_context(|| format!("no boot environment {}; `bootenv list` shows them", r.be))?;
+        let Some(be) = inv.get(&r.be) else {
+            crate::refuse!(
+                NotFound,
+                "no boot environment {}; `bootenv list` shows them",
+                r.be
+            );
+        };
         if r.snap.is_some() {
             let full = r.dataset(&be.dataset);
-            anyhow::ensure!(
-                self.zfs.snapshots(&be.dataset)?.contains(&full),
-                "{full} does not exist; `zfs list -t snapshot -r {}` shows the snapshots",
-                be.dataset
-            );
+            if !self.zfs.snapshots(&be.dataset)?.contains(&full) {
+                crate::refuse!(
+                    NotFound,
+                    "{full} does not exist; `zfs list -t snapshot -r {}` shows the snapshots",
+                    be.dataset
+                );
+            }
         }
         Ok(be)
     }
@@ -102,7 +110,7 @@ impl Ctx<'_> {
         let final_ds = layout::be_dataset(pool, name);
         let partial = format!("{final_ds}{PARTIAL_SUFFIX}");
         if !self.zfs.list(&partial)?.datasets.is_empty() {
-            bail!("{partial} is left from an interrupted run; remove it with `zfs destroy -r {partial}` and try again");
+            crate::refuse!(Exists, "{partial} is left from an interrupted run; remove it with `zfs destroy -r {partial}` and try again");
         }
         let (snap, made_snap) = match snap {
             Some(s) => (s, String::new()),
@@ -316,32 +324,97 @@ impl Ctx<'_> {
         first_err.map_or(Ok(()), Err)
     }
 
+    /// Runs `f` with /proc, /sys and /dev bound into the tree at `root` (a chroot to be);
+    /// afterwards unmounts them and whatever `f` left mounted below `root`.
+    fn with_api_mounts(
+        &self,
+        root: &Path,
+        f: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        // The mount table names targets from the system's root.
+        let rel = Path::new("/").join(root.strip_prefix(&self.root).unwrap_or(root));
+        let below = || {
+            mounts_below(&self.mounter.table(&self.root), &rel)
+                .into_iter()
+                .map(|m| self.root.join(m.strip_prefix("/").unwrap_or(&m)))
+                .collect::<Vec<_>>()
+        };
+        let before = below();
+        let mut done = Vec::new();
+        let mut result = Ok(());
+        for d in ["proc", "sys", "dev"] {
+            let target = root.join(d);
+            if let Err(e) = std::fs::create_dir_all(&target)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| self.mounter.bind(&self.root.join(d), &target))
+            {
+                result = Err(e);
+                break;
+            }
+            done.push(target);
+        }
+        if result.is_ok() {
+            result = f();
+        }
+        // Whatever the command left mounted below the root (the ESP and the state dataset that
+        // a kernel hook's `bootenv sync-boot` mounts, say) goes too, deepest first: else the
+        // new BE could not be unmounted. What was mounted before (the BE's members) stays.
+        let mut left: Vec<PathBuf> = below()
+            .into_iter()
+            .filter(|m| !before.contains(m))
+            .collect();
+        left.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+        for t in left.iter().chain(done.iter().rev()) {
+            if let Err(e) = self.mounter.detach(t) {
+                log::warn!("{e:#}");
+            }
+        }
+        result
+    }
+
     /// `bootenv create <name> --from <be|be@snap>`.
-    pub fn create_from(&self, name: &BeName, opts: &CloneOpts, now: u64) -> anyhow::Result<String> {
+    pub fn create_from(
+        &self,
+        name: &BeName,
+        opts: &CloneOpts,
+        now: u64,
+    ) -> anyhow::Result<Created> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
         let (partial, _) = self.clone_partial(&pool, &inv, name, opts, now, &|_| Ok(()))?;
         let final_ds = layout::be_dataset(&pool, name);
         self.zfs.rename(&partial, &final_ds)?;
-        let mut out = format!(
-            "created boot environment {name} ({final_ds}) from {}\n",
-            self.zfs_source_of(&final_ds)
-        );
+        let (label, source) = self.label_and_source(&final_ds);
+        let mut done = Created {
+            be: name.to_string(),
+            dataset: final_ds,
+            label,
+            source,
+            factory_snapshot: None,
+            boot: None,
+            warnings: Vec::new(),
+            changed: true,
+        };
         match self.sync_boot(std::slice::from_ref(name), now) {
-            Ok(s) => out.push_str(&s),
+            Ok(s) => done.boot = Some(s),
             Err(e) if crate::bootloader::esp::is_no_esp(&e) => {}
-            Err(e) => writeln!(out, "warning: {e:#}")?,
+            Err(e) => done.warnings.push(format!("{e:#}")),
         }
-        Ok(out)
+        Ok(done)
     }
 
-    fn zfs_source_of(&self, ds: &str) -> String {
-        self.zfs
+    /// `org.bootenv:label` and `org.bootenv:source` of `ds` (`?` when the source is unknown).
+    fn label_and_source(&self, ds: &str) -> (Option<String>, String) {
+        let d = self
+            .zfs
             .list(ds)
             .ok()
-            .and_then(|l| l.datasets.into_iter().find(|d| d.name == ds))
-            .and_then(|d| d.prop(PROP_SOURCE).map(str::to_owned))
-            .unwrap_or_else(|| "?".into())
+            .and_then(|l| l.datasets.into_iter().find(|d| d.name == ds));
+        let prop = |p: &str| d.as_ref().and_then(|d| d.prop(p).map(str::to_owned));
+        (
+            prop(PROP_LABEL),
+            prop(PROP_SOURCE).unwrap_or_else(|| "?".into()),
+        )
     }
 
     /// `bootenv upgrade <name> -- <command...>`: a new BE from the running one, the command run
@@ -354,11 +427,13 @@ impl Ctx<'_> {
         opts: &CloneOpts,
         tries: Option<u32>,
         now: u64,
-    ) -> anyhow::Result<String> {
-        anyhow::ensure!(
-            !command.is_empty(),
-            "say what to run in the new boot environment: bootenv upgrade {name} -- <command...>"
-        );
+    ) -> anyhow::Result<Upgraded> {
+        if command.is_empty() {
+            crate::refuse!(
+                Usage,
+                "say what to run in the new boot environment: bootenv upgrade {name} -- <command...>"
+            );
+        }
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
@@ -367,24 +442,27 @@ impl Ctx<'_> {
                 "running `{}` in the new boot environment {name}",
                 command.join(" ")
             );
-            with_api_mounts(root, || {
-                let status = std::process::Command::new("chroot")
-                    .arg(root)
-                    .arg("/bin/sh")
-                    .arg("-c")
-                    .arg(format!(
-                        "cd {} 2>/dev/null || cd /; exec \"$@\"",
-                        shell_quote(&cwd.to_string_lossy())
-                    ))
-                    .arg("bootenv-upgrade")
-                    .args(command)
-                    .status()
-                    .context("running chroot")?;
-                anyhow::ensure!(
-                    status.success(),
-                    "`{}` failed in the new boot environment ({status})",
-                    command.join(" ")
-                );
+            self.with_api_mounts(root, || {
+                let chroot = Cmd::new("chroot")
+                    .arg(root.display().to_string())
+                    .args([
+                        "/bin/sh".to_string(),
+                        "-c".into(),
+                        format!(
+                            "cd {} 2>/dev/null || cd /; exec \"$@\"",
+                            shell_quote(&cwd.to_string_lossy())
+                        ),
+                        "bootenv-upgrade".into(),
+                    ])
+                    .args(command.iter().cloned());
+                if let Err(e) = self.runner.attached(&chroot) {
+                    crate::refuse!(
+                        CommandFailed,
+                        "`{}` failed in the new boot environment ({})",
+                        command.join(" "),
+                        e.what
+                    );
+                }
                 Ok(())
             })
         };
@@ -397,18 +475,21 @@ impl Ctx<'_> {
         })?;
         let final_ds = layout::be_dataset(&pool, name);
         self.zfs.rename(&partial, &final_ds)?;
-        let mut out = format!(
-            "created boot environment {name} ({final_ds}) and ran `{}` in it\n",
-            command.join(" ")
-        );
-        out.push_str(&self.sync_boot(std::slice::from_ref(name), now)?);
-        out.push_str(&self.activate(name, Activation::Trial(tries), now)?);
-        Ok(out)
+        let boot = self.sync_boot(std::slice::from_ref(name), now)?;
+        let trial = self.activate(name, Activation::Trial(tries), now)?;
+        Ok(Upgraded {
+            be: name.to_string(),
+            dataset: final_ds,
+            command: command.to_vec(),
+            boot,
+            trial,
+            changed: true,
+        })
     }
 
     /// `bootenv rollback [name]` and `bootenv rollforward`: make the previous (or next) BE in
     /// the history of defaults the default again, or the BE named. Repeated rollbacks walk back.
-    pub fn walk(&self, to: Option<&BeName>, forward: bool, now: u64) -> anyhow::Result<String> {
+    pub fn walk(&self, to: Option<&BeName>, forward: bool, now: u64) -> anyhow::Result<Walked> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
         let (_, st) = self.load_state(&pool)?;
@@ -437,40 +518,34 @@ impl Ctx<'_> {
                 };
                 match pick {
                     Some(n) => BeName::new(n)?,
-                    None if forward => bail!("there is nothing to roll forward to: {} is the newest default", current.unwrap_or_default()),
-                    None => bail!("there is nothing to roll back to: no earlier default is left (history: {})", h.join(" -> ")),
+                    None if forward => crate::refuse!(Refused, "there is nothing to roll forward to: {} is the newest default", current.unwrap_or_default()),
+                    None => crate::refuse!(Refused, "there is nothing to roll back to: no earlier default is left (history: {})", h.join(" -> ")),
                 }
             }
         };
-        let mut out = self.activate(&target, Activation::Walk, now)?;
-        out.insert_str(
-            0,
-            &format!(
-                "{} {} -> {target}\n",
-                if forward {
-                    "rolling forward"
-                } else {
-                    "rolling back"
-                },
-                current.unwrap_or_else(|| "-".into())
-            ),
-        );
-        Ok(out)
+        let activation = self.activate(&target, Activation::Walk, now)?;
+        Ok(Walked {
+            from: current,
+            to: target.to_string(),
+            changed: activation.changed,
+            activation,
+            forward,
+        })
     }
 
     /// `bootenv mount <name|name@snap> [dir]`: a BE's files without booting it, read-only unless
     /// `rw` (a BE, never a snapshot). Returns where.
-    pub fn mount_be(&self, what: &str, dir: Option<&Path>, rw: bool) -> anyhow::Result<String> {
+    pub fn mount_be(&self, what: &str, dir: Option<&Path>, rw: bool) -> anyhow::Result<Mounted> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
         let r = BeRef::parse(what)?;
         let be = self.resolve(&inv, &r)?;
-        anyhow::ensure!(
-            !(rw && r.snap.is_some()),
-            "a snapshot can only be mounted read-only"
-        );
+        if rw && r.snap.is_some() {
+            crate::refuse!(Invalid, "a snapshot can only be mounted read-only");
+        }
         if r.snap.is_none() && self.running_be().as_deref() == Some(r.be.as_str()) {
-            bail!(
+            crate::refuse!(
+                Refused,
                 "{} is the running boot environment: its files are at /",
                 r.be
             );
@@ -480,41 +555,55 @@ impl Ctx<'_> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.root.join("run/bootenv/mnt").join(what));
         if self.mounter.is_mountpoint(&dir) {
-            bail!(
+            crate::refuse!(
+                Exists,
                 "{} has something mounted on it already; `bootenv unmount {}` first",
                 dir.display(),
                 dir.display()
             );
         }
         self.mount_tree(&source, &dir, !rw)?;
-        Ok(format!("{}\n", dir.display()))
+        Ok(Mounted {
+            what: what.to_owned(),
+            source,
+            dir: dir.display().to_string(),
+            read_only: !rw,
+        })
     }
 
     /// `bootenv unmount <name|dir>`: unmounts what `bootenv mount` mounted.
-    pub fn unmount_be(&self, what: &str) -> anyhow::Result<String> {
+    pub fn unmount_be(&self, what: &str) -> anyhow::Result<Unmounted> {
         let dir = if what.starts_with('/') {
             PathBuf::from(what)
         } else {
             self.root.join("run/bootenv/mnt").join(what)
         };
-        let mut below: Vec<PathBuf> = crate::sys::mounts::mount_table(&self.root)
+        let mut below: Vec<PathBuf> = self
+            .mounter
+            .table(&self.root)
             .into_iter()
-            .map(|m| PathBuf::from(m.target))
+            .map(|m| self.root.join(m.target.trim_start_matches('/')))
             .filter(|m| m.starts_with(&dir))
             .collect();
         if below.is_empty() && self.mounter.is_mountpoint(&dir) {
             below.push(dir.clone());
         }
-        anyhow::ensure!(!below.is_empty(), "nothing is mounted at {}", dir.display());
+        if below.is_empty() {
+            crate::refuse!(NotFound, "nothing is mounted at {}", dir.display());
+        }
         below.sort();
         self.unmount_all(&below)?;
         let _ = std::fs::remove_dir(&dir);
-        Ok(format!("unmounted {}\n", dir.display()))
+        below.reverse();
+        Ok(Unmounted {
+            dir: dir.display().to_string(),
+            unmounted: below.iter().map(|d| d.display().to_string()).collect(),
+        })
     }
 
     /// `bootenv diff <a> <b>`: which files differ between two BEs (or snapshots), as
     /// `+ path` (only in b), `- path` (only in a), `M path` (changed).
-    pub fn diff(&self, a: &str, b: &str) -> anyhow::Result<String> {
+    pub fn diff(&self, a: &str, b: &str) -> anyhow::Result<Diffed> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
         let resolve = |w: &str| -> anyhow::Result<String> {
@@ -523,7 +612,7 @@ impl Ctx<'_> {
         };
         let (mut da, mut db) = (resolve(a)?, resolve(b)?);
         // A mounted BE (the running one) cannot be mounted twice: compare a snapshot taken now.
-        let mounts = crate::sys::mounts::mount_table(&self.root);
+        let mounts = self.mounter.table(&self.root);
         let mounted = |ds: &str| mounts.iter().any(|m| m.source == ds);
         let mut temp = Vec::new();
         for d in [&mut da, &mut db] {
@@ -542,25 +631,22 @@ impl Ctx<'_> {
                 log::warn!("{e:#}");
             }
         }
-        let o = r?;
-        Ok(if o.is_empty() {
-            format!("{a} and {b} hold the same files\n")
-        } else {
-            o
+        Ok(Diffed {
+            a: a.to_owned(),
+            b: b.to_owned(),
+            changes: r?,
         })
     }
 
-    fn diff_trees(&self, da: &str, db: &str) -> anyhow::Result<String> {
-        let out = std::cell::RefCell::new(String::new());
+    fn diff_trees(
+        &self,
+        da: &str,
+        db: &str,
+    ) -> anyhow::Result<Vec<crate::verbs::treediff::Change>> {
+        let out = std::cell::RefCell::new(Vec::new());
         self.with_mounted_tree(da, true, &|pa| {
             self.with_mounted_tree(db, true, &|pb| {
-                let mut lines = Vec::new();
-                crate::verbs::treediff::diff(pa, pb, &mut lines)?;
-                let mut o = out.borrow_mut();
-                for l in lines {
-                    o.push_str(&l);
-                    o.push('\n');
-                }
+                crate::verbs::treediff::diff(pa, pb, &mut out.borrow_mut())?;
                 Ok(())
             })
         })?;
@@ -571,9 +657,12 @@ impl Ctx<'_> {
     pub fn destroy_plan(&self, name: &BeName, promote: bool) -> anyhow::Result<DestroyPlan> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
-        let be = inv
-            .get(name)
-            .with_context(|| format!("no boot environment {name}; `bootenv list` shows them"))?;
+        let Some(be) = inv.get(name) else {
+            crate::refuse!(
+                NotFound,
+                "no boot environment {name}; `bootenv list` shows them"
+            );
+        };
         let (_, st) = self.load_state(&pool)?;
         let mut refuse: Vec<String> = self
             .protected(&inv, &st, name)
@@ -651,18 +740,28 @@ impl Ctx<'_> {
         dry_run: bool,
         promote: bool,
         now: u64,
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<Destroyed> {
         let plan = self.destroy_plan(name, promote)?;
-        let mut out = plan.render();
         if !plan.refuse.is_empty() {
-            bail!(
+            crate::refuse!(
+                Refused,
                 "refusing to destroy {name}:\n  - {}",
                 plan.refuse.join("\n  - ")
             );
         }
+        let mut done = Destroyed {
+            be: name.to_string(),
+            dry_run,
+            promotions: plan.promotions.clone(),
+            datasets: plan.datasets.clone(),
+            snapshots: plan.snapshots.clone(),
+            esp_dir: format!("/{}/{}", crate::bootloader::esp::DIR, name),
+            notes: Vec::new(),
+            warnings: Vec::new(),
+            changed: !dry_run,
+        };
         if dry_run {
-            out.insert_str(0, "dry run: nothing was destroyed\n");
-            return Ok(out);
+            return Ok(done);
         }
         for p in &plan.promotions {
             self.zfs.promote(p)?;
@@ -680,15 +779,12 @@ impl Ctx<'_> {
         );
         statefile::store(&dir, &st)?;
         match self.refresh_boot(&inv, &st) {
-            Ok(notes) => {
-                for n in notes {
-                    writeln!(out, "{n}")?;
-                }
-            }
-            Err(e) => writeln!(out, "warning: the GRUB menu was not rewritten: {e:#}")?,
+            Ok(notes) => done.notes = notes,
+            Err(e) => done
+                .warnings
+                .push(format!("the GRUB menu was not rewritten: {e:#}")),
         }
-        writeln!(out, "destroyed {name}")?;
-        Ok(out)
+        Ok(done)
     }
 
     /// Why GRUB or the state record depend on BE `name`, so that it must not be destroyed or
@@ -714,12 +810,15 @@ impl Ctx<'_> {
     }
 
     /// `bootenv rename <old> <new>`.
-    pub fn rename_be(&self, old: &BeName, new: &BeName, now: u64) -> anyhow::Result<String> {
+    pub fn rename_be(&self, old: &BeName, new: &BeName, now: u64) -> anyhow::Result<Renamed> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
-        let be = inv
-            .get(old)
-            .with_context(|| format!("no boot environment {old}"))?;
+        let Some(be) = inv.get(old) else {
+            crate::refuse!(
+                NotFound,
+                "no boot environment {old}; `bootenv list` shows them"
+            );
+        };
         inv.check_free(new, "; pick another name")?;
         let (dir, mut st) = self.load_state(&pool)?;
         let refuse: Vec<&str> = self
@@ -728,7 +827,8 @@ impl Ctx<'_> {
             .map(|p| p.short())
             .collect();
         if !refuse.is_empty() {
-            bail!(
+            crate::refuse!(
+                Refused,
                 "refusing to rename {old}: {} (GRUB and the state record name it)",
                 refuse.join(", ")
             );
@@ -755,62 +855,72 @@ impl Ctx<'_> {
             },
         );
         statefile::store(&dir, &st)?;
-        let mut out = format!("renamed {old} to {new}\n");
+        let mut done = Renamed {
+            from: old.to_string(),
+            to: new.to_string(),
+            dataset: layout::be_dataset(&pool, new),
+            notes: Vec::new(),
+            changed: true,
+        };
         let inv = self.inventory(&pool)?;
         if matches!(self.esp_found(), Ok(Ok(_))) {
-            for n in self.refresh_boot(&inv, &st)? {
-                writeln!(out, "{n}")?;
-            }
+            done.notes = self.refresh_boot(&inv, &st)?;
         }
-        Ok(out)
+        Ok(done)
     }
 
     /// `bootenv export <name> <file|->`: a replication stream of the BE (root, members and
     /// their snapshots) from one fresh recursive snapshot.
-    pub fn export_be(&self, name: &BeName, to: &str, now: u64) -> anyhow::Result<String> {
+    pub fn export_be(&self, name: &BeName, to: &str, now: u64) -> anyhow::Result<Exported> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
-        let be = inv
-            .get(name)
-            .with_context(|| format!("no boot environment {name}"))?;
+        let Some(be) = inv.get(name) else {
+            crate::refuse!(
+                NotFound,
+                "no boot environment {name}; `bootenv list` shows them"
+            );
+        };
         let snap = format!("bootenv-export-{}", crate::boot::reset::id_from_time(now));
         self.zfs.snapshot(&be.dataset, &snap, true)?;
         let full = format!("{}@{snap}", be.dataset);
         log::warn!("sending {full} (with its members and snapshots)");
-        let mut child = std::process::Command::new("zfs")
-            .args(["send", "-R", &full])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .context("running zfs send")?;
-        let mut src = child.stdout.take().expect("piped");
         let mut sink: Box<dyn std::io::Write> = if to == "-" {
             Box::new(std::io::stdout().lock())
         } else {
             Box::new(std::fs::File::create(to).with_context(|| format!("creating {to}"))?)
         };
-        let bytes = copy_with_progress(&mut src, &mut sink, "sent")?;
-        sink.flush()?;
+        let bytes = self.zfs.send(&full, &mut sink)?;
         drop(sink);
-        let status = child.wait()?;
-        anyhow::ensure!(status.success(), "zfs send {full} failed ({status})");
         if to != "-" {
             std::fs::File::open(to)
                 .and_then(|f| f.sync_all())
                 .with_context(|| format!("syncing {to}"))?;
         }
-        Ok(format!("exported {name} ({bytes} bytes) from {full}\n"))
+        Ok(Exported {
+            be: name.to_string(),
+            snapshot: full,
+            bytes,
+            to: to.to_owned(),
+        })
     }
 
     /// `bootenv import <file|-> [--name <name>]`: receives a BE stream into `<pool>/ROOT`, never
     /// mounting it, then copies its kernel to the ESP.
-    pub fn import_be(&self, from: &str, name: Option<&BeName>, now: u64) -> anyhow::Result<String> {
+    pub fn import_be(
+        &self,
+        from: &str,
+        name: Option<&BeName>,
+        now: u64,
+    ) -> anyhow::Result<Imported> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
-        anyhow::ensure!(
-            inv.has_root,
-            "{} does not exist; run `bootenv prepare-pool {pool}` first",
-            layout::root_container(&pool)
-        );
+        if !inv.has_root {
+            crate::refuse!(
+                NotFound,
+                "{} does not exist; run `bootenv prepare-pool {pool}` first",
+                layout::root_container(&pool)
+            );
+        }
         let before: Vec<String> = inv.bes.iter().map(|b| b.name.to_string()).collect();
         let mut src: Box<dyn std::io::Read> = if from == "-" {
             Box::new(std::io::stdin().lock())
@@ -823,36 +933,28 @@ impl Ctx<'_> {
             format!("{from} is not a ZFS send stream (too short); make one with `bootenv export`")
         })?;
         let sent = stream_be_name(&head).map_err(|e| {
-            anyhow::anyhow!(
-                "{from} is not a boot environment stream: {e}; make one with `bootenv export`"
+            crate::model::failure::fail(
+                crate::model::failure::ErrorKind::Invalid,
+                format!(
+                    "{from} is not a boot environment stream: {e}; make one with `bootenv export`"
+                ),
             )
         })?;
         let target = match name {
             Some(n) => n.clone(),
-            None => BeName::new(&sent).map_err(|e| anyhow::anyhow!("the stream carries {sent:?}, not a valid boot environment name ({e}); import it with --name <name>"))?,
+            None => BeName::new(&sent).map_err(|e| crate::model::failure::fail(crate::model::failure::ErrorKind::Invalid, format!("the stream carries {sent:?}, not a valid boot environment name ({e}); import it with --name <name>")))?,
         };
         inv.check_free(
             &target,
             &format!(" in {pool}; import it under another name with --name <name>"),
         )?;
-        let mut cmd = std::process::Command::new("zfs");
-        cmd.arg("receive")
-            .arg("-u")
-            .arg(layout::be_dataset(&pool, &target));
-        cmd.stdin(std::process::Stdio::piped());
-        log::info!("receiving {sent} as {}", layout::be_dataset(&pool, &target));
-        let mut child = cmd.spawn().context("running zfs receive")?;
-        let mut sink = child.stdin.take().expect("piped");
+        let dataset = layout::be_dataset(&pool, &target);
+        log::info!("receiving {sent} as {dataset}");
         let mut src = std::io::Read::chain(std::io::Cursor::new(head), src);
-        let copied = copy_with_progress(&mut src, &mut sink, "received");
-        drop(sink);
-        let status = child.wait()?;
-        anyhow::ensure!(
-            status.success(),
-            "zfs receive into {} failed ({status}); nothing was imported",
-            layout::be_dataset(&pool, &target)
-        );
-        let bytes = copied.with_context(|| format!("reading {from}"))?;
+        let bytes = self
+            .zfs
+            .receive(&dataset, &mut src)
+            .with_context(|| format!("importing {from}; nothing was imported"))?;
         let inv = self.inventory(&pool)?;
         let new: Vec<BeName> = inv
             .bes
@@ -869,12 +971,19 @@ impl Ctx<'_> {
         let be = inv.get(got).expect("listed");
         self.zfs
             .set(&be.dataset, &[("canmount", "noauto"), ("mountpoint", "/")])?;
-        let mut out = format!("imported {got} ({bytes} bytes) as {}\n", be.dataset);
+        let mut done = Imported {
+            be: got.to_string(),
+            dataset: be.dataset.clone(),
+            bytes,
+            boot: None,
+            notes: Vec::new(),
+            changed: true,
+        };
         match self.sync_boot(std::slice::from_ref(got), now) {
-            Ok(s) => out.push_str(&s),
-            Err(e) => writeln!(out, "note: {e:#}")?,
+            Ok(s) => done.boot = Some(s),
+            Err(e) => done.notes.push(format!("{e:#}")),
         }
-        Ok(out)
+        Ok(done)
     }
 }
 
@@ -912,7 +1021,7 @@ impl Protected {
     }
 }
 
-/// What destroying a BE would do.
+/// What destroying a BE would do (a dry run's [`Destroyed`] shows it).
 #[derive(Clone, Debug)]
 pub struct DestroyPlan {
     /// The BE.
@@ -927,29 +1036,6 @@ pub struct DestroyPlan {
     pub datasets: Vec<String>,
     /// Snapshots destroyed with them.
     pub snapshots: Vec<String>,
-}
-
-impl DestroyPlan {
-    /// The plan as lines: exactly what would go.
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        for p in &self.promotions {
-            let _ = writeln!(s, "promote {p}");
-        }
-        for d in &self.datasets {
-            let _ = writeln!(s, "destroy {d}");
-        }
-        for d in &self.snapshots {
-            let _ = writeln!(s, "destroy {d}");
-        }
-        let _ = writeln!(
-            s,
-            "remove /{}/{} from the ESP",
-            crate::bootloader::esp::DIR,
-            self.be
-        );
-        s
-    }
 }
 
 /// How much of a send stream [`stream_be_name`] needs: the first record (header and BEGIN).
@@ -981,83 +1067,12 @@ pub fn stream_be_name(head: &[u8]) -> Result<String, String> {
     }
 }
 
-/// Copies a stream, telling how far it got every 64 MiB.
-fn copy_with_progress(
-    src: &mut dyn std::io::Read,
-    dst: &mut dyn std::io::Write,
-    what: &str,
-) -> anyhow::Result<u64> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    let mut next = 64u64 << 20;
-    loop {
-        let n = src.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        dst.write_all(&buf[..n])?;
-        total += n as u64;
-        if total >= next {
-            eprintln!("bootenv: {what} {} MiB", total >> 20);
-            next += 64 << 20;
-        }
-    }
-    Ok(total)
-}
-
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// Binds /proc, /sys and /dev into `root` for `f`, and unbinds them after, with whatever else
 /// `f` left mounted below `root`.
-fn with_api_mounts(root: &Path, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
-    use nix::mount::{MntFlags, MsFlags};
-    let below = || mounts_below(&crate::sys::mounts::mount_table(Path::new("/")), root);
-    let before = below();
-    let mut done = Vec::new();
-    let mut result = Ok(());
-    for d in ["proc", "sys", "dev"] {
-        let target = root.join(d);
-        if let Err(e) = std::fs::create_dir_all(&target)
-            .map_err(anyhow::Error::from)
-            .and_then(|()| {
-                nix::mount::mount(
-                    Some(&Path::new("/").join(d)),
-                    &target,
-                    None::<&str>,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None::<&str>,
-                )
-                .with_context(|| format!("binding /{d} into {}", root.display()))
-            })
-        {
-            result = Err(e);
-            break;
-        }
-        done.push(target);
-    }
-    if result.is_ok() {
-        result = f();
-    }
-    // Whatever the command left mounted below the root (the ESP and the state dataset that a
-    // kernel hook's `bootenv sync-boot` mounts, say) goes too, deepest first: else the new
-    // BE could not be unmounted. What was mounted before (the BE's members) stays.
-    let mut left: Vec<PathBuf> = below()
-        .into_iter()
-        .filter(|m| !before.contains(m))
-        .collect();
-    left.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-    for t in left.iter().chain(done.iter().rev()) {
-        match nix::mount::umount2(t, MntFlags::MNT_DETACH) {
-            // Already gone (a bind listed twice, or unmounted with its parent).
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => log::warn!("unmounting {}: {e}", t.display()),
-        }
-    }
-    result
-}
-
 /// The mount points strictly below `root` in a mount table.
 fn mounts_below(table: &[crate::sys::mounts::MountEntry], root: &Path) -> Vec<PathBuf> {
     table
@@ -1166,6 +1181,7 @@ y /run/bootenv/mnt/px zfs rw 0 0\n";
             root: d.into(),
             zfs: z,
             mounter: m,
+            runner: &crate::sys::run::NoRunner,
             pool: Some(PoolName::new("tank").unwrap()),
             esp: None::<EspChoice>,
         }
@@ -1334,12 +1350,9 @@ y /run/bootenv/mnt/px zfs rw 0 0\n";
         assert!(e.contains("did not make (tank/ROOT/v3/mine)"), "{e}");
         z.destroy("tank/ROOT/v3/mine", false).unwrap();
         let dry = c.destroy_be(&be("v3"), true, false, 2).unwrap();
-        assert!(dry.starts_with("dry run"));
-        let would: Vec<String> = dry
-            .lines()
-            .filter_map(|l| l.strip_prefix("destroy "))
-            .map(str::to_owned)
-            .collect();
+        assert!(dry.dry_run && !dry.changed);
+        assert!(dry.to_string().starts_with("dry run"));
+        let would: Vec<String> = dry.datasets.iter().chain(&dry.snapshots).cloned().collect();
         let before: Vec<String> = z
             .list("tank")
             .unwrap()
@@ -1414,6 +1427,118 @@ y /run/bootenv/mnt/px zfs rw 0 0\n";
             .unwrap_err()
             .to_string()
             .contains("nothing to roll back to"));
+    }
+
+    #[test]
+    fn mount_unmount_and_diff_read_bes_and_snapshots_without_booting_them() {
+        use crate::model::failure::ErrorKind;
+        use crate::verbs::outcome::kind_of;
+        use crate::verbs::treediff::ChangeKind;
+        let (d, z, _) = world();
+        let m = FakeMounter::new()
+            .file("tank/ROOT/v1", "etc/os-release", b"v1", 0o644)
+            .file("tank/ROOT/v1", "usr/bin/old", b"x", 0o755)
+            // The config member's mount point in the root (read-only, bootenv makes none).
+            .file("tank/ROOT/v1", "etc/config/.mountpoint", b"", 0o644)
+            .file("tank/ROOT/v1/config", "hostname", b"box", 0o644)
+            .file("tank/ROOT/v2", "etc/os-release", b"v2", 0o644)
+            .file("tank/ROOT/v2", "usr/bin/new", b"y", 0o755)
+            .file("tank/ROOT/v1@factory", "etc/os-release", b"v1", 0o644)
+            .file("tank/ROOT/v2@factory", "etc/os-release", b"v1", 0o644);
+        let c = ctx(d.path(), &z, &m);
+        let got = c.mount_be("v1", None, false).unwrap();
+        let dir = d.path().join("run/bootenv/mnt/v1");
+        assert_eq!(
+            (got.dir.as_str(), got.read_only, got.source.as_str()),
+            (dir.to_str().unwrap(), true, "tank/ROOT/v1")
+        );
+        assert_eq!(std::fs::read(dir.join("etc/os-release")).unwrap(), b"v1");
+        assert_eq!(
+            std::fs::read(dir.join("etc/config/hostname")).unwrap(),
+            b"box",
+            "its config member is mounted in place"
+        );
+        let e = c.mount_be("v1", None, false).unwrap_err();
+        assert_eq!(kind_of(&e), ErrorKind::Exists, "{e}");
+        let e = c.mount_be("v1@factory", None, true).unwrap_err();
+        assert_eq!(kind_of(&e), ErrorKind::Invalid, "{e}");
+        let e = c.mount_be("v1@nosuch", None, false).unwrap_err();
+        assert_eq!(kind_of(&e), ErrorKind::NotFound, "{e}");
+        let gone = c.unmount_be("v1").unwrap();
+        assert_eq!(gone.dir, dir.display().to_string());
+        assert!(m.mounted().is_empty(), "{:?}", m.mounted());
+        let e = c.unmount_be("v1").unwrap_err();
+        assert_eq!(kind_of(&e), ErrorKind::NotFound, "{e}");
+        // The differences, as typed changes; the trees are unmounted afterwards.
+        let diff = c.diff("v1", "v2").unwrap();
+        let changes: Vec<(ChangeKind, &str)> = diff
+            .changes
+            .iter()
+            .map(|c| (c.change, c.path.as_str()))
+            .collect();
+        assert!(
+            changes.contains(&(ChangeKind::Modified, "/etc/os-release")),
+            "{diff}"
+        );
+        assert!(
+            changes.contains(&(ChangeKind::Removed, "/usr/bin/old")),
+            "{diff}"
+        );
+        assert!(
+            changes.contains(&(ChangeKind::Added, "/usr/bin/new")),
+            "{diff}"
+        );
+        assert!(m.mounted().is_empty(), "{:?}", m.mounted());
+        let same = c.diff("v1@factory", "v2@factory").unwrap();
+        assert!(same.changes.is_empty());
+        assert_eq!(
+            same.to_string(),
+            "v1@factory and v2@factory hold the same files\n"
+        );
+    }
+
+    #[test]
+    fn an_exported_be_imports_under_another_name_with_its_members_and_snapshots() {
+        use crate::model::failure::ErrorKind;
+        use crate::verbs::outcome::kind_of;
+        let (d, z, m) = world();
+        let c = ctx(d.path(), &z, &m);
+        let file = d.path().join("v2.zstream");
+        let out = c
+            .export_be(&be("v2"), file.to_str().unwrap(), 1_795_305_600)
+            .unwrap();
+        assert_eq!(out.snapshot, "tank/ROOT/v2@bootenv-export-20261122T000000Z");
+        assert_eq!(out.bytes, std::fs::metadata(&file).unwrap().len());
+        // The stream names v2, which is here already.
+        let e = c.import_be(file.to_str().unwrap(), None, 2).unwrap_err();
+        assert_eq!(kind_of(&e), ErrorKind::Exists, "{e}");
+        let got = c
+            .import_be(file.to_str().unwrap(), Some(&be("v9")), 3)
+            .unwrap();
+        assert_eq!(
+            (got.be.as_str(), got.dataset.as_str()),
+            ("v9", "tank/ROOT/v9")
+        );
+        assert!(z.has_snapshot("tank/ROOT/v9@factory"));
+        assert!(z.has_snapshot("tank/ROOT/v9/config@factory"));
+        assert_eq!(
+            z.get("tank/ROOT/v9/config", PROP_MEMBER).as_deref(),
+            Some("config")
+        );
+        assert_eq!(z.get("tank/ROOT/v9", "canmount").as_deref(), Some("noauto"));
+        assert_eq!(
+            z.get("tank/ROOT/v9", PROP_FACTORY).as_deref(),
+            Some("factory")
+        );
+        // No ESP here: imported all the same, with the reason its kernel was not copied.
+        assert!(got.boot.is_none() && got.notes.len() == 1, "{got}");
+        // Not a stream at all.
+        let junk = d.path().join("junk");
+        std::fs::write(&junk, vec![7u8; 4096]).unwrap();
+        let e = c.import_be(junk.to_str().unwrap(), None, 4).unwrap_err();
+        assert_eq!(kind_of(&e), ErrorKind::Invalid, "{e}");
+        let e = c.export_be(&be("nosuch"), "-", 5).unwrap_err();
+        assert_eq!(kind_of(&e), ErrorKind::NotFound, "{e}");
     }
 
     #[test]

@@ -57,12 +57,44 @@ fn differ(a: &Path, b: &Path) -> std::io::Result<bool> {
     Ok(false)
 }
 
+/// How a path differs between two trees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// Only in the second tree (`+`).
+    Added,
+    /// Only in the first (`-`).
+    Removed,
+    /// In both, different (`M`).
+    Modified,
+}
+
+/// A path that differs.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    /// How.
+    pub change: ChangeKind,
+    /// The path, from the tree's root (`/etc/hostname`).
+    pub path: String,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = match self.change {
+            ChangeKind::Added => '+',
+            ChangeKind::Removed => '-',
+            ChangeKind::Modified => 'M',
+        };
+        write!(f, "{c} {}", self.path)
+    }
+}
+
 /// Appends the differences between the trees at `a` and `b` to `out`.
-pub fn diff(a: &Path, b: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+pub fn diff(a: &Path, b: &Path, out: &mut Vec<Change>) -> std::io::Result<()> {
     walk(a, b, "", out)
 }
 
-fn walk(a: &Path, b: &Path, rel: &str, out: &mut Vec<String>) -> std::io::Result<()> {
+fn walk(a: &Path, b: &Path, rel: &str, out: &mut Vec<Change>) -> std::io::Result<()> {
     let (na, nb) = (names(a)?, names(b)?);
     for n in na.union(&nb) {
         let r = if rel.is_empty() {
@@ -72,13 +104,22 @@ fn walk(a: &Path, b: &Path, rel: &str, out: &mut Vec<String>) -> std::io::Result
         };
         let (pa, pb) = (a.join(n), b.join(n));
         match (na.contains(n), nb.contains(n)) {
-            (true, false) => out.push(format!("- {r}")),
-            (false, true) => out.push(format!("+ {r}")),
+            (true, false) => out.push(Change {
+                change: ChangeKind::Removed,
+                path: r.clone(),
+            }),
+            (false, true) => out.push(Change {
+                change: ChangeKind::Added,
+                path: r.clone(),
+            }),
             _ => {
                 let both_dirs = std::fs::symlink_metadata(&pa)?.is_dir()
                     && std::fs::symlink_metadata(&pb)?.is_dir();
                 if differ(&pa, &pb)? {
-                    out.push(format!("M {r}"));
+                    out.push(Change {
+                        change: ChangeKind::Modified,
+                        path: r.clone(),
+                    });
                 }
                 if both_dirs {
                     walk(&pa, &pb, &r, out)?;
@@ -108,6 +149,8 @@ mod tests {
         std::fs::create_dir_all(b.join("new/dir")).unwrap();
         let mut out = Vec::new();
         diff(&a, &b, &mut out).unwrap();
-        assert_eq!(out, vec!["M /etc/changed", "- /gone", "+ /new"]);
+        let text: Vec<String> = out.iter().map(ToString::to_string).collect();
+        assert_eq!(text, vec!["M /etc/changed", "- /gone", "+ /new"]);
+        assert_eq!(out[2].change, ChangeKind::Added);
     }
 }

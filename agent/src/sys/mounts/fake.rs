@@ -134,9 +134,68 @@ impl Mounter for FakeMounter {
             .rposition(|(_, t)| t == target)
             .context("not mounted")?;
         let (dataset, _) = m.remove(at);
+        if dataset.starts_with(OTHER) {
+            return Ok(());
+        }
         let dir = tempfile_dir::Dir::new()?;
         move_entries(target, dir.path())?;
         self.stored.borrow_mut().insert(dataset, dir);
         Ok(())
     }
+
+    fn mount_fat(&self, device: &Path, target: &Path) -> anyhow::Result<()> {
+        anyhow::ensure!(target.is_dir(), "{} is not a directory", target.display());
+        self.mounted
+            .borrow_mut()
+            .push((format!("{OTHER}vfat {}", device.display()), target.into()));
+        Ok(())
+    }
+
+    fn bind(&self, source: &Path, target: &Path) -> anyhow::Result<()> {
+        anyhow::ensure!(target.is_dir(), "{} is not a directory", target.display());
+        self.mounted
+            .borrow_mut()
+            .push((format!("{OTHER}bind {}", source.display()), target.into()));
+        Ok(())
+    }
+
+    fn table(&self, root: &Path) -> Vec<super::MountEntry> {
+        self.table_of(root)
+    }
+
+    fn detach(&self, target: &Path) -> anyhow::Result<()> {
+        if self.is_mountpoint(target) {
+            self.unmount(target)?;
+        }
+        Ok(())
+    }
 }
+
+impl FakeMounter {
+    /// The fake's mounts as a mount table, targets named from `root`; mounts outside `root`
+    /// are left out, as the kernel leaves out of a chrooted process's table what it cannot
+    /// reach.
+    pub fn table_of(&self, root: &Path) -> Vec<super::MountEntry> {
+        self.mounted
+            .borrow()
+            .iter()
+            .filter_map(|(what, target)| {
+                let (fstype, source) = match what.strip_prefix(OTHER) {
+                    Some(o) => o.split_once(' ').unwrap_or((o, "")),
+                    None => ("zfs", what.as_str()),
+                };
+                let target = Path::new("/").join(target.strip_prefix(root).ok()?);
+                Some(super::MountEntry {
+                    source: source.to_owned(),
+                    target: target.display().to_string(),
+                    fstype: fstype.to_owned(),
+                    options: "rw".into(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// What the fake records for a mount that is not a dataset (a FAT file system, a bind): its
+/// content is the real directory's, and unmounting keeps nothing.
+const OTHER: &str = "other:";

@@ -398,6 +398,43 @@ impl Zfs for ZfsCli {
             })
             .collect())
     }
+
+    fn send(&self, snapshot: &str, sink: &mut dyn std::io::Write) -> anyhow::Result<u64> {
+        self.zfs()
+            .args(["send", "-R", snapshot])
+            .stream_out(sink, "sent")
+            .with_context(|| format!("sending {snapshot}"))
+    }
+
+    fn receive(&self, dataset: &str, src: &mut dyn std::io::Read) -> anyhow::Result<u64> {
+        self.zfs()
+            .args(["receive", "-u", dataset])
+            .stream_in(src, "received")
+            .with_context(|| format!("receiving {dataset}"))
+    }
+
+    fn create_pool(&self, pool: &str, device: &str) -> anyhow::Result<()> {
+        self.zpool()
+            .args([
+                "create",
+                "-f",
+                "-o",
+                "ashift=12",
+                "-o",
+                "cachefile=none",
+                "-O",
+                "mountpoint=none",
+                "-O",
+                "compression=lz4",
+                "-O",
+                "atime=off",
+                pool,
+                device,
+            ])
+            .run()
+            .with_context(|| format!("creating pool {pool} on {device}"))?;
+        Ok(())
+    }
 }
 
 /// Parses `zfs get -H -o name,value clones` of snapshots into (clone, origin) pairs. A

@@ -625,6 +625,95 @@ impl Zfs for FakeZfs {
     fn vdev_devices(&self, _pool: &str) -> anyhow::Result<Vec<String>> {
         Ok(Vec::new())
     }
+
+    /// The fake's stream: a BEGIN record as ZFS writes it (magic, then the snapshot's name at
+    /// byte 56, so that a reader of the real format finds them), then the datasets below the
+    /// snapshot's dataset as JSON: name relative to it, local properties, snapshots up to it.
+    fn send(&self, snapshot: &str, sink: &mut dyn std::io::Write) -> anyhow::Result<u64> {
+        let i = self.inner.borrow();
+        let (ds, snap) = snapshot
+            .split_once('@')
+            .ok_or_else(|| anyhow!("{snapshot} is not a snapshot"))?;
+        self.check_imported(&i, ds)?;
+        if !i.snapshots.contains(snapshot) {
+            bail!("cannot open '{snapshot}': dataset does not exist");
+        }
+        let prefix = format!("{ds}/");
+        let mut body = Vec::new();
+        for (n, d) in i
+            .datasets
+            .iter()
+            .filter(|(n, _)| *n == ds || n.starts_with(&prefix))
+        {
+            let snaps: Vec<&str> = i
+                .snap_order
+                .iter()
+                .filter_map(|s| s.strip_prefix(&format!("{n}@")))
+                .collect();
+            let upto = snaps.iter().position(|s| *s == snap).map_or(0, |p| p + 1);
+            let props: BTreeMap<&String, &String> =
+                d.props.iter().filter(|(k, _)| *k != "origin").collect();
+            body.push(serde_json::json!({
+                "rel": &n[ds.len()..],
+                "props": props,
+                "snaps": &snaps[..upto],
+            }));
+        }
+        let mut head = vec![0u8; 8 + 48 + 256];
+        head[8..16].copy_from_slice(&0x2_f5ba_cbacu64.to_le_bytes());
+        let name = snapshot.as_bytes();
+        head[56..56 + name.len().min(255)].copy_from_slice(&name[..name.len().min(255)]);
+        head.extend(serde_json::to_vec(&body)?);
+        sink.write_all(&head)?;
+        Ok(head.len() as u64)
+    }
+
+    fn receive(&self, dataset: &str, src: &mut dyn std::io::Read) -> anyhow::Result<u64> {
+        let mut all = Vec::new();
+        src.read_to_end(&mut all)?;
+        let body: Vec<serde_json::Value> = all
+            .get(8 + 48 + 256..)
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .ok_or_else(|| anyhow!("cannot receive: invalid stream"))?;
+        let mut i = self.inner.borrow_mut();
+        self.check_imported(&i, dataset)?;
+        if i.datasets.contains_key(dataset) {
+            bail!("cannot receive new filesystem stream: destination '{dataset}' exists");
+        }
+        for d in &body {
+            let name = format!("{dataset}{}", d["rel"].as_str().unwrap_or_default());
+            i.clock += 1;
+            let creation = i.clock;
+            let props = d["props"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect();
+            for s in d["snaps"].as_array().into_iter().flatten() {
+                let full = format!("{name}@{}", s.as_str().unwrap_or_default());
+                i.snap_order.push(full.clone());
+                i.snapshots.insert(full);
+            }
+            i.datasets.insert(name, FakeDs { props, creation });
+        }
+        i.log.push(format!("zfs receive -u {dataset}"));
+        Ok(all.len() as u64)
+    }
+
+    fn create_pool(&self, pool: &str, device: &str) -> anyhow::Result<()> {
+        if self.inner.borrow().pools.contains_key(pool) {
+            bail!("cannot create '{pool}': pool already exists");
+        }
+        self.add_pool(pool);
+        let mut i = self.inner.borrow_mut();
+        let p = i.pools.get_mut(pool).expect("added");
+        p.imported = true;
+        let root = i.datasets.get_mut(pool).expect("added");
+        root.props.insert("mountpoint".into(), "none".into());
+        i.log.push(format!("zpool create {pool} {device}"));
+        Ok(())
+    }
 }
 
 #[cfg(test)]

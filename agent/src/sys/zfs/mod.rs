@@ -109,6 +109,15 @@ pub trait Zfs {
     fn local_props(&self, dataset: &str) -> anyhow::Result<Vec<(String, String)>>;
     /// The device nodes of an imported pool's leaf vdevs (`/dev/vda2`).
     fn vdev_devices(&self, pool: &str) -> anyhow::Result<Vec<String>>;
+    /// Writes a replication stream of `snapshot` (`ds@snap`: the dataset, its descendants and
+    /// their snapshots up to it, with properties) into `sink`; returns the bytes written.
+    fn send(&self, snapshot: &str, sink: &mut dyn std::io::Write) -> anyhow::Result<u64>;
+    /// Receives a stream from `src` as `dataset` (which must not exist), mounting nothing;
+    /// returns the bytes read. A failed receive leaves nothing.
+    fn receive(&self, dataset: &str, src: &mut dyn std::io::Read) -> anyhow::Result<u64>;
+    /// Creates pool `pool` on `device` for bootenv: ashift 12, no cache file, nothing mounted,
+    /// lz4, no atime.
+    fn create_pool(&self, pool: &str, device: &str) -> anyhow::Result<()>;
 }
 
 /// Parses the human-readable output of `zpool import` (a scan): pool names and states.
