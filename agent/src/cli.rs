@@ -341,6 +341,7 @@ pub fn main() -> i32 {
         runner: &runner,
         pool: cli.pool.clone(),
         esp: cli.esp.clone().map(EspChoice::Mounted),
+        facts: Default::default(),
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -472,6 +472,7 @@ impl Ctx<'_> {
                 runner: self.runner,
                 pool: Some(o.pool.clone()),
                 esp: Some(EspChoice::Known(esp)),
+                facts: Default::default(),
             };
             ctx.prepare_pool(&o.pool)?;
             if let Some(c) = &o.cmdline {
@@ -565,6 +566,7 @@ mod tests {
             runner: &crate::sys::run::NoRunner,
             pool: None,
             esp: None,
+            facts: Default::default(),
         };
         let grub = d.path().join("grub");
         let disk = d.path().join("disk.img");

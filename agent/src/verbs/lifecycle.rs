@@ -1184,6 +1184,7 @@ y /run/bootenv/mnt/px zfs rw 0 0\n";
             runner: &crate::sys::run::NoRunner,
             pool: Some(PoolName::new("tank").unwrap()),
             esp: None::<EspChoice>,
+            facts: Default::default(),
         }
     }
 

@@ -8,4 +8,5 @@ pub mod install;
 pub mod lifecycle;
 pub mod ops;
 pub mod outcome;
+pub mod schema;
 pub mod treediff;

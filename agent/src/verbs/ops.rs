@@ -17,7 +17,7 @@ use crate::sys::statefile;
 use crate::sys::zfs::Zfs;
 use crate::verbs::outcome::{
     Activated, ActivatedAs, BootSection, Created, DatasetStep, EspProblem, GoodResult, GrubVars,
-    KernelEntry, KernelResult, Listing, MarkedGood, MenuProblem, MenuScript, MenuWrite,
+    KernelEntry, KernelResult, Listing, MarkedGood, MenuProblem, MenuResult, MenuScript, MenuWrite,
     PoolPrepared, ResetAction, ResetOutcome, ResetSwap, StateView, StatusReport, Synced,
 };
 use anyhow::{bail, Context};
@@ -37,6 +37,17 @@ pub struct Ctx<'a> {
     pub pool: Option<PoolName>,
     /// The ESP, when not found by looking (`--esp`, or known to an installer or a test).
     pub esp: Option<EspChoice>,
+    /// What the run has looked up already.
+    pub facts: Facts,
+}
+
+/// What a run looks up about the system once, when a verb first needs it, and reuses after:
+/// the boot report, the pool worked on and the ESP (each costs files read and commands run).
+#[derive(Debug, Default)]
+pub struct Facts {
+    report: std::cell::OnceCell<Option<Report>>,
+    pool: std::cell::OnceCell<PoolName>,
+    esp: std::cell::OnceCell<Result<Esp, NoEsp>>,
 }
 
 /// An ESP named by the caller.
@@ -161,8 +172,13 @@ impl Ctx<'_> {
 
     /// The boot report of the running system, if it was booted by bootenv.
     pub fn boot_report(&self) -> Option<Report> {
-        let text = std::fs::read_to_string(self.path(report::DIR).join("boot")).ok()?;
-        Some(Report::parse(&text))
+        self.facts
+            .report
+            .get_or_init(|| {
+                let text = std::fs::read_to_string(self.path(report::DIR).join("boot")).ok()?;
+                Some(Report::parse(&text))
+            })
+            .clone()
     }
 
     /// The state record of `pool`, or an empty one when it cannot be read (for display and
@@ -215,6 +231,14 @@ impl Ctx<'_> {
     /// the ZFS file system at `/` (a chroot into a BE), else the one imported pool that holds
     /// a bootenv layout.
     pub fn pool(&self) -> anyhow::Result<PoolName> {
+        if let Some(p) = self.facts.pool.get() {
+            return Ok(p.clone());
+        }
+        let p = self.find_pool()?;
+        Ok(self.facts.pool.get_or_init(|| p).clone())
+    }
+
+    fn find_pool(&self) -> anyhow::Result<PoolName> {
         if let Some(p) = &self.pool {
             return Ok(p.clone());
         }
@@ -452,6 +476,14 @@ impl Ctx<'_> {
 
     /// The ESP, or [`NoEsp`] when this machine has none to manage.
     fn esp(&self) -> anyhow::Result<Result<Esp, NoEsp>> {
+        if let Some(e) = self.facts.esp.get() {
+            return Ok(e.clone());
+        }
+        let e = self.find_esp()?;
+        Ok(self.facts.esp.get_or_init(|| e).clone())
+    }
+
+    fn find_esp(&self) -> anyhow::Result<Result<Esp, NoEsp>> {
         let explicit = match &self.esp {
             Some(EspChoice::Known(e)) => return Ok(Ok(e.clone())),
             Some(EspChoice::Mounted(d)) => Some(d.as_path()),
@@ -891,7 +923,11 @@ impl Ctx<'_> {
         let mut done = Synced {
             kernels,
             notes: Vec::new(),
-            menu: MenuWrite::LeftToRunningSystem,
+            menu: MenuWrite {
+                result: MenuResult::LeftToRunningSystem,
+                path: None,
+                error: None,
+            },
         };
         // The state record mounted where this process cannot see it: a chroot of a new BE (the
         // kernel hook inside `bootenv upgrade`). The menu and the block belong to the running
@@ -905,18 +941,23 @@ impl Ctx<'_> {
             {
                 Ok(notes) => {
                     done.notes = notes;
-                    done.menu = MenuWrite::Written {
-                        path: esp
-                            .bootenv_dir()
-                            .join(crate::bootloader::bootfiles::MENU)
-                            .display()
-                            .to_string(),
+                    done.menu = MenuWrite {
+                        result: MenuResult::Written,
+                        path: Some(
+                            esp.bootenv_dir()
+                                .join(crate::bootloader::bootfiles::MENU)
+                                .display()
+                                .to_string(),
+                        ),
+                        error: None,
                     };
                 }
                 // No BE has a kernel on the ESP yet: the menu stays as it was.
                 Err(e) if !failures.is_empty() => {
-                    done.menu = MenuWrite::NotWritten {
-                        error: format!("{e:#}"),
+                    done.menu = MenuWrite {
+                        result: MenuResult::NotWritten,
+                        path: None,
+                        error: Some(format!("{e:#}")),
                     }
                 }
                 Err(e) => return Err(e),
@@ -1527,6 +1568,7 @@ mod tests {
             runner: &crate::sys::run::NoRunner,
             pool: Some(PoolName::new("tank").unwrap()),
             esp: None,
+            facts: Default::default(),
         }
     }
 
@@ -1771,6 +1813,7 @@ mod tests {
                     runner: &crate::sys::run::NoRunner,
                     pool: Some(PoolName::new("tank").unwrap()),
                     esp: Some(EspChoice::Known(esp)),
+                    facts: Default::default(),
                 }
             }
 
@@ -2007,12 +2050,148 @@ mod tests {
             w.mounter.mount_zfs("tank/BOOTENV", &st2, false).unwrap();
             w.zfs.destroy("tank/ROOT/v3", true).unwrap();
             let out = c.sync_boot(&[], 40).unwrap();
-            assert!(matches!(out.menu, MenuWrite::LeftToRunningSystem), "{out}");
+            assert_eq!(out.menu.result, MenuResult::LeftToRunningSystem, "{out}");
             assert_eq!(
                 std::fs::read(&menu).unwrap(),
                 before,
                 "the menu was rewritten"
             );
+        }
+
+        /// Every verb's outcome, and its errors, as JSON: each document has exactly the keys
+        /// and types ARCHITECTURE.md documents for it.
+        #[test]
+        fn every_outcome_matches_its_documented_json_schema() {
+            use crate::model::failure::ErrorKind;
+            use crate::sys::run::FakeRunner;
+            use crate::verbs::lifecycle::CloneOpts;
+            use crate::verbs::outcome::{error_json, kind_of, InstalledDisk, Outcome};
+            let spec = crate::verbs::schema::Spec::from_markdown(include_str!(
+                "../../../ARCHITECTURE.md"
+            ))
+            .unwrap();
+            let w = world_with(|m| {
+                m.file("tank/ROOT/v4", "boot/vmlinuz", b"kernel of v4", 0o644)
+                    .file("tank/ROOT/v4", "boot/initrd.img", b"initrd of v4", 0o644)
+            });
+            let mut docs: Vec<(String, String)> = Vec::new();
+            let mut seen = std::collections::BTreeSet::new();
+            let mut ok = |o: Outcome| {
+                let v: serde_json::Value = serde_json::from_str(&o.json()).unwrap();
+                seen.insert(v["verb"].as_str().unwrap().to_owned());
+                docs.push((o.to_string(), o.json()));
+            };
+            let c = w.ctx();
+            let tank = PoolName::new("tank").unwrap();
+            ok(Outcome::PreparePool(c.prepare_pool(&tank).unwrap()));
+            ok(Outcome::SyncBoot(c.sync_boot(&[], 10).unwrap()));
+            ok(Outcome::Activate(c.activate(&be("v1"), Activation::Default, 11).unwrap()));
+            ok(Outcome::Activate(c.activate(&be("v1"), Activation::Default, 11).unwrap()));
+            ok(Outcome::MarkGood(c.mark_good(Some(&be("v1")), 12).unwrap()));
+            assert_eq!(w.boot(), "v1");
+            let c = w.ctx();
+            ok(Outcome::Status(c.status().unwrap()));
+            ok(Outcome::List(c.list().unwrap()));
+            ok(Outcome::GrubMenu(c.grub_menu().unwrap()));
+            ok(Outcome::Activate(c.activate(&be("v2"), Activation::Once, 13).unwrap()));
+            ok(Outcome::Activate(c.activate(&be("v3"), Activation::Trial(Some(2)), 14).unwrap()));
+            ok(Outcome::Activate(c.activate(&be("v2"), Activation::Default, 15).unwrap()));
+            ok(Outcome::Rollback(c.walk(None, false, 16).unwrap()));
+            ok(Outcome::Rollforward(c.walk(None, true, 17).unwrap()));
+            ok(Outcome::MarkGood(c.mark_good(Some(&be("v3")), 18).unwrap()));
+            let runner = FakeRunner::default();
+            let up = Ctx {
+                runner: &runner,
+                ..w.ctx()
+            };
+            let cmd = ["true".to_string()];
+            ok(Outcome::Upgrade(
+                up.upgrade(&be("v4"), &cmd, &CloneOpts::default(), None, 19)
+                    .unwrap(),
+            ));
+            ok(Outcome::Create(
+                c.create_from(
+                    &be("v5"),
+                    &CloneOpts {
+                        from: Some("v1".into()),
+                        ..Default::default()
+                    },
+                    20,
+                )
+                .unwrap(),
+            ));
+            let tree = w.dir.path().join("tree");
+            std::fs::create_dir_all(tree.join("etc")).unwrap();
+            ok(Outcome::Create(
+                c.create(
+                    &be("v6"),
+                    &CreateOpts {
+                        rootfs: tree,
+                        config_mountpoint: "/etc/config".into(),
+                        ..Default::default()
+                    },
+                )
+                .unwrap(),
+            ));
+            ok(Outcome::FactoryReset(
+                c.factory_reset(Some(ResetMode::Full), false, Some(&be("v6")), false, 25)
+                    .unwrap(),
+            ));
+            ok(Outcome::FactoryReset(c.factory_reset(None, false, None, true, 26).unwrap()));
+            ok(Outcome::FactoryReset(c.factory_reset(None, false, None, true, 27).unwrap()));
+            ok(Outcome::Mount(c.mount_be("v5", None, false).unwrap()));
+            ok(Outcome::Unmount(c.unmount_be("v5").unwrap()));
+            ok(Outcome::Diff(c.diff("v1", "v5").unwrap()));
+            ok(Outcome::Destroy(c.destroy_be(&be("v6"), true, false, 21).unwrap()));
+            ok(Outcome::Destroy(c.destroy_be(&be("v6"), false, false, 21).unwrap()));
+            ok(Outcome::Rename(c.rename_be(&be("v5"), &be("v7"), 22).unwrap()));
+            let stream = w.dir.path().join("v7.stream");
+            let to = stream.to_str().unwrap();
+            ok(Outcome::Export(c.export_be(&be("v7"), to, 23).unwrap()));
+            ok(Outcome::Import(c.import_be(to, Some(&be("v8")), 24).unwrap()));
+            ok(Outcome::Install(InstalledDisk {
+                disk: "/dev/vdb".into(),
+                pool: "rpool".into(),
+                be: "v1".into(),
+                bootable: true,
+                changed: true,
+            }));
+            let verbs = [
+                "status", "list", "prepare-pool", "create", "activate", "mark-good", "sync-boot",
+                "grub-menu", "upgrade", "rollback", "rollforward", "mount", "unmount", "diff",
+                "destroy", "rename", "export", "import", "install", "factory-reset",
+            ];
+            assert_eq!(seen, verbs.iter().map(|v| v.to_string()).collect());
+            // Failures of several kinds.
+            let snap_of_v1 = w.zfs.snapshots("tank/ROOT/v1").unwrap()[0].replace("tank/ROOT/", "");
+            let errors = [
+                c.activate(&be("nosuch"), Activation::Default, 30).unwrap_err(),
+                c.destroy_be(&be("v1"), false, false, 30).unwrap_err(),
+                c.rename_be(&be("v2"), &be("V3"), 30).unwrap_err(),
+                c.mount_be(&snap_of_v1, None, true).unwrap_err(),
+            ];
+            let kinds: Vec<ErrorKind> = errors.iter().map(kind_of).collect();
+            assert_eq!(
+                kinds,
+                [ErrorKind::NotFound, ErrorKind::Refused, ErrorKind::Exists, ErrorKind::Invalid]
+            );
+            for e in &errors {
+                docs.push((e.to_string(), error_json(Some("x"), kind_of(e), &format!("{e:#}"))));
+            }
+            docs.push((String::new(), error_json(None, ErrorKind::Usage, "bad")));
+            for (text, json) in &docs {
+                let v: serde_json::Value = serde_json::from_str(json).unwrap();
+                if let Err(e) = spec.check(&v) {
+                    panic!("{e}\n{json}\n{text}");
+                }
+            }
+            // A repeated activate of the default is reported unchanged.
+            let again: Vec<&(String, String)> = docs
+                .iter()
+                .filter(|(t, _)| t.contains("unchanged"))
+                .collect();
+            assert_eq!(again.len(), 1, "{docs:?}");
+            assert!(again[0].1.contains("\"changed\": false"));
         }
 
         #[test]

@@ -651,20 +651,25 @@ impl fmt::Display for MarkedGood {
 
 /// What became of the menu in `sync-boot`.
 #[derive(Clone, Debug, Serialize)]
-#[serde(tag = "result", rename_all = "kebab-case")]
-pub enum MenuWrite {
-    /// Written to this file.
-    Written {
-        /// The menu's path.
-        path: String,
-    },
+pub struct MenuWrite {
+    /// What happened.
+    pub result: MenuResult,
+    /// The menu's path (written).
+    pub path: Option<String>,
+    /// Why it was not written.
+    pub error: Option<String>,
+}
+
+/// See [`MenuWrite`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MenuResult {
+    /// Written to `path`.
+    Written,
     /// Left to the running system (the state record is mounted outside this chroot).
     LeftToRunningSystem,
-    /// Not written (no BE had a kernel on the ESP yet).
-    NotWritten {
-        /// Why.
-        error: String,
-    },
+    /// Not written (no BE had a kernel on the ESP yet): see `error`.
+    NotWritten,
 }
 
 /// `bootenv sync-boot`.
@@ -684,10 +689,14 @@ impl fmt::Display for Synced {
             writeln!(f, "{k}")?;
         }
         lines(f, &self.notes)?;
-        match &self.menu {
-            MenuWrite::Written { path } => writeln!(f, "menu written to {path}"),
-            MenuWrite::LeftToRunningSystem => writeln!(f, "menu left as it is (the state record is mounted outside this chroot; the running system's bootenv writes the menu)"),
-            MenuWrite::NotWritten { error } => writeln!(f, "menu not written: {error}"),
+        let (path, error) = (
+            self.menu.path.as_deref().unwrap_or("?"),
+            self.menu.error.as_deref().unwrap_or("?"),
+        );
+        match self.menu.result {
+            MenuResult::Written => writeln!(f, "menu written to {path}"),
+            MenuResult::LeftToRunningSystem => writeln!(f, "menu left as it is (the state record is mounted outside this chroot; the running system's bootenv writes the menu)"),
+            MenuResult::NotWritten => writeln!(f, "menu not written: {error}"),
         }
     }
 }

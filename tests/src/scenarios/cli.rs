@@ -42,11 +42,138 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             cli_export_import,
         ),
         Scenario::new(
+            "cli-json",
+            "every verb with --json, done and refused: each document parses and has exactly the keys ARCHITECTURE.md documents; a repeated activate is unchanged",
+            cli_json,
+        ),
+        Scenario::new(
             "cli-install",
             "a blank disk laid out by bootenv install from a tarball boots through GRUB, under UEFI and BIOS",
             cli_install,
         ),
     ]
+}
+
+/// The documented JSON schema (ARCHITECTURE.md, "JSON output").
+fn json_spec() -> bootenv::verbs::schema::Spec {
+    bootenv::verbs::schema::Spec::from_markdown(include_str!("../../../ARCHITECTURE.md"))
+        .expect("ARCHITECTURE.md documents the JSON output")
+}
+
+/// Runs `bootenv --json <args>` in the test BE; returns its exit status and its document,
+/// checked against the documented schema.
+fn bootenv_json(vm: &mut Vm, args: &str) -> anyhow::Result<(u32, serde_json::Value)> {
+    let (rc, out) = run_status(vm, &format!("bootenv --json {args} 2>/dev/null"), STEP)?;
+    let (Some(a), Some(b)) = (out.find('{'), out.rfind('}')) else {
+        anyhow::bail!("`bootenv --json {args}` printed no JSON document:\n{out}");
+    };
+    let doc: serde_json::Value = serde_json::from_str(&out[a..=b])
+        .map_err(|e| anyhow::anyhow!("`bootenv --json {args}` printed no valid JSON ({e}):\n{out}"))?;
+    json_spec()
+        .check(&doc)
+        .map_err(|e| anyhow::anyhow!("`bootenv --json {args}`: {e}\n{doc:#}"))?;
+    Ok((rc.parse()?, doc))
+}
+
+fn cli_json(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let mut vm = direct_ready(cx, &disk, "v1", "")?;
+    let mut verbs = std::collections::BTreeSet::new();
+    // Done: (arguments, what the document must say).
+    let done: [(&str, &[(&str, serde_json::Value)]); 26] = [
+        ("status", &[("boot", serde_json::json!({}))]),
+        ("list", &[("pool", "tank".into())]),
+        ("prepare-pool tank", &[("changed", false.into())]),
+        ("create v4 --from v2 --label 4.0", &[("be", "v4".into())]),
+        ("activate v1", &[("changed", false.into())]),
+        ("mark-good", &[("result", "marked-good".into()), ("changed", false.into())]),
+        ("activate --once v2", &[("activated_as", "once".into())]),
+        ("activate --trial=2 v3", &[("activated_as", "trial".into()), ("tries", 2.into())]),
+        ("activate v1", &[("changed", true.into()), ("cancelled_trial", "v3".into())]),
+        ("activate v2", &[("changed", true.into())]),
+        ("rollback", &[("to", "v1".into())]),
+        ("rollforward", &[("to", "v2".into())]),
+        ("activate v1", &[("changed", true.into())]),
+        ("activate v1", &[("changed", false.into())]),
+        ("sync-boot", &[]),
+        ("grub-menu", &[]),
+        ("mount v2", &[("dir", "/run/bootenv/mnt/v2".into()), ("read_only", true.into())]),
+        ("unmount v2", &[]),
+        ("diff v1 v2", &[("a", "v1".into())]),
+        ("destroy v4 --dry-run", &[("dry_run", true.into()), ("changed", false.into())]),
+        ("rename v4 v5", &[("to", "v5".into())]),
+        ("export v5 /run/v5.stream", &[("be", "v5".into())]),
+        ("import /run/v5.stream --name v6", &[("be", "v6".into())]),
+        ("destroy v6", &[("changed", true.into())]),
+        ("factory-reset --mode config --be v2", &[("action", "scheduled".into())]),
+        ("factory-reset --cancel", &[("action", "cancelled".into())]),
+    ];
+    for (args, want) in done {
+        let (rc, doc) = bootenv_json(&mut vm, args)?;
+        ensure!(rc == 0, "`bootenv --json {args}` failed (status {rc}): {doc:#}");
+        for (k, v) in want {
+            // An empty object only asks for the key.
+            let ok = match v {
+                serde_json::Value::Object(o) if o.is_empty() => doc.get(k).is_some(),
+                v => doc.get(k) == Some(v),
+            };
+            ensure!(ok, "`bootenv --json {args}`: {k} is not {v}: {doc:#}");
+        }
+        verbs.insert(doc["verb"].as_str().unwrap_or_default().to_owned());
+    }
+    // The diff names what differs, typed.
+    let (_, diff) = bootenv_json(&mut vm, "diff v1 v2")?;
+    ensure!(
+        diff["changes"].as_array().is_some_and(|c| c
+            .iter()
+            .any(|x| x["change"] == "modified" && x["path"] == "/etc/bootenv-test/name")),
+        "{diff:#}"
+    );
+    // An upgrade: its sync and its trial as values; then a failing one.
+    let (rc, up) = bootenv_json(&mut vm, "upgrade v7 -- true")?;
+    ensure!(
+        rc == 0 && up["trial"]["activated_as"] == "trial" && up["boot"]["kernels"][0]["be"] == "v7",
+        "{up:#}"
+    );
+    verbs.insert("upgrade".into());
+    // Refused, each with its kind and exit status.
+    let refused = [
+        ("upgrade v8 -- false", "command-failed", 1),
+        ("activate nosuch", "not-found", 1),
+        ("destroy v1", "refused", 1),
+        ("create v2 --from v1", "exists", 1),
+        ("import /run/v5.stream", "exists", 1),
+        ("mount v3@factory --rw", "invalid", 1),
+        ("factory-reset --mode full --erase --be nosuch", "not-found", 1),
+        ("install --disk /dev/vda --from /", "refused", 1),
+        ("rollforward", "refused", 1),
+        ("frob", "usage", 2),
+        ("activate 'a b'", "usage", 2),
+    ];
+    for (args, kind, status) in refused {
+        let (rc, doc) = bootenv_json(&mut vm, args)?;
+        ensure!(
+            rc == status && doc["error"]["kind"] == kind,
+            "`bootenv --json {args}`: status {rc}, expected {status} and kind {kind}: {doc:#}"
+        );
+        if let Some(v) = doc["verb"].as_str() {
+            verbs.insert(v.to_owned());
+        }
+    }
+    // Nothing pending any more: the same cancel is unchanged.
+    let (_, doc) = bootenv_json(&mut vm, "factory-reset --cancel")?;
+    ensure!(
+        doc["action"] == "nothing-pending" && doc["changed"] == false,
+        "{doc:#}"
+    );
+    let every = [
+        "status", "list", "prepare-pool", "create", "activate", "mark-good", "sync-boot",
+        "grub-menu", "upgrade", "rollback", "rollforward", "mount", "unmount", "diff", "destroy",
+        "rename", "export", "import", "install", "factory-reset",
+    ];
+    let missing: Vec<&str> = every.iter().copied().filter(|v| !verbs.contains(*v)).collect();
+    ensure!(missing.is_empty(), "verbs not run with --json: {missing:?}");
+    power_off(&mut vm)
 }
 
 /// Copies the running test BE (root and config) to `dir` as BE `name`, labelled `label`.
