@@ -14,9 +14,11 @@
 //!
 //! GRUB reads only these names (`load_env --file ... <names>`), and only ever compares their
 //! values with the BE names baked into the menu: no value from the block reaches a command line
-//! or a command. Every way the block can be damaged (missing, torn, truncated, garbage) leaves the
-//! variables unset or unmatched, which means: boot the default baked into the menu, no trial, no
-//! one-shot. A trial whose counter cannot be read counts as used up, so it rolls back.
+//! or a command. GRUB reads a damaged block as far as it is well-formed (`grubenv::GrubView`);
+//! whatever it reads names a BE of the menu or nothing (the default baked into the menu). A trial
+//! whose counter cannot be read counts as used up, so it rolls back; a one-shot that cannot be
+//! cleared is not carried out. `Menu::model_bytes` is the model on the block's bytes, held to
+//! GRUB itself by `tests/tests/grub_emu.rs`.
 //!
 //! A kernel or initramfs that GRUB cannot load (missing, truncated, damaged, unreadable) never
 //! leaves the machine at a prompt: every entry loads its files with `if [ -s initrd ]; then if
@@ -214,21 +216,54 @@ impl Menu {
         vars: Option<&crate::bootloader::grubenv::EnvBlock>,
         can_save: bool,
     ) -> GrubBoot {
-        let get = |n: &str| vars.and_then(|v| v.get(n));
+        let get = |n: &str| vars.and_then(|v| v.get(n)).map(str::to_owned);
+        self.model_with(&get, &mut |_, _| can_save)
+    }
+
+    /// The model on the block's bytes as GRUB reads and writes them ([`GrubView`]: a damaged
+    /// block is read as far as it is well-formed; `None`, no block at all): what GRUB boots, and
+    /// the block it leaves.
+    ///
+    /// [`GrubView`]: crate::bootloader::grubenv::GrubView
+    pub fn model_bytes(&self, block: Option<&[u8]>) -> (GrubBoot, Option<Vec<u8>>) {
+        let view = block.and_then(crate::bootloader::grubenv::GrubView::open);
+        let mut after = view.clone();
+        let get = |n: &str| view.as_ref().and_then(|v| v.get(n));
+        let b = self.model_with(&get, &mut |k, v| {
+            after.as_mut().is_some_and(|a| a.set(k, v))
+        });
+        let after = match after {
+            Some(a) => Some(a.bytes().to_vec()),
+            None => block.map(<[u8]>::to_vec),
+        };
+        (b, after)
+    }
+
+    /// The script's logic: `get` reads what `load_env` loaded, `save` is `save_env` of one
+    /// variable (true when it was written).
+    fn model_with(
+        &self,
+        get: &dyn Fn(&str) -> Option<String>,
+        save: &mut dyn FnMut(&str, &str) -> bool,
+    ) -> GrubBoot {
         let mut boot = self.default.clone();
         let mut args = Vec::new();
         let mut saves = Vec::new();
-        if let Some(d) = self.has(get("bootenv_default")) {
+        if let Some(d) = self.has(get("bootenv_default").as_deref()) {
             boot = d;
         }
         let next = get("bootenv_next").filter(|n| !n.is_empty());
-        if next.is_some() && can_save {
+        // The one-shot is cleared first; only one that could be cleared is carried out.
+        let cleared = next.is_some() && save("bootenv_next", "");
+        if cleared {
             saves.push(("bootenv_next", String::new()));
         }
-        if let Some(n) = self.has(next).filter(|_| can_save) {
+        if let Some(n) = self.has(next.as_deref()).filter(|_| cleared) {
             boot = n;
-        } else if let Some(trial) = self.has(get("bootenv_trial")) {
-            match tries_left(get("bootenv_tries")).filter(|_| can_save) {
+        } else if let Some(trial) = self.has(get("bootenv_trial").as_deref()) {
+            let counted = tries_left(get("bootenv_tries").as_deref())
+                .filter(|left| save("bootenv_tries", &left.to_string()));
+            match counted {
                 Some(left) => {
                     saves.push(("bootenv_tries", left.to_string()));
                     args.push((trial.clone(), format!("bootenv.trial={left}")));

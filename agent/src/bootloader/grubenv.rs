@@ -262,6 +262,157 @@ impl EnvBlock {
     }
 }
 
+/// An environment block as GRUB itself reads and changes it (grub-core/lib/envblk.c:
+/// `grub_envblk_open`, `_iterate`, `_set`), for the model of the menu script. GRUB is lenient
+/// where [`EnvBlock::parse`] is strict: any bytes that start with the signature are a block; its
+/// variables are the well-formed lines up to the first broken one (a truncated block keeps the
+/// lines before the cut); of a name set twice, `load_env` takes the last and `save_env` changes
+/// the first. The `grub_emu` integration test runs the same blocks through GRUB.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrubView {
+    buf: Vec<u8>,
+}
+
+/// GRUB's `find_next_line`: the position after the next newline from `p` (or past the end).
+fn next_line(b: &[u8], mut p: usize) -> usize {
+    while p < b.len() && b[p] != b'\n' {
+        p += 1;
+    }
+    p + 1
+}
+
+impl GrubView {
+    /// `grub_envblk_open`: `None` when the bytes do not start with the signature.
+    pub fn open(bytes: &[u8]) -> Option<GrubView> {
+        bytes.starts_with(SIGNATURE.as_bytes()).then(|| GrubView {
+            buf: bytes.to_vec(),
+        })
+    }
+
+    /// The block's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// `grub_envblk_iterate`: (name, unescaped value) of each variable line, in order, up to
+    /// the first broken line.
+    pub fn vars(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let b = &self.buf;
+        let end = b.len();
+        let mut p = SIGNATURE.len();
+        let mut out = Vec::new();
+        while p < end {
+            if b[p] == b'#' {
+                p = next_line(b, p);
+                continue;
+            }
+            let name_start = p;
+            while p < end && b[p] != b'=' {
+                p += 1;
+            }
+            if p >= end {
+                break;
+            }
+            let name = b[name_start..p].to_vec();
+            p += 1;
+            let value_start = p;
+            while p < end && b[p] != b'\n' {
+                if b[p] == b'\\' {
+                    p += 1;
+                }
+                p += 1;
+            }
+            if p >= end {
+                break;
+            }
+            let mut value = Vec::new();
+            let mut q = value_start;
+            while q < p {
+                if b[q] == b'\\' {
+                    q += 1;
+                }
+                if q < p {
+                    value.push(b[q]);
+                }
+                q += 1;
+            }
+            out.push((name, value));
+            p = next_line(b, p);
+        }
+        out
+    }
+
+    /// What `load_env` sets `name` to: its last value in the block.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.vars()
+            .into_iter()
+            .rev()
+            .find(|(n, _)| n == name.as_bytes())
+            .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
+    }
+
+    /// `grub_envblk_set`, as `save_env` calls it: changes the first line of `name` in place, or
+    /// appends one in the free space (the trailing `#` run, which must follow a newline);
+    /// `false`, and nothing changed, when the block is broken or the value does not fit.
+    pub fn set(&mut self, name: &str, value: &str) -> bool {
+        let b = &mut self.buf;
+        let pend = b.len();
+        let nl = name.len();
+        let escaped: Vec<u8> = value
+            .bytes()
+            .flat_map(|c| {
+                if c == b'\\' || c == b'\n' {
+                    vec![b'\\', c]
+                } else {
+                    vec![c]
+                }
+            })
+            .collect();
+        let vl = escaped.len();
+        let mut space = pend;
+        while space > 0 && b[space - 1] == b'#' {
+            space -= 1;
+        }
+        if space == 0 || b[space - 1] != b'\n' {
+            return false;
+        }
+        let mut p = SIGNATURE.len();
+        while p + nl + 1 < space {
+            if &b[p..p + nl] == name.as_bytes() && b[p + nl] == b'=' {
+                p += nl + 1;
+                let mut len = 0;
+                while p + len < space && b[p + len] != b'\n' {
+                    if b[p + len] == b'\\' {
+                        len += 1;
+                    }
+                    len += 1;
+                }
+                if space + vl > pend + len {
+                    return false;
+                }
+                let tail: Vec<u8> = b[p + len..space].to_vec();
+                let new_space = space + vl - len;
+                b[p..p + vl].copy_from_slice(&escaped);
+                b[p + vl..new_space].copy_from_slice(&tail);
+                for c in &mut b[new_space..space.max(new_space)] {
+                    *c = b'#';
+                }
+                return true;
+            }
+            p = next_line(b, p);
+        }
+        if space + nl + 1 + vl + 1 > pend {
+            return false;
+        }
+        let mut line = name.as_bytes().to_vec();
+        line.push(b'=');
+        line.extend(&escaped);
+        line.push(b'\n');
+        b[space..space + line.len()].copy_from_slice(&line);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

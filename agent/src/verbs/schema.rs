@@ -171,10 +171,14 @@ mod tests {
     #[test]
     fn documents_are_checked_key_by_key_and_type_by_type() {
         let s = Spec::from_markdown(MD).unwrap();
-        let good = json!({"schema": 1, "verb": "sync", "n": 2, "kernels": [{"be": "v1", "dir": null}]});
+        let good =
+            json!({"schema": 1, "verb": "sync", "n": 2, "kernels": [{"be": "v1", "dir": null}]});
         s.check(&good).unwrap();
         let extra = json!({"schema": 1, "verb": "sync", "n": 2, "kernels": [], "x": 1});
-        assert!(s.check(&extra).unwrap_err().contains("sync.x: not documented"));
+        assert!(s
+            .check(&extra)
+            .unwrap_err()
+            .contains("sync.x: not documented"));
         let wrong = json!({"schema": 1, "verb": "sync", "n": "2", "kernels": []});
         assert!(s.check(&wrong).unwrap_err().contains("sync.n"));
         let nested = json!({"schema": 1, "verb": "sync", "n": 2, "kernels": [{"dir": "d"}]});
@@ -187,6 +191,9 @@ mod tests {
         let odd = json!({"schema": 1, "verb": null, "error": {"kind": "odd", "message": "m"}});
         assert!(s.check(&odd).unwrap_err().contains("error.error.kind"));
         let unknown = json!({"schema": 1, "verb": "frob"});
-        assert!(s.check(&unknown).unwrap_err().contains("frob is not documented"));
+        assert!(s
+            .check(&unknown)
+            .unwrap_err()
+            .contains("frob is not documented"));
     }
 }

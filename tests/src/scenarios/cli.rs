@@ -67,8 +67,9 @@ fn bootenv_json(vm: &mut Vm, args: &str) -> anyhow::Result<(u32, serde_json::Val
     let (Some(a), Some(b)) = (out.find('{'), out.rfind('}')) else {
         anyhow::bail!("`bootenv --json {args}` printed no JSON document:\n{out}");
     };
-    let doc: serde_json::Value = serde_json::from_str(&out[a..=b])
-        .map_err(|e| anyhow::anyhow!("`bootenv --json {args}` printed no valid JSON ({e}):\n{out}"))?;
+    let doc: serde_json::Value = serde_json::from_str(&out[a..=b]).map_err(|e| {
+        anyhow::anyhow!("`bootenv --json {args}` printed no valid JSON ({e}):\n{out}")
+    })?;
     json_spec()
         .check(&doc)
         .map_err(|e| anyhow::anyhow!("`bootenv --json {args}`: {e}\n{doc:#}"))?;
@@ -86,10 +87,19 @@ fn cli_json(cx: &mut Ctx) -> anyhow::Result<()> {
         ("prepare-pool tank", &[("changed", false.into())]),
         ("create v4 --from v2 --label 4.0", &[("be", "v4".into())]),
         ("activate v1", &[("changed", false.into())]),
-        ("mark-good", &[("result", "marked-good".into()), ("changed", false.into())]),
+        (
+            "mark-good",
+            &[("result", "marked-good".into()), ("changed", false.into())],
+        ),
         ("activate --once v2", &[("activated_as", "once".into())]),
-        ("activate --trial=2 v3", &[("activated_as", "trial".into()), ("tries", 2.into())]),
-        ("activate v1", &[("changed", true.into()), ("cancelled_trial", "v3".into())]),
+        (
+            "activate --trial=2 v3",
+            &[("activated_as", "trial".into()), ("tries", 2.into())],
+        ),
+        (
+            "activate v1",
+            &[("changed", true.into()), ("cancelled_trial", "v3".into())],
+        ),
         ("activate v2", &[("changed", true.into())]),
         ("rollback", &[("to", "v1".into())]),
         ("rollforward", &[("to", "v2".into())]),
@@ -97,20 +107,35 @@ fn cli_json(cx: &mut Ctx) -> anyhow::Result<()> {
         ("activate v1", &[("changed", false.into())]),
         ("sync-boot", &[]),
         ("grub-menu", &[]),
-        ("mount v2", &[("dir", "/run/bootenv/mnt/v2".into()), ("read_only", true.into())]),
+        (
+            "mount v2",
+            &[
+                ("dir", "/run/bootenv/mnt/v2".into()),
+                ("read_only", true.into()),
+            ],
+        ),
         ("unmount v2", &[]),
         ("diff v1 v2", &[("a", "v1".into())]),
-        ("destroy v4 --dry-run", &[("dry_run", true.into()), ("changed", false.into())]),
+        (
+            "destroy v4 --dry-run",
+            &[("dry_run", true.into()), ("changed", false.into())],
+        ),
         ("rename v4 v5", &[("to", "v5".into())]),
         ("export v5 /run/v5.stream", &[("be", "v5".into())]),
         ("import /run/v5.stream --name v6", &[("be", "v6".into())]),
         ("destroy v6", &[("changed", true.into())]),
-        ("factory-reset --mode config --be v2", &[("action", "scheduled".into())]),
+        (
+            "factory-reset --mode config --be v2",
+            &[("action", "scheduled".into())],
+        ),
         ("factory-reset --cancel", &[("action", "cancelled".into())]),
     ];
     for (args, want) in done {
         let (rc, doc) = bootenv_json(&mut vm, args)?;
-        ensure!(rc == 0, "`bootenv --json {args}` failed (status {rc}): {doc:#}");
+        ensure!(
+            rc == 0,
+            "`bootenv --json {args}` failed (status {rc}): {doc:#}"
+        );
         for (k, v) in want {
             // An empty object only asks for the key.
             let ok = match v {
@@ -144,7 +169,11 @@ fn cli_json(cx: &mut Ctx) -> anyhow::Result<()> {
         ("create v2 --from v1", "exists", 1),
         ("import /run/v5.stream", "exists", 1),
         ("mount v3@factory --rw", "invalid", 1),
-        ("factory-reset --mode full --erase --be nosuch", "not-found", 1),
+        (
+            "factory-reset --mode full --erase --be nosuch",
+            "not-found",
+            1,
+        ),
         ("install --disk /dev/vda --from /", "refused", 1),
         ("rollforward", "refused", 1),
         ("frob", "usage", 2),
@@ -167,11 +196,32 @@ fn cli_json(cx: &mut Ctx) -> anyhow::Result<()> {
         "{doc:#}"
     );
     let every = [
-        "status", "list", "prepare-pool", "create", "activate", "mark-good", "sync-boot",
-        "grub-menu", "upgrade", "rollback", "rollforward", "mount", "unmount", "diff", "destroy",
-        "rename", "export", "import", "install", "factory-reset",
+        "status",
+        "list",
+        "prepare-pool",
+        "create",
+        "activate",
+        "mark-good",
+        "sync-boot",
+        "grub-menu",
+        "upgrade",
+        "rollback",
+        "rollforward",
+        "mount",
+        "unmount",
+        "diff",
+        "destroy",
+        "rename",
+        "export",
+        "import",
+        "install",
+        "factory-reset",
     ];
-    let missing: Vec<&str> = every.iter().copied().filter(|v| !verbs.contains(*v)).collect();
+    let missing: Vec<&str> = every
+        .iter()
+        .copied()
+        .filter(|v| !verbs.contains(*v))
+        .collect();
     ensure!(missing.is_empty(), "verbs not run with --json: {missing:?}");
     power_off(&mut vm)
 }
