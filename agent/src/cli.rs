@@ -286,6 +286,31 @@ impl Command {
     }
 }
 
+/// Every verb an operator types (`initramfs-tools-mount` is the initramfs's), as JSON's `verb`
+/// names it.
+pub const VERBS: [&str; 20] = [
+    "status",
+    "list",
+    "prepare-pool",
+    "create",
+    "activate",
+    "mark-good",
+    "sync-boot",
+    "grub-menu",
+    "upgrade",
+    "rollback",
+    "rollforward",
+    "mount",
+    "unmount",
+    "diff",
+    "destroy",
+    "rename",
+    "export",
+    "import",
+    "install",
+    "factory-reset",
+];
+
 impl Command {
     /// The verb's name, as typed and as JSON's `verb`.
     pub fn verb(&self) -> &'static str {

@@ -363,27 +363,15 @@ impl BootPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::inventory::tests::listing;
+    use crate::model::inventory::tests::{config_of, listing};
 
     fn inv(bootfs: Option<&str>) -> Inventory {
         let l = listing(&[
             ("tank/ROOT", "off", "none", "-", "-"),
             ("tank/ROOT/v1", "noauto", "/", "1.0", "-"),
-            (
-                "tank/ROOT/v1/config",
-                "noauto",
-                "/etc/config",
-                "-",
-                "config",
-            ),
+            config_of("tank/ROOT/v1"),
             ("tank/ROOT/v2", "noauto", "/", "2.0", "-"),
-            (
-                "tank/ROOT/v2/config",
-                "noauto",
-                "/etc/config",
-                "-",
-                "config",
-            ),
+            config_of("tank/ROOT/v2"),
             ("tank/ROOT/v3", "noauto", "/", "3.0", "-"),
             ("tank/ROOT/broken", "off", "/", "-", "-"),
         ]);

@@ -777,31 +777,9 @@ mod tests {
     fn pool_with_bes(root: &Path) -> FakeZfs {
         let z = FakeZfs::new().with_root(root.into());
         z.add_pool("tank");
-        z.add_fs(
-            "tank/ROOT",
-            &[
-                ("canmount", "off"),
-                ("mountpoint", "none"),
-                ("org.bootenv:layout", "1"),
-            ],
-        );
-        z.add_fs(
-            "tank/BOOTENV",
-            &[("canmount", "noauto"), ("mountpoint", "legacy")],
-        );
+        z.add_layout("tank");
         for be in ["v1", "v2", "v3"] {
-            z.add_fs(
-                &format!("tank/ROOT/{be}"),
-                &[("canmount", "noauto"), ("mountpoint", "/")],
-            );
-            z.add_fs(
-                &format!("tank/ROOT/{be}/config"),
-                &[
-                    ("canmount", "noauto"),
-                    ("mountpoint", "/etc/config"),
-                    ("org.bootenv:member", "config"),
-                ],
-            );
+            z.add_be("tank", be, &[]);
         }
         z.put_pool_prop("tank", "bootfs", "tank/ROOT/v1");
         z

@@ -684,6 +684,18 @@ mod tests {
         }
 
         /// Everything about the pool that a reset may change, as text.
+        /// [`dump`] of what a config reset of v1 must not touch: v2 and the shared datasets.
+        fn others(z: &FakeZfs) -> Vec<String> {
+            dump(z)
+                .into_iter()
+                .filter(|l| {
+                    l.starts_with("tank/ROOT/v2")
+                        || l.starts_with("tank/data")
+                        || l.starts_with("tank/other")
+                })
+                .collect()
+        }
+
         fn dump(z: &FakeZfs) -> Vec<String> {
             let mut out = Vec::new();
             for d in z.list("tank").unwrap().datasets {
@@ -703,14 +715,7 @@ mod tests {
         #[test]
         fn a_config_reset_swaps_in_a_clone_of_the_factory_snapshot_and_keeps_the_old() {
             let z = pool();
-            let before_v2: Vec<String> = dump(&z)
-                .into_iter()
-                .filter(|l| {
-                    l.starts_with("tank/ROOT/v2")
-                        || l.starts_with("tank/data")
-                        || l.starts_with("tank/other")
-                })
-                .collect();
+            let before_v2 = others(&z);
             let out = run(&z, &inv(&z), &req(ResetMode::Config, false), &|_| false).unwrap();
             let id = "20261122T000000Z";
             assert_eq!(
@@ -756,14 +761,7 @@ mod tests {
                 .map(|m| m.dataset.as_str())
                 .collect();
             assert_eq!(members, vec!["tank/ROOT/v1/config"]);
-            let after_v2: Vec<String> = dump(&z)
-                .into_iter()
-                .filter(|l| {
-                    l.starts_with("tank/ROOT/v2")
-                        || l.starts_with("tank/data")
-                        || l.starts_with("tank/other")
-                })
-                .collect();
+            let after_v2 = others(&z);
             assert_eq!(before_v2, after_v2);
         }
 

@@ -139,6 +139,19 @@ impl Inventory {
         }
     }
 
+    /// Boot environment `name`, or a [`Failure`](crate::model::failure::Failure) of kind
+    /// `not-found` that says where they are listed.
+    pub fn require(&self, name: &BeName) -> anyhow::Result<&Be> {
+        match self.get(name) {
+            Some(be) => Ok(be),
+            None => crate::refuse!(
+                NotFound,
+                "no boot environment {name} in pool {}; `bootenv list` shows them",
+                self.pool
+            ),
+        }
+    }
+
     /// The boot environment `bootfs` points at, if it is one.
     pub fn bootfs_be(&self) -> Option<BeName> {
         let ds = self.bootfs.as_deref()?;
@@ -272,6 +285,26 @@ pub(crate) mod tests {
     use super::*;
     use crate::model::listing::parse_list;
 
+    /// A row of [`listing`] for a BE's config member.
+    pub(crate) fn config_of(root: &'static str) -> Row {
+        (
+            Box::leak(format!("{root}/config").into_boxed_str()),
+            "noauto",
+            "/etc/config",
+            "-",
+            "config",
+        )
+    }
+
+    /// A row of [`listing`]: `(name, canmount, mountpoint, label, member)`.
+    pub(crate) type Row = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+    );
+
     /// A listing in `zfs list -H -p -o <list_columns()>` form, from
     /// `(name, canmount, mountpoint, label, member)` rows.
     pub(crate) fn listing(rows: &[(&str, &str, &str, &str, &str)]) -> Listing {
@@ -294,13 +327,7 @@ pub(crate) mod tests {
         let l = listing(&[
             ("tank/ROOT", "off", "none", "-", "-"),
             ("tank/ROOT/v1", "noauto", "/", "1.0", "-"),
-            (
-                "tank/ROOT/v1/config",
-                "noauto",
-                "/etc/config",
-                "-",
-                "config",
-            ),
+            config_of("tank/ROOT/v1"),
             ("tank/ROOT/v1/var", "off", "/var", "-", "-"),
             ("tank/ROOT/v1/var/log", "noauto", "/var/log", "-", "-"),
             ("tank/ROOT/v1/legacy", "noauto", "legacy", "-", "-"),

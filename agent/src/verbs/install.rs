@@ -32,6 +32,15 @@ const TYPE_ESP: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 const TYPE_BIOS: &str = "21686148-6449-6E6F-744E-656564454649";
 const TYPE_ZFS: &str = "6A898CC3-1DD2-11B2-99A6-080020736631";
 
+/// The files of GRUB's images `install` needs in `--grub-dir` (the bootenv-grub package's).
+pub const GRUB_FILES: [&str; 5] = [
+    "BOOTX64.EFI",
+    "grub-bios.cfg",
+    "i386-pc/boot.img",
+    "i386-pc/core.img",
+    "i386-pc/normal.mod",
+];
+
 /// What `bootenv install` does.
 #[derive(Clone, Debug)]
 pub struct InstallOpts {
@@ -321,13 +330,7 @@ impl Ctx<'_> {
     /// `bootenv install`.
     pub fn install(&self, o: &InstallOpts, now: u64) -> anyhow::Result<InstalledDisk> {
         let step = |s: &str| eprintln!("bootenv: install: {s}");
-        for f in [
-            "BOOTX64.EFI",
-            "grub-bios.cfg",
-            "i386-pc/boot.img",
-            "i386-pc/core.img",
-            "i386-pc/normal.mod",
-        ] {
+        for f in GRUB_FILES {
             if !o.grub_dir.join(f).is_file() {
                 crate::refuse!(
                     NotFound,
@@ -584,13 +587,7 @@ mod tests {
         };
         let kind = |o: &InstallOpts| kind_of(&c.install(o, 1).unwrap_err());
         assert_eq!(kind(&opts), ErrorKind::NotFound, "no GRUB images");
-        for f in [
-            "BOOTX64.EFI",
-            "grub-bios.cfg",
-            "i386-pc/boot.img",
-            "i386-pc/core.img",
-            "i386-pc/normal.mod",
-        ] {
+        for f in GRUB_FILES {
             std::fs::create_dir_all(grub.join(f).parent().unwrap()).unwrap();
             std::fs::write(grub.join(f), b"x").unwrap();
         }

@@ -70,13 +70,7 @@ impl Ctx<'_> {
 
     /// The BE `r` names, and, when it names a snapshot, that the snapshot exists.
     fn resolve<'i>(&self, inv: &'i Inventory, r: &BeRef) -> anyhow::Result<&'i Be> {
-        let Some(be) = inv.get(&r.be) else {
-            crate::refuse!(
-                NotFound,
-                "no boot environment {}; `bootenv list` shows them",
-                r.be
-            );
-        };
+        let be = inv.require(&r.be)?;
         if r.snap.is_some() {
             let full = r.dataset(&be.dataset);
             if !self.zfs.snapshots(&be.dataset)?.contains(&full) {
@@ -657,12 +651,7 @@ impl Ctx<'_> {
     pub fn destroy_plan(&self, name: &BeName, promote: bool) -> anyhow::Result<DestroyPlan> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
-        let Some(be) = inv.get(name) else {
-            crate::refuse!(
-                NotFound,
-                "no boot environment {name}; `bootenv list` shows them"
-            );
-        };
+        let be = inv.require(name)?;
         let (_, st) = self.load_state(&pool)?;
         let mut refuse: Vec<String> = self
             .protected(&inv, &st, name)
@@ -813,12 +802,7 @@ impl Ctx<'_> {
     pub fn rename_be(&self, old: &BeName, new: &BeName, now: u64) -> anyhow::Result<Renamed> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
-        let Some(be) = inv.get(old) else {
-            crate::refuse!(
-                NotFound,
-                "no boot environment {old}; `bootenv list` shows them"
-            );
-        };
+        let be = inv.require(old)?;
         inv.check_free(new, "; pick another name")?;
         let (dir, mut st) = self.load_state(&pool)?;
         let refuse: Vec<&str> = self
@@ -874,12 +858,7 @@ impl Ctx<'_> {
     pub fn export_be(&self, name: &BeName, to: &str, now: u64) -> anyhow::Result<Exported> {
         let pool = self.pool()?;
         let inv = self.inventory(&pool)?;
-        let Some(be) = inv.get(name) else {
-            crate::refuse!(
-                NotFound,
-                "no boot environment {name}; `bootenv list` shows them"
-            );
-        };
+        let be = inv.require(name)?;
         let snap = format!("bootenv-export-{}", crate::boot::reset::id_from_time(now));
         self.zfs.snapshot(&be.dataset, &snap, true)?;
         let full = format!("{}@{snap}", be.dataset);
@@ -1137,36 +1116,9 @@ y /run/bootenv/mnt/px zfs rw 0 0\n";
         let z = FakeZfs::new();
         z.add_pool("tank");
         z.import("tank").unwrap().unwrap();
-        z.add_fs(
-            "tank/ROOT",
-            &[
-                ("canmount", "off"),
-                ("mountpoint", "none"),
-                ("org.bootenv:layout", "1"),
-            ],
-        );
-        z.add_fs(
-            "tank/BOOTENV",
-            &[("canmount", "noauto"), ("mountpoint", "legacy")],
-        );
+        z.add_layout("tank");
         for be in ["v1", "v2"] {
-            z.add_fs(
-                &format!("tank/ROOT/{be}"),
-                &[
-                    ("canmount", "noauto"),
-                    ("mountpoint", "/"),
-                    (PROP_LABEL, be),
-                    ("compression", "lz4"),
-                ],
-            );
-            z.add_fs(
-                &format!("tank/ROOT/{be}/config"),
-                &[
-                    ("canmount", "noauto"),
-                    ("mountpoint", "/etc/config"),
-                    (PROP_MEMBER, "config"),
-                ],
-            );
+            z.add_be("tank", be, &[(PROP_LABEL, be), ("compression", "lz4")]);
             z.snapshot(&format!("tank/ROOT/{be}"), "factory", true)
                 .unwrap();
             z.set(&format!("tank/ROOT/{be}"), &[(PROP_FACTORY, "factory")])
@@ -1192,6 +1144,24 @@ y /run/bootenv/mnt/px zfs rw 0 0\n";
         BeName::new(s).unwrap()
     }
 
+    /// `create --from` options naming the source.
+    fn from(src: &str) -> CloneOpts {
+        CloneOpts {
+            from: Some(src.into()),
+            ..Default::default()
+        }
+    }
+
+    /// The names of every filesystem of the pool.
+    fn names(z: &FakeZfs) -> Vec<String> {
+        z.list("tank")
+            .unwrap()
+            .datasets
+            .into_iter()
+            .map(|d| d.name)
+            .collect()
+    }
+
     fn origin(z: &FakeZfs, ds: &str) -> Option<String> {
         z.list(ds)
             .unwrap()
@@ -1206,15 +1176,7 @@ y /run/bootenv/mnt/px zfs rw 0 0\n";
         let (d, z, m) = world();
         let c = ctx(d.path(), &z, &m);
         let now = 1_795_305_600;
-        c.create_from(
-            &be("v3"),
-            &CloneOpts {
-                from: Some("v2".into()),
-                ..Default::default()
-            },
-            now,
-        )
-        .unwrap();
+        c.create_from(&be("v3"), &from("v2"), now).unwrap();
         let snap = "tank/ROOT/v2@bootenv-20261122T000000Z";
         assert!(
             z.has_snapshot(snap) && z.has_snapshot("tank/ROOT/v2/config@bootenv-20261122T000000Z"),
@@ -1247,26 +1209,11 @@ y /run/bootenv/mnt/px zfs rw 0 0\n";
         // From a named snapshot; an unknown one is refused before anything changes.
         let before = z.changes();
         let e = c
-            .create_from(
-                &be("v4"),
-                &CloneOpts {
-                    from: Some("v2@nosuch".into()),
-                    ..Default::default()
-                },
-                now,
-            )
+            .create_from(&be("v4"), &from("v2@nosuch"), now)
             .unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
         assert_eq!(z.changes(), before);
-        c.create_from(
-            &be("v4"),
-            &CloneOpts {
-                from: Some("v1@factory".into()),
-                ..Default::default()
-            },
-            now,
-        )
-        .unwrap();
+        c.create_from(&be("v4"), &from("v1@factory"), now).unwrap();
         assert_eq!(
             origin(&z, "tank/ROOT/v4").as_deref(),
             Some("tank/ROOT/v1@factory")
@@ -1278,21 +1225,9 @@ y /run/bootenv/mnt/px zfs rw 0 0\n";
         let (d, z, _) = world();
         let m = FakeMounter::new().failing("tank/ROOT/v3:partial", "no space");
         let c = ctx(d.path(), &z, &m);
-        let before: Vec<String> = z
-            .list("tank")
-            .unwrap()
-            .datasets
-            .into_iter()
-            .map(|d| d.name)
-            .collect();
+        let before = names(&z);
         assert!(c.create_from(&be("v3"), &CloneOpts::default(), 1).is_err());
-        let after: Vec<String> = z
-            .list("tank")
-            .unwrap()
-            .datasets
-            .into_iter()
-            .map(|d| d.name)
-            .collect();
+        let after = names(&z);
         assert_eq!(before, after);
         assert!(
             z.snapshots("tank/ROOT/v1")
@@ -1307,15 +1242,7 @@ y /run/bootenv/mnt/px zfs rw 0 0\n";
     fn destroy_refuses_what_must_stay_and_the_dry_run_is_what_happens() {
         let (d, z, m) = world();
         let c = ctx(d.path(), &z, &m);
-        c.create_from(
-            &be("v3"),
-            &CloneOpts {
-                from: Some("v2".into()),
-                ..Default::default()
-            },
-            1,
-        )
-        .unwrap();
+        c.create_from(&be("v3"), &from("v2"), 1).unwrap();
         let e = c
             .destroy_be(&be("v1"), false, false, 2)
             .unwrap_err()
@@ -1354,21 +1281,9 @@ y /run/bootenv/mnt/px zfs rw 0 0\n";
         assert!(dry.dry_run && !dry.changed);
         assert!(dry.to_string().starts_with("dry run"));
         let would: Vec<String> = dry.datasets.iter().chain(&dry.snapshots).cloned().collect();
-        let before: Vec<String> = z
-            .list("tank")
-            .unwrap()
-            .datasets
-            .into_iter()
-            .map(|d| d.name)
-            .collect();
+        let before = names(&z);
         c.destroy_be(&be("v3"), false, false, 3).unwrap();
-        let after: Vec<String> = z
-            .list("tank")
-            .unwrap()
-            .datasets
-            .into_iter()
-            .map(|d| d.name)
-            .collect();
+        let after = names(&z);
         let gone: Vec<String> = before.into_iter().filter(|n| !after.contains(n)).collect();
         let would_ds: Vec<String> = would.iter().filter(|w| !w.contains('@')).cloned().collect();
         assert_eq!(gone, would_ds);
@@ -1376,15 +1291,7 @@ y /run/bootenv/mnt/px zfs rw 0 0\n";
             assert!(!z.has_snapshot(s), "{s} should be gone");
         }
         // With dependents promoted, v2 can go; v3's clone keeps the snapshots it needs.
-        c.create_from(
-            &be("v5"),
-            &CloneOpts {
-                from: Some("v2".into()),
-                ..Default::default()
-            },
-            4,
-        )
-        .unwrap();
+        c.create_from(&be("v5"), &from("v2"), 4).unwrap();
         c.destroy_be(&be("v2"), false, true, 5).unwrap();
         assert!(z.list("tank/ROOT/v2").unwrap().datasets.is_empty());
         assert!(!z.list("tank/ROOT/v5").unwrap().datasets.is_empty());
@@ -1401,15 +1308,7 @@ y /run/bootenv/mnt/px zfs rw 0 0\n";
                 .datasets
                 .is_empty()
             {
-                c.create_from(
-                    &be(b),
-                    &CloneOpts {
-                        from: Some("v1".into()),
-                        ..Default::default()
-                    },
-                    10 + i as u64,
-                )
-                .unwrap();
+                c.create_from(&be(b), &from("v1"), 10 + i as u64).unwrap();
             }
             c.activate(&be(b), Activation::Default, 20 + i as u64)
                 .unwrap();

@@ -596,13 +596,7 @@ impl Ctx<'_> {
         inv: &'i Inventory,
         name: &BeName,
     ) -> anyhow::Result<&'i crate::model::inventory::Be> {
-        let Some(be) = inv.get(name) else {
-            crate::refuse!(
-                NotFound,
-                "no boot environment {name} in pool {}; `bootenv list` shows them",
-                inv.pool
-            );
-        };
+        let be = inv.require(name)?;
         if let Some(why) = &be.unbootable {
             crate::refuse!(CannotBoot, "boot environment {name} cannot boot: {why}");
         }
@@ -1760,18 +1754,7 @@ mod tests {
             let zfs = FakeZfs::new().with_root(dir.path().into());
             zfs.add_pool("tank");
             zfs.import("tank").unwrap().unwrap();
-            zfs.add_fs(
-                "tank/ROOT",
-                &[
-                    ("canmount", "off"),
-                    ("mountpoint", "none"),
-                    ("org.bootenv:layout", "1"),
-                ],
-            );
-            zfs.add_fs(
-                "tank/BOOTENV",
-                &[("canmount", "noauto"), ("mountpoint", "legacy")],
-            );
+            zfs.add_layout("tank");
             let mut mounter = FakeMounter::new();
             for be in BES {
                 zfs.add_fs(
@@ -2177,28 +2160,7 @@ mod tests {
                 bootable: true,
                 changed: true,
             }));
-            let verbs = [
-                "status",
-                "list",
-                "prepare-pool",
-                "create",
-                "activate",
-                "mark-good",
-                "sync-boot",
-                "grub-menu",
-                "upgrade",
-                "rollback",
-                "rollforward",
-                "mount",
-                "unmount",
-                "diff",
-                "destroy",
-                "rename",
-                "export",
-                "import",
-                "install",
-                "factory-reset",
-            ];
+            let verbs = crate::cli::VERBS;
             assert_eq!(seen, verbs.iter().map(|v| v.to_string()).collect());
             // Failures of several kinds.
             let snap_of_v1 = w.zfs.snapshots("tank/ROOT/v1").unwrap()[0].replace("tank/ROOT/", "");

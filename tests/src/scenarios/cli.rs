@@ -195,28 +195,7 @@ fn cli_json(cx: &mut Ctx) -> anyhow::Result<()> {
         doc["action"] == "nothing-pending" && doc["changed"] == false,
         "{doc:#}"
     );
-    let every = [
-        "status",
-        "list",
-        "prepare-pool",
-        "create",
-        "activate",
-        "mark-good",
-        "sync-boot",
-        "grub-menu",
-        "upgrade",
-        "rollback",
-        "rollforward",
-        "mount",
-        "unmount",
-        "diff",
-        "destroy",
-        "rename",
-        "export",
-        "import",
-        "install",
-        "factory-reset",
-    ];
+    let every = bootenv::cli::VERBS;
     let missing: Vec<&str> = every
         .iter()
         .copied()

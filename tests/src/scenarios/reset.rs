@@ -75,12 +75,7 @@ fn reset_v1(cx: &mut Ctx, disk: &Path, args: &str) -> anyhow::Result<Vm> {
     let mut vm = cx.boot(disk, "bootenv=v1 bootenv.pool=tank betest.interactive")?;
     vm.expect(r"bootenv: FACTORY RESET of v1", BOOT)?;
     vm.expect(r"bootenv: factory reset of v1 done", STEP)?;
-    expect_be(&mut vm, "v1")?;
-    vm.expect(
-        r"BOOTENV-TEST config=version=v1;greeting=factory default of 1\.0;\r?\n",
-        STEP,
-    )?;
-    vm.expect(r"BOOTENV-TEST ready", STEP)?;
+    expect_factory_ready(&mut vm, "v1")?;
     Ok(vm)
 }
 
@@ -222,16 +217,36 @@ fn reset_powercut_resumes(cx: &mut Ctx) -> anyhow::Result<()> {
         let mut vm = cx.boot(&disk, "bootenv=v1 bootenv.pool=tank betest.interactive")?;
         vm.expect(r"bootenv: FACTORY RESET of v1", BOOT)?;
         vm.expect(r"bootenv: factory reset of v1 done", STEP)?;
-        expect_be(&mut vm, "v1")?;
-        vm.expect(
-            r"BOOTENV-TEST config=version=v1;greeting=factory default of 1\.0;\r?\n",
-            STEP,
-        )?;
-        vm.expect(r"BOOTENV-TEST ready", STEP)?;
+        expect_factory_ready(&mut vm, "v1")?;
         let got = describe(&mut vm)?;
         ensure!(got == reference, "after a power cut at {point} the end state differs:\nreference {reference:#?}\ngot {got:#?}");
         power_off(&mut vm)?;
     }
+    Ok(())
+}
+
+/// Boots test BE `be` (`v<N>`, label `<N>.0`) directly, after a factory reset of it was asked
+/// for; returns once the reset is done and the BE waits for actions with its factory config.
+fn boot_after_reset(cx: &mut Ctx, disk: &Path, be: &str) -> anyhow::Result<Vm> {
+    let mut vm = cx.boot(
+        disk,
+        &format!("bootenv={be} bootenv.pool=tank betest.interactive"),
+    )?;
+    vm.expect(&format!(r"bootenv: factory reset of {be} done"), BOOT)?;
+    expect_factory_ready(&mut vm, be)?;
+    Ok(vm)
+}
+
+/// Waits for test BE `be` (`v<N>`, label `<N>.0`) to start with its factory config and wait
+/// for actions.
+fn expect_factory_ready(vm: &mut Vm, be: &str) -> anyhow::Result<()> {
+    expect_be(vm, be)?;
+    let n = be.trim_start_matches('v');
+    vm.expect(
+        &format!(r"BOOTENV-TEST config=version={be};greeting=factory default of {n}\.0;\r?\n"),
+        STEP,
+    )?;
+    vm.expect(r"BOOTENV-TEST ready", STEP)?;
     Ok(())
 }
 
@@ -242,24 +257,10 @@ fn reset_per_version_defaults(cx: &mut Ctx) -> anyhow::Result<()> {
     run_in(&mut vm, "mount -t zfs -o zfsutil tank/ROOT/v2/config /mnt && echo changed=2 >>/mnt/app.conf && umount /mnt")?;
     run_in(&mut vm, "bootenv factory-reset --mode config")?;
     power_off(&mut vm)?;
-    let mut vm = cx.boot(&disk, "bootenv=v1 bootenv.pool=tank betest.interactive")?;
-    vm.expect(r"bootenv: factory reset of v1 done", BOOT)?;
-    expect_be(&mut vm, "v1")?;
-    vm.expect(
-        r"BOOTENV-TEST config=version=v1;greeting=factory default of 1\.0;\r?\n",
-        STEP,
-    )?;
-    vm.expect(r"BOOTENV-TEST ready", STEP)?;
+    let mut vm = boot_after_reset(cx, &disk, "v1")?;
     run_in(&mut vm, "bootenv factory-reset --mode config --be v2")?;
     power_off(&mut vm)?;
-    let mut vm = cx.boot(&disk, "bootenv=v2 bootenv.pool=tank betest.interactive")?;
-    vm.expect(r"bootenv: factory reset of v2 done", BOOT)?;
-    expect_be(&mut vm, "v2")?;
-    vm.expect(
-        r"BOOTENV-TEST config=version=v2;greeting=factory default of 2\.0;\r?\n",
-        STEP,
-    )?;
-    vm.expect(r"BOOTENV-TEST ready", STEP)?;
+    let mut vm = boot_after_reset(cx, &disk, "v2")?;
     let old = kept_files(&mut vm, "v2/config.reset-", "app.conf")?;
     ensure!(
         old.contains("changed=2") && old.contains("version=v2"),

@@ -72,6 +72,14 @@ impl ZfsCli {
     }
 }
 
+/// The lines of two tab-separated fields as pairs.
+fn tab_pairs(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect()
+}
+
 fn kv(props: &[(&str, &str)]) -> Vec<String> {
     props.iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
@@ -353,11 +361,7 @@ impl Zfs for ZfsCli {
             ])
             .run()
             .with_context(|| format!("reading {prop} below {root}"))?;
-        Ok(out
-            .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
-            .collect())
+        Ok(tab_pairs(&out))
     }
 
     fn local_props(&self, dataset: &str) -> anyhow::Result<Vec<(String, String)>> {
@@ -376,11 +380,7 @@ impl Zfs for ZfsCli {
             ])
             .run()
             .with_context(|| format!("reading the local properties of {dataset}"))?;
-        Ok(out
-            .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
-            .collect())
+        Ok(tab_pairs(&out))
     }
 
     fn vdev_devices(&self, pool: &str) -> anyhow::Result<Vec<String>> {

@@ -101,14 +101,40 @@ impl FakeZfs {
 
     /// Adds a filesystem directly (test setup, not logged as a change).
     pub fn add_fs(&self, name: &str, props: &[(&str, &str)]) {
-        let mut i = self.inner.borrow_mut();
-        i.clock += 1;
-        let creation = i.clock;
-        let props = props
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        i.datasets.insert(name.into(), FakeDs { props, creation });
+        insert_fs(&mut self.inner.borrow_mut(), name, props);
+    }
+
+    /// bootenv's layout in `pool`, as `prepare-pool` makes it (test setup): `<pool>/ROOT` and
+    /// the state dataset `<pool>/BOOTENV`.
+    pub fn add_layout(&self, pool: &str) {
+        self.add_fs(
+            &format!("{pool}/ROOT"),
+            &[
+                ("canmount", "off"),
+                ("mountpoint", "none"),
+                ("org.bootenv:layout", "1"),
+            ],
+        );
+        self.add_fs(
+            &format!("{pool}/BOOTENV"),
+            &[("canmount", "noauto"), ("mountpoint", "legacy")],
+        );
+    }
+
+    /// A boot environment with a config member (test setup): its root with `props` besides
+    /// `canmount=noauto` and `mountpoint=/`.
+    pub fn add_be(&self, pool: &str, be: &str, props: &[(&str, &str)]) {
+        let mut all = vec![("canmount", "noauto"), ("mountpoint", "/")];
+        all.extend_from_slice(props);
+        self.add_fs(&format!("{pool}/ROOT/{be}"), &all);
+        self.add_fs(
+            &format!("{pool}/ROOT/{be}/config"),
+            &[
+                ("canmount", "noauto"),
+                ("mountpoint", "/etc/config"),
+                ("org.bootenv:member", "config"),
+            ],
+        );
     }
 
     /// Sets a pool property directly (test setup).
@@ -338,14 +364,7 @@ impl Zfs for FakeZfs {
         if !i.datasets.contains_key(parent) {
             bail!("cannot create '{dataset}': parent does not exist");
         }
-        i.clock += 1;
-        let creation = i.clock;
-        let props = props
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        i.datasets
-            .insert(dataset.into(), FakeDs { props, creation });
+        insert_fs(&mut i, dataset, props);
         i.log.push(format!("zfs create {dataset}"));
         Ok(())
     }
@@ -714,6 +733,17 @@ impl Zfs for FakeZfs {
         i.log.push(format!("zpool create {pool} {device}"));
         Ok(())
     }
+}
+
+/// A new filesystem, created now.
+fn insert_fs(i: &mut Inner, name: &str, props: &[(&str, &str)]) {
+    i.clock += 1;
+    let creation = i.clock;
+    let props = props
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    i.datasets.insert(name.into(), FakeDs { props, creation });
 }
 
 #[cfg(test)]
