@@ -54,28 +54,6 @@ pub(super) fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// The documented JSON schema (ARCHITECTURE.md, "JSON output").
-fn json_spec() -> bootenv::verbs::schema::Spec {
-    bootenv::verbs::schema::Spec::from_markdown(include_str!("../../../ARCHITECTURE.md"))
-        .expect("ARCHITECTURE.md documents the JSON output")
-}
-
-/// Runs `bootenv --json <args>` in the test BE; returns its exit status and its document,
-/// checked against the documented schema.
-fn bootenv_json(vm: &mut Vm, args: &str) -> anyhow::Result<(u32, serde_json::Value)> {
-    let (rc, out) = run_status(vm, &format!("bootenv --json {args} 2>/dev/null"), STEP)?;
-    let (Some(a), Some(b)) = (out.find('{'), out.rfind('}')) else {
-        anyhow::bail!("`bootenv --json {args}` printed no JSON document:\n{out}");
-    };
-    let doc: serde_json::Value = serde_json::from_str(&out[a..=b]).map_err(|e| {
-        anyhow::anyhow!("`bootenv --json {args}` printed no valid JSON ({e}):\n{out}")
-    })?;
-    json_spec()
-        .check(&doc)
-        .map_err(|e| anyhow::anyhow!("`bootenv --json {args}`: {e}\n{doc:#}"))?;
-    Ok((rc.parse()?, doc))
-}
-
 fn cli_json(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
     let mut vm = direct_ready(cx, &disk, "v1", "")?;
@@ -235,23 +213,28 @@ fn cli_install(cx: &mut Ctx) -> anyhow::Result<()> {
         ),
     )?;
     // The running system's disk is refused; so is a used disk without --force.
-    let out = run_fails(
+    let why = refused_json(
         &mut vm,
-        "bootenv --pool fresh install --disk /dev/vda --from /run/r.tar --force",
+        "--pool fresh install --disk /dev/vda --from /run/r.tar --force",
+        "refused",
     )?;
     ensure!(
-        out.contains("in use"),
-        "installing over the running system's disk: {out}"
+        why.contains("in use"),
+        "installing over the running system's disk: {why}"
     );
-    let out = run_in(&mut vm, &format!("bootenv --pool fresh install --disk /dev/vdb --from /run/r.tar --name n1 --label 9.0 {INSTALL_CMDLINE}"))?;
-    ensure!(out.contains("installed"), "{out}");
-    let out = run_fails(
+    let done = done_json(&mut vm, &format!("--pool fresh install --disk /dev/vdb --from /run/r.tar --name n1 --label 9.0 {INSTALL_CMDLINE}"))?;
+    ensure!(
+        done["be"] == "n1" && done["pool"] == "fresh" && done["bootable"] == true,
+        "{done:#}"
+    );
+    let why = refused_json(
         &mut vm,
-        "bootenv --pool other install --disk /dev/vdb --from /run/r.tar",
+        "--pool other install --disk /dev/vdb --from /run/r.tar",
+        "refused",
     )?;
     ensure!(
-        out.contains("--force"),
-        "a second install over a used disk: {out}"
+        why.contains("--force"),
+        "a second install over a used disk: {why}"
     );
     power_off(&mut vm)?;
     // The new disk alone, on a new machine: UEFI, then BIOS.
@@ -261,15 +244,18 @@ fn cli_install(cx: &mut Ctx) -> anyhow::Result<()> {
         vm.text().contains("BOOTENV-TEST config=version=v1;"),
         "n1 does not carry the installed config"
     );
+    let list = done_json(&mut vm, "list")?;
+    ensure!(
+        listed(&list, "n1").is_some_and(|b| b["label"] == "9.0"
+            && b["running"] == true
+            && b["default"] == true
+            && b["last_known_good"] == true),
+        "{list:#}"
+    );
     let out = run_in(
         &mut vm,
-        "bootenv list; zfs list -H -t all -o name -r fresh; cat /proc/cmdline",
+        "zfs list -H -t all -o name -r fresh; cat /proc/cmdline",
     )?;
-    ensure!(
-        list_row(&out, "n1")
-            .is_some_and(|r| r[1] == "9.0" && ["N", "R", "G"].iter().all(|f| r[2].contains(f))),
-        "{out}"
-    );
     ensure!(
         out.contains("fresh/ROOT/n1@factory") && out.contains("fresh/ROOT/n1/config@factory"),
         "no factory snapshot: {out}"
@@ -278,8 +264,8 @@ fn cli_install(cx: &mut Ctx) -> anyhow::Result<()> {
         out.contains("bootenv.pool=fresh") && !out.contains("bootenv.trial"),
         "{out}"
     );
-    let out = run_in(&mut vm, "bootenv status")?;
-    ensure!(out.contains("default=n1"), "{out}");
+    let status = done_json(&mut vm, "status")?;
+    ensure!(status["grub"]["default"] == "n1", "{status:#}");
     power_off(&mut vm)?;
     let mut vm = cx.bios(&blank)?;
     vm.expect(r"bootenv: loading ", BOOT)?;
@@ -301,30 +287,30 @@ fn cli_export_import(cx: &mut Ctx) -> anyhow::Result<()> {
     run_in(&mut vm, &format!("bootenv --pool fresh install --disk /dev/vdb --from /run/r --name base --label 0.1 {INSTALL_CMDLINE} && rm -rf /run/r"))?;
     run_in(&mut vm, "zpool import -N -o cachefile=none -d /dev fresh")?;
     // One BE through a file, one through a pipe.
-    let out = run_in(
-        &mut vm,
-        "bootenv export v2 /run/v2.stream && ls -l /run/v2.stream",
-    )?;
-    ensure!(out.contains("exported v2"), "{out}");
-    let out = run_in(&mut vm, "bootenv --pool fresh import /run/v2.stream")?;
+    let sent = done_json(&mut vm, "export v2 /run/v2.stream")?;
     ensure!(
-        out.contains("imported v2") && out.contains("fresh/ROOT/v2"),
-        "{out}"
+        sent["be"] == "v2" && sent["bytes"].as_u64() > Some(0),
+        "{sent:#}"
     );
-    let out = run_in(
-        &mut vm,
-        "bootenv export v3 - | bootenv --pool fresh import - --name v3copy",
-    )?;
-    ensure!(out.contains("imported v3copy"), "{out}");
-    let out = run_fails(&mut vm, "bootenv --pool fresh import /run/v2.stream")?;
-    ensure!(out.contains("--name"), "importing v2 twice: {out}");
-    run_in(&mut vm, "bootenv --pool fresh activate v2")?;
-    let out = run_in(&mut vm, "bootenv --pool fresh list")?;
+    let got = done_json(&mut vm, "--pool fresh import /run/v2.stream")?;
     ensure!(
-        ["base ", "v2 ", "v3copy "]
+        got["be"] == "v2" && got["dataset"] == "fresh/ROOT/v2" && got["bytes"] == sent["bytes"],
+        "{got:#}"
+    );
+    let (rc, got) = run_json(
+        &mut vm,
+        "bootenv export v3 - 2>/dev/null | bootenv --json --pool fresh import - --name v3copy 2>/dev/null",
+    )?;
+    ensure!(rc == 0 && got["be"] == "v3copy", "{got:#}");
+    let why = refused_json(&mut vm, "--pool fresh import /run/v2.stream", "exists")?;
+    ensure!(why.contains("--name"), "importing v2 twice: {why}");
+    run_in(&mut vm, "bootenv --pool fresh activate v2")?;
+    let list = done_json(&mut vm, "--pool fresh list")?;
+    ensure!(
+        ["base", "v2", "v3copy"]
             .iter()
-            .all(|b| out.lines().any(|l| l.starts_with(b))),
-        "{out}"
+            .all(|b| listed(&list, b).is_some()),
+        "{list:#}"
     );
     // The source pool is as it was, apart from the export snapshots.
     let out = run_in(&mut vm, "bootenv list && zpool export fresh")?;
@@ -356,18 +342,23 @@ fn becomes(name: &str) -> String {
 fn cli_create_activate(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
     let mut vm = direct_ready(cx, &disk, "v1", "")?;
-    let out = run_in(&mut vm, "bootenv create v4 --from v2 --label 4.0")?;
-    ensure!(out.contains("created boot environment v4"), "{out}");
+    let made = done_json(&mut vm, "create v4 --from v2 --label 4.0")?;
+    ensure!(
+        made["be"] == "v4" && made["label"] == "4.0" && made["changed"] == true,
+        "{made:#}"
+    );
     // Give the clone its own identity, through a writable mount of it.
     run_in(
         &mut vm,
         "d=$(bootenv mount v4 --rw) && echo v4 >$d/etc/bootenv-test/name && bootenv unmount v4",
     )?;
-    let out = run_in(&mut vm, "bootenv list")?;
+    let list = done_json(&mut vm, "list")?;
     ensure!(
-        out.lines()
-            .any(|l| l.starts_with("v4 ") && l.contains("4.0") && l.contains("v2@bootenv-")),
-        "{out}"
+        listed(&list, "v4").is_some_and(|b| b["label"] == "4.0"
+            && b["origin"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("tank/ROOT/v2@bootenv-"))),
+        "{list:#}"
     );
     run_in(&mut vm, "bootenv activate v4")?;
     power_off(&mut vm)?;
@@ -377,10 +368,10 @@ fn cli_create_activate(cx: &mut Ctx) -> anyhow::Result<()> {
         vm.text().contains("BOOTENV-TEST config=version=v2;"),
         "v4 does not carry v2's config"
     );
-    let out = run_in(&mut vm, "bootenv list --json")?;
+    let list = done_json(&mut vm, "list")?;
     ensure!(
-        out.contains("\"name\": \"v4\"") && out.contains("\"running\": true"),
-        "{out}"
+        listed(&list, "v4").is_some_and(|b| b["running"] == true && b["default"] == true),
+        "{list:#}"
     );
     power_off(&mut vm)
 }
@@ -389,11 +380,17 @@ fn cli_upgrade_trial(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
     let mut vm = direct_ready(cx, &disk, "v1", "")?;
     run_in(&mut vm, "echo carried=1 >>/etc/config/app.conf")?;
-    let out = run_in(
+    let (rc, up) = run_json(
         &mut vm,
-        &format!("cd /root && bootenv upgrade v4 -- {}", becomes("v4")),
+        &format!(
+            "cd /root && bootenv --json upgrade v4 -- {} 2>/dev/null",
+            becomes("v4")
+        ),
     )?;
-    ensure!(out.contains("v4 is on trial"), "{out}");
+    ensure!(
+        rc == 0 && up["trial"]["activated_as"] == "trial" && up["trial"]["be"] == "v4",
+        "{up:#}"
+    );
     run_in(
         &mut vm,
         "test ! -e /etc/upgraded-to && grep -q v1 /etc/bootenv-test/name",
@@ -429,13 +426,14 @@ fn cli_upgrade_fails_cleanly(cx: &mut Ctx) -> anyhow::Result<()> {
         &mut vm,
         "zfs list -H -t all -o name -r tank | grep -v '@bootenv-export' | sort",
     )?;
-    let out = run_fails(
+    let why = refused_json(
         &mut vm,
-        "bootenv upgrade v4 -- sh -c 'echo half >/etc/half; exit 3'",
+        "upgrade v4 -- sh -c 'echo half >/etc/half; exit 3'",
+        "command-failed",
     )?;
     ensure!(
-        out.contains("the running boot environment is unchanged"),
-        "{out}"
+        why.contains("the running boot environment is unchanged"),
+        "{why}"
     );
     let after = run_in(
         &mut vm,
@@ -452,8 +450,12 @@ fn cli_upgrade_fails_cleanly(cx: &mut Ctx) -> anyhow::Result<()> {
         "the pool changed:\nbefore {before}\nafter {after}"
     );
     run_in(&mut vm, "test ! -e /etc/half")?;
-    let out = run_in(&mut vm, "bootenv status")?;
-    ensure!(out.contains("grub: default=v1 next=- trial=-"), "{out}");
+    let status = done_json(&mut vm, "status")?;
+    let grub = &status["grub"];
+    ensure!(
+        grub["default"] == "v1" && grub["next"].is_null() && grub["trial"].is_null(),
+        "{status:#}"
+    );
     power_off(&mut vm)?;
     let mut vm = grub_boot(cx, &disk, "v1")?;
     power_off(&mut vm)
@@ -474,8 +476,11 @@ fn cli_rollback_walk(cx: &mut Ctx) -> anyhow::Result<()> {
         ("rollback", "v4"),
         ("rollforward", "v5"),
     ] {
-        let out = run_in(&mut vm, &format!("bootenv {verb}"))?;
-        ensure!(out.contains(&format!("-> {want}")), "{verb}: {out}");
+        let walked = done_json(&mut vm, verb)?;
+        ensure!(
+            walked["to"] == want && walked["changed"] == true,
+            "{verb}: {walked:#}"
+        );
         power_off(&mut vm)?;
         vm = grub_boot(cx, &disk, want)?;
     }
@@ -505,10 +510,16 @@ fn cli_mount_readonly(cx: &mut Ctx) -> anyhow::Result<()> {
     let out = run_in(&mut vm, "mkdir -p /tmp/f && bootenv mount v3@factory /tmp/f && cat /tmp/f/etc/config/app.conf && bootenv unmount /tmp/f")?;
     ensure!(out.contains("version=v3"), "{out}");
     run_fails(&mut vm, "bootenv mount v3@factory --rw")?;
-    let out = run_in(&mut vm, "bootenv diff v1 v2")?;
+    let diff = done_json(&mut vm, "diff v1 v2")?;
+    let modified = |p: &str| {
+        diff["changes"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|x| x["change"] == "modified" && x["path"] == p)
+        })
+    };
     ensure!(
-        out.contains("M /etc/bootenv-test/name") && out.contains("M /etc/config/app.conf"),
-        "{out}"
+        modified("/etc/bootenv-test/name") && modified("/etc/config/app.conf"),
+        "{diff:#}"
     );
     power_off(&mut vm)
 }
@@ -516,34 +527,37 @@ fn cli_mount_readonly(cx: &mut Ctx) -> anyhow::Result<()> {
 fn cli_destroy_safety(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
     let mut vm = direct_ready(cx, &disk, "v1", "")?;
-    let out = run_fails(&mut vm, "bootenv destroy v1")?;
+    let why = refused_json(&mut vm, "destroy v1", "refused")?;
     ensure!(
-        out.contains("v1 is running now")
-            && out.contains("v1 is the default")
-            && out.contains("last known-good"),
-        "{out}"
+        why.contains("v1 is running now")
+            && why.contains("v1 is the default")
+            && why.contains("last known-good"),
+        "{why}"
     );
     run_in(&mut vm, "bootenv create v4 --from v2")?;
-    let out = run_fails(&mut vm, "bootenv destroy v2")?;
+    let why = refused_json(&mut vm, "destroy v2", "refused")?;
     ensure!(
-        out.contains("clones of v2's snapshots") && out.contains("tank/ROOT/v4"),
-        "{out}"
+        why.contains("clones of v2's snapshots") && why.contains("tank/ROOT/v4"),
+        "{why}"
     );
     run_in(&mut vm, "bootenv activate --trial=2 v3")?;
-    let out = run_fails(&mut vm, "bootenv destroy v3")?;
-    ensure!(out.contains("v3 is on trial"), "{out}");
+    let why = refused_json(&mut vm, "destroy v3", "refused")?;
+    ensure!(why.contains("v3 is on trial"), "{why}");
     run_in(&mut vm, "bootenv activate v1")?;
     run_in(&mut vm, "zfs create tank/ROOT/v3/extra")?;
-    let out = run_fails(&mut vm, "bootenv destroy v3")?;
-    ensure!(out.contains("did not make (tank/ROOT/v3/extra)"), "{out}");
+    let why = refused_json(&mut vm, "destroy v3", "refused")?;
+    ensure!(why.contains("did not make (tank/ROOT/v3/extra)"), "{why}");
     // The dry run says exactly what goes.
-    let dry = run_in(&mut vm, "bootenv destroy v4 --dry-run")?;
-    let would: Vec<String> = dry
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("destroy "))
-        .map(str::to_owned)
+    let dry = done_json(&mut vm, "destroy v4 --dry-run")?;
+    let would: Vec<String> = ["datasets", "snapshots"]
+        .iter()
+        .flat_map(|k| dry[k].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(str::to_owned))
         .collect();
-    ensure!(!would.is_empty(), "{dry}");
+    ensure!(
+        !would.is_empty() && dry["dry_run"] == true && dry["changed"] == false,
+        "{dry:#}"
+    );
     let before = run_in(&mut vm, "zfs list -H -t all -o name -r tank")?;
     run_in(
         &mut vm,

@@ -229,13 +229,16 @@ fn esp_full_activate(cx: &mut Ctx) -> anyhow::Result<()> {
     // The default still boots through GRUB (its older files), and with room the same commands
     // work.
     let mut vm = grub_boot(cx, &disk, "v1")?;
-    let out = run_in(
+    run_in(
         &mut vm,
-        "rm /run/bootenv/esp/filler && bootenv sync-boot v1 && bootenv activate v4",
+        "rm /run/bootenv/esp/filler && bootenv sync-boot v1",
     )?;
+    let done = done_json(&mut vm, "activate v4")?;
     ensure!(
-        out.contains("v4: kernel copied") && out.contains("v4 is now the default"),
-        "{out}"
+        done["kernel"]["result"] == "copied"
+            && done["activated_as"] == "default"
+            && done["changed"] == true,
+        "{done:#}"
     );
     let out = run_in(&mut vm, "bootenv list")?;
     ensure!(

@@ -390,6 +390,65 @@ fn run_ok(vm: &mut Vm, cmd: &str, limit: Duration) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// The documented JSON schema (ARCHITECTURE.md, "JSON output").
+fn json_spec() -> bootenv::verbs::schema::Spec {
+    bootenv::verbs::schema::Spec::from_markdown(include_str!("../../../ARCHITECTURE.md"))
+        .expect("ARCHITECTURE.md documents the JSON output")
+}
+
+/// Runs `bootenv --json <args>` in the test BE; returns its exit status and its document,
+/// checked against the documented schema.
+fn bootenv_json(vm: &mut Vm, args: &str) -> anyhow::Result<(u32, serde_json::Value)> {
+    run_json(vm, &format!("bootenv --json {args} 2>/dev/null"))
+}
+
+/// Runs a shell command in the test BE whose standard output is one bootenv JSON document
+/// (`bootenv --json ...`, perhaps at the end of a pipe); returns its exit status and the
+/// document, checked against the documented schema.
+fn run_json(vm: &mut Vm, cmd: &str) -> anyhow::Result<(u32, serde_json::Value)> {
+    let (rc, out) = run_status(vm, cmd, STEP)?;
+    let (Some(a), Some(b)) = (out.find('{'), out.rfind('}')) else {
+        anyhow::bail!("`{cmd}` printed no JSON document:\n{out}");
+    };
+    let doc: serde_json::Value = serde_json::from_str(&out[a..=b])
+        .map_err(|e| anyhow::anyhow!("`{cmd}` printed no valid JSON ({e}):\n{out}"))?;
+    json_spec()
+        .check(&doc)
+        .map_err(|e| anyhow::anyhow!("`{cmd}`: {e}\n{doc:#}"))?;
+    Ok((rc.parse()?, doc))
+}
+
+/// [`bootenv_json`] for a verb that must succeed: its document.
+fn done_json(vm: &mut Vm, args: &str) -> anyhow::Result<serde_json::Value> {
+    let (rc, doc) = bootenv_json(vm, args)?;
+    ensure!(
+        rc == 0,
+        "`bootenv --json {args}` failed (status {rc}): {doc:#}"
+    );
+    Ok(doc)
+}
+
+/// [`bootenv_json`] for a verb that must fail with the error kind `kind`: its message.
+fn refused_json(vm: &mut Vm, args: &str, kind: &str) -> anyhow::Result<String> {
+    let (rc, doc) = bootenv_json(vm, args)?;
+    ensure!(
+        rc != 0 && doc["error"]["kind"] == kind,
+        "`bootenv --json {args}`: status {rc}, expected an error of kind {kind}: {doc:#}"
+    );
+    Ok(doc["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// BE `name`'s entry in a `bootenv list` document.
+fn listed<'a>(list: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    list["boot_environments"]
+        .as_array()?
+        .iter()
+        .find(|b| b["name"] == name)
+}
+
 /// The fields of BE `name`'s row in `bootenv list` (name, label, flags, …).
 fn list_row(out: &str, name: &str) -> Option<Vec<String>> {
     out.lines()
