@@ -116,6 +116,46 @@ fn commands_and_mounts_go_through_their_seams() {
     );
 }
 
+#[test]
+fn public_names_are_spelled_in_their_module() {
+    // Each public name is written once, in its module; everything else uses the constant.
+    let owners: [(&str, &[&str]); 2] = [
+        (
+            "agent/src/model/paths.rs",
+            &[
+                "\"run/bootenv",
+                "\"/run/bootenv",
+                "\"grub.cfg\"",
+                "\"grubenv",
+                "\"_kernels",
+            ],
+        ),
+        ("agent/src/model/layout.rs", &["\"org.bootenv:"]),
+    ];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut files = Vec::new();
+    rust_files(&root.join("agent/src"), &mut files);
+    let mut found = Vec::new();
+    for p in files {
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        // The fakes are test code; tests spell public names to check their values.
+        if rel.contains("fake") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        let code = shipped(&text);
+        for (owner, names) in owners {
+            if rel == owner {
+                continue;
+            }
+            for n in names.iter().filter(|n| code.contains(**n)) {
+                found.push(format!("{rel} spells {n}…: use the constant of {owner}"));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
+
 /// The agent's layers, bottom up: a module may use the layers below its own, never a peer's or
 /// one above (ARCHITECTURE.md, code map). `model` does no I/O at all.
 const LAYERS: [(&str, usize); 7] = [

@@ -24,7 +24,7 @@ pub const DEFAULT_WAIT_SECS: u32 = 10;
 /// Where the new root is assembled, relative to the root.
 pub const STAGING: &str = "sysroot";
 /// Where the state dataset is mounted, relative to the root.
-pub const STATE_MOUNT: &str = "run/bootenv/state";
+pub const STATE_MOUNT: &str = crate::model::paths::STATE_MOUNT;
 
 /// What the boot path works on.
 pub struct Env<'a> {
@@ -584,9 +584,9 @@ impl Env<'_> {
     pub fn write_report(&self, r: &Report) {
         let dir = self.path(report::DIR);
         let res = std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(dir.join("boot"), r.render()))
+            .and_then(|()| std::fs::write(self.path(crate::model::paths::BOOT_REPORT), r.render()))
             .and_then(|()| match r.fallback_sentence() {
-                Some(s) => std::fs::write(dir.join("fallback"), s),
+                Some(s) => std::fs::write(self.path(crate::model::paths::FALLBACK), s),
                 None => Ok(()),
             });
         if let Err(e) = res {

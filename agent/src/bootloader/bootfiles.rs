@@ -20,9 +20,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The menu's file name in bootenv's ESP directory.
-pub const MENU: &str = "grub.cfg";
+pub const MENU: &str = crate::model::paths::ESP_MENU;
 /// The environment block's file name in bootenv's ESP directory.
-pub const ENV: &str = "grubenv";
+pub const ENV: &str = crate::model::paths::ESP_ENV;
 /// Default GRUB menu timeout, seconds.
 pub const DEFAULT_TIMEOUT: u32 = 5;
 
@@ -91,7 +91,7 @@ fn fnv64(h: &mut u64, data: &[u8]) {
 /// The shared kernel store in bootenv's ESP directory: one directory per kernel and initramfs
 /// pair, named by their content, however many BEs boot it. Not a BE name (those start with a
 /// letter or a digit), so no BE's directory can take its place.
-pub const STORE: &str = "_kernels";
+pub const STORE: &str = crate::model::paths::ESP_STORE;
 
 /// A kernel and initramfs read from a BE, with their content hash.
 struct Loaded {
@@ -637,7 +637,7 @@ pub fn write_menu_and_env(
     atomic_write(&dir, MENU, menu.render().as_bytes())?;
     if let Err(why) = current {
         if let Ok(old) = std::fs::read(dir.join(ENV)) {
-            let _ = atomic_write(&dir, "grubenv.damaged", &old);
+            let _ = atomic_write(&dir, crate::model::paths::ESP_ENV_DAMAGED, &old);
         }
         notes.push(format!(
             "repaired the damaged GRUB environment block ({}); the damaged copy is grubenv.damaged",

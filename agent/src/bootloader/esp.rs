@@ -20,9 +20,9 @@ pub const ESP_TYPE: [u8; 16] = [
     0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b,
 ];
 /// bootenv's directory on the ESP.
-pub const DIR: &str = "bootenv";
+pub const DIR: &str = crate::model::paths::ESP_DIR;
 /// Where bootenv mounts the ESP when it is not mounted already, relative to the root.
-pub const MOUNT: &str = "run/bootenv/esp";
+pub const MOUNT: &str = crate::model::paths::ESP_MOUNT;
 /// Places where a system usually mounts its ESP, relative to the root.
 pub const USUAL_MOUNTS: [&str; 2] = ["boot/efi", "efi"];
 

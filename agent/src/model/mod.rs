@@ -9,5 +9,6 @@ pub mod inventory;
 pub mod layout;
 pub mod listing;
 pub mod names;
+pub mod paths;
 pub mod report;
 pub mod state;

@@ -143,7 +143,11 @@ fn check(kind: &'static str, s: &str, first_may_be_digit: bool) -> Result<(), Na
 const FAT_DEVICES: [&str; 4] = ["aux", "con", "nul", "prn"];
 
 /// The names of bootenv's own files in its directory on the ESP (`/bootenv/`), in lower case.
-pub const ESP_FILES: [&str; 3] = ["grub.cfg", "grubenv", "grubenv.damaged"];
+pub const ESP_FILES: [&str; 3] = [
+    crate::model::paths::ESP_MENU,
+    crate::model::paths::ESP_ENV,
+    crate::model::paths::ESP_ENV_DAMAGED,
+];
 
 /// Why a boot environment name cannot be a directory of its own on a FAT ESP, if it cannot.
 fn fat_problem(s: &str) -> Option<&'static str> {

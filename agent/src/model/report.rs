@@ -28,7 +28,7 @@ use std::fmt::Write;
 /// Format version of the report.
 pub const VERSION: &str = "1";
 /// The report's directory, relative to the root.
-pub const DIR: &str = "run/bootenv";
+pub const DIR: &str = crate::model::paths::RUN;
 
 /// The boot report.
 #[derive(Clone, Debug, Default, PartialEq)]

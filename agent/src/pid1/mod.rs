@@ -207,7 +207,7 @@ fn hand_over(env: &Env, ready: crate::boot::Ready, kmsg_setting: Option<&str>) -
     report.put("init-exec", &format!("{t:.3}"));
     let _ = env; // Paths below are now relative to the new root.
     if let Err(e) = std::fs::write(
-        Path::new("/").join(crate::model::report::DIR).join("boot"),
+        Path::new("/").join(crate::model::paths::BOOT_REPORT),
         report.render(),
     ) {
         log::warn!("could not update the boot report: {e}");

@@ -3,7 +3,9 @@
 //! Nothing on this path changes a dataset.
 
 use crate::boot::decide::Rescue;
+use crate::model::paths::RESCUE;
 use std::io::Write;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -26,10 +28,10 @@ pub fn banner(r: &Rescue) -> String {
 
 /// Shows the reason and runs the shell until it exits.
 pub fn shell(r: &Rescue) {
-    log::error!("RESCUE: {} (what to try: /run/bootenv/rescue)", r.reason);
+    log::error!("RESCUE: {} (what to try: /{RESCUE})", r.reason);
     let text = banner(r);
-    let _ = std::fs::create_dir_all("/run/bootenv");
-    let _ = std::fs::write("/run/bootenv/rescue", &text);
+    let _ = std::fs::create_dir_all(Path::new("/").join(crate::model::paths::RUN));
+    let _ = std::fs::write(Path::new("/").join(RESCUE), &text);
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();

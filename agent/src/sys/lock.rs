@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The lock file, relative to the root.
-pub const LOCK: &str = "run/bootenv/lock";
+pub const LOCK: &str = crate::model::paths::LOCK;
 /// Set in the environment of a lock holder (and so of the commands it runs).
 pub const HELD_ENV: &str = "BOOTENV_LOCK_HELD";
 

@@ -432,7 +432,7 @@ impl Ctx<'_> {
         install_bios(&o.disk, &o.grub_dir)?;
         let esp_dir = self
             .root
-            .join("run/bootenv")
+            .join(crate::model::paths::RUN)
             .join(format!("install-esp-{}", std::process::id()));
         std::fs::create_dir_all(&esp_dir)?;
         self.mounter

@@ -211,7 +211,7 @@ impl Ctx<'_> {
     /// Copies the files of the config snapshot `current` over the config dataset `target`: the
     /// operator's settings win, files only the new factory state has stay.
     fn carry_config(&self, current: &str, target: &str) -> anyhow::Result<()> {
-        let base = self.root.join("run/bootenv/mnt");
+        let base = self.root.join(crate::model::paths::MNT);
         let from = base.join(format!("carry-from-{}", std::process::id()));
         let to = base.join(format!("carry-to-{}", std::process::id()));
         std::fs::create_dir_all(&from)?;
@@ -243,7 +243,7 @@ impl Ctx<'_> {
     ) -> anyhow::Result<()> {
         let dir = self
             .root
-            .join("run/bootenv/mnt")
+            .join(crate::model::paths::MNT)
             .join(root_ds.replace(['/', ':', '@'], "_"));
         let mounted = self.mount_tree(root_ds, &dir, readonly)?;
         let r = f(&dir);
@@ -547,7 +547,7 @@ impl Ctx<'_> {
         let source = r.dataset(&be.dataset);
         let dir = dir
             .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.root.join("run/bootenv/mnt").join(what));
+            .unwrap_or_else(|| self.root.join(crate::model::paths::MNT).join(what));
         if self.mounter.is_mountpoint(&dir) {
             crate::refuse!(
                 Exists,
@@ -570,7 +570,7 @@ impl Ctx<'_> {
         let dir = if what.starts_with('/') {
             PathBuf::from(what)
         } else {
-            self.root.join("run/bootenv/mnt").join(what)
+            self.root.join(crate::model::paths::MNT).join(what)
         };
         let mut below: Vec<PathBuf> = self
             .mounter

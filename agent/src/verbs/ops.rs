@@ -9,7 +9,7 @@ use crate::bootloader::esp::{Esp, NoEsp};
 use crate::model::inventory::Inventory;
 use crate::model::layout::{self, PROP_FACTORY, PROP_LABEL, PROP_LAYOUT, PROP_MEMBER, PROP_SOURCE};
 use crate::model::names::{printable, BeName, PoolName};
-use crate::model::report::{self, Report};
+use crate::model::report::Report;
 use crate::model::state::{self, EventKind, Loaded, ResetMode, ResetRequest, State, Trial};
 use crate::sys::mounts::Mounter;
 use crate::sys::run::Cmd;
@@ -175,7 +175,8 @@ impl Ctx<'_> {
         self.facts
             .report
             .get_or_init(|| {
-                let text = std::fs::read_to_string(self.path(report::DIR).join("boot")).ok()?;
+                let text =
+                    std::fs::read_to_string(self.path(crate::model::paths::BOOT_REPORT)).ok()?;
                 Some(Report::parse(&text))
             })
             .clone()
@@ -436,7 +437,7 @@ impl Ctx<'_> {
             ],
         )?;
         let mnt = self
-            .path("run/bootenv/mnt")
+            .path(crate::model::paths::MNT)
             .join(partial.replace(['/', ':'], "_"));
         std::fs::create_dir_all(&mnt).with_context(|| format!("creating {}", mnt.display()))?;
         self.mounter.mount_zfs(partial, &mnt, false)?;
@@ -782,7 +783,7 @@ impl Ctx<'_> {
             Some(n) => n.clone(),
             None => {
                 let Some(r) = self.boot_report() else {
-                    crate::refuse!(NotBootedByBootenv, "this system was not booted by bootenv (no /run/bootenv/boot); name the boot environment: `bootenv mark-good <name>`");
+                    crate::refuse!(NotBootedByBootenv, "this system was not booted by bootenv (no /{}); name the boot environment: `bootenv mark-good <name>`", crate::model::paths::BOOT_REPORT);
                 };
                 BeName::new(r.get("be").unwrap_or(""))?
             }
@@ -852,7 +853,9 @@ impl Ctx<'_> {
         if let Some(t) = self.tree_of(be, self.running_be().as_deref(), &mounts) {
             return Ok((t, None));
         }
-        let dir = self.path("run/bootenv/mnt").join(format!("{}.ro", be.name));
+        let dir = self
+            .path(crate::model::paths::MNT)
+            .join(format!("{}.ro", be.name));
         std::fs::create_dir_all(&dir)?;
         self.mounter.mount_zfs(&be.dataset, &dir, true)?;
         Ok((dir.clone(), Some(dir)))
@@ -1295,7 +1298,8 @@ impl Ctx<'_> {
         let Some(r) = self.boot_report() else {
             crate::refuse!(
                 NotBootedByBootenv,
-                "this system was not booted by the bootenv agent (no /run/bootenv/boot)"
+                "this system was not booted by the bootenv agent (no /{})",
+                crate::model::paths::BOOT_REPORT
             );
         };
         let keys = r
