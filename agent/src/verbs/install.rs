@@ -10,7 +10,8 @@
 use crate::bootloader::esp::Esp;
 use crate::model::names::{BeName, PoolName};
 use crate::sys::run::Cmd;
-use crate::verbs::ops::{Activation, CreateOpts, Ctx, EspChoice};
+use crate::verbs::context::{Ctx, EspChoice};
+use crate::verbs::ops::{Activation, CreateOpts};
 use crate::verbs::outcome::InstalledDisk;
 use anyhow::{bail, Context};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -502,7 +503,7 @@ impl Ctx<'_> {
             )?;
             step("copying its kernel to the ESP and writing the GRUB menu");
             if let Err(e) = ctx.sync_boot(&[], now) {
-                if e.downcast_ref::<crate::verbs::ops::KernelsMissing>()
+                if e.downcast_ref::<crate::verbs::outcome::KernelsMissing>()
                     .is_none()
                 {
                     return Err(e);

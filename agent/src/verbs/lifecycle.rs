@@ -12,7 +12,8 @@ use crate::model::names::{BeName, BeRef, PoolName};
 use crate::model::state::{self, EventKind};
 use crate::sys::run::Cmd;
 use crate::sys::statefile;
-use crate::verbs::ops::{Activation, Ctx, PARTIAL_SUFFIX};
+use crate::verbs::context::Ctx;
+use crate::verbs::ops::{Activation, PARTIAL_SUFFIX};
 use crate::verbs::outcome::{
     Created, Destroyed, Diffed, Exported, Imported, Mounted, Renamed, Unmounted, Upgraded, Walked,
 };
@@ -1109,7 +1110,7 @@ y /run/bootenv/mnt/px zfs rw 0 0\n";
     use crate::sys::mounts::FakeMounter;
     use crate::sys::zfs::fake::FakeZfs;
     use crate::sys::zfs::Zfs;
-    use crate::verbs::ops::EspChoice;
+    use crate::verbs::context::EspChoice;
 
     fn world() -> (tempfile::TempDir, FakeZfs, FakeMounter) {
         let d = tempfile::tempdir().unwrap();

@@ -1,12 +1,16 @@
-//! What the operator's commands do: the verbs around boot (`status`, `list`, `activate`,
-//! `mark-good`, `sync-boot`, ... in [`ops`], with the per-run context [`ops::Ctx`]), the life of
-//! a boot environment after it exists ([`lifecycle`]), laying out a blank disk ([`install`]),
-//! comparing two trees for `diff` ([`treediff`]), and what each verb returns
-//! ([`outcome`]), which the CLI prints as text or JSON.
+//! What the operator's commands do. Every verb is a method of the per-run context
+//! ([`context::Ctx`]) and returns its typed outcome ([`outcome`]), which the CLI prints as text
+//! or JSON (keys checked by [`schema`]): the verbs that only look ([`show`]: `status`, `list`,
+//! `grub-menu`), the verbs around boot ([`ops`]: `prepare-pool`, `create`, `activate`,
+//! `mark-good`, `sync-boot`, `factory-reset`), the life of a boot environment after it exists
+//! ([`lifecycle`]), laying out a blank disk ([`install`]), and comparing two trees for `diff`
+//! ([`treediff`]).
 
+pub mod context;
 pub mod install;
 pub mod lifecycle;
 pub mod ops;
 pub mod outcome;
 pub mod schema;
+pub mod show;
 pub mod treediff;

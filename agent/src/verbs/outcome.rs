@@ -5,8 +5,9 @@
 
 use crate::bootloader::bootfiles::Installed;
 use crate::model::failure::{ErrorKind, Failure};
-use crate::model::names::BeName;
+use crate::model::names::{printable, BeName};
 use crate::model::state::State;
+use crate::model::state::{self, EventKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -109,9 +110,7 @@ pub fn kind_of(e: &anyhow::Error) -> ErrorKind {
         if c.downcast_ref::<crate::bootloader::esp::NoEsp>().is_some() {
             return ErrorKind::NoEsp;
         }
-        if c.downcast_ref::<crate::verbs::ops::KernelsMissing>()
-            .is_some()
-        {
+        if c.downcast_ref::<KernelsMissing>().is_some() {
             return ErrorKind::KernelsMissing;
         }
         if c.downcast_ref::<crate::model::names::NameError>().is_some() {
@@ -266,7 +265,7 @@ pub struct EspProblem {
     /// The BE.
     pub be: String,
     /// `stale` or `missing`.
-    pub kernel: crate::verbs::ops::EspKernel,
+    pub kernel: EspKernel,
 }
 
 /// A BE left out of the menu.
@@ -315,7 +314,7 @@ impl StateView {
                 .events
                 .into_iter()
                 .map(|event| EventView {
-                    text: crate::verbs::ops::describe(&event.kind),
+                    text: describe(&event.kind),
                     event,
                 })
                 .collect(),
@@ -399,7 +398,7 @@ impl fmt::Display for StatusReport {
         for p in &self.esp_problems {
             let be = &p.be;
             match p.kernel {
-                crate::verbs::ops::EspKernel::Stale => writeln!(f, "ESP: the kernel or initramfs of {be} on the ESP is STALE: GRUB boots older files than {be} holds; `bootenv sync-boot {be}` copies them")?,
+                EspKernel::Stale => writeln!(f, "ESP: the kernel or initramfs of {be} on the ESP is STALE: GRUB boots older files than {be} holds; `bootenv sync-boot {be}` copies them")?,
                 _ => writeln!(f, "ESP: {be} has no kernel on the ESP and is not in the menu; `bootenv sync-boot {be}` copies it")?,
             }
         }
@@ -419,7 +418,7 @@ impl fmt::Display for StatusReport {
                 writeln!(
                     f,
                     "factory reset pending: {} of {} (id {}), at its next boot",
-                    crate::verbs::ops::mode_name(r),
+                    mode_name(r),
                     r.be,
                     r.id
                 )?;
@@ -438,9 +437,230 @@ pub struct Listing {
     /// The pool.
     pub pool: String,
     /// One entry per BE.
-    pub boot_environments: Vec<crate::verbs::ops::ListEntry>,
+    pub boot_environments: Vec<ListEntry>,
     /// Datasets under `<pool>/ROOT` that are not boot environments, and why.
     pub ignored: Vec<String>,
+}
+
+/// One line of `bootenv list` (and one object of `bootenv list --json`, format 1).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ListEntry {
+    /// Its name.
+    pub name: String,
+    /// `org.bootenv:label`.
+    pub label: Option<String>,
+    /// Its root dataset.
+    pub dataset: String,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// The snapshot it was cloned from.
+    pub origin: Option<String>,
+    /// Bytes used by its root and members.
+    pub used: u64,
+    /// Running now.
+    pub running: bool,
+    /// The default at the next boot.
+    pub default: bool,
+    /// On trial, with this many tries left.
+    pub trial_tries_left: Option<u32>,
+    /// The last known-good BE.
+    pub last_known_good: bool,
+    /// Its last trial rolled back.
+    pub failed: bool,
+    /// Why it cannot boot.
+    pub problem: Option<String>,
+    /// Why GRUB's menu leaves it out though it could boot (its kernel command line property).
+    pub menu_problem: Option<String>,
+    /// Datasets factory resets kept aside.
+    pub kept: Vec<String>,
+    /// Its kernel entry on the ESP; `None` when this machine's ESP is not managed.
+    pub esp_kernel: Option<EspKernel>,
+}
+
+/// The state of a BE's kernel entry on the ESP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EspKernel {
+    /// The entry names the BE's own kernel and initramfs (checked for the running BE and for
+    /// BEs mounted now).
+    Current,
+    /// The entry names other files than the BE holds now: GRUB boots an older kernel or
+    /// initramfs.
+    Stale,
+    /// No entry: the BE is not in the menu.
+    Missing,
+    /// An entry, not compared with the BE's files (the BE is not mounted).
+    Unchecked,
+}
+
+impl std::fmt::Display for Listing {
+    /// A table of boot environments.
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (entries, ignored) = (&self.boot_environments, &self.ignored);
+        writeln!(
+            out,
+            "{:<16} {:<12} {:<6} {:>8}  {:<16} {:<24} STATE",
+            "NAME", "LABEL", "FLAGS", "USED", "CREATED", "ORIGIN"
+        )?;
+        for e in entries {
+            let mut flags = String::new();
+            for (on, c) in [
+                (e.running, 'N'),
+                (e.default, 'R'),
+                (e.trial_tries_left.is_some(), 'T'),
+                (e.last_known_good, 'G'),
+                (e.failed, 'F'),
+            ] {
+                if on {
+                    flags.push(c);
+                }
+            }
+            let mut state = match (&e.problem, e.trial_tries_left) {
+                (Some(w), _) => format!("cannot boot: {w}"),
+                (None, _) if e.menu_problem.is_some() => format!(
+                    "left out of the GRUB menu: {}",
+                    e.menu_problem.as_deref().unwrap_or_default()
+                ),
+                (None, Some(n)) => format!("trial, {n} tries left"),
+                (None, None) if e.failed => "its trial failed".to_string(),
+                (None, None) => "ok".to_string(),
+            };
+            match e.esp_kernel {
+                Some(EspKernel::Stale) => state.push_str(&format!(
+                    "; STALE kernel on the ESP (GRUB boots older files: `bootenv sync-boot {}`)",
+                    e.name
+                )),
+                Some(EspKernel::Missing) if e.problem.is_none() => state.push_str(&format!(
+                    "; no kernel on the ESP, not in the menu (`bootenv sync-boot {}`)",
+                    e.name
+                )),
+                _ => {}
+            }
+            if !e.kept.is_empty() {
+                state.push_str(&format!("; {} kept by resets", e.kept.len()));
+            }
+            let origin = e
+                .origin
+                .as_deref()
+                .map(|o| o.rsplit('/').next().unwrap_or(o))
+                .unwrap_or("-");
+            writeln!(
+                out,
+                "{:<16} {:<12} {:<6} {:>8}  {:<16} {:<24} {}",
+                e.name,
+                printable(e.label.as_deref().unwrap_or("-")),
+                if flags.is_empty() { "-".into() } else { flags },
+                human_bytes(e.used),
+                crate::boot::reset::id_from_time(e.created)
+                    .get(..13)
+                    .map_or(String::new(), |d| format!(
+                        "{}-{}-{} {}:{}",
+                        &d[..4],
+                        &d[4..6],
+                        &d[6..8],
+                        &d[9..11],
+                        &d[11..13]
+                    )),
+                printable(origin),
+                state
+            )?;
+        }
+        for i in ignored {
+            writeln!(out, "note: {i}")?;
+        }
+        for e in entries {
+            for k in &e.kept {
+                writeln!(out, "kept by a factory reset of {}: {k}", e.name)?;
+            }
+        }
+        writeln!(out, "flags: N running now, R default at next boot, T on trial, G last known-good, F its trial failed")
+    }
+}
+
+/// `sync-boot` found no kernel in these BEs (the menu was still written for the others).
+#[derive(Debug)]
+pub struct KernelsMissing(pub Vec<String>);
+
+impl std::fmt::Display for KernelsMissing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no kernel in {}", self.0.join(", "))
+    }
+}
+
+impl std::error::Error for KernelsMissing {}
+
+/// An event in a sentence.
+pub(crate) fn describe(k: &EventKind) -> String {
+    match k {
+        EventKind::Fallback {
+            requested,
+            booted,
+            reason,
+        } => {
+            format!("fallback: booted {booted} instead of {requested}: {reason}")
+        }
+        EventKind::MarkedGood { be } => format!("{be} marked good"),
+        EventKind::TrialStarted { be, tries } => {
+            format!("trial of {be} started with {tries} tries")
+        }
+        EventKind::TrialCommitted { be } => format!("trial of {be} committed: it is the default"),
+        EventKind::Rollback { failed, booted } => {
+            format!("ROLLBACK: the trial of {failed} used up its tries without being marked good; {booted} booted instead")
+        }
+        EventKind::ResetRequested { request: r } => format!(
+            "factory reset ({}) of {} requested ({})",
+            mode_name(r),
+            r.be,
+            r.origin
+        ),
+        EventKind::ResetDone {
+            request: r,
+            kept,
+            erased,
+        } => {
+            let mut s = format!("factory reset ({}) of {} done", mode_name(r), r.be);
+            if !kept.is_empty() {
+                s.push_str(&format!("; kept: {}", kept.join(", ")));
+            }
+            if !erased.is_empty() {
+                s.push_str(&format!("; ERASED: {}", erased.join(", ")));
+            }
+            s
+        }
+        EventKind::ResetDropped { request: r, reason } => format!(
+            "factory reset ({}) of {} dropped: {reason}",
+            mode_name(r),
+            r.be
+        ),
+        EventKind::Destroyed { be } => format!("{be} destroyed"),
+        EventKind::Renamed { from, to } => format!("{from} renamed to {to}"),
+        EventKind::Activated { be, once: false } => format!("{be} made the default"),
+        EventKind::Activated { be, once: true } => format!("{be} picked for the next boot only"),
+    }
+}
+
+/// A reset's mode in words.
+pub(crate) fn mode_name(r: &state::ResetRequest) -> &'static str {
+    match (r.mode, r.erase) {
+        (state::ResetMode::Config, _) => "configuration",
+        (state::ResetMode::Full, false) => "configuration and data",
+        (state::ResetMode::Full, true) => "configuration and data, previous data erased",
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
 }
 
 // ---- verbs that change things ----
