@@ -101,7 +101,7 @@ struct Ran {
     text: String,
 }
 
-fn run_grub(dir: &Path, m: &Menu, case: &Case) -> Ran {
+fn run_grub(dir: &Path, m: &Menu, case: &Case, limit: u32) -> Ran {
     let img = dir.join("esp.img");
     let _ = std::fs::remove_file(&img);
     run(Command::new("mkfs.vfat")
@@ -168,10 +168,8 @@ fn run_grub(dir: &Path, m: &Menu, case: &Case) -> Ran {
     )
     .unwrap();
     std::fs::write(dir.join("device.map"), format!("(hd0) {}\n", img.display())).unwrap();
-    // A boot that ends nowhere leaves GRUB at its menu, without a countdown: 15 s are plenty
-    // for the rest, which end in a fraction of a second.
     let out = Command::new("timeout")
-        .args(["-k", "2", "15", "grub-emu", "-d"])
+        .args(["-k", "2", &limit.to_string(), "grub-emu", "-d"])
         .arg(&mods)
         .arg("-m")
         .arg(dir.join("device.map"))
@@ -358,7 +356,16 @@ fn the_generated_script_does_in_grub_what_the_model_says() {
                 let d = dir.path().join(i.to_string());
                 std::fs::create_dir_all(&d).unwrap();
                 let m = &m;
-                s.spawn(move || run_grub(&d, m, case))
+                // Every boot ends GRUB (the stand-in `initrd`, or a restart), but one that ends
+                // nowhere leaves GRUB at its menu without a countdown: it is given 6 s to say
+                // so, the others a minute.
+                let (b, _) = m.model_bytes(case.block.as_deref());
+                let loads = |n: &BeName| !case.unloadable.contains(&n.as_str());
+                let limit = match m.outcome(&b, &loads) {
+                    Loaded::Stops => 6,
+                    _ => 60,
+                };
+                s.spawn(move || run_grub(&d, m, case, limit))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
