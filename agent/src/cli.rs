@@ -1,4 +1,5 @@
-//! The command line of the operator's CLI (clap), and its dispatch to [`crate::verbs::ops`].
+//! The command line of the operator's CLI (clap), and its dispatch to the verbs
+//! ([`crate::verbs`]).
 //!
 //! Every verb returns a typed outcome ([`crate::verbs::outcome`]); this module prints it as text,
 //! or with `--json` as a JSON document, and an error as a message (and a JSON document with its
@@ -396,10 +397,11 @@ fn lock(cli: &Cli, ctx: &Ctx) -> anyhow::Result<Option<crate::sys::lock::WriterL
 
 /// Prints the outcome (text or JSON) or the error; returns the exit code.
 fn render(cli: &Cli, result: anyhow::Result<Outcome>) -> i32 {
+    // An export's stream owns standard output when it goes there: its document goes to
+    // standard error, done or failed.
+    let to_stderr = matches!(&cli.command, Command::Export { to, .. } if to == "-");
     match result {
         Ok(out) => {
-            // An export's stream owns standard output when it goes there.
-            let to_stderr = matches!(&cli.command, Command::Export { to, .. } if to == "-");
             let text = if cli.json {
                 out.json()
             } else {
@@ -421,14 +423,16 @@ fn render(cli: &Cli, result: anyhow::Result<Outcome>) -> i32 {
             let kind = crate::verbs::outcome::kind_of(&e);
             eprintln!("bootenv: error: {e:#}");
             if cli.json {
-                print!(
-                    "{}",
-                    crate::verbs::outcome::error_json(
-                        Some(cli.command.verb()),
-                        kind,
-                        &format!("{e:#}")
-                    )
+                let doc = crate::verbs::outcome::error_json(
+                    Some(cli.command.verb()),
+                    kind,
+                    &format!("{e:#}"),
                 );
+                if to_stderr {
+                    eprint!("{doc}");
+                } else {
+                    print!("{doc}");
+                }
             }
             if kind == ErrorKind::Usage {
                 2

@@ -72,16 +72,18 @@ fn full_block() -> Option<Vec<u8>> {
     Some(text.into_bytes())
 }
 
-/// A block naming a one-shot twice.
-fn twice() -> Vec<u8> {
-    let mut text = format!(
-        "{}bootenv_next=v3\nbootenv_next=v2\n",
-        bootenv::bootloader::grubenv::SIGNATURE
-    );
+/// A block of `body` after the signature, padded to 1024 bytes.
+fn padded(body: &str) -> Vec<u8> {
+    let mut text = format!("{}{body}", bootenv::bootloader::grubenv::SIGNATURE);
     while text.len() < 1024 {
         text.push('#');
     }
     text.into_bytes()
+}
+
+/// A block naming a one-shot twice.
+fn twice() -> Vec<u8> {
+    padded("bootenv_next=v3\nbootenv_next=v2\n")
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -317,6 +319,21 @@ fn the_generated_script_does_in_grub_what_the_model_says() {
         Case {
             name: "a one-shot set twice: GRUB clears the first, loads the last",
             block: Some(twice()),
+            unloadable: &[],
+        },
+        Case {
+            name: "an escaped newline joins two lines: GRUB skips the second",
+            block: Some(padded("#c\\\nbootenv_default=v2\n")),
+            unloadable: &[],
+        },
+        Case {
+            name: "a NUL ends a name, as in C",
+            block: Some(padded("bootenv_next\0x=v3\nbootenv_default=v2\n")),
+            unloadable: &[],
+        },
+        Case {
+            name: "a value escaping the last newline breaks the block there",
+            block: Some(padded("bootenv_trial=v2\nbootenv_tries=3\\\n")),
             unloadable: &[],
         },
         Case {

@@ -273,12 +273,25 @@ pub struct GrubView {
     buf: Vec<u8>,
 }
 
-/// GRUB's `find_next_line`: the position after the next newline from `p` (or past the end).
+/// GRUB's `find_next_line`: the position after the next newline from `p` that no backslash
+/// escapes (or past the end).
 fn next_line(b: &[u8], mut p: usize) -> usize {
-    while p < b.len() && b[p] != b'\n' {
-        p += 1;
+    while p < b.len() {
+        match b[p] {
+            b'\\' => p += 2,
+            b'\n' => break,
+            _ => p += 1,
+        }
     }
     p + 1
+}
+
+/// A name or value as GRUB hands it on: a C string, which ends at its first NUL.
+fn c_string(mut v: Vec<u8>) -> Vec<u8> {
+    if let Some(i) = v.iter().position(|&c| c == 0) {
+        v.truncate(i);
+    }
+    v
 }
 
 impl GrubView {
@@ -336,7 +349,7 @@ impl GrubView {
                 }
                 q += 1;
             }
-            out.push((name, value));
+            out.push((c_string(name), c_string(value)));
             p = next_line(b, p);
         }
         out
@@ -381,13 +394,14 @@ impl GrubView {
             if &b[p..p + nl] == name.as_bytes() && b[p + nl] == b'=' {
                 p += nl + 1;
                 let mut len = 0;
-                while p + len < space && b[p + len] != b'\n' {
+                while p + len < pend && b[p + len] != b'\n' {
                     if b[p + len] == b'\\' {
                         len += 1;
                     }
                     len += 1;
                 }
-                if space + vl > pend + len {
+                // The old value runs past the end: broken.
+                if p + len >= pend || space + vl > pend + len {
                     return false;
                 }
                 let tail: Vec<u8> = b[p + len..space].to_vec();

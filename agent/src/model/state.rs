@@ -48,8 +48,10 @@ pub struct State {
     pub events: Vec<Event>,
 }
 
-/// How much a factory reset resets.
+/// How much a factory reset resets. (Named in lower case in JSON; postcard encodes variants
+/// by their index, so names never reach the record.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ResetMode {
     /// The BE's config dataset goes back to its factory snapshot.
     Config,
@@ -90,8 +92,10 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// The kinds of [`Event`].
+/// The kinds of [`Event`]. (In JSON `{"<kind-in-kebab-case>": {fields}}`; postcard encodes
+/// variants by their index, so names never reach the record.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum EventKind {
     /// The agent booted another boot environment than the one asked for.
     Fallback {

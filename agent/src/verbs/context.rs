@@ -186,8 +186,9 @@ impl Ctx<'_> {
         }
         match found.len() {
             1 => Ok(found.remove(0)),
-            0 => bail!("no imported pool holds boot environments; name one with --pool <pool> (and prepare it with `bootenv prepare-pool <pool>`)"),
-            _ => bail!(
+            0 => crate::refuse!(NotFound, "no imported pool holds boot environments; name one with --pool <pool> (and prepare it with `bootenv prepare-pool <pool>`)"),
+            _ => crate::refuse!(
+                Usage,
                 "several pools hold boot environments ({}); name one with --pool <pool>",
                 found.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
             ),

@@ -225,6 +225,7 @@ impl Ctx<'_> {
             dataset: be.dataset.clone(),
             activated_as: ActivatedAs::Default,
             tries: None,
+            was_default: false,
             changed: true,
             cancelled_trial: None,
             kernel,
@@ -238,7 +239,11 @@ impl Ctx<'_> {
                     && st.trial.is_none()
                     && st.history.last().map(String::as_str) == Some(name.as_str());
                 if already {
-                    done.changed = false;
+                    done.was_default = true;
+                    done.changed = done
+                        .kernel
+                        .as_ref()
+                        .is_some_and(|k| k.result == KernelResult::Copied);
                     done.notes = self
                         .refresh(&inv, &st, Some(name), false, &Next::Keep)?
                         .notes();

@@ -442,7 +442,7 @@ pub struct Listing {
     pub ignored: Vec<String>,
 }
 
-/// One line of `bootenv list` (and one object of `bootenv list --json`, format 1).
+/// One line of `bootenv list` (and one object of `bootenv list --json`, schema 1).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ListEntry {
     /// Its name.
@@ -776,7 +776,11 @@ pub struct Activated {
     pub activated_as: ActivatedAs,
     /// The trial's tries.
     pub tries: Option<u32>,
-    /// False when it was the default already, with no trial under way (nothing recorded).
+    /// It was the default already, with no trial under way, and the last default the state
+    /// record's history names: nothing was recorded.
+    pub was_default: bool,
+    /// Whether anything changed: the default, a one-shot, a trial, or its kernel copied to the
+    /// ESP.
     pub changed: bool,
     /// The trial this cancelled.
     pub cancelled_trial: Option<String>,
@@ -797,10 +801,11 @@ impl fmt::Display for Activated {
         lines(f, &self.notes)?;
         let name = &self.be;
         match self.activated_as {
-            ActivatedAs::Default if !self.changed => writeln!(
+            ActivatedAs::Default if self.was_default => writeln!(
                 f,
-                "{name} is the default boot environment already (bootfs={}): unchanged",
-                self.dataset
+                "{name} is the default boot environment already (bootfs={}){}",
+                self.dataset,
+                if self.changed { "" } else { ": unchanged" }
             ),
             ActivatedAs::Default => writeln!(
                 f,
