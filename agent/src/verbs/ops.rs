@@ -1231,6 +1231,8 @@ mod tests {
                 c.factory_reset(Some(ResetMode::Full), false, Some(&be("v6")), false, 25)
                     .unwrap(),
             ));
+            // A pending reset, as status shows it.
+            ok(Outcome::Status(c.status().unwrap()));
             ok(Outcome::FactoryReset(
                 c.factory_reset(None, false, None, true, 26).unwrap(),
             ));
