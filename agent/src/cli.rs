@@ -6,6 +6,7 @@
 //! kind). Exit codes: 0 success; 1 the command failed (the message says why and what to do);
 //! 2 the command line is wrong.
 
+use crate::model::datapools::MountPolicy;
 use crate::model::failure::ErrorKind;
 use crate::model::names::{BeName, PoolName};
 use crate::model::state::ResetMode;
@@ -224,6 +225,14 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The data pools: pools of customer data the booted system imports after the switch of
+    /// root (never the initramfs), in their order, so that a boot never waits for their
+    /// datasets. Without an action, where each stands.
+    DataPools {
+        /// What to do (default: list).
+        #[command(subcommand)]
+        action: Option<DataPoolsAction>,
+    },
     /// In a Debian initramfs-tools image (the `bootenv` boot script): import the pool, mount
     /// the chosen boot environment at ROOTMNT after any reset or rollback work.
     #[command(hide = true)]
@@ -259,6 +268,39 @@ pub enum Command {
     },
 }
 
+/// What `bootenv data-pools` does.
+#[derive(Debug, Subcommand)]
+pub enum DataPoolsAction {
+    /// Where each data pool stands: imported, its health, what this boot's import did.
+    List,
+    /// Name a data pool (or change how it is mounted); its disks need not be attached now.
+    Add {
+        /// The pool.
+        pool: PoolName,
+        /// What its import mounts: all (its datasets with canmount=on) or none (zpool
+        /// import -N; the services mount what they use).
+        #[arg(long, default_value = "all", value_parser = parse_mount)]
+        mount: MountPolicy,
+    },
+    /// Stop importing a data pool at boot; the pool and its data are untouched.
+    Remove {
+        /// The pool.
+        pool: PoolName,
+    },
+    /// Import the data pools that are not imported (bootenv-data-pools.service runs this after
+    /// the switch of root); fails when one is missing or cannot be imported, after importing
+    /// the others.
+    Import {
+        /// How long to wait for a pool's disks to appear, seconds.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        device_wait: u64,
+    },
+}
+
+fn parse_mount(s: &str) -> Result<MountPolicy, String> {
+    MountPolicy::parse(s).ok_or_else(|| "all or none".into())
+}
+
 fn parse_mode(s: &str) -> Result<ResetMode, String> {
     match s {
         "config" => Ok(ResetMode::Config),
@@ -281,6 +323,11 @@ impl Command {
                 | Command::Diff { .. }
                 | Command::InitramfsToolsMount { .. }
                 | Command::Destroy { dry_run: true, .. }
+                // Imports pools bootenv does not manage the boot of, and writes only its
+                // report under /run: a long import must not hold up mark-good.
+                | Command::DataPools {
+                    action: None | Some(DataPoolsAction::List | DataPoolsAction::Import { .. })
+                }
                 // Its one snapshot is atomic and it touches neither the state record nor the
                 // ESP; holding the lock while it streams would stall `export | import`.
                 | Command::Export { .. }
@@ -290,7 +337,7 @@ impl Command {
 
 /// Every verb an operator types (`initramfs-tools-mount` is the initramfs's), as JSON's `verb`
 /// names it.
-pub const VERBS: [&str; 20] = [
+pub const VERBS: [&str; 21] = [
     "status",
     "list",
     "prepare-pool",
@@ -311,6 +358,7 @@ pub const VERBS: [&str; 20] = [
     "import",
     "install",
     "factory-reset",
+    "data-pools",
 ];
 
 impl Command {
@@ -338,6 +386,7 @@ impl Command {
             Command::Import { .. } => "import",
             Command::Install { .. } => "install",
             Command::FactoryReset { .. } => "factory-reset",
+            Command::DataPools { .. } => "data-pools",
         }
     }
 }
@@ -555,6 +604,17 @@ fn run(cli: &Cli, ctx: &Ctx, now: u64) -> anyhow::Result<Outcome> {
         } => Outcome::Destroy(ctx.destroy_be(name, *dry_run, *promote_dependents, now)?),
         Command::Rename { old, new } => Outcome::Rename(ctx.rename_be(old, new, now)?),
         Command::Export { name, to } => Outcome::Export(ctx.export_be(name, to, now)?),
+        Command::DataPools { action } => {
+            use crate::verbs::data::DataAction;
+            Outcome::DataPools(ctx.data_pools(&match action {
+                None | Some(DataPoolsAction::List) => DataAction::List,
+                Some(DataPoolsAction::Add { pool, mount }) => DataAction::Add(pool.clone(), *mount),
+                Some(DataPoolsAction::Remove { pool }) => DataAction::Remove(pool.clone()),
+                Some(DataPoolsAction::Import { device_wait }) => {
+                    DataAction::Import(std::time::Duration::from_secs(*device_wait))
+                }
+            })?)
+        }
         Command::InitramfsToolsMount { .. } => unreachable!("handled before the logger is set up"),
         Command::Import { from, name } => {
             Outcome::Import(ctx.import_be(from, name.as_ref(), now)?)

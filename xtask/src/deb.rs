@@ -370,6 +370,7 @@ how the system booted."
         "bootenv-status.service",
         "bootenv-trial-watchdog.service",
         "bootenv-trial-watchdog.timer",
+        "bootenv-data-pools.service",
     ] {
         p.file(
             &format!("lib/systemd/system/{unit}"),

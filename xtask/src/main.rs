@@ -451,7 +451,12 @@ fn vm_test(list: bool, names: Vec<String>) -> anyhow::Result<()> {
     let mut t = timing::Phases::new();
     t.phase("set-up (cargo xtask deps)", deps::ensure)?;
     let mut art = prepare(&mut t)?;
-    if names.is_empty() || names.iter().any(|n| n.starts_with("deb-")) {
+    let needs_debian = |n: &String| {
+        scenarios::all()
+            .iter()
+            .any(|s| s.name == n && s.needs == Some(scenarios::Fixture::DebianDisk))
+    };
+    if names.is_empty() || names.iter().any(needs_debian) {
         art.packages = Some(packages(&art, &mut t)?);
     }
     let report = scenarios::run(&art, &names, false, jobs())?;

@@ -40,6 +40,9 @@ pub enum ErrorKind {
     CommandFailed,
     /// A step failed (ZFS, a mount, a file); the message says which.
     Failed,
+    /// `data-pools import`: a data pool is missing or could not be imported (the others were);
+    /// the message names each one and its fix.
+    Unavailable,
 }
 
 impl ErrorKind {
@@ -59,11 +62,12 @@ impl ErrorKind {
             ErrorKind::KernelsMissing => "kernels-missing",
             ErrorKind::CommandFailed => "command-failed",
             ErrorKind::Failed => "failed",
+            ErrorKind::Unavailable => "unavailable",
         }
     }
 
     /// Every kind, for the documentation's test.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::Usage,
         ErrorKind::Invalid,
         ErrorKind::NotFound,
@@ -77,6 +81,7 @@ impl ErrorKind {
         ErrorKind::KernelsMissing,
         ErrorKind::CommandFailed,
         ErrorKind::Failed,
+        ErrorKind::Unavailable,
     ];
 }
 

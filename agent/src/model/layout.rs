@@ -39,6 +39,9 @@ pub const PROP_CMDLINE: &str = "org.bootenv:cmdline";
 pub const PROP_GRUB_TIMEOUT: &str = "org.bootenv:grub-timeout";
 /// On `<pool>/ROOT`: tries a trial gets when none are given.
 pub const PROP_TRIES: &str = "org.bootenv:tries";
+/// On `<pool>/ROOT` of the system pool: the data pools the booted system imports
+/// ([`crate::model::datapools`]).
+pub const PROP_DATA_POOLS: &str = "org.bootenv:data-pools";
 
 /// The role of the configuration member.
 pub const MEMBER_CONFIG: &str = "config";

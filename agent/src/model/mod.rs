@@ -1,9 +1,10 @@
 //! What bootenv reads and writes, parsed and checked: validated names, the on-pool layout and
 //! its public property names, the kernel command line, a dataset listing and the inventory of
-//! boot environments read from it, the state record, the boot report, and the kinds of failure
+//! boot environments read from it, the data pools a system pool names, the state record, the boot report, and the kinds of failure
 //! a verb reports.
 
 pub mod cmdline;
+pub mod datapools;
 pub mod failure;
 pub mod inventory;
 pub mod layout;

@@ -15,6 +15,8 @@ pub const RESCUE: &str = "run/bootenv/rescue";
 pub const STATE_MOUNT: &str = "run/bootenv/state";
 /// The ESP of the booted pool, when bootenv mounts it (another pool's: `<ESP_MOUNT>-<pool>`).
 pub const ESP_MOUNT: &str = "run/bootenv/esp";
+/// What the booted system's import of the data pools did (`model::datapools`).
+pub const DATA_POOLS_REPORT: &str = "run/bootenv/data-pools";
 /// The writers' lock.
 pub const LOCK: &str = "run/bootenv/lock";
 /// Where `bootenv mount` and the verbs mount boot environments and their snapshots.

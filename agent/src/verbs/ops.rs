@@ -1159,6 +1159,7 @@ mod tests {
             });
             let mut docs: Vec<(String, String)> = Vec::new();
             let mut seen = std::collections::BTreeSet::new();
+            let data_unavailable;
             let mut ok = |o: Outcome| {
                 let v: serde_json::Value = serde_json::from_str(&o.json()).unwrap();
                 seen.insert(v["verb"].as_str().unwrap().to_owned());
@@ -1232,6 +1233,29 @@ mod tests {
                     .unwrap(),
             ));
             // A pending reset, as status shows it.
+            {
+                use crate::model::datapools::MountPolicy;
+                use crate::verbs::data::DataAction;
+                w.zfs.add_pool("data");
+                w.zfs.add_pool("archive");
+                w.zfs.set_present("archive", true, Some("UNAVAIL"));
+                let data = PoolName::new("data").unwrap();
+                let archive = PoolName::new("archive").unwrap();
+                ok(Outcome::DataPools(
+                    c.data_pools(&DataAction::Add(data, MountPolicy::None))
+                        .unwrap(),
+                ));
+                ok(Outcome::DataPools(
+                    c.data_pools(&DataAction::Add(archive, MountPolicy::All))
+                        .unwrap(),
+                ));
+                let e = c
+                    .data_pools(&DataAction::Import(std::time::Duration::ZERO))
+                    .unwrap_err();
+                assert_eq!(kind_of(&e), ErrorKind::Unavailable);
+                data_unavailable = Some(e);
+                ok(Outcome::DataPools(c.data_pools(&DataAction::List).unwrap()));
+            }
             ok(Outcome::Status(c.status().unwrap()));
             ok(Outcome::FactoryReset(
                 c.factory_reset(None, false, None, true, 26).unwrap(),
@@ -1285,7 +1309,7 @@ mod tests {
                     ErrorKind::Invalid
                 ]
             );
-            for e in &errors {
+            for e in errors.iter().chain(&data_unavailable) {
                 docs.push((
                     e.to_string(),
                     error_json(Some("x"), kind_of(e), &format!("{e:#}")),

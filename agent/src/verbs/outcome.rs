@@ -59,6 +59,8 @@ pub enum Outcome {
     Install(InstalledDisk),
     /// `factory-reset`.
     FactoryReset(ResetOutcome),
+    /// `data-pools`.
+    DataPools(DataPoolsOutcome),
 }
 
 impl Outcome {
@@ -96,6 +98,7 @@ impl fmt::Display for Outcome {
             Outcome::Import(o) => o.fmt(f),
             Outcome::Install(o) => o.fmt(f),
             Outcome::FactoryReset(o) => o.fmt(f),
+            Outcome::DataPools(o) => o.fmt(f),
         }
     }
 }
@@ -228,6 +231,10 @@ pub struct StatusReport {
     pub state: Option<StateView>,
     /// Why the state record cannot be shown (or was found unreadable).
     pub state_problem: Option<String>,
+    /// The data pools the system pool names, and where each stands.
+    pub data_pools: Vec<DataPoolRow>,
+    /// Words of `org.bootenv:data-pools` left out, or why the data pools cannot be shown.
+    pub data_problems: Vec<String>,
 }
 
 /// The boot report (`/run/bootenv/boot`).
@@ -391,6 +398,12 @@ impl fmt::Display for StatusReport {
         }
         for m in &self.menu_problems {
             writeln!(f, "menu: {} is left out of the GRUB menu: {}", m.be, m.why)?;
+        }
+        for d in &self.data_pools {
+            d.fmt(f)?;
+        }
+        for p in &self.data_problems {
+            writeln!(f, "data pools: {p}")?;
         }
         for i in &self.ignored {
             writeln!(f, "note: {i}")?;
@@ -1338,5 +1351,82 @@ mod tests {
         assert_eq!(kind_of(&anyhow::anyhow!("zfs failed")), ErrorKind::Failed);
         let e: anyhow::Error = BeName::new("a b").unwrap_err().into();
         assert_eq!(kind_of(&e), ErrorKind::Invalid);
+    }
+}
+
+/// `bootenv data-pools`: the data pools the system pool names, and where each stands.
+#[derive(Clone, Debug, Serialize)]
+pub struct DataPoolsOutcome {
+    /// `list`, `add`, `remove` or `import`.
+    pub action: &'static str,
+    /// The system pool that names them.
+    pub system_pool: String,
+    /// Each registered data pool, in import order.
+    pub pools: Vec<DataPoolRow>,
+    /// Words of `org.bootenv:data-pools` left out, with their reasons.
+    pub problems: Vec<String>,
+    /// What else to know.
+    pub notes: Vec<String>,
+    /// Whether the registration changed (`add`, `remove`) or a pool was imported (`import`).
+    pub changed: bool,
+}
+
+/// One data pool.
+#[derive(Clone, Debug, Serialize)]
+pub struct DataPoolRow {
+    /// Its name.
+    pub name: String,
+    /// What its import mounts: `all` or `none`.
+    pub mount: &'static str,
+    /// Imported now.
+    pub imported: bool,
+    /// Its health when imported (`ONLINE`, `DEGRADED`, ...).
+    pub health: Option<String>,
+    /// What this boot's import did (`/run/bootenv/data-pools`), `not-tried` when nothing yet.
+    pub state: &'static str,
+    /// Seconds that import (or the wait for its disks) took.
+    pub seconds: Option<f64>,
+    /// What happened, and for a pool that is not usable, the fix.
+    pub message: Option<String>,
+}
+
+impl fmt::Display for DataPoolRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "data pool {} (mount {}): ", self.name, self.mount)?;
+        match (&self.health, self.imported) {
+            (Some(h), true) => write!(f, "imported, {h}")?,
+            (None, true) => f.write_str("imported")?,
+            (_, false) => f.write_str("not imported")?,
+        }
+        write!(f, "; this boot: {}", self.state)?;
+        if let Some(s) = self.seconds {
+            write!(f, " ({s:.1} s)")?;
+        }
+        if let Some(m) = self.message.as_deref().filter(|m| !m.is_empty()) {
+            write!(f, ": {m}")?;
+        }
+        writeln!(f)
+    }
+}
+
+impl fmt::Display for DataPoolsOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.pools.is_empty() {
+            writeln!(
+                f,
+                "pool {} names no data pools (bootenv data-pools add POOL)",
+                self.system_pool
+            )?;
+        }
+        for p in &self.pools {
+            p.fmt(f)?;
+        }
+        for p in &self.problems {
+            writeln!(f, "warning: {p}")?;
+        }
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
+        Ok(())
     }
 }

@@ -194,6 +194,16 @@ impl Ctx<'_> {
                 Err(e) => state_problem = Some(format!("{e:#}")),
             }
         }
+        let (mut data_pools, mut data_problems) = (Vec::new(), Vec::new());
+        if let Some(pool) = r.get("pool").and_then(|p| PoolName::new(p).ok()) {
+            match self.data_registration(&pool).and_then(|reg| {
+                data_problems = reg.problems.clone();
+                self.data_rows(&reg, &self.read_data_report())
+            }) {
+                Ok(rows) => data_pools = rows,
+                Err(e) => data_problems.push(format!("{e:#}")),
+            }
+        }
         let be = r.get("be").unwrap_or("?");
         let trial_committed = r.get("trial-tries-left").is_some()
             && state.as_ref().is_some_and(|st: &State| {
@@ -210,6 +220,8 @@ impl Ctx<'_> {
             trial_committed,
             state: state.map(StateView::new),
             state_problem,
+            data_pools,
+            data_problems,
         })
     }
 }

@@ -32,8 +32,13 @@ pub(super) fn scenarios() -> Vec<Scenario> {
 }
 
 /// Boots the Debian disk alone through OVMF and GRUB; returns once `name` waits for actions.
-fn debian_boot(cx: &mut Ctx, disk: &Path, name: &str) -> anyhow::Result<Vm> {
-    let mut vm = cx.uefi(disk)?;
+pub(super) fn debian_boot(cx: &mut Ctx, disk: &Path, name: &str) -> anyhow::Result<Vm> {
+    debian_boot_with(cx, &[disk], name)
+}
+
+/// [`debian_boot`] with more disks after the Debian disk (`/dev/vdb`, …).
+pub(super) fn debian_boot_with(cx: &mut Ctx, disks: &[&Path], name: &str) -> anyhow::Result<Vm> {
+    let mut vm = cx.uefi_disks(disks)?;
     vm.expect(
         r"bootenv \S+ \(initramfs-tools\) starting",
         Duration::from_secs(300),
@@ -71,9 +76,9 @@ fn deb_install_boot(cx: &mut Ctx) -> anyhow::Result<()> {
         text.contains("BOOTENV-TEST status last known-good: deb1"),
         "bootenv status does not report deb1 as good"
     );
-    let out = run_in(&mut vm, "dpkg-query -W bootenv bootenv-grub && systemctl is-enabled bootenv-mark-good.service bootenv-status.service bootenv-trial-watchdog.timer && bootenv list")?;
+    let out = run_in(&mut vm, "dpkg-query -W bootenv bootenv-grub && systemctl is-enabled bootenv-mark-good.service bootenv-status.service bootenv-trial-watchdog.timer bootenv-data-pools.service && bootenv list")?;
     ensure!(
-        out.lines().filter(|l| l.trim() == "enabled").count() == 3
+        out.lines().filter(|l| l.trim() == "enabled").count() == 4
             && list_row(&out, "deb1").is_some_and(|r| r[2].contains('N') && r[2].contains('G')),
         "{out}"
     );
@@ -211,7 +216,7 @@ fn deb_upgrade_rollback(cx: &mut Ctx) -> anyhow::Result<()> {
 
 /// Powers a Debian test BE off: systemd's shutdown of a full system takes longer under TCG
 /// than the test BEs' `poweroff -f`, and longer still on a loaded host.
-fn debian_power_off(vm: &mut Vm) -> anyhow::Result<()> {
+pub(super) fn debian_power_off(vm: &mut Vm) -> anyhow::Result<()> {
     vm.send("poweroff\n")?;
     vm.expect(r"BOOTENV-TEST be-done", STEP)?;
     vm.expect_poweroff(Duration::from_secs(300))?;

@@ -10,6 +10,7 @@
 
 mod boot;
 mod cli;
+mod data;
 mod deb;
 mod debian_disk;
 mod esp;
@@ -278,11 +279,16 @@ impl<'a> Ctx<'a> {
     /// Powers `disk` on through OVMF (UEFI firmware, this scenario's own variable store) and
     /// the GRUB on its ESP.
     pub fn uefi(&mut self, disk: &Path) -> anyhow::Result<Vm> {
+        self.uefi_disks(&[disk])
+    }
+
+    /// [`Ctx::uefi`] with more disks after the first (`/dev/vdb`, … in this order).
+    pub fn uefi_disks(&mut self, disks: &[&Path]) -> anyhow::Result<Vm> {
         let vars = self.dir.join("OVMF_VARS.fd");
         if !vars.exists() {
             std::fs::copy(crate::qemu::OVMF_VARS, &vars)?;
         }
-        self.firmware(disk, Boot::Uefi { vars })
+        self.start(Boot::Uefi { vars }, disks)
     }
 
     /// Forgets the UEFI variables (boot entries) earlier boots left, as a new machine would.
@@ -362,6 +368,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(cli::scenarios());
     v.extend(esp::scenarios());
     v.extend(deb::scenarios());
+    v.extend(data::scenarios());
     v.extend(hardening::scenarios());
     v
 }
@@ -591,7 +598,7 @@ pub struct Report {
 /// A guess for a scenario no earlier run timed: most take one to three minutes; the packaging
 /// ones boot a whole Debian.
 fn default_estimate(name: &str) -> f64 {
-    if name.starts_with("deb-") {
+    if name.starts_with("deb-") || name.starts_with("data-") {
         600.0
     } else {
         120.0
@@ -777,6 +784,7 @@ mod tests {
                     "cli",
                     "esp",
                     "deb",
+                    "data",
                     "hostile",
                     "cmdline",
                     "fat",

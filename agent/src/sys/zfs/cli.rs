@@ -19,6 +19,10 @@ const SCAN_TIMEOUT: Duration = Duration::from_secs(180);
 /// console hears from the import every [`IMPORT_HEARTBEAT`] meanwhile.
 const IMPORT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// A data pool's import is never cut short in practice: it runs after the switch of root, where
+/// nothing waits for it but the services that use its data.
+const DATA_IMPORT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// How often a running import is reported on the console.
 const IMPORT_HEARTBEAT: Duration = Duration::from_secs(30);
 
@@ -156,6 +160,34 @@ impl Zfs for ZfsCli {
             return Ok(Err(ImportError::Other(
                 cmd.check(out).unwrap_err().to_string(),
             )));
+        }
+        Ok(Err(classify_import_error(&out.stderr)))
+    }
+
+    fn import_data(&self, pool: &str, mount: bool) -> anyhow::Result<Result<(), ImportError>> {
+        let mut cmd = self.zpool().args(["import", "-o", "cachefile=none"]);
+        if !mount {
+            cmd = cmd.arg("-N");
+        }
+        let cmd = cmd
+            .args(self.search_args())
+            .arg(pool)
+            .timeout(DATA_IMPORT_TIMEOUT)
+            .heartbeat(
+                IMPORT_HEARTBEAT,
+                format!("importing data pool {pool} (ZFS visits each of its datasets)"),
+            );
+        let out = cmd.output()?;
+        if out.success() {
+            return Ok(Ok(()));
+        }
+        // `zpool import` fails when a dataset did not mount, with the pool imported.
+        if self.imported_pools()?.iter().any(|p| p == pool) {
+            log::warn!(
+                "data pool {pool} is imported, but: {}",
+                out.stderr.trim().replace('\n', "; ")
+            );
+            return Ok(Ok(()));
         }
         Ok(Err(classify_import_error(&out.stderr)))
     }

@@ -16,6 +16,8 @@ struct FakePool {
     last_hostid: Option<u32>,
     /// Active on another host (multihost).
     in_use_elsewhere: bool,
+    /// What a scan shows other than `ONLINE` (an import then fails).
+    scan_state: Option<String>,
     props: BTreeMap<String, String>,
 }
 
@@ -87,6 +89,15 @@ impl FakeZfs {
             .get_mut(pool)
             .expect("pool")
             .last_hostid = Some(hostid);
+    }
+
+    /// Detaches (`false`) or attaches `pool`'s disks; a pool whose disks are there but cannot
+    /// be imported shows `state` in a scan (`UNAVAIL`) and fails to import.
+    pub fn set_present(&self, pool: &str, present: bool, state: Option<&str>) {
+        let mut i = self.inner.borrow_mut();
+        let p = i.pools.get_mut(pool).expect("pool");
+        p.present = present;
+        p.scan_state = state.map(str::to_owned);
     }
 
     /// Marks `pool` as active on another host.
@@ -244,9 +255,9 @@ impl Zfs for FakeZfs {
             .pools
             .iter()
             .filter(|(_, p)| p.present && !p.imported)
-            .map(|(n, _)| Importable {
+            .map(|(n, p)| Importable {
                 name: n.clone(),
-                state: "ONLINE".into(),
+                state: p.scan_state.clone().unwrap_or_else(|| "ONLINE".into()),
             })
             .collect())
     }
@@ -265,6 +276,11 @@ impl Zfs for FakeZfs {
                 "cannot import '{pool}': a pool with that name already exists"
             ))));
         }
+        if let Some(state) = &p.scan_state {
+            return Ok(Err(ImportError::Other(format!(
+                "cannot import '{pool}': one or more devices is currently unavailable ({state})"
+            ))));
+        }
         if p.in_use_elsewhere {
             return Ok(Err(ImportError::InUse(format!(
                 "cannot import '{pool}': pool is imported on host 'other'"
@@ -278,6 +294,17 @@ impl Zfs for FakeZfs {
         p.imported = true;
         p.last_hostid = Some(hostid);
         Ok(Ok(()))
+    }
+
+    fn import_data(&self, pool: &str, mount: bool) -> anyhow::Result<Result<(), ImportError>> {
+        let r = self.import(pool)?;
+        if r.is_ok() {
+            self.inner.borrow_mut().log.push(format!(
+                "zpool import {}{pool}",
+                if mount { "" } else { "-N " }
+            ));
+        }
+        Ok(r)
     }
 
     fn export(&self, pool: &str) -> anyhow::Result<()> {

@@ -58,6 +58,12 @@ pub trait Zfs {
     fn scan(&self) -> anyhow::Result<Vec<Importable>>;
     /// Imports `pool` without mounting anything and without a cache file. Never forces.
     fn import(&self, pool: &str) -> anyhow::Result<Result<(), ImportError>>;
+    /// Imports a data pool after the switch of root: `zpool import` with the pool's cache file
+    /// off (so no early-boot service imports it before bootenv), mounting its datasets with
+    /// `canmount=on` when `mount`, none with `-N`. Never forces. No practical time limit: a
+    /// large pool takes minutes. A pool that imported but some of whose datasets did not mount
+    /// is imported (`Ok`); the mount errors are logged.
+    fn import_data(&self, pool: &str, mount: bool) -> anyhow::Result<Result<(), ImportError>>;
     /// Exports `pool`.
     fn export(&self, pool: &str) -> anyhow::Result<()>;
     /// A property of an imported pool (`None` when unset, `-`).

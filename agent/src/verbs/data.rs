@@ -1,0 +1,504 @@
+//! `bootenv data-pools`: the data pools of an appliance (see [`crate::model::datapools`]).
+//! `add` and `remove` change the system pool's `org.bootenv:data-pools`; `import` is what
+//! `bootenv-data-pools.service` runs after the switch of root: it waits up to a limit for each
+//! registered pool's disks, imports the pools in their order (never forcing), records each
+//! outcome in `/run/bootenv/data-pools` as it ends, and fails (kind `unavailable`) when one is
+//! not usable, so the services that require the unit fail visibly while the system, its
+//! mark-good and its rollbacks go on. Without an action it lists them.
+
+use crate::model::datapools::{
+    parse_report, render_report, DataPool, MountPolicy, PoolState, Registration, ReportLine,
+};
+use crate::model::layout::{self, PROP_DATA_POOLS};
+use crate::model::names::PoolName;
+use crate::model::paths::DATA_POOLS_REPORT;
+use crate::sys::fsutil;
+use crate::sys::zfs::ImportError;
+use crate::verbs::context::Ctx;
+use crate::verbs::outcome::{DataPoolRow, DataPoolsOutcome};
+use std::time::{Duration, Instant};
+
+/// What `data-pools` does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataAction {
+    /// Show the data pools and where each stands.
+    List,
+    /// Register a pool (or change its mount policy).
+    Add(PoolName, MountPolicy),
+    /// Unregister a pool (its data is not touched).
+    Remove(PoolName),
+    /// Import the registered pools, waiting up to this long for their disks.
+    Import(Duration),
+}
+
+impl DataAction {
+    fn word(&self) -> &'static str {
+        match self {
+            DataAction::List => "list",
+            DataAction::Add(..) => "add",
+            DataAction::Remove(..) => "remove",
+            DataAction::Import(..) => "import",
+        }
+    }
+}
+
+/// How often the disks are looked at again while a pool is missing.
+const POLL: Duration = Duration::from_millis(500);
+
+impl Ctx<'_> {
+    /// The system pool's data pools, read from `<pool>/ROOT`.
+    pub fn data_registration(&self, pool: &PoolName) -> anyhow::Result<Registration> {
+        let props = self.zfs.local_props(&layout::root_container(pool))?;
+        let value = props
+            .iter()
+            .find(|(k, _)| k == PROP_DATA_POOLS)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        Ok(Registration::parse(value, pool))
+    }
+
+    /// `bootenv data-pools [add|remove|import]`.
+    pub fn data_pools(&self, action: &DataAction) -> anyhow::Result<DataPoolsOutcome> {
+        let pool = self.pool()?;
+        let mut reg = self.data_registration(&pool)?;
+        let mut out = DataPoolsOutcome {
+            action: action.word(),
+            system_pool: pool.to_string(),
+            pools: Vec::new(),
+            problems: reg.problems.clone(),
+            notes: Vec::new(),
+            changed: false,
+        };
+        match action {
+            DataAction::List => {}
+            DataAction::Add(name, mount) => {
+                if name == &pool {
+                    crate::refuse!(
+                        Invalid,
+                        "{name} is the system pool (the one holding the boot environments); a data pool is another pool"
+                    );
+                }
+                match reg.pools.iter_mut().find(|p| &p.name == name) {
+                    Some(p) if p.mount == *mount => {}
+                    Some(p) => {
+                        p.mount = *mount;
+                        out.changed = true;
+                    }
+                    None => {
+                        if reg.pools.len() == crate::model::datapools::MAX_DATA_POOLS {
+                            crate::refuse!(
+                                Invalid,
+                                "pool {pool} names {} data pools already, the most bootenv imports; remove one first",
+                                reg.pools.len()
+                            );
+                        }
+                        reg.pools.push(DataPool {
+                            name: name.clone(),
+                            mount: *mount,
+                        });
+                        out.changed = true;
+                    }
+                }
+                let known = self
+                    .zfs
+                    .imported_pools()?
+                    .iter()
+                    .any(|p| p == name.as_str())
+                    || self.zfs.scan()?.iter().any(|p| p.name == name.as_str());
+                if !known {
+                    out.notes.push(format!(
+                        "no pool {name} is imported or on this machine's disks now; the booted system will look for it at every boot"
+                    ));
+                }
+            }
+            DataAction::Remove(name) => {
+                let before = reg.pools.len();
+                reg.pools.retain(|p| &p.name != name);
+                out.changed = reg.pools.len() != before;
+                if !out.changed {
+                    crate::refuse!(NotFound, "pool {pool} names no data pool {name}");
+                }
+                out.notes.push(format!(
+                    "pool {name} and its data are untouched; the booted system no longer imports it"
+                ));
+            }
+            DataAction::Import(wait) => {
+                let lines = self.import_data_pools(&reg, *wait)?;
+                out.changed = lines.iter().any(|l| l.state == PoolState::Imported);
+                out.pools = self.data_rows(&reg, &lines)?;
+                let bad: Vec<String> = lines
+                    .iter()
+                    .filter(|l| !l.state.usable())
+                    .map(|l| format!("{}: {} ({})", l.pool, l.state.as_str(), l.message))
+                    .collect();
+                if !bad.is_empty() {
+                    for r in &out.pools {
+                        log::info!("{}", r.to_string().trim_end());
+                    }
+                    crate::refuse!(Unavailable, "{}", bad.join("; "));
+                }
+                return Ok(out);
+            }
+        }
+        if out.changed {
+            let value = match reg.value() {
+                v if v.is_empty() => "-".to_owned(),
+                v => v,
+            };
+            self.zfs
+                .set(&layout::root_container(&pool), &[(PROP_DATA_POOLS, &value)])?;
+        }
+        let lines = self.read_data_report();
+        out.pools = self.data_rows(&reg, &lines)?;
+        Ok(out)
+    }
+
+    /// This boot's `/run/bootenv/data-pools`, as far as it can be read.
+    pub(crate) fn read_data_report(&self) -> Vec<ReportLine> {
+        std::fs::read_to_string(self.path(DATA_POOLS_REPORT))
+            .map(|t| parse_report(&t))
+            .unwrap_or_default()
+    }
+
+    /// Each registered pool, as it stands now, with this boot's report line.
+    pub(crate) fn data_rows(
+        &self,
+        reg: &Registration,
+        lines: &[ReportLine],
+    ) -> anyhow::Result<Vec<DataPoolRow>> {
+        let imported = self.zfs.imported_pools()?;
+        let mut rows = Vec::new();
+        for p in &reg.pools {
+            let is_in = imported.iter().any(|i| i == p.name.as_str());
+            let health = if is_in {
+                self.zfs.pool_prop(p.name.as_str(), "health").ok().flatten()
+            } else {
+                None
+            };
+            let line = lines.iter().find(|l| l.pool == p.name.as_str());
+            let mut message = line.map(|l| l.message.clone());
+            if let Some(h) = health.as_deref().filter(|h| *h != "ONLINE") {
+                message = Some(format!(
+                    "{}pool {} is {h}: `zpool status {}` names the device to replace (zpool replace)",
+                    message.map(|m| format!("{m}; ")).unwrap_or_default(),
+                    p.name,
+                    p.name
+                ));
+            }
+            rows.push(DataPoolRow {
+                name: p.name.to_string(),
+                mount: p.mount.as_str(),
+                imported: is_in,
+                health,
+                state: line.map_or(PoolState::NotTried, |l| l.state).as_str(),
+                seconds: line.map(|l| l.seconds),
+                message: message.filter(|m| !m.is_empty()),
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Imports the registered pools, in order, each as soon as its disks are there, waiting up
+    /// to `wait` for those that are not; writes the report as each ends.
+    fn import_data_pools(
+        &self,
+        reg: &Registration,
+        wait: Duration,
+    ) -> anyhow::Result<Vec<ReportLine>> {
+        let started = Instant::now();
+        let already = self.zfs.imported_pools()?;
+        let mut lines: Vec<ReportLine> = reg
+            .pools
+            .iter()
+            .map(|p| ReportLine {
+                pool: p.name.to_string(),
+                state: if already.iter().any(|i| i == p.name.as_str()) {
+                    PoolState::AlreadyImported
+                } else {
+                    PoolState::Importing
+                },
+                seconds: 0.0,
+                message: String::new(),
+            })
+            .collect();
+        for l in lines.iter_mut().filter(|l| l.state.usable()) {
+            l.message = "it was imported before bootenv looked (not by bootenv)".into();
+        }
+        self.write_data_report(&lines);
+        loop {
+            let pending: Vec<usize> = (0..lines.len())
+                .filter(|&i| lines[i].state == PoolState::Importing)
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            let found = self.zfs.scan()?;
+            let out_of_time = started.elapsed() >= wait;
+            let mut progressed = false;
+            for i in pending {
+                let p = &reg.pools[i];
+                let seen = found.iter().find(|f| f.name == p.name.as_str());
+                match seen {
+                    Some(f) if f.state == "ONLINE" || f.state == "DEGRADED" => {
+                        let t = Instant::now();
+                        log::info!(
+                            "importing data pool {} (mount {})",
+                            p.name,
+                            p.mount.as_str()
+                        );
+                        let r = self
+                            .zfs
+                            .import_data(p.name.as_str(), p.mount == MountPolicy::All)?;
+                        let l = &mut lines[i];
+                        l.seconds = t.elapsed().as_secs_f64();
+                        match r {
+                            Ok(()) => {
+                                l.state = PoolState::Imported;
+                                l.message = match p.mount {
+                                    MountPolicy::All => {
+                                        "imported; its datasets with canmount=on are mounted".into()
+                                    }
+                                    MountPolicy::None => {
+                                        "imported; nothing mounted (mount none)".into()
+                                    }
+                                };
+                            }
+                            Err(e) => {
+                                l.state = PoolState::Failed;
+                                l.message = format!("{e}; {}", import_fix(&p.name, &e));
+                            }
+                        }
+                        progressed = true;
+                    }
+                    Some(f) if out_of_time => {
+                        let l = &mut lines[i];
+                        l.state = PoolState::Unavailable;
+                        l.seconds = started.elapsed().as_secs_f64();
+                        l.message = format!(
+                            "its disks are there but ZFS cannot import it (state {}): `zpool import` shows which devices are missing or damaged; attach them, or restore the pool from its backup",
+                            f.state
+                        );
+                        progressed = true;
+                    }
+                    None if out_of_time => {
+                        let l = &mut lines[i];
+                        l.state = PoolState::Missing;
+                        l.seconds = started.elapsed().as_secs_f64();
+                        l.message = format!(
+                            "no disk of it appeared within {} s: attach its disks and run `bootenv data-pools import`, or `bootenv data-pools remove {}` if it is gone for good",
+                            wait.as_secs(),
+                            p.name
+                        );
+                        progressed = true;
+                    }
+                    _ => {}
+                }
+            }
+            if progressed {
+                self.write_data_report(&lines);
+            } else {
+                std::thread::sleep(POLL);
+            }
+        }
+        Ok(lines)
+    }
+
+    /// Writes the report; a failure to write it is logged (the import itself went on).
+    fn write_data_report(&self, lines: &[ReportLine]) {
+        let path = self.path(DATA_POOLS_REPORT);
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return;
+        };
+        let r = std::fs::create_dir_all(dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| {
+                fsutil::atomic_write(
+                    dir,
+                    &name.to_string_lossy(),
+                    render_report(lines).as_bytes(),
+                )
+            });
+        if let Err(e) = r {
+            log::warn!("writing {}: {e:#}", path.display());
+        }
+    }
+}
+
+/// What to do about a failed import.
+fn import_fix(pool: &PoolName, e: &ImportError) -> String {
+    match e {
+        ImportError::Foreign { .. } => format!(
+            "if no other system uses it, import it once by hand with `zpool import -f {pool}` and export it cleanly; bootenv never forces a data pool"
+        ),
+        ImportError::InUse(_) => {
+            "it is active on another system: stop it there first".to_owned()
+        }
+        ImportError::NotFound => "attach its disks and run `bootenv data-pools import`".to_owned(),
+        ImportError::Other(_) => format!(
+            "`zpool import` shows what ZFS sees of {pool}; fix that and run `bootenv data-pools import`"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::mounts::FakeMounter;
+    use crate::sys::zfs::fake::FakeZfs;
+    use crate::sys::zfs::Zfs;
+
+    fn world() -> (tempfile::TempDir, FakeZfs, FakeMounter) {
+        let dir = tempfile::tempdir().unwrap();
+        let z = FakeZfs::new();
+        z.add_pool("rpool");
+        z.import("rpool").unwrap().unwrap();
+        z.add_layout("rpool");
+        for p in ["data", "archive", "scratch"] {
+            z.add_pool(p);
+        }
+        (dir, z, FakeMounter::new())
+    }
+
+    fn ctx<'a>(dir: &tempfile::TempDir, z: &'a FakeZfs, m: &'a FakeMounter) -> Ctx<'a> {
+        Ctx {
+            root: dir.path().to_owned(),
+            zfs: z,
+            mounter: m,
+            runner: &crate::sys::run::NoRunner,
+            pool: Some(PoolName::new("rpool").unwrap()),
+            esp: None,
+            facts: Default::default(),
+        }
+    }
+
+    fn pool(s: &str) -> PoolName {
+        PoolName::new(s).unwrap()
+    }
+
+    #[test]
+    fn add_and_remove_change_only_the_property() {
+        let (dir, z, m) = world();
+        let c = ctx(&dir, &z, &m);
+        let o = c
+            .data_pools(&DataAction::Add(pool("data"), MountPolicy::All))
+            .unwrap();
+        assert!(o.changed);
+        let o = c
+            .data_pools(&DataAction::Add(pool("data"), MountPolicy::All))
+            .unwrap();
+        assert!(!o.changed, "adding it again changes nothing");
+        c.data_pools(&DataAction::Add(pool("archive"), MountPolicy::None))
+            .unwrap();
+        assert_eq!(
+            z.get("rpool/ROOT", PROP_DATA_POOLS).as_deref(),
+            Some("data archive:none")
+        );
+        let o = c
+            .data_pools(&DataAction::Add(pool("nowhere"), MountPolicy::All))
+            .unwrap();
+        assert!(o.notes[0].contains("no pool nowhere"), "{:?}", o.notes);
+        let e = c
+            .data_pools(&DataAction::Add(pool("rpool"), MountPolicy::All))
+            .unwrap_err();
+        assert_eq!(
+            crate::verbs::outcome::kind_of(&e),
+            crate::model::failure::ErrorKind::Invalid
+        );
+        c.data_pools(&DataAction::Remove(pool("nowhere"))).unwrap();
+        let e = c
+            .data_pools(&DataAction::Remove(pool("nowhere")))
+            .unwrap_err();
+        assert_eq!(
+            crate::verbs::outcome::kind_of(&e),
+            crate::model::failure::ErrorKind::NotFound
+        );
+        let o = c.data_pools(&DataAction::List).unwrap();
+        let names: Vec<_> = o.pools.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["data", "archive"]);
+        assert!(o
+            .pools
+            .iter()
+            .all(|p| p.state == "not-tried" && !p.imported));
+        assert!(
+            !z.is_imported("data") && !z.is_imported("archive"),
+            "registering imports nothing"
+        );
+    }
+
+    #[test]
+    fn import_takes_every_pool_it_can_and_reports_the_others_with_their_fix() {
+        let (dir, z, m) = world();
+        let c = ctx(&dir, &z, &m);
+        z.set(
+            "rpool/ROOT",
+            &[(PROP_DATA_POOLS, "data archive:none scratch gone")],
+        )
+        .unwrap();
+        z.set_present("scratch", true, Some("UNAVAIL"));
+        let e = c
+            .data_pools(&DataAction::Import(Duration::ZERO))
+            .unwrap_err();
+        assert_eq!(
+            crate::verbs::outcome::kind_of(&e),
+            crate::model::failure::ErrorKind::Unavailable
+        );
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("scratch: unavailable") && msg.contains("gone: missing"),
+            "{msg}"
+        );
+        assert!(z.is_imported("data") && z.is_imported("archive"));
+        let log = z.changes();
+        assert!(log.contains(&"zpool import data".to_owned()), "{log:?}");
+        assert!(
+            log.contains(&"zpool import -N archive".to_owned()),
+            "{log:?}"
+        );
+        let o = c.data_pools(&DataAction::List).unwrap();
+        let st: Vec<_> = o.pools.iter().map(|p| (p.name.as_str(), p.state)).collect();
+        assert_eq!(
+            st,
+            [
+                ("data", "imported"),
+                ("archive", "imported"),
+                ("scratch", "unavailable"),
+                ("gone", "missing")
+            ]
+        );
+        assert!(o.pools[3]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("data-pools remove gone"));
+        // The next run finds two imported already and still reports the others.
+        z.set_present("scratch", true, None);
+        let e = c
+            .data_pools(&DataAction::Import(Duration::ZERO))
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("gone: missing"));
+        let o = c.data_pools(&DataAction::List).unwrap();
+        assert_eq!(o.pools[0].state, "already-imported");
+        assert_eq!(o.pools[2].state, "imported");
+    }
+
+    #[test]
+    fn a_pool_of_another_system_is_never_forced() {
+        let (dir, z, m) = world();
+        let c = ctx(&dir, &z, &m);
+        z.set("rpool/ROOT", &[(PROP_DATA_POOLS, "data")]).unwrap();
+        z.set_last_hostid("data", 0x1234_5678);
+        let e = c
+            .data_pools(&DataAction::Import(Duration::ZERO))
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("data: failed"), "{e:#}");
+        assert!(!z.is_imported("data"));
+        let o = c.data_pools(&DataAction::List).unwrap();
+        assert!(o.pools[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("zpool import -f data"));
+        let ok = c.data_pools(&DataAction::Import(Duration::ZERO));
+        assert!(ok.is_err(), "still not forced");
+    }
+}

@@ -1,0 +1,213 @@
+//! The data-pool scenarios: an appliance's customer data in a pool of its own on other disks,
+//! imported by the booted Debian system (`bootenv-data-pools.service`) after the switch of root,
+//! never by the agent, and never in the way of a boot, a mark-good or a rollback. Each starts
+//! from its own overlay of the [`Fixture::DebianDisk`] (systemd is the subject) with blank
+//! data disks beside it, and makes the data pool in its first boot.
+
+use super::deb::{debian_boot, debian_boot_with, debian_power_off};
+use super::*;
+use std::collections::BTreeMap;
+
+/// The scenarios of this family.
+pub(super) fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario::new(
+            "data-pool-boot",
+            "system and data pools on two disks: the Debian BE boots without waiting for the data pool, which is imported after the switch of root (never by the agent) and before a service that needs it",
+            data_pool_boot,
+        ).needs(Fixture::DebianDisk),
+        Scenario::new(
+            "data-pool-missing",
+            "the data pool's disks are absent, then one of its two disks: the Debian BE boots, is marked good, reports the data pool missing then unavailable with the fix, the service that needs it fails visibly, and a failed trial still rolls back",
+            data_pool_missing,
+        ).needs(Fixture::DebianDisk),
+    ]
+}
+
+/// Installs, in the running Debian BE, a service that needs the data pool
+/// (`Requires=`/`After=bootenv-data-pools.service`) and prints what it sees on the console.
+const DATA_SERVICE: &str = "printf '%s\\n' '#!/bin/sh' 'echo \"BOOTENV-TEST data-service file=$(cat /srv/data/cust1/file 2>/dev/null) pools=$(zpool list -H -o name | tr \"\\n\" ,)\"' >/usr/local/sbin/betest-data \
+&& chmod 755 /usr/local/sbin/betest-data \
+&& printf '%s\\n' '[Unit]' 'Requires=bootenv-data-pools.service' 'After=bootenv-data-pools.service' '[Service]' 'Type=oneshot' 'RemainAfterExit=yes' 'StandardOutput=journal+console' 'ExecStart=/usr/local/sbin/betest-data' '[Install]' 'WantedBy=multi-user.target' >/etc/systemd/system/betest-data.service \
+&& systemctl enable betest-data.service";
+
+/// Makes pool `data` on `vdevs` with a customer dataset holding a file, names it as the system
+/// pool's data pool, installs [`DATA_SERVICE`] and exports the pool, as an operator would.
+fn make_data_pool(vm: &mut Vm, vdevs: &str) -> anyhow::Result<()> {
+    run_long(
+        vm,
+        &format!("zpool create -f -o cachefile=none -O mountpoint=/srv/data data {vdevs} && zfs create data/cust1 && echo kept >/srv/data/cust1/file && zfs create data/cust2 && {DATA_SERVICE}"),
+        300,
+    )?;
+    let doc = done_json(vm, "data-pools add data")?;
+    ensure!(
+        doc["changed"] == true && doc["pools"][0]["name"] == "data",
+        "{doc:#}"
+    );
+    run_in(vm, "zpool export data")?;
+    Ok(())
+}
+
+/// `key=value` lines of a command's output.
+fn keys(out: &str) -> BTreeMap<String, String> {
+    out.lines()
+        .filter_map(|l| l.trim().split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// What the booted system says once its start-up has ended: the system's state, when the data
+/// pools' unit and the service that needs the data started and ended (monotonic µs), and when
+/// the agent exec'd init (the boot report, seconds since the kernel started).
+const SETTLED: &str = "echo system=$(systemctl is-system-running --wait); \
+for u in bootenv-data-pools betest-data; do echo $u=$(systemctl is-active $u.service); \
+echo $u-start=$(systemctl show -p ExecMainStartTimestampMonotonic --value $u.service); \
+echo $u-exit=$(systemctl show -p ExecMainExitTimestampMonotonic --value $u.service); done; \
+grep -e init-exec -e ^pool= /run/bootenv/boot";
+
+fn micros(k: &BTreeMap<String, String>, key: &str) -> anyhow::Result<u64> {
+    k.get(key)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {key} in {k:?}"))
+}
+
+fn data_pool_boot(cx: &mut Ctx) -> anyhow::Result<()> {
+    cx.vm_limit = Duration::from_secs(3000);
+    let disk = cx.fixture_copy(Fixture::DebianDisk, "debian")?;
+    let data = cx.dir.join("data.img");
+    disk::blank(&data, 512)?;
+    let mut vm = debian_boot_with(cx, &[&disk, &data], "deb1")?;
+    make_data_pool(&mut vm, "/dev/vdb")?;
+    debian_power_off(&mut vm)?;
+
+    let mut vm = debian_boot_with(cx, &[&disk, &data], "deb1")?;
+    let k = keys(&run_long(&mut vm, SETTLED, 300)?);
+    ensure!(
+        k.get("system").map(String::as_str) == Some("running")
+            && k.get("bootenv-data-pools").map(String::as_str) == Some("active")
+            && k.get("betest-data").map(String::as_str) == Some("active"),
+        "the system did not come up whole: {k:?}"
+    );
+    let text = vm.text();
+    ensure!(
+        text.contains("BOOTENV-TEST data-service file=kept pools=data,deb,"),
+        "the service that needs the data did not find it mounted"
+    );
+    // The import ran in the booted system, after the agent handed over, and ended before the
+    // service that needs the data started.
+    let init_exec: f64 = k
+        .get("init-exec")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no init-exec in the boot report: {k:?}"))?;
+    let (dp_start, dp_exit) = (
+        micros(&k, "bootenv-data-pools-start")?,
+        micros(&k, "bootenv-data-pools-exit")?,
+    );
+    let svc_start = micros(&k, "betest-data-start")?;
+    ensure!(
+        dp_start as f64 / 1e6 > init_exec && dp_exit <= svc_start,
+        "the data pools' unit ran at {dp_start}..{dp_exit} µs, the agent exec'd init at {init_exec} s, the service started at {svc_start} µs"
+    );
+    // Nobody imported it before bootenv's unit: not the agent, not an early ZFS service.
+    let doc = done_json(&mut vm, "data-pools")?;
+    let p = &doc["pools"][0];
+    ensure!(
+        p["state"] == "imported" && p["imported"] == true && p["health"] == "ONLINE",
+        "{doc:#}"
+    );
+    let agent_part = text.split("Welcome to").next().unwrap_or_default();
+    ensure!(
+        agent_part.contains("importing pool deb") && !agent_part.contains("pool data"),
+        "the agent did more than import the system pool:\n{agent_part}"
+    );
+    let status = done_json(&mut vm, "status")?;
+    ensure!(status["data_pools"][0]["state"] == "imported", "{status:#}");
+    debian_power_off(&mut vm)
+}
+
+fn data_pool_missing(cx: &mut Ctx) -> anyhow::Result<()> {
+    cx.vm_limit = Duration::from_secs(3000);
+    let disk = cx.fixture_copy(Fixture::DebianDisk, "debian")?;
+    let (d1, d2) = (cx.dir.join("data1.img"), cx.dir.join("data2.img"));
+    disk::blank(&d1, 256)?;
+    disk::blank(&d2, 256)?;
+    let mut vm = debian_boot_with(cx, &[&disk, &d1, &d2], "deb1")?;
+    // A pool striped over two disks; the unit waits 5 s for disks instead of 30; deb2 is a
+    // BE whose init fails, for the trial.
+    make_data_pool(&mut vm, "/dev/vdb /dev/vdc")?;
+    run_long(
+        &mut vm,
+        "mkdir -p /etc/systemd/system/bootenv-data-pools.service.d \
+&& printf '%s\\n' '[Service]' 'ExecStart=' 'ExecStart=/usr/sbin/bootenv data-pools import --device-wait=5' >/etc/systemd/system/bootenv-data-pools.service.d/test.conf \
+&& bootenv create deb2 --from deb1 \
+&& zfs set org.bootenv:cmdline='console=ttyS0 panic=5 init=/bin/false' deb/ROOT/deb2 && bootenv sync-boot",
+        600,
+    )?;
+    debian_power_off(&mut vm)?;
+
+    // No disk of the data pool: the system boots and is marked good; the pool is missing.
+    let mut vm = debian_boot(cx, &disk, "deb1")?;
+    ensure!(
+        vm.text()
+            .contains("BOOTENV-TEST mark-good=active result=success"),
+        "deb1 was not marked good without its data pool"
+    );
+    let k = keys(&run_long(&mut vm, SETTLED, 300)?);
+    ensure!(
+        k.get("system").map(String::as_str) == Some("degraded")
+            && k.get("bootenv-data-pools").map(String::as_str) == Some("failed")
+            && k.get("betest-data").map(String::as_str) != Some("active"),
+        "the missing data pool is not reported by systemd: {k:?}"
+    );
+    ensure!(
+        !vm.text().contains("BOOTENV-TEST data-service"),
+        "the service that needs the data ran without it"
+    );
+    let status = done_json(&mut vm, "status")?;
+    let p = &status["data_pools"][0];
+    ensure!(
+        p["state"] == "missing"
+            && p["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("bootenv data-pools remove data")),
+        "{status:#}"
+    );
+    let msg = refused_json(&mut vm, "data-pools import --device-wait=1", "unavailable")?;
+    ensure!(msg.contains("data: missing"), "{msg}");
+    let doc = done_json(&mut vm, "activate --trial=1 deb2")?;
+    ensure!(doc["activated_as"] == "trial", "{doc:#}");
+    vm.send("poweroff\n")?;
+    vm.expect(r"BOOTENV-TEST be-done", STEP)?;
+    vm.expect_poweroff(Duration::from_secs(300))?;
+
+    // One disk of two: the pool is there but cannot be imported. The trial of deb2 fails
+    // (its init exits: a kernel panic), and GRUB rolls back to deb1 by itself.
+    let mut vm = cx.uefi_disks(&[&disk, &d1])?;
+    vm.expect(r"Kernel panic", Duration::from_secs(400))?;
+    expect_be_within(&mut vm, "deb1", Duration::from_secs(600))?;
+    vm.expect(r"BOOTENV-TEST ready", STEP)?;
+    let text = vm.text();
+    ensure!(
+        text.contains("bootenv.rollback=deb2")
+            && text.contains("BOOTENV-TEST status ROLLBACK: the trial of deb2 used up its tries")
+            && text.contains("BOOTENV-TEST mark-good=active result=success"),
+        "deb1 did not roll back and get marked good without its data pool"
+    );
+    let k = keys(&run_long(&mut vm, SETTLED, 300)?);
+    ensure!(
+        k.get("bootenv-data-pools").map(String::as_str) == Some("failed"),
+        "{k:?}"
+    );
+    let status = done_json(&mut vm, "status")?;
+    let p = &status["data_pools"][0];
+    ensure!(
+        p["state"] == "unavailable"
+            && p["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("state UNAVAIL")),
+        "{status:#}"
+    );
+    vm.send("poweroff\n")?;
+    vm.expect(r"BOOTENV-TEST be-done", STEP)?;
+    vm.expect_poweroff(Duration::from_secs(300))
+}
