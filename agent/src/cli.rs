@@ -224,6 +224,14 @@ pub enum Command {
         /// Lay out a disk that holds a partition table.
         #[arg(long)]
         force: bool,
+        /// Make a data pool on this disk (or partition) too, named in the new pool's
+        /// org.bootenv:data-pools; given more than once, the disks are mirrored. Everything on
+        /// them is lost.
+        #[arg(long, value_name = "DISK")]
+        data_disk: Vec<PathBuf>,
+        /// The data pool's name.
+        #[arg(long, default_value = "data", requires = "data_disk")]
+        data_pool: PoolName,
     },
     /// The data pools: pools of customer data the booted system imports after the switch of
     /// root (never the initramfs), in their order, so that a boot never waits for their
@@ -275,8 +283,9 @@ pub enum DataPoolsAction {
     List,
     /// Name a data pool (or change how it is mounted); its disks need not be attached now.
     Add {
-        /// The pool.
-        pool: PoolName,
+        /// The pool (not `--pool`, which names the system pool).
+        #[arg(value_name = "POOL")]
+        data_pool: PoolName,
         /// What its import mounts: all (its datasets with canmount=on) or none (zpool
         /// import -N; the services mount what they use).
         #[arg(long, default_value = "all", value_parser = parse_mount)]
@@ -285,7 +294,8 @@ pub enum DataPoolsAction {
     /// Stop importing a data pool at boot; the pool and its data are untouched.
     Remove {
         /// The pool.
-        pool: PoolName,
+        #[arg(value_name = "POOL")]
+        data_pool: PoolName,
     },
     /// Import the data pools that are not imported (bootenv-data-pools.service runs this after
     /// the switch of root); fails when one is missing or cannot be imported, after importing
@@ -606,14 +616,34 @@ fn run(cli: &Cli, ctx: &Ctx, now: u64) -> anyhow::Result<Outcome> {
         Command::Export { name, to } => Outcome::Export(ctx.export_be(name, to, now)?),
         Command::DataPools { action } => {
             use crate::verbs::data::DataAction;
-            Outcome::DataPools(ctx.data_pools(&match action {
-                None | Some(DataPoolsAction::List) => DataAction::List,
-                Some(DataPoolsAction::Add { pool, mount }) => DataAction::Add(pool.clone(), *mount),
-                Some(DataPoolsAction::Remove { pool }) => DataAction::Remove(pool.clone()),
-                Some(DataPoolsAction::Import { device_wait }) => {
-                    DataAction::Import(std::time::Duration::from_secs(*device_wait))
+            // A failpoint named on the kernel command line stops dead, as a power cut would.
+            let args = crate::model::cmdline::BootArgs::parse(
+                std::fs::read("/proc/cmdline").unwrap_or_default(),
+            );
+            let failpoint = |name: &str| -> bool {
+                if args.failpoint.as_deref() == Some(name) {
+                    eprintln!("bootenv: FAILPOINT {name}: stopping here (bootenv.failpoint); power the machine off");
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(3600));
+                    }
                 }
-            })?)
+                false
+            };
+            Outcome::DataPools(ctx.data_pools_with(
+                &match action {
+                    None | Some(DataPoolsAction::List) => DataAction::List,
+                    Some(DataPoolsAction::Add { data_pool, mount }) => {
+                        DataAction::Add(data_pool.clone(), *mount)
+                    }
+                    Some(DataPoolsAction::Remove { data_pool }) => {
+                        DataAction::Remove(data_pool.clone())
+                    }
+                    Some(DataPoolsAction::Import { device_wait }) => {
+                        DataAction::Import(std::time::Duration::from_secs(*device_wait))
+                    }
+                },
+                &failpoint,
+            )?)
         }
         Command::InitramfsToolsMount { .. } => unreachable!("handled before the logger is set up"),
         Command::Import { from, name } => {
@@ -628,6 +658,8 @@ fn run(cli: &Cli, ctx: &Ctx, now: u64) -> anyhow::Result<Outcome> {
             esp_mib,
             cmdline,
             force,
+            data_disk,
+            data_pool,
         } => Outcome::Install(
             ctx.install(
                 &crate::verbs::install::InstallOpts {
@@ -643,6 +675,10 @@ fn run(cli: &Cli, ctx: &Ctx, now: u64) -> anyhow::Result<Outcome> {
                     esp_mib: *esp_mib,
                     cmdline: cmdline.clone(),
                     force: *force,
+                    data: (!data_disk.is_empty()).then(|| crate::verbs::install::DataInstall {
+                        disks: data_disk.clone(),
+                        pool: data_pool.clone(),
+                    }),
                 },
                 now,
             )?,
@@ -663,6 +699,22 @@ mod tests {
         assert_eq!(c.wait, Some(5));
         let c = Cli::try_parse_from(["bootenv", "list"]).unwrap();
         assert_eq!(c.wait, None);
+    }
+
+    #[test]
+    fn a_data_pool_named_on_the_command_line_is_not_the_system_pool() {
+        let c = Cli::try_parse_from(["bootenv", "data-pools", "add", "data", "--mount", "none"])
+            .unwrap();
+        assert_eq!(c.pool, None);
+        assert!(matches!(
+            c.command,
+            Command::DataPools {
+                action: Some(DataPoolsAction::Add { ref data_pool, mount: MountPolicy::None })
+            } if data_pool.as_str() == "data"
+        ));
+        let c = Cli::try_parse_from(["bootenv", "--pool", "rpool", "data-pools", "remove", "data"])
+            .unwrap();
+        assert_eq!(c.pool.as_ref().map(PoolName::as_str), Some("rpool"));
     }
 
     #[test]

@@ -482,6 +482,29 @@ impl Env<'_> {
         );
         let fp = |name: &str| args.failpoint.as_deref() == Some(name) && (self.failpoint)(name);
         match reset::run(self.zfs, inventory, &req, &fp) {
+            Ok(outcome)
+                if req.mode == state::ResetMode::Full
+                    && !inventory.data_pools().pools.is_empty() =>
+            {
+                // The data pools are not imported here: their part is carried out by the
+                // booted system's import of them (`bootenv data-pools import`), before the
+                // data's consumers start; the request stays until it is done.
+                let pools = inventory.data_pools().value();
+                log::warn!(
+                    "factory reset of {}: the system pool's part is done; the data pools' part ({pools}) is carried out when they are imported, before their consumers start",
+                    req.be
+                );
+                Ok(Some(format!(
+                    "{:?} id {}; system pool done (kept: {}); data pools pending: {pools}",
+                    req.mode,
+                    req.id,
+                    if outcome.kept.is_empty() {
+                        "-".to_string()
+                    } else {
+                        outcome.kept.join(", ")
+                    }
+                )))
+            }
             Ok(outcome) => {
                 st.reset = None;
                 let note = format!(

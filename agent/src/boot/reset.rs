@@ -326,67 +326,80 @@ pub fn swaps(
         erase: false,
     }];
     if req.mode == ResetMode::Full {
-        let pool = inv.pool.as_str();
         let root = crate::model::layout::root_container(&inv.pool);
         let state = crate::model::layout::state_dataset(&inv.pool);
-        // Targets by name; a swap under way shows as `<T>.reset-<id>` or `<T>.new-<id>`.
-        let mut targets: Vec<String> = Vec::new();
-        for (ds, v) in zfs.local_prop(pool, PROP_DATA)? {
-            let inside = |c: &str| ds == c || ds.starts_with(&format!("{c}/"));
-            if v != "reset" || inside(&root) || inside(&state) {
-                continue;
-            }
-            let t = match (
-                ds.strip_suffix(&format!(".reset-{}", req.id)),
-                ds.strip_suffix(&format!(".new-{}", req.id)),
-            ) {
-                (Some(t), _) | (_, Some(t)) => t.to_owned(),
-                _ if ds.contains(".reset-") || ds.contains(".new-") => continue,
-                _ => ds,
-            };
-            if !targets.contains(&t) {
-                targets.push(t);
-            }
+        out.extend(data_swaps(zfs, inv.pool.as_str(), &[root, state], req)?);
+    }
+    Ok(out)
+}
+
+/// The data swaps of a full reset in `pool`: every dataset marked `org.bootenv:data=reset`
+/// there, outside the datasets named in `exclude` (and their descendants). A data pool's
+/// swaps stay in that pool: the factory snapshot of its data lives beside the data.
+pub fn data_swaps(
+    zfs: &dyn Zfs,
+    pool: &str,
+    exclude: &[String],
+    req: &ResetRequest,
+) -> anyhow::Result<Vec<Swap>> {
+    let mut out = Vec::new();
+    // Targets by name; a swap under way shows as `<T>.reset-<id>` or `<T>.new-<id>`.
+    let mut targets: Vec<String> = Vec::new();
+    for (ds, v) in zfs.local_prop(pool, PROP_DATA)? {
+        let inside = |c: &str| ds == c || ds.starts_with(&format!("{c}/"));
+        if v != "reset" || exclude.iter().any(|c| inside(c)) {
+            continue;
         }
-        targets.sort();
-        for t in targets {
-            let kept = kept_name(&t, &req.id);
-            let here = if zfs.list(&t)?.datasets.iter().any(|d| d.name == t) {
-                t.clone()
-            } else {
-                kept
-            };
-            let snap = zfs
-                .local_props(&here)?
-                .into_iter()
-                .find(|(k, _)| k == PROP_FACTORY)
-                .map(|(_, v)| v);
-            let source = match snap {
-                Some(s)
-                    if zfs
-                        .snapshots(&here)?
-                        .iter()
-                        .any(|x| x.ends_with(&format!("@{s}"))) =>
-                {
-                    Source::Snapshot(s)
-                }
-                Some(s)
-                    if zfs
-                        .snapshots(&t)
-                        .map(|v| v.iter().any(|x| x.ends_with(&format!("@{s}"))))
-                        .unwrap_or(false) =>
-                {
-                    Source::Snapshot(s)
-                }
-                _ => Source::Empty,
-            };
-            out.push(Swap {
-                role: "data",
-                target: t,
-                source,
-                erase: req.erase,
-            });
+        let t = match (
+            ds.strip_suffix(&format!(".reset-{}", req.id)),
+            ds.strip_suffix(&format!(".new-{}", req.id)),
+        ) {
+            (Some(t), _) | (_, Some(t)) => t.to_owned(),
+            _ if ds.contains(".reset-") || ds.contains(".new-") => continue,
+            _ => ds,
+        };
+        if !targets.contains(&t) {
+            targets.push(t);
         }
+    }
+    targets.sort();
+    for t in targets {
+        let kept = kept_name(&t, &req.id);
+        let here = if zfs.list(&t)?.datasets.iter().any(|d| d.name == t) {
+            t.clone()
+        } else {
+            kept
+        };
+        let snap = zfs
+            .local_props(&here)?
+            .into_iter()
+            .find(|(k, _)| k == PROP_FACTORY)
+            .map(|(_, v)| v);
+        let source = match snap {
+            Some(s)
+                if zfs
+                    .snapshots(&here)?
+                    .iter()
+                    .any(|x| x.ends_with(&format!("@{s}"))) =>
+            {
+                Source::Snapshot(s)
+            }
+            Some(s)
+                if zfs
+                    .snapshots(&t)
+                    .map(|v| v.iter().any(|x| x.ends_with(&format!("@{s}"))))
+                    .unwrap_or(false) =>
+            {
+                Source::Snapshot(s)
+            }
+            _ => Source::Empty,
+        };
+        out.push(Swap {
+            role: "data",
+            target: t,
+            source,
+            erase: req.erase,
+        });
     }
     Ok(out)
 }
@@ -420,8 +433,30 @@ pub fn run(
     failpoint: &dyn Fn(&str) -> bool,
 ) -> Result<Outcome, Stop> {
     let swaps = swaps(zfs, inv, req).map_err(|e| Stop::Impossible(format!("{e:#}")))?;
+    run_swaps(zfs, &swaps, req, failpoint)
+}
+
+/// Carries out (or resumes) the part of a full reset that lies in data pool `pool`: its
+/// datasets marked `org.bootenv:data=reset`, the same steps with the same failpoints
+/// (`reset:<step>:data`).
+pub fn run_data_pool(
+    zfs: &dyn Zfs,
+    pool: &str,
+    req: &ResetRequest,
+    failpoint: &dyn Fn(&str) -> bool,
+) -> Result<Outcome, Stop> {
+    let swaps = data_swaps(zfs, pool, &[], req).map_err(Stop::Failed)?;
+    run_swaps(zfs, &swaps, req, failpoint)
+}
+
+fn run_swaps(
+    zfs: &dyn Zfs,
+    swaps: &[Swap],
+    req: &ResetRequest,
+    failpoint: &dyn Fn(&str) -> bool,
+) -> Result<Outcome, Stop> {
     let mut outcome = Outcome::default();
-    for swap in &swaps {
+    for swap in swaps {
         let f = facts(zfs, swap, &req.id).map_err(Stop::Failed)?;
         if let Source::Snapshot(snap) = &swap.source {
             let owner_has = |ds: &str| {

@@ -163,6 +163,16 @@ impl Inventory {
         self.settings.get(prop).and_then(|v| v.trim().parse().ok())
     }
 
+    /// The data pools `<pool>/ROOT` names (`org.bootenv:data-pools`).
+    pub fn data_pools(&self) -> crate::model::datapools::Registration {
+        crate::model::datapools::Registration::parse(
+            self.settings
+                .get(crate::model::layout::PROP_DATA_POOLS)
+                .map_or("", String::as_str),
+            &self.pool,
+        )
+    }
+
     /// The default BE: the pool's `bootfs` when it names a BE here.
     pub fn default_be(&self) -> Option<&Be> {
         let name = self.bootfs_be()?;

@@ -51,7 +51,7 @@ pub const DEFAULT_CONFIG_MOUNTPOINT: &str = "/etc/config";
 pub const FACTORY_SNAPSHOT: &str = "factory";
 
 /// The user properties bootenv lists with every dataset, in a fixed order.
-pub const LISTED_PROPS: [&str; 8] = [
+pub const LISTED_PROPS: [&str; 9] = [
     PROP_LAYOUT,
     PROP_LABEL,
     PROP_MEMBER,
@@ -60,6 +60,7 @@ pub const LISTED_PROPS: [&str; 8] = [
     PROP_CMDLINE,
     PROP_GRUB_TIMEOUT,
     PROP_TRIES,
+    PROP_DATA_POOLS,
 ];
 
 /// On a dataset: a full reset covers it (value `reset`).

@@ -12,10 +12,12 @@ use crate::model::datapools::{
 use crate::model::layout::{self, PROP_DATA_POOLS};
 use crate::model::names::PoolName;
 use crate::model::paths::DATA_POOLS_REPORT;
-use crate::sys::fsutil;
+use crate::model::state::ResetRequest;
 use crate::sys::zfs::ImportError;
+use crate::sys::{fsutil, statefile};
 use crate::verbs::context::Ctx;
 use crate::verbs::outcome::{DataPoolRow, DataPoolsOutcome};
+use anyhow::Context;
 use std::time::{Duration, Instant};
 
 /// What `data-pools` does.
@@ -27,9 +29,15 @@ pub enum DataAction {
     Add(PoolName, MountPolicy),
     /// Unregister a pool (its data is not touched).
     Remove(PoolName),
-    /// Import the registered pools, waiting up to this long for their disks.
+    /// Import the registered pools, waiting up to this long for their disks, and carry out
+    /// the data pools' part of a full factory reset the agent began at this boot.
     Import(Duration),
 }
+
+/// Called after every step of a data reset with the failpoint's name (`reset:<step>:data`);
+/// true stops there, as a power cut would (the CLI's stops dead when `bootenv.failpoint=` on
+/// the kernel command line names it).
+pub type Failpoint<'f> = &'f dyn Fn(&str) -> bool;
 
 impl DataAction {
     fn word(&self) -> &'static str {
@@ -59,6 +67,15 @@ impl Ctx<'_> {
 
     /// `bootenv data-pools [add|remove|import]`.
     pub fn data_pools(&self, action: &DataAction) -> anyhow::Result<DataPoolsOutcome> {
+        self.data_pools_with(action, &|_| false)
+    }
+
+    /// [`Ctx::data_pools`] with the failpoints of a data reset.
+    pub fn data_pools_with(
+        &self,
+        action: &DataAction,
+        failpoint: Failpoint,
+    ) -> anyhow::Result<DataPoolsOutcome> {
         let pool = self.pool()?;
         let mut reg = self.data_registration(&pool)?;
         let mut out = DataPoolsOutcome {
@@ -123,8 +140,25 @@ impl Ctx<'_> {
                 ));
             }
             DataAction::Import(wait) => {
-                let lines = self.import_data_pools(&reg, *wait)?;
+                // A reset of the data is carried out before anything of it is mounted.
+                let reset = self.pending_data_reset(&pool)?;
+                let lines = self.import_data_pools(&reg, *wait, reset.is_some())?;
                 out.changed = lines.iter().any(|l| l.state == PoolState::Imported);
+                let usable: Vec<&str> = lines
+                    .iter()
+                    .filter(|l| l.state.usable())
+                    .map(|l| l.pool.as_str())
+                    .collect();
+                if let Some(req) = reset {
+                    out.changed = true;
+                    out.notes
+                        .push(self.reset_data(&pool, &reg, &usable, &req, failpoint)?);
+                    for (p, l) in reg.pools.iter().zip(&lines) {
+                        if p.mount == MountPolicy::All && l.state == PoolState::Imported {
+                            self.mount_all(&p.name)?;
+                        }
+                    }
+                }
                 out.pools = self.data_rows(&reg, &lines)?;
                 let bad: Vec<String> = lines
                     .iter()
@@ -151,6 +185,159 @@ impl Ctx<'_> {
         let lines = self.read_data_report();
         out.pools = self.data_rows(&reg, &lines)?;
         Ok(out)
+    }
+
+    /// The data pools' part of a full factory reset of the running BE that the agent began at
+    /// this boot (the boot report says `reset=`): for each usable data pool in order, its
+    /// datasets marked `org.bootenv:data=reset` are swapped as the agent swaps the system
+    /// pool's; when every registered pool's part is done, the request is cleared and the reset
+    /// recorded as done. A pool that is not usable keeps the request for a later import.
+    fn reset_data(
+        &self,
+        pool: &PoolName,
+        reg: &Registration,
+        usable: &[&str],
+        req: &ResetRequest,
+        failpoint: Failpoint,
+    ) -> anyhow::Result<String> {
+        use crate::boot::reset;
+        use crate::model::state::EventKind;
+        let req = req.clone();
+        let dir = self.state_dir(pool)?;
+        let mut kept = Vec::new();
+        let mut erased = Vec::new();
+        let mut waiting = Vec::new();
+        for p in &reg.pools {
+            if !usable.contains(&p.name.as_str()) {
+                waiting.push(p.name.to_string());
+                continue;
+            }
+            log::warn!(
+                "factory reset of {}: the data in pool {} (id {})",
+                req.be,
+                p.name,
+                req.id
+            );
+            match reset::run_data_pool(self.zfs, p.name.as_str(), &req, failpoint) {
+                Ok(o) => {
+                    kept.extend(o.kept);
+                    erased.extend(o.erased);
+                }
+                Err(reset::Stop::Failpoint(name)) => {
+                    crate::refuse!(Failed, "stopped at failpoint {name}")
+                }
+                Err(reset::Stop::Impossible(why)) => crate::refuse!(
+                    Failed,
+                    "the factory reset of the data in pool {} cannot be done: {why}; the request is kept (`bootenv factory-reset --cancel` drops it)",
+                    p.name
+                ),
+                Err(reset::Stop::Failed(e)) => {
+                    return Err(e.context(format!(
+                        "the factory reset of the data in pool {} stopped; it resumes at the next `bootenv data-pools import` (the next boot)",
+                        p.name
+                    )))
+                }
+            }
+        }
+        if !waiting.is_empty() {
+            return Ok(format!(
+                "factory reset {} of {}: the data in {} is reset; {} waits for its pool",
+                req.id,
+                req.be,
+                usable.join(", "),
+                waiting.join(", ")
+            ));
+        }
+        // The system pool's part, done by the agent: what it kept, for the record.
+        let inv = self.inventory(pool)?;
+        if let Ok(o) = reset::run(self.zfs, &inv, &req, &|_| false) {
+            kept.splice(0..0, o.kept);
+            erased.splice(0..0, o.erased);
+        }
+        let _lock = crate::sys::lock::acquire(
+            &self.root,
+            "bootenv data-pools import (factory reset)",
+            Duration::from_secs(600),
+            std::env::var_os(crate::sys::lock::HELD_ENV).is_some(),
+        )?;
+        let (_, mut st) = self.load_state(pool)?;
+        if st.reset.as_ref() == Some(&req) {
+            st.reset = None;
+            st.push(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                EventKind::ResetDone {
+                    request: req.clone(),
+                    kept: kept.clone(),
+                    erased: erased.clone(),
+                },
+            );
+            statefile::store(&dir, &st)?;
+        }
+        Ok(format!(
+            "factory reset {} of {} done, data pools included; kept: {}; erased: {}",
+            req.id,
+            req.be,
+            if kept.is_empty() {
+                "-".into()
+            } else {
+                kept.join(", ")
+            },
+            if erased.is_empty() {
+                "-".into()
+            } else {
+                erased.join(", ")
+            }
+        ))
+    }
+
+    /// The full reset of the running BE that the agent began at this boot (its report says
+    /// `reset=`) and that is still recorded, so the data pools hold part of it. A request made
+    /// in the running system waits for the agent at the next boot.
+    fn pending_data_reset(&self, pool: &PoolName) -> anyhow::Result<Option<ResetRequest>> {
+        let Some(report) = self.boot_report() else {
+            return Ok(None);
+        };
+        let running = self.running_be();
+        if report.get("reset").is_none() || running.is_none() {
+            return Ok(None);
+        }
+        let (_, st) = self.load_state(pool)?;
+        Ok(st.reset.filter(|r| {
+            r.mode == crate::model::state::ResetMode::Full
+                && Some(r.be.as_str()) == running.as_deref()
+        }))
+    }
+
+    /// Mounts the datasets of `pool` that `zpool import` would have (`canmount=on`, a
+    /// mountpoint), parents first, after a reset that needed them unmounted.
+    fn mount_all(&self, pool: &PoolName) -> anyhow::Result<()> {
+        use crate::model::listing::{CanMount, Mountpoint};
+        let mut todo: Vec<(String, String)> = self
+            .zfs
+            .list(pool.as_str())?
+            .datasets
+            .into_iter()
+            .filter(|d| d.canmount == CanMount::On)
+            .filter_map(|d| match d.mountpoint {
+                Mountpoint::Path(p) => Some((p, d.name)),
+                _ => None,
+            })
+            .collect();
+        todo.sort();
+        for (mp, ds) in todo {
+            let dir = self.root.join(mp.trim_start_matches('/'));
+            if self.mounter.is_mountpoint(&dir) {
+                continue;
+            }
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("making the mountpoint {}", dir.display()))?;
+            self.mounter
+                .mount_zfs(&ds, &dir, false)
+                .with_context(|| format!("mounting {ds} at {mp}"))?;
+        }
+        Ok(())
     }
 
     /// This boot's `/run/bootenv/data-pools`, as far as it can be read.
@@ -204,6 +391,7 @@ impl Ctx<'_> {
         &self,
         reg: &Registration,
         wait: Duration,
+        unmounted: bool,
     ) -> anyhow::Result<Vec<ReportLine>> {
         let started = Instant::now();
         let already = self.zfs.imported_pools()?;
@@ -246,9 +434,10 @@ impl Ctx<'_> {
                             p.name,
                             p.mount.as_str()
                         );
-                        let r = self
-                            .zfs
-                            .import_data(p.name.as_str(), p.mount == MountPolicy::All)?;
+                        let r = self.zfs.import_data(
+                            p.name.as_str(),
+                            p.mount == MountPolicy::All && !unmounted,
+                        )?;
                         let l = &mut lines[i];
                         l.seconds = t.elapsed().as_secs_f64();
                         match r {
@@ -479,6 +668,177 @@ mod tests {
         let o = c.data_pools(&DataAction::List).unwrap();
         assert_eq!(o.pools[0].state, "already-imported");
         assert_eq!(o.pools[2].state, "imported");
+    }
+
+    /// A machine booted into v1 by the agent, which did the system pool's part of a full
+    /// reset (the boot report says `reset=`), with data pool `data` holding `cust1` (a factory
+    /// snapshot) and `cust2` (none: it starts empty), both marked `org.bootenv:data=reset`, and
+    /// `keep`, not marked.
+    fn reset_world() -> (tempfile::TempDir, FakeZfs, FakeMounter) {
+        use crate::model::state::{ResetMode, ResetRequest, State};
+        let (dir, z, m) = world();
+        z.add_be("rpool", "v1", &[("org.bootenv:factory", "factory")]);
+        z.snapshot("rpool/ROOT/v1", "factory", true).unwrap();
+        z.set("rpool/ROOT", &[(PROP_DATA_POOLS, "data")]).unwrap();
+        z.import("data").unwrap().unwrap();
+        z.add_fs(
+            "data/cust1",
+            &[
+                ("org.bootenv:data", "reset"),
+                ("org.bootenv:factory", "factory"),
+            ],
+        );
+        z.snapshot("data/cust1", "factory", false).unwrap();
+        z.add_fs("data/cust2", &[("org.bootenv:data", "reset")]);
+        z.add_fs("data/keep", &[]);
+        z.export("data").unwrap();
+        let run = dir.path().join("run/bootenv");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(
+            run.join("boot"),
+            "version=1\nbe=v1\npool=rpool\ndataset=rpool/ROOT/v1\nreset=Full id 20261207T000000Z; system pool done\n",
+        )
+        .unwrap();
+        let c = ctx(&dir, &z, &m);
+        let req = ResetRequest {
+            be: "v1".into(),
+            mode: ResetMode::Full,
+            erase: false,
+            id: "20261207T000000Z".into(),
+            origin: "grub".into(),
+        };
+        let st = State {
+            reset: Some(req),
+            ..Default::default()
+        };
+        let d = c.state_dir(&pool("rpool")).unwrap();
+        statefile::store(&d, &st).unwrap();
+        (dir, z, m)
+    }
+
+    fn dump(z: &FakeZfs) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in z.list("data").unwrap().datasets {
+            let mut props = z.local_props(&d.name).unwrap();
+            props.sort();
+            out.push(format!(
+                "{} origin={:?} {:?} snaps={:?}",
+                d.name,
+                d.origin,
+                props,
+                z.snapshots(&d.name).unwrap()
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn a_data_reset_cut_at_any_step_ends_where_an_uninterrupted_one_ends() {
+        let (dir, z, m) = reset_world();
+        let c = ctx(&dir, &z, &m);
+        let o = c.data_pools(&DataAction::Import(Duration::ZERO)).unwrap();
+        assert!(
+            o.notes[0].contains("done, data pools included"),
+            "{:?}",
+            o.notes
+        );
+        let log = z.changes();
+        assert!(
+            log.contains(&"zpool import -N data".to_owned())
+                && !log.contains(&"zpool import data".to_owned()),
+            "a pool whose data is reset is imported without mounting: {log:?}"
+        );
+        let reference = dump(&z);
+        assert!(reference
+            .iter()
+            .any(|l| l.starts_with("data/cust1.reset-20261207T000000Z ")));
+        assert!(reference
+            .iter()
+            .any(|l| l.starts_with("data/cust2.reset-20261207T000000Z ")));
+        assert!(!reference.iter().any(|l| l.contains(".new-")));
+        let keep: Vec<_> = reference
+            .iter()
+            .filter(|l| l.starts_with("data/keep "))
+            .collect();
+        assert_eq!(keep.len(), 1);
+        let (_, st) = c.load_state(&pool("rpool")).unwrap();
+        assert!(
+            st.reset.is_none(),
+            "the request is cleared once the data is reset"
+        );
+        assert!(matches!(
+            &st.events.last().unwrap().kind,
+            crate::model::state::EventKind::ResetDone { kept, .. } if kept.len() == 3
+        ));
+        // Every failpoint, each cut followed by imports until the reset is done.
+        for step in [
+            "marked",
+            "prepared",
+            "parked",
+            "installed",
+            "finished",
+            "promoted",
+        ] {
+            let (dir, z, m) = reset_world();
+            let cut = format!("reset:{step}:data");
+            // Two boots cut at the failpoint (the second one at the other dataset, or at the
+            // same step again), then one without it.
+            let mut cuts = 0;
+            for _ in 0..2 {
+                let c = ctx(&dir, &z, &m);
+                let r = c.data_pools_with(&DataAction::Import(Duration::ZERO), &|f| f == cut);
+                if let Err(e) = r {
+                    assert!(format!("{e:#}").contains("failpoint"), "{e:#}");
+                    cuts += 1;
+                    // The power cut: the pool is imported again at the next boot.
+                    z.export("data").unwrap();
+                }
+            }
+            assert!(cuts >= 1, "{cut} never cut");
+            ctx(&dir, &z, &m)
+                .data_pools(&DataAction::Import(Duration::ZERO))
+                .unwrap();
+            assert_eq!(dump(&z), reference, "after cuts at {cut}");
+            let (_, st) = ctx(&dir, &z, &m).load_state(&pool("rpool")).unwrap();
+            assert!(st.reset.is_none());
+        }
+    }
+
+    #[test]
+    fn a_data_reset_waits_for_a_missing_pool_and_is_not_done_without_the_agent() {
+        let (dir, z, m) = reset_world();
+        z.set("rpool/ROOT", &[(PROP_DATA_POOLS, "data gone")])
+            .unwrap();
+        let c = ctx(&dir, &z, &m);
+        let e = c
+            .data_pools(&DataAction::Import(Duration::ZERO))
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("gone: missing"), "{e:#}");
+        let (_, st) = c.load_state(&pool("rpool")).unwrap();
+        assert!(
+            st.reset.is_some(),
+            "kept until every data pool's part is done"
+        );
+        assert!(
+            z.list("data/cust1.reset-20261207T000000Z")
+                .unwrap()
+                .datasets
+                .len()
+                == 1
+        );
+        // A request made in the running system waits for the agent's next boot.
+        let (dir, z, m) = reset_world();
+        let boot = dir.path().join("run/bootenv/boot");
+        let text = std::fs::read_to_string(&boot).unwrap();
+        std::fs::write(&boot, text.replace("reset=", "x=")).unwrap();
+        ctx(&dir, &z, &m)
+            .data_pools(&DataAction::Import(Duration::ZERO))
+            .unwrap();
+        assert!(z
+            .list("data/cust1.reset-20261207T000000Z")
+            .unwrap()
+            .datasets
+            .is_empty());
     }
 
     #[test]

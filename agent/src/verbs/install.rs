@@ -63,6 +63,17 @@ pub struct InstallOpts {
     pub cmdline: Option<String>,
     /// Lay out a disk that is not blank.
     pub force: bool,
+    /// A data pool on other disks.
+    pub data: Option<DataInstall>,
+}
+
+/// The data pool `bootenv install` makes beside the system pool.
+#[derive(Clone, Debug)]
+pub struct DataInstall {
+    /// Its disks (or partitions), mirrored when there are several.
+    pub disks: Vec<PathBuf>,
+    /// Its name.
+    pub pool: PoolName,
 }
 
 /// A GUID's text form to its on-disk bytes (the first three fields little endian).
@@ -328,6 +339,56 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
 }
 
 impl Ctx<'_> {
+    /// Refuses a disk that is mounted, swap, a vdev of an imported pool, or (without `force`)
+    /// not blank, before anything is written to any disk.
+    fn check_disk(&self, disk: &Path, force: bool) -> anyhow::Result<()> {
+        let step = |s: &str| eprintln!("bootenv: install: {s}");
+        let dev = disk.display().to_string();
+        if let Some(m) = self
+            .mounter
+            .table(&self.root)
+            .into_iter()
+            .map(|m| m.source)
+            .find(|m| on_disk(disk, Path::new(m)))
+        {
+            crate::refuse!(
+                Refused,
+                "{dev} is in use: {m} is mounted; pick another disk, or unmount it first"
+            );
+        }
+        let swaps = std::fs::read_to_string(self.root.join("proc/swaps")).unwrap_or_default();
+        if let Some(m) = swaps
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .find(|m| on_disk(disk, Path::new(m)))
+        {
+            crate::refuse!(
+                Refused,
+                "{dev} is in use: {m} is swap; pick another disk, or swapoff it first"
+            );
+        }
+        for pool in self.zfs.imported_pools()? {
+            if let Some(v) = self
+                .zfs
+                .vdev_devices(&pool)?
+                .into_iter()
+                .find(|v| on_disk(disk, Path::new(v)))
+            {
+                crate::refuse!(Refused, "{dev} is in use: {v} belongs to the imported pool {pool}; pick another disk, or export {pool} first");
+            }
+        }
+        if let Some(why) = in_use(disk)? {
+            if !force {
+                crate::refuse!(Refused, "{dev} is not blank ({why}); everything on it would be lost: add --force if that is what you want");
+            }
+            step(&format!(
+                "{dev} is not blank ({why}); --force: laying it out anew"
+            ));
+        }
+        Ok(())
+    }
+
     /// `bootenv install`.
     pub fn install(&self, o: &InstallOpts, now: u64) -> anyhow::Result<InstalledDisk> {
         let step = |s: &str| eprintln!("bootenv: install: {s}");
@@ -356,47 +417,38 @@ impl Ctx<'_> {
             );
         }
         let dev = o.disk.display().to_string();
-        if let Some(m) = self
-            .mounter
-            .table(&self.root)
-            .into_iter()
-            .map(|m| m.source)
-            .find(|m| on_disk(&o.disk, Path::new(m)))
-        {
-            crate::refuse!(
-                Refused,
-                "{dev} is in use: {m} is mounted; pick another disk, or unmount it first"
-            );
-        }
-        let swaps = std::fs::read_to_string(self.root.join("proc/swaps")).unwrap_or_default();
-        if let Some(m) = swaps
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().next())
-            .find(|m| on_disk(&o.disk, Path::new(m)))
-        {
-            crate::refuse!(
-                Refused,
-                "{dev} is in use: {m} is swap; pick another disk, or swapoff it first"
-            );
-        }
-        for pool in self.zfs.imported_pools()? {
-            if let Some(v) = self
+        if let Some(d) = &o.data {
+            if d.pool == o.pool {
+                crate::refuse!(
+                    Invalid,
+                    "the data pool needs a name of its own (--data-pool), not {}",
+                    o.pool
+                );
+            }
+            if self
                 .zfs
-                .vdev_devices(&pool)?
-                .into_iter()
-                .find(|v| on_disk(&o.disk, Path::new(v)))
+                .imported_pools()?
+                .iter()
+                .any(|p| p == d.pool.as_str())
             {
-                crate::refuse!(Refused, "{dev} is in use: {v} belongs to the imported pool {pool}; pick another disk, or export {pool} first");
+                crate::refuse!(
+                    Exists,
+                    "a pool named {} is imported already; pick another name with --data-pool",
+                    d.pool
+                );
+            }
+            for (i, disk) in d.disks.iter().enumerate() {
+                if disk == &o.disk || d.disks[..i].contains(disk) {
+                    crate::refuse!(
+                        Invalid,
+                        "{} is named twice: the data pool's disks are other disks than the system's",
+                        disk.display()
+                    );
+                }
             }
         }
-        if let Some(why) = in_use(&o.disk)? {
-            if !o.force {
-                crate::refuse!(Refused, "{dev} is not blank ({why}); everything on it would be lost: add --force if that is what you want");
-            }
-            step(&format!(
-                "{dev} is not blank ({why}); --force: laying it out anew"
-            ));
+        for disk in std::iter::once(&o.disk).chain(o.data.iter().flat_map(|d| &d.disks)) {
+            self.check_disk(disk, o.force)?;
         }
         let size = {
             let mut f = std::fs::File::open(&o.disk)?;
@@ -487,6 +539,25 @@ impl Ctx<'_> {
                     &[(crate::model::layout::PROP_CMDLINE, c)],
                 )?;
             }
+            if let Some(d) = &o.data {
+                let devices: Vec<String> =
+                    d.disks.iter().map(|p| p.display().to_string()).collect();
+                step(&format!(
+                    "creating data pool {} on {}{}",
+                    d.pool,
+                    if devices.len() > 1 {
+                        "a mirror of "
+                    } else {
+                        ""
+                    },
+                    devices.join(" ")
+                ));
+                self.zfs.create_data_pool(d.pool.as_str(), &devices)?;
+                ctx.data_pools(&crate::verbs::data::DataAction::Add(
+                    d.pool.clone(),
+                    crate::model::datapools::MountPolicy::All,
+                ))?;
+            }
             step(&format!(
                 "creating boot environment {} from {}",
                 o.name,
@@ -532,17 +603,22 @@ impl Ctx<'_> {
         let _ = std::fs::remove_dir(&esp_dir);
         result?;
         unmounted.context("unmounting the new ESP")?;
-        if self
-            .zfs
-            .imported_pools()?
-            .iter()
-            .any(|p| p == o.pool.as_str())
-        {
-            self.zfs.export(o.pool.as_str())?;
+        let imported = self.zfs.imported_pools()?;
+        for pool in std::iter::once(&o.pool).chain(o.data.as_ref().map(|d| &d.pool)) {
+            if imported.iter().any(|p| p == pool.as_str()) {
+                self.zfs.export(pool.as_str())?;
+            }
         }
         Ok(InstalledDisk {
             disk: dev,
             pool: o.pool.to_string(),
+            data_pool: o.data.as_ref().map(|d| d.pool.to_string()),
+            data_disks: o
+                .data
+                .iter()
+                .flat_map(|d| &d.disks)
+                .map(|p| p.display().to_string())
+                .collect(),
             be: o.name.to_string(),
             bootable: !no_kernel,
             changed: true,
@@ -585,6 +661,7 @@ mod tests {
             esp_mib: 64,
             cmdline: None,
             force: false,
+            data: None,
         };
         let kind = |o: &InstallOpts| kind_of(&c.install(o, 1).unwrap_err());
         assert_eq!(kind(&opts), ErrorKind::NotFound, "no GRUB images");
@@ -630,6 +707,46 @@ mod tests {
         assert_eq!(kind_of(&e), ErrorKind::Refused);
         // Nothing was written: not the disk, not a pool, not a mount.
         assert_eq!(std::fs::read(&disk).unwrap(), head);
+        // A data pool: on other disks than the system's, each checked like it, with a name
+        // of its own that no imported pool has.
+        let data_disk = d.path().join("data.img");
+        std::fs::write(&data_disk, vec![0u8; 1 << 20]).unwrap();
+        let blank = d.path().join("blank.img");
+        std::fs::write(&blank, vec![0u8; 1 << 20]).unwrap();
+        let with = |disks: Vec<PathBuf>, pool: &str| InstallOpts {
+            disk: blank.clone(),
+            data: Some(DataInstall {
+                disks,
+                pool: PoolName::new(pool).unwrap(),
+            }),
+            ..opts.clone()
+        };
+        assert_eq!(kind(&with(vec![blank.clone()], "data")), ErrorKind::Invalid);
+        assert_eq!(
+            kind(&with(vec![data_disk.clone(), data_disk.clone()], "data")),
+            ErrorKind::Invalid
+        );
+        assert_eq!(
+            kind(&with(vec![data_disk.clone()], "rpool")),
+            ErrorKind::Invalid
+        );
+        z.add_pool("data");
+        z.import("data").unwrap().unwrap();
+        assert_eq!(
+            kind(&with(vec![data_disk.clone()], "data")),
+            ErrorKind::Exists
+        );
+        let e = c
+            .install(&with(vec![data_disk.clone(), disk.clone()], "store"), 1)
+            .unwrap_err();
+        assert!(e.to_string().contains("not blank (it has a GPT)"), "{e}");
+        m.mount_fat(&data_disk, &mnt).unwrap();
+        let e = c
+            .install(&with(vec![data_disk.clone()], "store"), 1)
+            .unwrap_err();
+        assert!(e.to_string().contains("is mounted"), "{e}");
+        m.unmount(&mnt).unwrap();
+        assert_eq!(std::fs::read(&blank).unwrap(), vec![0u8; 1 << 20]);
         // A disk too small for the layout is refused with the size it needs, whatever its
         // size (no arithmetic wraps).
         for sectors in [0, 33, 34, 2048, 2082, 64 * 2048] {

@@ -1284,6 +1284,8 @@ mod tests {
             ok(Outcome::Install(InstalledDisk {
                 disk: "/dev/vdb".into(),
                 pool: "rpool".into(),
+                data_pool: Some("data".into()),
+                data_disks: vec!["/dev/vdc".into(), "/dev/vdd".into()],
                 be: "v1".into(),
                 bootable: true,
                 changed: true,

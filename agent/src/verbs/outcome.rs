@@ -1207,6 +1207,10 @@ pub struct InstalledDisk {
     pub disk: String,
     /// The pool made (exported at the end).
     pub pool: String,
+    /// The data pool made, named in the system pool's `org.bootenv:data-pools` (exported too).
+    pub data_pool: Option<String>,
+    /// Its disks.
+    pub data_disks: Vec<String>,
     /// The first BE.
     pub be: String,
     /// Whether its kernel is on the ESP (the disk boots); without, it waits for a kernel.
@@ -1218,6 +1222,13 @@ pub struct InstalledDisk {
 impl fmt::Display for InstalledDisk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (dev, pool, name) = (&self.disk, &self.pool, &self.be);
+        if let Some(data) = &self.data_pool {
+            writeln!(
+                f,
+                "data pool {data} made on {}, named in {pool}'s org.bootenv:data-pools: the booted system imports it (bootenv-data-pools.service)",
+                self.data_disks.join(" ")
+            )?;
+        }
         if self.bootable {
             writeln!(
                 f,

@@ -51,6 +51,11 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             "a blank disk laid out by bootenv install from a tarball boots through GRUB, under UEFI and BIOS",
             cli_install,
         ),
+        Scenario::new(
+            "cli-install-split",
+            "bootenv install lays out a system pool and a mirrored data pool on a blank machine with three disks; it boots through GRUB under UEFI and BIOS, the agent imports only the system pool, and the booted system imports the data pool",
+            cli_install_split,
+        ),
     ]
 }
 
@@ -270,6 +275,82 @@ fn cli_install(cx: &mut Ctx) -> anyhow::Result<()> {
     let mut vm = cx.bios(&blank)?;
     vm.expect(r"bootenv: loading ", BOOT)?;
     expect_ready(&mut vm, "n1")?;
+    power_off(&mut vm)
+}
+
+fn cli_install_split(cx: &mut Ctx) -> anyhow::Result<()> {
+    let disk = cx.golden_copy("disk")?;
+    let sys = cx.dir.join("system.img");
+    let (d1, d2) = (cx.dir.join("data1.img"), cx.dir.join("data2.img"));
+    disk::blank(&sys, 1024)?;
+    disk::blank(&d1, 256)?;
+    disk::blank(&d2, 256)?;
+    let mut vm = cx.boot_disks(
+        &[&disk, &sys, &d1, &d2],
+        "bootenv=v1 bootenv.pool=tank betest.interactive",
+    )?;
+    expect_ready(&mut vm, "v1")?;
+    run_in(
+        &mut vm,
+        &format!(
+            "{} && tar -C /run/r -cf /run/r.tar . && rm -rf /run/r",
+            copy_running_be("/run/r", "n1", "9.0")
+        ),
+    )?;
+    // The system's own disk, or one disk twice, is refused before anything is written.
+    let why = refused_json(
+        &mut vm,
+        "--pool fresh install --disk /dev/vdb --from /run/r.tar --data-disk /dev/vdb",
+        "invalid",
+    )?;
+    ensure!(why.contains("named twice"), "{why}");
+    let done = done_json(&mut vm, &format!("--pool fresh install --disk /dev/vdb --from /run/r.tar --name n1 --label 9.0 --data-disk /dev/vdc --data-disk /dev/vdd --data-pool store {INSTALL_CMDLINE}"))?;
+    ensure!(
+        done["pool"] == "fresh"
+            && done["data_pool"] == "store"
+            && done["data_disks"] == serde_json::json!(["/dev/vdc", "/dev/vdd"])
+            && done["bootable"] == true,
+        "{done:#}"
+    );
+    power_off(&mut vm)?;
+    // The three disks on a new machine: UEFI. The agent imports the system pool alone; the
+    // booted system imports the data pool (as bootenv-data-pools.service does).
+    cx.new_firmware()?;
+    let mut vm = cx.uefi_disks(&[&sys, &d1, &d2])?;
+    vm.expect(r"bootenv: loading ", BOOT)?;
+    expect_ready(&mut vm, "n1")?;
+    let out = run_in(&mut vm, "zpool list -H -o name")?;
+    ensure!(
+        out.contains("fresh") && !out.contains("store"),
+        "the agent imported more than the system pool: {out}"
+    );
+    let status = done_json(&mut vm, "status")?;
+    let p = &status["data_pools"][0];
+    ensure!(
+        p["name"] == "store" && p["state"] == "not-tried" && p["imported"] == false,
+        "{status:#}"
+    );
+    let doc = done_json(&mut vm, "data-pools import --device-wait=10")?;
+    let p = &doc["pools"][0];
+    ensure!(
+        doc["changed"] == true && p["state"] == "imported" && p["health"] == "ONLINE",
+        "{doc:#}"
+    );
+    let out = run_in(&mut vm, "zpool status store")?;
+    ensure!(
+        out.contains("mirror-0") && out.contains("vdb") && out.contains("vdc"),
+        "the data pool is not a mirror of the two data disks: {out}"
+    );
+    power_off(&mut vm)?;
+    // BIOS, the data pool imported at power-off: the agent still leaves it alone.
+    let mut vm = cx.bios_disks(&[&sys, &d1, &d2])?;
+    vm.expect(r"bootenv: loading ", BOOT)?;
+    expect_ready(&mut vm, "n1")?;
+    let out = run_in(&mut vm, "zpool list -H -o name")?;
+    ensure!(
+        out.contains("fresh") && !out.contains("store"),
+        "the agent imported more than the system pool: {out}"
+    );
     power_off(&mut vm)
 }
 

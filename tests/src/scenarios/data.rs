@@ -21,6 +21,11 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             "the data pool's disks are absent, then one of its two disks: the Debian BE boots, is marked good, reports the data pool missing then unavailable with the fix, the service that needs it fails visibly, and a failed trial still rolls back",
             data_pool_missing,
         ).needs(Fixture::DebianDisk),
+        Scenario::new(
+            "data-pool-reset-full",
+            "a full factory reset covering datasets in a data pool, carried out by the booted system's import of the pool before anything of it is mounted, cut by a power cut at two points, ends where an uninterrupted reset ends",
+            data_pool_reset_full,
+        ),
     ]
 }
 
@@ -210,4 +215,133 @@ fn data_pool_missing(cx: &mut Ctx) -> anyhow::Result<()> {
     vm.send("poweroff\n")?;
     vm.expect(r"BOOTENV-TEST be-done", STEP)?;
     vm.expect_poweroff(Duration::from_secs(300))
+}
+
+/// In test BE v1 (disks: the golden disk, a blank data disk): the system pool's own data is
+/// left out of resets (so that only the data pool's swaps meet the `:data` failpoints); data
+/// pool `data` holds `cust1` (changed since its factory snapshot), `cust2` (no factory
+/// snapshot: a reset empties it), both marked for a full reset, and `keep`, not marked; then a
+/// full reset of v1 is asked for.
+const RESET_SETUP: &str = "for d in $(zfs get -H -o name -s local org.bootenv:data -r tank); do zfs inherit org.bootenv:data $d; done \
+&& zpool create -f -o cachefile=none -O mountpoint=/data data /dev/vdb \
+&& zfs create -o org.bootenv:data=reset -o org.bootenv:factory=factory data/cust1 && echo factory >/data/cust1/f && zfs snapshot data/cust1@factory \
+&& echo changed >/data/cust1/f && echo user >/data/cust1/g \
+&& zfs create -o org.bootenv:data=reset data/cust2 && echo user >/data/cust2/f \
+&& zfs create data/keep && echo keep >/data/keep/f \
+&& bootenv data-pools add data && zpool export data && bootenv factory-reset --mode full";
+
+/// The data pool as the test BE sees it: datasets, snapshots, what is mounted, the files of
+/// the datasets in place and of those kept aside; the reset's id written as `ID`.
+const DESCRIBE_DATA: &str = "zfs list -H -t all -o name,canmount,origin,org.bootenv:reset -r data | sort; \
+grep ' /data' /proc/mounts | cut -d' ' -f1,2 | sort; \
+for d in cust1 cust2 keep; do echo \"files $d: $(cd /data/$d && for f in *; do [ -f $f ] && echo $f=$(cat $f); done | tr '\\n' ' ')\"; done; \
+for k in $(zfs list -H -o name -r data | grep '[.]reset-'); do mount -t zfs -o zfsutil,ro $k /mnt && echo \"kept $k: $(cat /mnt/* | tr '\\n' ' ')\"; umount /mnt; done";
+
+fn describe_data(vm: &mut Vm) -> anyhow::Result<Vec<String>> {
+    let out = run_in(vm, DESCRIBE_DATA)?;
+    let id = regex::Regex::new(r"\d{8}T\d{6}Z").expect("a valid pattern");
+    Ok(out
+        .lines()
+        .filter(|l| {
+            l.starts_with("data")
+                || l.starts_with("/data")
+                || l.starts_with("files ")
+                || l.starts_with("kept ")
+        })
+        .map(|l| id.replace_all(l.trim_end(), "ID").into_owned())
+        .collect())
+}
+
+/// Sets up the data pool and asks for the reset (see [`RESET_SETUP`]) on a copy of the golden
+/// disk and a blank data disk; returns both.
+fn reset_disks(cx: &mut Ctx, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let disk = cx.golden_copy(name)?;
+    let data = cx.dir.join(format!("{name}-data.img"));
+    disk::blank(&data, 256)?;
+    let mut vm = cx.boot_disks(
+        &[&disk, &data],
+        "bootenv=v1 bootenv.pool=tank betest.interactive",
+    )?;
+    expect_ready(&mut vm, "v1")?;
+    let out = run_in(&mut vm, RESET_SETUP)?;
+    ensure!(out.contains("scheduled for its next boot"), "{out}");
+    power_off(&mut vm)?;
+    Ok((disk, data))
+}
+
+fn data_pool_reset_full(cx: &mut Ctx) -> anyhow::Result<()> {
+    // Uninterrupted: the agent resets v1's config; the import of the data pool resets its data.
+    let (disk, data) = reset_disks(cx, "reference")?;
+    let mut vm = cx.boot_disks(
+        &[&disk, &data],
+        "bootenv=v1 bootenv.pool=tank betest.interactive",
+    )?;
+    vm.expect(
+        r"bootenv: factory reset of v1: the system pool's part is done",
+        BOOT,
+    )?;
+    expect_ready(&mut vm, "v1")?;
+    let out = run_in(&mut vm, "zpool list -H -o name")?;
+    ensure!(
+        !out.contains("data"),
+        "the agent imported the data pool: {out}"
+    );
+    let doc = done_json(&mut vm, "data-pools import --device-wait=10")?;
+    ensure!(
+        doc["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("done, data pools included")),
+        "{doc:#}"
+    );
+    let reference = describe_data(&mut vm)?;
+    for want in [
+        "files cust1: f=factory ",
+        "files cust2: ",
+        "files keep: f=keep ",
+        "kept data/cust1.reset-ID: changed user ",
+        "kept data/cust2.reset-ID: user ",
+    ] {
+        ensure!(
+            reference
+                .iter()
+                .any(|l| l.as_str() == want.trim_end() || l.starts_with(want)),
+            "no `{want}` in {reference:#?}"
+        );
+    }
+    let status = done_json(&mut vm, "status")?;
+    ensure!(
+        status["state"]["reset"].is_null()
+            && status["state"]["events"]
+                .as_array()
+                .and_then(|e| e.last())
+                .is_some_and(|e| e["kind"].get("reset-done").is_some()),
+        "the reset is not recorded as done: {status:#}"
+    );
+    power_off(&mut vm)?;
+
+    // Cut twice at `installed` (cust1's swap, then cust2's), then left to finish.
+    let (disk, data) = reset_disks(cx, "cut")?;
+    let point = "reset:installed:data";
+    for _ in 0..2 {
+        let mut vm = cx.boot_disks(
+            &[&disk, &data],
+            &format!("bootenv=v1 bootenv.pool=tank betest.interactive bootenv.failpoint={point}"),
+        )?;
+        expect_ready(&mut vm, "v1")?;
+        vm.send("run bootenv data-pools import --device-wait=10\n")?;
+        vm.expect(&format!(r"bootenv: FAILPOINT {point}"), STEP)?;
+        vm.kill(); // the power cut
+    }
+    let mut vm = cx.boot_disks(
+        &[&disk, &data],
+        "bootenv=v1 bootenv.pool=tank betest.interactive",
+    )?;
+    expect_ready(&mut vm, "v1")?;
+    done_json(&mut vm, "data-pools import --device-wait=10")?;
+    let got = describe_data(&mut vm)?;
+    ensure!(
+        got == reference,
+        "after two power cuts the end state differs:\nreference {reference:#?}\ngot {got:#?}"
+    );
+    power_off(&mut vm)
 }

@@ -305,6 +305,11 @@ impl<'a> Ctx<'a> {
         self.firmware(disk, Boot::Bios)
     }
 
+    /// [`Ctx::bios`] with more disks after the first.
+    pub fn bios_disks(&mut self, disks: &[&Path]) -> anyhow::Result<Vm> {
+        self.start(Boot::Bios, disks)
+    }
+
     fn firmware(&mut self, disk: &Path, boot: Boot) -> anyhow::Result<Vm> {
         self.start(boot, &[disk])
     }

@@ -446,25 +446,31 @@ impl Zfs for ZfsCli {
     }
 
     fn create_pool(&self, pool: &str, device: &str) -> anyhow::Result<()> {
-        self.zpool()
-            .args([
-                "create",
-                "-f",
-                "-o",
-                "ashift=12",
-                "-o",
-                "cachefile=none",
-                "-O",
-                "mountpoint=none",
-                "-O",
-                "compression=lz4",
-                "-O",
-                "atime=off",
-                pool,
-                device,
-            ])
+        self.create_data_pool(pool, &[device.to_owned()])
+    }
+
+    fn create_data_pool(&self, pool: &str, devices: &[String]) -> anyhow::Result<()> {
+        let mut cmd = self.zpool().args([
+            "create",
+            "-f",
+            "-o",
+            "ashift=12",
+            "-o",
+            "cachefile=none",
+            "-O",
+            "mountpoint=none",
+            "-O",
+            "compression=lz4",
+            "-O",
+            "atime=off",
+            pool,
+        ]);
+        if devices.len() > 1 {
+            cmd = cmd.arg("mirror");
+        }
+        cmd.args(devices)
             .run()
-            .with_context(|| format!("creating pool {pool} on {device}"))?;
+            .with_context(|| format!("creating pool {pool} on {}", devices.join(" ")))?;
         Ok(())
     }
 }

@@ -747,6 +747,10 @@ impl Zfs for FakeZfs {
         Ok(all.len() as u64)
     }
 
+    fn create_data_pool(&self, pool: &str, devices: &[String]) -> anyhow::Result<()> {
+        self.create_pool(pool, &devices.join(" "))
+    }
+
     fn create_pool(&self, pool: &str, device: &str) -> anyhow::Result<()> {
         if self.inner.borrow().pools.contains_key(pool) {
             bail!("cannot create '{pool}': pool already exists");

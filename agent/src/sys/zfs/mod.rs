@@ -124,6 +124,10 @@ pub trait Zfs {
     /// Creates pool `pool` on `device` for bootenv: ashift 12, no cache file, nothing mounted,
     /// lz4, no atime.
     fn create_pool(&self, pool: &str, device: &str) -> anyhow::Result<()>;
+    /// Creates a data pool on `devices` (whole disks or partitions), mirrored when there are
+    /// several, with the same properties as a system pool (its root mounts nothing) and no
+    /// cache file; it stays imported.
+    fn create_data_pool(&self, pool: &str, devices: &[String]) -> anyhow::Result<()>;
 }
 
 /// Parses the human-readable output of `zpool import` (a scan): pool names and states.
