@@ -1000,6 +1000,46 @@ mod tests {
     }
 
     #[test]
+    fn a_full_reset_leaves_its_request_for_the_data_pools_and_never_imports_them() {
+        let d = tempfile::tempdir().unwrap();
+        let z = pool_with_bes(d.path());
+        z.import("tank").unwrap().unwrap();
+        z.set("tank/ROOT/v2", &[("org.bootenv:factory", "factory")])
+            .unwrap();
+        z.snapshot("tank/ROOT/v2", "factory", true).unwrap();
+        z.set("tank/ROOT", &[(layout::PROP_DATA_POOLS, "store")])
+            .unwrap();
+        z.export("tank").unwrap();
+        z.add_pool("store");
+        let m = mounter();
+        let e = Env {
+            root: d.path(),
+            zfs: &z,
+            mounter: &m,
+            uptime: &|| 1.0,
+            now: &|| 1_795_305_600,
+            failpoint: &|_| false,
+            staging: STAGING,
+        };
+        let ready = boot(&e, "bootenv=v2 bootenv.pool=tank bootenv.reset=full").unwrap();
+        let note = ready.report.get("reset").unwrap();
+        assert!(note.contains("data pools pending: store"), "{note}");
+        assert!(
+            !z.is_imported("store"),
+            "the agent never imports a data pool"
+        );
+        let st = statefile::load(&d.path().join(STATE_MOUNT))
+            .unwrap()
+            .state();
+        assert!(st.reset.is_some(), "the request stays for the data pools");
+        assert_eq!(
+            z.get("tank/ROOT/v2/config", "org.bootenv:reset").as_deref(),
+            Some("20261122T000000Z"),
+            "the config was reset before the switch of root"
+        );
+    }
+
+    #[test]
     fn a_be_that_fails_to_mount_or_lacks_init_is_skipped() {
         let d = tempfile::tempdir().unwrap();
         let z = pool_with_bes(d.path());

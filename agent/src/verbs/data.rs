@@ -717,19 +717,7 @@ mod tests {
     }
 
     fn dump(z: &FakeZfs) -> Vec<String> {
-        let mut out = Vec::new();
-        for d in z.list("data").unwrap().datasets {
-            let mut props = z.local_props(&d.name).unwrap();
-            props.sort();
-            out.push(format!(
-                "{} origin={:?} {:?} snaps={:?}",
-                d.name,
-                d.origin,
-                props,
-                z.snapshots(&d.name).unwrap()
-            ));
-        }
-        out
+        z.dump("data")
     }
 
     #[test]

@@ -166,6 +166,26 @@ pub fn layout(sectors: u64, esp_mib: u64) -> anyhow::Result<Vec<Part>> {
     ])
 }
 
+/// The layout of a data disk of `sectors` sectors: one ZFS partition, 1 MiB aligned. bootenv
+/// partitions a data disk itself rather than give ZFS the whole disk: ZFS then waits for udev
+/// to make the partitions it writes, and an installer (or initramfs) may have none.
+pub fn data_layout(sectors: u64) -> anyhow::Result<Vec<Part>> {
+    let last_usable = sectors.saturating_sub(34);
+    let last = ((last_usable + 1) / 2048 * 2048).saturating_sub(1);
+    if last <= ESP_FIRST.saturating_add(2048 * 64) {
+        crate::refuse!(
+            Invalid,
+            "the data disk is too small: it needs at least 66 MiB"
+        );
+    }
+    Ok(vec![Part {
+        first: ESP_FIRST,
+        last,
+        kind: TYPE_ZFS,
+        name: "bootenv-data",
+    }])
+}
+
 /// The bytes of a GPT (protective MBR, primary header and entries at the start; backup
 /// entries and header at the end), as (offset, bytes) pieces.
 pub fn gpt(sectors: u64, parts: &[Part]) -> Vec<(u64, Vec<u8>)> {
@@ -271,6 +291,29 @@ fn write_pieces(disk: &Path, pieces: &[(u64, Vec<u8>)]) -> anyhow::Result<()> {
     }
     f.sync_all()?;
     Ok(())
+}
+
+/// Writes a GPT of `parts` to `disk` of `sectors` sectors and has the kernel read it.
+fn write_partitions(disk: &Path, sectors: u64, parts: &[Part]) -> anyhow::Result<()> {
+    write_pieces(disk, &gpt(sectors, parts))?;
+    let f = std::fs::File::open(disk)?;
+    // BLKRRPART: the kernel reads the new partition table.
+    // SAFETY: an ioctl without argument on an open block device.
+    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), 0x125f) };
+    if rc != 0 {
+        log::warn!(
+            "the kernel did not re-read the partition table of {}: {}",
+            disk.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// A disk's size in sectors.
+fn sectors_of(disk: &Path) -> anyhow::Result<u64> {
+    let mut f = std::fs::File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
+    Ok(f.seek(SeekFrom::End(0))? / SECTOR)
 }
 
 /// The device node of partition `n` of `disk`, once the kernel has it.
@@ -450,6 +493,9 @@ impl Ctx<'_> {
         for disk in std::iter::once(&o.disk).chain(o.data.iter().flat_map(|d| &d.disks)) {
             self.check_disk(disk, o.force)?;
         }
+        for disk in o.data.iter().flat_map(|d| &d.disks) {
+            data_layout(sectors_of(disk)?)?;
+        }
         let size = {
             let mut f = std::fs::File::open(&o.disk)?;
             f.seek(SeekFrom::End(0))?
@@ -461,18 +507,7 @@ impl Ctx<'_> {
             size >> 20,
             o.esp_mib
         ));
-        write_pieces(&o.disk, &gpt(sectors, &parts))?;
-        let f = std::fs::File::open(&o.disk)?;
-        // BLKRRPART: the kernel reads the new partition table.
-        // SAFETY: an ioctl without argument on an open block device.
-        let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), 0x125f) };
-        if rc != 0 {
-            log::warn!(
-                "the kernel did not re-read the partition table of {dev}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        drop(f);
+        write_partitions(&o.disk, sectors, &parts)?;
         let esp_dev = partition(&o.disk, 1)?;
         let pool_dev = partition(&o.disk, 2)?;
         step(&format!("formatting the ESP {}", esp_dev.display()));
@@ -540,8 +575,11 @@ impl Ctx<'_> {
                 )?;
             }
             if let Some(d) = &o.data {
-                let devices: Vec<String> =
-                    d.disks.iter().map(|p| p.display().to_string()).collect();
+                let mut devices = Vec::new();
+                for disk in &d.disks {
+                    write_partitions(disk, sectors_of(disk)?, &data_layout(sectors_of(disk)?)?)?;
+                    devices.push(partition(disk, 1)?.display().to_string());
+                }
                 step(&format!(
                     "creating data pool {} on {}{}",
                     d.pool,

@@ -209,14 +209,7 @@ fn cli_install(cx: &mut Ctx) -> anyhow::Result<()> {
         "bootenv=v1 bootenv.pool=tank betest.interactive",
     )?;
     expect_ready(&mut vm, "v1")?;
-    // A root file system tarball, as a vendor would ship it.
-    run_in(
-        &mut vm,
-        &format!(
-            "{} && tar -C /run/r -cf /run/r.tar . && rm -rf /run/r",
-            copy_running_be("/run/r", "n1", "9.0")
-        ),
-    )?;
+    root_tarball(&mut vm)?;
     // The running system's disk is refused; so is a used disk without --force.
     let why = refused_json(
         &mut vm,
@@ -278,6 +271,19 @@ fn cli_install(cx: &mut Ctx) -> anyhow::Result<()> {
     power_off(&mut vm)
 }
 
+/// A root file system tarball of the running test BE at /run/r.tar (its config says `n1`,
+/// label 9.0), as a vendor would ship one.
+fn root_tarball(vm: &mut Vm) -> anyhow::Result<()> {
+    run_in(
+        vm,
+        &format!(
+            "{} && tar -C /run/r -cf /run/r.tar . && rm -rf /run/r",
+            copy_running_be("/run/r", "n1", "9.0")
+        ),
+    )?;
+    Ok(())
+}
+
 fn cli_install_split(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
     let sys = cx.dir.join("system.img");
@@ -290,13 +296,7 @@ fn cli_install_split(cx: &mut Ctx) -> anyhow::Result<()> {
         "bootenv=v1 bootenv.pool=tank betest.interactive",
     )?;
     expect_ready(&mut vm, "v1")?;
-    run_in(
-        &mut vm,
-        &format!(
-            "{} && tar -C /run/r -cf /run/r.tar . && rm -rf /run/r",
-            copy_running_be("/run/r", "n1", "9.0")
-        ),
-    )?;
+    root_tarball(&mut vm)?;
     // The system's own disk, or one disk twice, is refused before anything is written.
     let why = refused_json(
         &mut vm,

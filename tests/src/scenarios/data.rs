@@ -223,7 +223,7 @@ fn data_pool_missing(cx: &mut Ctx) -> anyhow::Result<()> {
 /// snapshot: a reset empties it), both marked for a full reset, and `keep`, not marked; then a
 /// full reset of v1 is asked for.
 const RESET_SETUP: &str = "for d in $(zfs get -H -o name -s local org.bootenv:data -r tank); do zfs inherit org.bootenv:data $d; done \
-&& zpool create -f -o cachefile=none -O mountpoint=/data data /dev/vdb \
+&& zpool create -f -o cachefile=none -O mountpoint=/data data /dev/vdb2 \
 && zfs create -o org.bootenv:data=reset -o org.bootenv:factory=factory data/cust1 && echo factory >/data/cust1/f && zfs snapshot data/cust1@factory \
 && echo changed >/data/cust1/f && echo user >/data/cust1/g \
 && zfs create -o org.bootenv:data=reset data/cust2 && echo user >/data/cust2/f \
@@ -256,8 +256,10 @@ fn describe_data(vm: &mut Vm) -> anyhow::Result<Vec<String>> {
 /// disk and a blank data disk; returns both.
 fn reset_disks(cx: &mut Ctx, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
     let disk = cx.golden_copy(name)?;
+    // Partitioned on the host: the test BE has no udev to make the nodes of partitions that
+    // `zpool create` of a whole disk writes.
     let data = cx.dir.join(format!("{name}-data.img"));
-    disk::blank(&data, 256)?;
+    disk::gpt_disk(&data, 512)?;
     let mut vm = cx.boot_disks(
         &[&disk, &data],
         "bootenv=v1 bootenv.pool=tank betest.interactive",

@@ -159,6 +159,24 @@ impl FakeZfs {
             .insert(k.into(), v.into());
     }
 
+    /// Every dataset of `pool` with its origin, local properties and snapshots, one line each
+    /// (tests compare pool states with it).
+    pub fn dump(&self, pool: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in self.list(pool).expect("an imported pool").datasets {
+            let mut props = self.local_props(&d.name).expect("a dataset");
+            props.sort();
+            out.push(format!(
+                "{} origin={:?} {:?} snaps={:?}",
+                d.name,
+                d.origin,
+                props,
+                self.snapshots(&d.name).expect("a dataset")
+            ));
+        }
+        out
+    }
+
     /// Whether `pool` is imported.
     pub fn is_imported(&self, pool: &str) -> bool {
         self.inner
