@@ -1149,7 +1149,7 @@ mod random_menus {
 
     /// One `zfs list -H -p -o <list_columns()>` line.
     fn row(name: &str, canmount: &str, mountpoint: &str, label: &str, cmdline: &str) -> String {
-        format!("{name}\t{canmount}\t{mountpoint}\t1000\t-\t100\t-\t{label}\t-\t-\t-\t{cmdline}\t-\t-\n")
+        format!("{name}\t{canmount}\t{mountpoint}\t1000\t-\t100\t-\t{label}\t-\t-\t-\t{cmdline}\t-\t-\t-\n")
     }
 
     /// The kernel line GRUB builds from a `linux` line of the script, with every variable at

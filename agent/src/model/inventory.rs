@@ -321,8 +321,9 @@ pub(crate) mod tests {
         let mut out = String::new();
         for (i, (n, c, m, label, member)) in rows.iter().enumerate() {
             out.push_str(&format!(
-                "{n}\t{c}\t{m}\t{}\t-\t100\t-\t{label}\t{member}\t-\t-\t-\t-\t-\n",
-                1000 + i
+                "{n}\t{c}\t{m}\t{}\t-\t100\t-\t{label}\t{member}{}\n",
+                1000 + i,
+                "\t-".repeat(crate::model::layout::LISTED_PROPS.len() - 3)
             ));
         }
         parse_list(&out)

@@ -164,10 +164,11 @@ pub fn parse_list(out: &str) -> Listing {
 mod tests {
     use super::*;
 
-    const LISTING: &str = "tank/ROOT\toff\tnone\t1700000000\t-\t1000\t1\t-\t-\t-\t-\tquiet\t5\t-\n\
-tank/ROOT/v1\tnoauto\t/\t1700000001\t-\t2000\t-\t1.0\t-\tfactory\trootfs:/x\tquiet\t5\t-\n\
-tank/ROOT/v1/config\tnoauto\t/etc/config\t1700000002\t-\t300\t-\t-\tconfig\t-\t-\tquiet\t5\t-\n\
-tank/ROOT/v2\tnoauto\t/\t1700000003\ttank/ROOT/v1@s\t400\t-\t2.0 beta\t-\t-\t-\tquiet\t5\t-\n";
+    const LISTING: &str =
+        "tank/ROOT\toff\tnone\t1700000000\t-\t1000\t1\t-\t-\t-\t-\tquiet\t5\t-\t-\n\
+tank/ROOT/v1\tnoauto\t/\t1700000001\t-\t2000\t-\t1.0\t-\tfactory\trootfs:/x\tquiet\t5\t-\t-\n\
+tank/ROOT/v1/config\tnoauto\t/etc/config\t1700000002\t-\t300\t-\t-\tconfig\t-\t-\tquiet\t5\t-\t-\n\
+tank/ROOT/v2\tnoauto\t/\t1700000003\ttank/ROOT/v1@s\t400\t-\t2.0 beta\t-\t-\t-\tquiet\t5\t-\t-\n";
 
     #[test]
     fn parses_a_listing() {
@@ -192,9 +193,9 @@ tank/ROOT/v2\tnoauto\t/\t1700000003\ttank/ROOT/v1@s\t400\t-\t2.0 beta\t-\t-\t-\t
     #[test]
     fn a_newline_in_a_value_taints_instead_of_injecting() {
         // v2's label holds "x\ntank/ROOT/v1\tnoauto\t/..." trying to pose as v1.
-        let evil = "tank/ROOT/v1\tnoauto\t/\t1\t-\t1\t-\tgood\t-\t-\t-\t-\t-\t-\n\
+        let evil = "tank/ROOT/v1\tnoauto\t/\t1\t-\t1\t-\tgood\t-\t-\t-\t-\t-\t-\t-\n\
 tank/ROOT/v2\tnoauto\t/\t2\t-\t1\t-\tx\n\
-tank/ROOT/v1\tnoauto\t/\t3\t-\t1\t-\tevil\t-\t-\t-\t-\t-\t-\n";
+tank/ROOT/v1\tnoauto\t/\t3\t-\t1\t-\tevil\t-\t-\t-\t-\t-\t-\t-\n";
         let l = parse_list(evil);
         assert!(l.datasets.is_empty(), "{:?}", l.datasets);
         assert_eq!(

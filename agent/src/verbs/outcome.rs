@@ -428,9 +428,18 @@ impl fmt::Display for StatusReport {
                 writeln!(f, "trial pending: {} ({} tries)", t.be, t.tries)?;
             }
             if let Some(r) = &st.reset {
+                // Begun at this boot, its system pool's part done: the data pools' part is
+                // left to their import.
+                let begun =
+                    self.boot.get("be") == Some(r.be.as_str()) && self.boot.get("reset").is_some();
+                let when = if begun {
+                    "its data pools' part is done when they are imported (bootenv data-pools import)"
+                } else {
+                    "at its next boot"
+                };
                 writeln!(
                     f,
-                    "factory reset pending: {} of {} (id {}), at its next boot",
+                    "factory reset pending: {} of {} (id {}), {when}",
                     mode_name(r),
                     r.be,
                     r.id
