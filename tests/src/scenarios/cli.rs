@@ -64,7 +64,7 @@ fn cli_json(cx: &mut Ctx) -> anyhow::Result<()> {
     let mut vm = direct_ready(cx, &disk, "v1", "")?;
     let mut verbs = std::collections::BTreeSet::new();
     // Done: (arguments, what the document must say).
-    let done: [(&str, &[(&str, serde_json::Value)]); 26] = [
+    let done: [(&str, &[(&str, serde_json::Value)]); 29] = [
         ("status", &[("boot", serde_json::json!({}))]),
         ("list", &[("pool", "tank".into())]),
         ("prepare-pool tank", &[("changed", false.into())]),
@@ -112,6 +112,15 @@ fn cli_json(cx: &mut Ctx) -> anyhow::Result<()> {
             &[("action", "scheduled".into())],
         ),
         ("factory-reset --cancel", &[("action", "cancelled".into())]),
+        (
+            "data-pools add elsewhere --mount none",
+            &[("action", "add".into()), ("changed", true.into())],
+        ),
+        ("data-pools", &[("action", "list".into())]),
+        (
+            "data-pools remove elsewhere",
+            &[("action", "remove".into()), ("changed", true.into())],
+        ),
     ];
     for (args, want) in done {
         let (rc, doc) = bootenv_json(&mut vm, args)?;
@@ -159,6 +168,7 @@ fn cli_json(cx: &mut Ctx) -> anyhow::Result<()> {
         ),
         ("install --disk /dev/vda --from /", "refused", 1),
         ("rollforward", "refused", 1),
+        ("data-pools add tank", "invalid", 1),
         ("frob", "usage", 2),
         ("activate 'a b'", "usage", 2),
     ];

@@ -256,27 +256,35 @@ fn describe_data(vm: &mut Vm) -> anyhow::Result<Vec<String>> {
 }
 
 /// Sets up the data pool and asks for the reset (see [`RESET_SETUP`]) on a copy of the golden
-/// disk and a blank data disk; returns both.
-fn reset_disks(cx: &mut Ctx, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let disk = cx.golden_copy(name)?;
+/// disk and a data disk, once; returns a function that makes a fresh pair of overlays of them
+/// (system disk, data disk) for each run.
+fn reset_disks(cx: &mut Ctx) -> anyhow::Result<impl Fn(&str) -> anyhow::Result<(PathBuf, PathBuf)>> {
+    let disk = cx.golden_copy("setup")?;
     // Partitioned on the host: the test BE has no udev to make the nodes of partitions that
     // `zpool create` of a whole disk writes.
-    let data = cx.dir.join(format!("{name}-data.img"));
+    let data = cx.dir.join("setup-data.img");
     disk::gpt_disk(&data, 512)?;
-    let mut vm = cx.boot_disks(
-        &[&disk, &data],
-        "bootenv=v1 bootenv.pool=tank betest.interactive",
-    )?;
+    let mut vm = cx.boot_disks(&[&disk, &data], "bootenv=v1 bootenv.pool=tank betest.interactive")?;
     expect_ready(&mut vm, "v1")?;
     let out = run_in(&mut vm, RESET_SETUP)?;
     ensure!(out.contains("scheduled for its next boot"), "{out}");
     power_off(&mut vm)?;
-    Ok((disk, data))
+    let dir = cx.dir.clone();
+    Ok(move |name: &str| {
+        let (d, dd) = (
+            dir.join(format!("{name}.qcow2")),
+            dir.join(format!("{name}-data.qcow2")),
+        );
+        disk::overlay(&disk, &d)?;
+        disk::overlay(&data, &dd)?;
+        Ok((d, dd))
+    })
 }
 
 fn data_pool_reset_full(cx: &mut Ctx) -> anyhow::Result<()> {
+    let copy = reset_disks(cx)?;
     // Uninterrupted: the agent resets v1's config; the import of the data pool resets its data.
-    let (disk, data) = reset_disks(cx, "reference")?;
+    let (disk, data) = copy("reference")?;
     let mut vm = cx.boot_disks(
         &[&disk, &data],
         "bootenv=v1 bootenv.pool=tank betest.interactive",
@@ -325,7 +333,7 @@ fn data_pool_reset_full(cx: &mut Ctx) -> anyhow::Result<()> {
     power_off(&mut vm)?;
 
     // Cut twice at `installed` (cust1's swap, then cust2's), then left to finish.
-    let (disk, data) = reset_disks(cx, "cut")?;
+    let (disk, data) = copy("cut")?;
     let point = "reset:installed:data";
     for _ in 0..2 {
         let mut vm = cx.boot_disks(
