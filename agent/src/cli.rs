@@ -224,7 +224,7 @@ pub enum Command {
         /// Lay out a disk that holds a partition table.
         #[arg(long)]
         force: bool,
-        /// Make a data pool on this disk (or partition) too, named in the new pool's
+        /// Make a data pool on this disk too (bootenv partitions it), named in the new pool's
         /// org.bootenv:data-pools; given more than once, the disks are mirrored. Everything on
         /// them is lost.
         #[arg(long, value_name = "DISK")]

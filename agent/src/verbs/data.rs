@@ -151,8 +151,13 @@ impl Ctx<'_> {
                     .collect();
                 if let Some(req) = reset {
                     out.changed = true;
+                    let already: Vec<&str> = lines
+                        .iter()
+                        .filter(|l| l.state == PoolState::AlreadyImported)
+                        .map(|l| l.pool.as_str())
+                        .collect();
                     out.notes
-                        .push(self.reset_data(&pool, &reg, &usable, &req, failpoint)?);
+                        .push(self.reset_data(&pool, &reg, &usable, &already, &req, failpoint)?);
                     for (p, l) in reg.pools.iter().zip(&lines) {
                         if p.mount == MountPolicy::All && l.state == PoolState::Imported {
                             self.mount_all(&p.name)?;
@@ -197,19 +202,36 @@ impl Ctx<'_> {
         pool: &PoolName,
         reg: &Registration,
         usable: &[&str],
+        already: &[&str],
         req: &ResetRequest,
         failpoint: Failpoint,
     ) -> anyhow::Result<String> {
         use crate::boot::reset;
         use crate::model::state::EventKind;
         let req = req.clone();
+        // One reset at a time, and no state write of another verb beside it (mark-good).
+        let _lock = crate::sys::lock::acquire(
+            &self.root,
+            "bootenv data-pools import (factory reset)",
+            Duration::from_secs(600),
+            std::env::var_os(crate::sys::lock::HELD_ENV).is_some(),
+        )?;
         let dir = self.state_dir(pool)?;
         let mut kept = Vec::new();
         let mut erased = Vec::new();
         let mut waiting = Vec::new();
         for p in &reg.pools {
             if !usable.contains(&p.name.as_str()) {
-                waiting.push(p.name.to_string());
+                waiting.push(format!("{} (not imported)", p.name));
+                continue;
+            }
+            if already.contains(&p.name.as_str()) {
+                // Imported (and perhaps mounted and in use) before bootenv looked: its data is
+                // not swapped under its users.
+                waiting.push(format!(
+                    "{0} (imported before bootenv looked: `zpool export {0}`, then `bootenv data-pools import`)",
+                    p.name
+                ));
                 continue;
             }
             log::warn!(
@@ -228,7 +250,7 @@ impl Ctx<'_> {
                 }
                 Err(reset::Stop::Impossible(why)) => crate::refuse!(
                     Failed,
-                    "the factory reset of the data in pool {} cannot be done: {why}; the request is kept (`bootenv factory-reset --cancel` drops it)",
+                    "the factory reset of the data in pool {0} cannot be done: {why}; the request is kept: fix that and run `bootenv data-pools import`, or leave the pool out of resets with `bootenv data-pools remove {0}` (its data is untouched), after which the reset completes without it",
                     p.name
                 ),
                 Err(reset::Stop::Failed(e)) => {
@@ -241,25 +263,25 @@ impl Ctx<'_> {
         }
         if !waiting.is_empty() {
             return Ok(format!(
-                "factory reset {} of {}: the data in {} is reset; {} waits for its pool",
+                "factory reset {} of {}: the data pools' part waits for {}; the request is kept",
                 req.id,
                 req.be,
-                usable.join(", "),
                 waiting.join(", ")
             ));
         }
-        // The system pool's part, done by the agent: what it kept, for the record.
+        // The system pool's part, done by the agent: what it kept, for the record (names
+        // only: nothing is run again).
         let inv = self.inventory(pool)?;
-        if let Ok(o) = reset::run(self.zfs, &inv, &req, &|_| false) {
-            kept.splice(0..0, o.kept);
-            erased.splice(0..0, o.erased);
+        if let Ok(swaps) = reset::swaps(self.zfs, &inv, &req) {
+            for (i, sw) in swaps.iter().enumerate() {
+                let k = reset::kept_name(&sw.target, &req.id);
+                if sw.erase {
+                    erased.insert(i.min(erased.len()), k);
+                } else {
+                    kept.insert(i.min(kept.len()), format!("{} -> {k}", sw.target));
+                }
+            }
         }
-        let _lock = crate::sys::lock::acquire(
-            &self.root,
-            "bootenv data-pools import (factory reset)",
-            Duration::from_secs(600),
-            std::env::var_os(crate::sys::lock::HELD_ENV).is_some(),
-        )?;
         let (_, mut st) = self.load_state(pool)?;
         if st.reset.as_ref() == Some(&req) {
             st.reset = None;
@@ -814,6 +836,20 @@ mod tests {
                 .len()
                 == 1
         );
+        // A pool imported before bootenv looked is not reset under its users.
+        let (dir2, z2, m2) = reset_world();
+        z2.import("data").unwrap().unwrap();
+        let o = ctx(&dir2, &z2, &m2)
+            .data_pools(&DataAction::Import(Duration::ZERO))
+            .unwrap();
+        assert!(o.notes[0].contains("zpool export data"), "{:?}", o.notes);
+        assert!(z2
+            .list("data/cust1.reset-20261207T000000Z")
+            .unwrap()
+            .datasets
+            .is_empty());
+        let (_, st) = ctx(&dir2, &z2, &m2).load_state(&pool("rpool")).unwrap();
+        assert!(st.reset.is_some());
         // A request made in the running system waits for the agent's next boot.
         let (dir, z, m) = reset_world();
         let boot = dir.path().join("run/bootenv/boot");

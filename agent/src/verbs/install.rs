@@ -480,8 +480,12 @@ impl Ctx<'_> {
                     d.pool
                 );
             }
+            // Compared as the devices they name (a /dev/disk/by-id link is its disk).
+            let real = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+            let system = real(&o.disk);
+            let datas: Vec<PathBuf> = d.disks.iter().map(real).collect();
             for (i, disk) in d.disks.iter().enumerate() {
-                if disk == &o.disk || d.disks[..i].contains(disk) {
+                if datas[i] == system || datas[..i].contains(&datas[i]) {
                     crate::refuse!(
                         Invalid,
                         "{} is named twice: the data pool's disks are other disks than the system's",
@@ -577,8 +581,10 @@ impl Ctx<'_> {
             if let Some(d) = &o.data {
                 let mut devices = Vec::new();
                 for disk in &d.disks {
-                    write_partitions(disk, sectors_of(disk)?, &data_layout(sectors_of(disk)?)?)?;
-                    devices.push(partition(disk, 1)?.display().to_string());
+                    let disk = std::fs::canonicalize(disk)
+                        .with_context(|| format!("resolving {}", disk.display()))?;
+                    write_partitions(&disk, sectors_of(&disk)?, &data_layout(sectors_of(&disk)?)?)?;
+                    devices.push(partition(&disk, 1)?.display().to_string());
                 }
                 step(&format!(
                     "creating data pool {} on {}{}",

@@ -258,13 +258,18 @@ fn describe_data(vm: &mut Vm) -> anyhow::Result<Vec<String>> {
 /// Sets up the data pool and asks for the reset (see [`RESET_SETUP`]) on a copy of the golden
 /// disk and a data disk, once; returns a function that makes a fresh pair of overlays of them
 /// (system disk, data disk) for each run.
-fn reset_disks(cx: &mut Ctx) -> anyhow::Result<impl Fn(&str) -> anyhow::Result<(PathBuf, PathBuf)>> {
+fn reset_disks(
+    cx: &mut Ctx,
+) -> anyhow::Result<impl Fn(&str) -> anyhow::Result<(PathBuf, PathBuf)>> {
     let disk = cx.golden_copy("setup")?;
     // Partitioned on the host: the test BE has no udev to make the nodes of partitions that
     // `zpool create` of a whole disk writes.
     let data = cx.dir.join("setup-data.img");
     disk::gpt_disk(&data, 512)?;
-    let mut vm = cx.boot_disks(&[&disk, &data], "bootenv=v1 bootenv.pool=tank betest.interactive")?;
+    let mut vm = cx.boot_disks(
+        &[&disk, &data],
+        "bootenv=v1 bootenv.pool=tank betest.interactive",
+    )?;
     expect_ready(&mut vm, "v1")?;
     let out = run_in(&mut vm, RESET_SETUP)?;
     ensure!(out.contains("scheduled for its next boot"), "{out}");
