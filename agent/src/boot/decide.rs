@@ -227,6 +227,43 @@ pub fn decide(f: &Facts) -> Plan {
     }
 }
 
+/// The BEs a decision looks at first: the one the command line names, the pool's default
+/// (`bootfs`) and the last known-good one, in that order, without repeats. The boot path lists
+/// these (a listing costs per dataset: a pool may hold a hundred BEs) and lists every BE only
+/// when [`needs_every_be`] says the plan made from them might differ.
+pub fn needed_bes(
+    args: &BootArgs,
+    bootfs: Option<BeName>,
+    last_good: Option<BeName>,
+) -> Vec<BeName> {
+    let mut v: Vec<BeName> = Vec::new();
+    for b in [args.be.clone(), bootfs, last_good].into_iter().flatten() {
+        if !v.contains(&b) {
+            v.push(b);
+        }
+    }
+    v
+}
+
+/// Whether `plan`, made from an inventory holding only the [`needed_bes`], might differ from the
+/// plan the whole inventory gives. [`decide`] looks at a BE other than those three only for the
+/// only-one default (after the other defaults failed) and for the rescue's message (which names
+/// what can boot); every other plan depends on the three alone, each judged by its own
+/// datasets. So those two ask for every BE, and the rest are the plan the whole pool gives.
+pub fn needs_every_be(plan: &Plan) -> bool {
+    match plan {
+        Plan::Rescue(_) => true,
+        Plan::Boot(b) => matches!(
+            b.choice,
+            Choice::Default(DefaultSource::OnlyOne)
+                | Choice::Fallback {
+                    source: DefaultSource::OnlyOne,
+                    ..
+                }
+        ),
+    }
+}
+
 fn no_bootable(
     inv: &Inventory,
     requested: Option<String>,
@@ -363,7 +400,8 @@ impl BootPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::inventory::tests::{config_of, listing};
+    use crate::model::inventory::tests::{config_of, listing, Row};
+    use crate::model::listing::Listing;
 
     fn inv(bootfs: Option<&str>) -> Inventory {
         let l = listing(&[
@@ -402,6 +440,117 @@ mod tests {
             Plan::Boot(b) => (b.be.to_string(), b.choice.clone()),
             Plan::Rescue(r) => panic!("expected a boot, got rescue: {r:?}"),
         }
+    }
+
+    /// Every combination of request, default, last known-good and failed BEs, on pools with
+    /// and without broken BEs: a plan made from the needed BEs alone is the plan of the whole
+    /// pool unless [`needs_every_be`] says so, and that happens only when the whole pool's plan
+    /// itself looked past them (the only-one default, the rescue).
+    #[test]
+    fn a_plan_from_the_needed_bes_is_the_plan_of_the_whole_pool() {
+        let pool = PoolName::new("tank").unwrap();
+        let layouts: Vec<Vec<Row>> = vec![
+            vec![
+                ("tank/ROOT", "off", "none", "-", "-"),
+                ("tank/ROOT/v1", "noauto", "/", "-", "-"),
+                config_of("tank/ROOT/v1"),
+                ("tank/ROOT/v2", "noauto", "/", "-", "-"),
+                config_of("tank/ROOT/v2"),
+                ("tank/ROOT/v3", "noauto", "/", "-", "-"),
+                ("tank/ROOT/broken", "off", "/", "-", "-"),
+            ],
+            vec![
+                ("tank/ROOT", "off", "none", "-", "-"),
+                ("tank/ROOT/v1", "off", "/", "-", "-"),
+                ("tank/ROOT/v2", "noauto", "/", "-", "-"),
+                ("tank/ROOT/v2/bad", "noauto", "relative", "-", "-"),
+                ("tank/ROOT/v3", "noauto", "/", "-", "-"),
+            ],
+            vec![
+                ("tank/ROOT", "off", "none", "-", "-"),
+                ("tank/ROOT/v1", "noauto", "/", "-", "-"),
+            ],
+        ];
+        let names = ["v1", "v2", "v3", "broken", "nosuch"];
+        let (mut cases, mut widened) = (0, 0);
+        for rows in &layouts {
+            let full = listing(rows);
+            for bootfs in [None].into_iter().chain(names.iter().map(|n| Some(*n))) {
+                let bootfs_ds = bootfs.map(|n| format!("tank/ROOT/{n}"));
+                let whole = Inventory::from_listing(&pool, &full, bootfs_ds.clone());
+                for req in [None].into_iter().chain(names.iter().map(|n| Some(*n))) {
+                    let cmdline = req.map(|r| format!("bootenv={r}")).unwrap_or_default();
+                    let args = BootArgs::parse(&cmdline);
+                    for good in [None].into_iter().chain(names.iter().map(|n| Some(*n))) {
+                        let needed = needed_bes(&args, whole.bootfs_be(), good.map(be));
+                        let keep = |n: &str| {
+                            n == "tank/ROOT"
+                                || needed.iter().any(|b| {
+                                    let d = format!("tank/ROOT/{b}");
+                                    n == d || n.starts_with(&format!("{d}/"))
+                                })
+                        };
+                        let part = Listing {
+                            datasets: full
+                                .datasets
+                                .iter()
+                                .filter(|d| keep(&d.name))
+                                .cloned()
+                                .collect(),
+                            tainted: full.tainted.iter().filter(|t| keep(t)).cloned().collect(),
+                        };
+                        let partial = Inventory::from_listing(&pool, &part, bootfs_ds.clone());
+                        for failed in [
+                            vec![],
+                            vec!["v1"],
+                            vec!["v2"],
+                            vec!["v1", "v2"],
+                            vec!["v1", "v3"],
+                        ] {
+                            let failed: Vec<(BeName, String)> = failed
+                                .iter()
+                                .map(|f| (be(f), "did not start".into()))
+                                .collect();
+                            let facts = |inventory| Facts {
+                                args: &args,
+                                inventory,
+                                last_good: good.map(be),
+                                failed: &failed,
+                            };
+                            let of_all = decide(&facts(&whole));
+                            let of_needed = decide(&facts(&partial));
+                            cases += 1;
+                            if needs_every_be(&of_needed) {
+                                widened += 1;
+                                assert!(
+                                    needs_every_be(&of_all),
+                                    "widened needlessly: {cmdline:?} bootfs {bootfs:?} good {good:?} failed {failed:?}: {of_all:?}"
+                                );
+                            } else {
+                                assert_eq!(
+                                    of_needed, of_all,
+                                    "{cmdline:?} bootfs {bootfs:?} good {good:?} failed {failed:?}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            cases > 1000 && widened > 0 && widened < cases,
+            "{widened} of {cases}"
+        );
+    }
+
+    #[test]
+    fn needed_bes_are_the_request_the_default_and_the_last_good_once_each() {
+        let args = BootArgs::parse("bootenv=v2");
+        assert_eq!(
+            needed_bes(&args, Some(be("v1")), Some(be("v2"))),
+            vec![be("v2"), be("v1")]
+        );
+        assert!(needed_bes(&BootArgs::parse(""), None, None).is_empty());
     }
 
     #[test]

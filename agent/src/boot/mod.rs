@@ -51,8 +51,11 @@ pub struct Env<'a> {
 pub struct Prepared {
     /// The pool.
     pub pool: PoolName,
-    /// Its boot environments.
+    /// Its boot environments: those of `scope`, or every one.
     pub inventory: Inventory,
+    /// The BEs listed (the one asked for, the default, the last known-good:
+    /// [`decide::needed_bes`]); `None` when every BE was.
+    pub scope: Option<Vec<BeName>>,
     /// The state record as found.
     pub state: Loaded,
     /// Whether the state dataset is mounted (and the record can be written).
@@ -187,7 +190,7 @@ impl Env<'_> {
 
     fn holds_bes(&self, pool: &PoolName) -> bool {
         self.zfs
-            .list(&layout::root_container(pool))
+            .list_exact(&[&layout::root_container(pool)])
             .map(|l| {
                 l.datasets
                     .iter()
@@ -216,33 +219,13 @@ impl Env<'_> {
         let mut warnings = args.warnings.clone();
         let root = layout::root_container(&pool);
         let state_ds = layout::state_dataset(&pool);
-        // One listing for the BEs and the state dataset: each command costs on the boot path.
-        let listing = match self.zfs.list_many(&[&root, &state_ds]) {
+        // <pool>/ROOT (the pool's settings) and the state dataset by name: a lookup by name
+        // costs little, a listing costs per dataset listed (a pool may hold a hundred BEs).
+        let top = match self.zfs.list_exact(&[&root, &state_ds]) {
             Ok(l) => l,
-            Err(e) => {
-                return Err(Rescue {
-                    reason: format!("the datasets of pool {pool} could not be listed: {e:#}"),
-                    hints: vec![
-                        format!("`zfs list -r {pool}` shows the error"),
-                        "type `exit` to try the boot again".into(),
-                    ],
-                })
-            }
+            Err(e) => return Err(unlisted(&pool, &e)),
         };
-        let state_exists = listing.datasets.iter().any(|d| d.name == state_ds);
-        let below_root = |n: &str| n == root || n.starts_with(&format!("{root}/"));
-        let listing = Listing {
-            datasets: listing
-                .datasets
-                .into_iter()
-                .filter(|d| below_root(&d.name))
-                .collect(),
-            tainted: listing
-                .tainted
-                .into_iter()
-                .filter(|n| below_root(n))
-                .collect(),
-        };
+        let state_exists = top.datasets.iter().any(|d| d.name == state_ds);
         let (state, state_mounted) = self.mount_state(&pool, state_exists, &mut warnings);
         let bootfs = match self.zfs.pool_prop(pool.as_str(), "bootfs") {
             Ok(v) => v,
@@ -251,7 +234,22 @@ impl Env<'_> {
                 None
             }
         };
-        let inventory = Inventory::from_listing(&pool, &listing, bootfs);
+        // Then the BEs the decision looks at first; every BE only when it needs them.
+        let bootfs_be = bootfs
+            .as_deref()
+            .and_then(|ds| layout::be_of_root(&pool, ds))
+            .and_then(Result::ok);
+        let last_good = state
+            .state()
+            .last_good
+            .as_deref()
+            .and_then(|n| BeName::new(n).ok());
+        let needed = decide::needed_bes(args, bootfs_be, last_good);
+        let scope = (!needed.is_empty()).then_some(needed);
+        let inventory = match self.read_bes(&pool, &top, scope.as_deref(), bootfs) {
+            Ok(i) => i,
+            Err(e) => return Err(unlisted(&pool, &e)),
+        };
         for i in &inventory.ignored {
             log::warn!("{i}");
             warnings.push(i.clone());
@@ -259,12 +257,50 @@ impl Env<'_> {
         Ok(Prepared {
             pool,
             inventory,
+            scope,
             state,
             state_mounted,
             hostid,
             warnings,
             import_seconds,
         })
+    }
+
+    /// The inventory of the BEs in `scope` (every BE when `None`), with the pool's settings
+    /// from `<pool>/ROOT` as `top` lists it (by name).
+    fn read_bes(
+        &self,
+        pool: &PoolName,
+        top: &Listing,
+        scope: Option<&[BeName]>,
+        bootfs: Option<String>,
+    ) -> anyhow::Result<Inventory> {
+        let root = layout::root_container(pool);
+        let listing = match scope {
+            None => self.zfs.list(&root)?,
+            Some(bes) => {
+                let names: Vec<String> = bes.iter().map(|b| layout::be_dataset(pool, b)).collect();
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                let mut l = self.zfs.list_many(&refs)?;
+                l.datasets
+                    .extend(top.datasets.iter().filter(|d| d.name == root).cloned());
+                l.tainted
+                    .extend(top.tainted.iter().filter(|t| **t == root).cloned());
+                l
+            }
+        };
+        Ok(Inventory::from_listing(pool, &listing, bootfs))
+    }
+
+    /// `read_bes`, with `<pool>/ROOT` read again.
+    fn reread_bes(
+        &self,
+        pool: &PoolName,
+        scope: Option<&[BeName]>,
+        bootfs: Option<String>,
+    ) -> anyhow::Result<Inventory> {
+        let top = self.zfs.list_exact(&[&layout::root_container(pool)])?;
+        self.read_bes(pool, &top, scope, bootfs)
     }
 
     fn mount_state(
@@ -336,6 +372,7 @@ impl Env<'_> {
         let mut st = p.state.state();
         let writable = p.state_mounted && !matches!(p.state, Loaded::Newer(_));
         let mut inventory = p.inventory.clone();
+        let mut scope = p.scope.clone();
         let last_good = st.last_good.as_deref().and_then(|n| BeName::new(n).ok());
         let mut failed: Vec<(BeName, String)> = Vec::new();
         let mut reset_note: Option<(String, f64)> = None;
@@ -346,7 +383,22 @@ impl Env<'_> {
                 last_good: last_good.clone(),
                 failed: &failed,
             };
-            let plan = match decide::decide(&facts) {
+            let plan = decide::decide(&facts);
+            if scope.is_some() && decide::needs_every_be(&plan) {
+                log::info!(
+                    "{}: listing every boot environment",
+                    match &plan {
+                        Plan::Rescue(_) => "none of the boot environments named so far can boot",
+                        Plan::Boot(_) => "the default is the only boot environment that can boot",
+                    }
+                );
+                scope = None;
+                inventory = self
+                    .reread_bes(&p.pool, None, inventory.bootfs.clone())
+                    .map_err(|e| unlisted(&p.pool, &e))?;
+                continue;
+            }
+            let plan = match plan {
                 Plan::Rescue(r) => return Err(r),
                 Plan::Boot(plan) => plan,
             };
@@ -356,8 +408,10 @@ impl Env<'_> {
                     self.factory_reset(args, p, &plan, &mut st, writable, &inventory)?
                 {
                     // The BE's datasets changed: read them again and decide again.
-                    if let Ok(l) = self.zfs.list(&layout::root_container(&p.pool)) {
-                        inventory = Inventory::from_listing(&p.pool, &l, inventory.bootfs.clone());
+                    if let Ok(i) =
+                        self.reread_bes(&p.pool, scope.as_deref(), inventory.bootfs.clone())
+                    {
+                        inventory = i;
                     }
                     reset_note = Some((note, (self.uptime)() - started));
                     continue;
@@ -791,6 +845,17 @@ pub fn interpreter(head: &[u8]) -> Option<String> {
     None
 }
 
+/// The rescue when the pool's datasets cannot be listed.
+fn unlisted(pool: &PoolName, e: &anyhow::Error) -> Rescue {
+    Rescue {
+        reason: format!("the datasets of pool {pool} could not be listed: {e:#}"),
+        hints: vec![
+            format!("`zfs list -r {pool}` shows the error"),
+            "type `exit` to try the boot again".into(),
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -865,6 +930,54 @@ mod tests {
             z.changes().is_empty(),
             "booting changed datasets: {:?}",
             z.changes()
+        );
+    }
+
+    /// The boot path reads `<pool>/ROOT` and the state dataset by name and lists the subtrees
+    /// of the BEs it needs only, however many the pool holds; every BE only when those cannot
+    /// boot.
+    #[test]
+    fn the_boot_lists_only_the_bes_it_needs_and_every_be_when_they_fail() {
+        let d = tempfile::tempdir().unwrap();
+        let z = pool_with_bes(d.path());
+        for i in 0..100 {
+            z.add_be("tank", &format!("b{i}"), &[]);
+        }
+        let m = mounter();
+        let e = env(d.path(), &z, &m);
+        z.take_listed();
+        let ready = boot(&e, "bootenv=v2 bootenv.pool=tank").unwrap();
+        assert_eq!(ready.plan.be.as_str(), "v2");
+        assert_eq!(
+            z.take_listed(),
+            vec![
+                "tank/ROOT",
+                "tank/BOOTENV",
+                "-r tank/ROOT/v2",
+                "-r tank/ROOT/v1"
+            ]
+        );
+        // Requested v3 and the default v1 cannot start (no init): decided from every BE.
+        let d = tempfile::tempdir().unwrap();
+        let z = pool_with_bes(d.path());
+        for i in 0..100 {
+            z.add_be("tank", &format!("b{i}"), &[]);
+        }
+        let m = FakeMounter::new()
+            .file("tank/ROOT/v2", "sbin/init", b"#!/bin/sh\n", 0o755)
+            .file("tank/ROOT/v2", "bin/sh", b"", 0o755);
+        let e = env(d.path(), &z, &m);
+        let r = boot(&e, "bootenv=v3 bootenv.pool=tank");
+        let listed = z.take_listed();
+        assert!(
+            listed.contains(&"-r tank/ROOT".to_string()),
+            "{listed:?} {r:?}"
+        );
+        // No default left: the rescue names the BEs that can boot, all of them.
+        let r = r.unwrap_err();
+        assert!(
+            r.hints[0].contains("b99") && r.hints[0].contains("v2"),
+            "{r:?}"
         );
     }
 

@@ -46,6 +46,38 @@ impl Default for ZfsCli {
 }
 
 impl ZfsCli {
+    /// `zfs list` of `datasets`, with their descendants when `recursive`.
+    fn listing(&self, datasets: &[&str], recursive: bool) -> anyhow::Result<Listing> {
+        let cmd = self
+            .zfs()
+            .args([
+                "list",
+                "-H",
+                "-p",
+                "-t",
+                "filesystem",
+                "-o",
+                &list_columns(),
+            ])
+            .args(recursive.then_some("-r"))
+            .args(datasets.iter().copied());
+        let out = cmd.output()?;
+        // zfs lists the others when some do not exist, and says so for each of those.
+        let only_missing = || {
+            out.stderr
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .all(|l| l.contains("dataset does not exist"))
+        };
+        if out.success() || only_missing() {
+            return Ok(parse_list(&out.stdout));
+        }
+        let out = cmd
+            .check(out)
+            .with_context(|| format!("listing datasets below {}", datasets.join(", ")))?;
+        Ok(parse_list(&out.stdout))
+    }
+
     /// Runs the programs at these paths (the initramfs has no PATH).
     pub fn with_programs(mut self, zpool: &str, zfs: &str) -> ZfsCli {
         self.zpool = zpool.to_owned();
@@ -223,34 +255,11 @@ impl Zfs for ZfsCli {
     }
 
     fn list_many(&self, datasets: &[&str]) -> anyhow::Result<Listing> {
-        let cmd = self
-            .zfs()
-            .args([
-                "list",
-                "-H",
-                "-p",
-                "-t",
-                "filesystem",
-                "-o",
-                &list_columns(),
-                "-r",
-            ])
-            .args(datasets.iter().copied());
-        let out = cmd.output()?;
-        // zfs lists the others when some do not exist, and says so for each of those.
-        let only_missing = || {
-            out.stderr
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .all(|l| l.contains("dataset does not exist"))
-        };
-        if out.success() || only_missing() {
-            return Ok(parse_list(&out.stdout));
-        }
-        let out = cmd
-            .check(out)
-            .with_context(|| format!("listing datasets below {}", datasets.join(", ")))?;
-        Ok(parse_list(&out.stdout))
+        self.listing(datasets, true)
+    }
+
+    fn list_exact(&self, datasets: &[&str]) -> anyhow::Result<Listing> {
+        self.listing(datasets, false)
     }
 
     fn create(&self, dataset: &str, props: &[(&str, &str)]) -> anyhow::Result<()> {

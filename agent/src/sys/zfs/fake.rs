@@ -38,6 +38,9 @@ struct Inner {
     clock: u64,
     /// Every mutating call, for assertions ("the rescue path changes nothing").
     log: Vec<String>,
+    /// Every listing asked for (`-r <dataset>` for a subtree, `<dataset>` for one alone), for
+    /// assertions on what a caller reads ("the boot path lists only the BEs it needs").
+    listed: Vec<String>,
 }
 
 /// In-memory pools and datasets.
@@ -52,6 +55,54 @@ impl FakeZfs {
     /// An empty system.
     pub fn new() -> FakeZfs {
         FakeZfs::default()
+    }
+
+    /// What a listing asked for so far (`-r <dataset>` or `<dataset>`), in order; then forgets it.
+    pub fn take_listed(&self) -> Vec<String> {
+        std::mem::take(&mut self.inner.borrow_mut().listed)
+    }
+
+    /// `dataset` and the filesystems below it.
+    fn subtree(&self, dataset: &str) -> anyhow::Result<Listing> {
+        let i = self.inner.borrow();
+        self.check_imported(&i, dataset)?;
+        let prefix = format!("{dataset}/");
+        let datasets = i
+            .datasets
+            .iter()
+            .filter(|(n, _)| *n == dataset || n.starts_with(&prefix))
+            .map(|(n, d)| {
+                // canmount is not inherited in ZFS: only a local value counts.
+                let canmount = match d.props.get("canmount").map(String::as_str) {
+                    Some("off") => CanMount::Off,
+                    Some("noauto") => CanMount::NoAuto,
+                    _ => CanMount::On,
+                };
+                let mountpoint = match self.effective(&i, n, "mountpoint").as_deref() {
+                    Some("none") => Mountpoint::None,
+                    Some("legacy") => Mountpoint::Legacy,
+                    Some(p) => Mountpoint::Path(p.to_owned()),
+                    None => Mountpoint::None,
+                };
+                let user = crate::model::layout::LISTED_PROPS
+                    .iter()
+                    .filter_map(|p| self.effective(&i, n, p).map(|v| (p.to_string(), v)))
+                    .collect();
+                Dataset {
+                    name: n.clone(),
+                    canmount,
+                    mountpoint,
+                    creation: d.creation,
+                    origin: d.props.get("origin").cloned(),
+                    used: 0,
+                    user,
+                }
+            })
+            .collect();
+        Ok(Listing {
+            datasets,
+            tainted: Vec::new(),
+        })
     }
 
     /// Reads the hostid below `root`, as the agent writes it.
@@ -358,45 +409,19 @@ impl Zfs for FakeZfs {
     }
 
     fn list(&self, dataset: &str) -> anyhow::Result<Listing> {
-        let i = self.inner.borrow();
-        self.check_imported(&i, dataset)?;
-        let prefix = format!("{dataset}/");
-        let datasets = i
-            .datasets
-            .iter()
-            .filter(|(n, _)| *n == dataset || n.starts_with(&prefix))
-            .map(|(n, d)| {
-                // canmount is not inherited in ZFS: only a local value counts.
-                let canmount = match d.props.get("canmount").map(String::as_str) {
-                    Some("off") => CanMount::Off,
-                    Some("noauto") => CanMount::NoAuto,
-                    _ => CanMount::On,
-                };
-                let mountpoint = match self.effective(&i, n, "mountpoint").as_deref() {
-                    Some("none") => Mountpoint::None,
-                    Some("legacy") => Mountpoint::Legacy,
-                    Some(p) => Mountpoint::Path(p.to_owned()),
-                    None => Mountpoint::None,
-                };
-                let user = crate::model::layout::LISTED_PROPS
-                    .iter()
-                    .filter_map(|p| self.effective(&i, n, p).map(|v| (p.to_string(), v)))
-                    .collect();
-                Dataset {
-                    name: n.clone(),
-                    canmount,
-                    mountpoint,
-                    creation: d.creation,
-                    origin: d.props.get("origin").cloned(),
-                    used: 0,
-                    user,
-                }
-            })
-            .collect();
-        Ok(Listing {
-            datasets,
-            tainted: Vec::new(),
-        })
+        self.inner.borrow_mut().listed.push(format!("-r {dataset}"));
+        self.subtree(dataset)
+    }
+
+    fn list_exact(&self, datasets: &[&str]) -> anyhow::Result<Listing> {
+        let mut all = Listing::default();
+        for d in datasets {
+            self.inner.borrow_mut().listed.push(d.to_string());
+            let l = self.subtree(d)?;
+            all.datasets
+                .extend(l.datasets.into_iter().filter(|x| x.name == *d));
+        }
+        Ok(all)
     }
 
     fn create(&self, dataset: &str, props: &[(&str, &str)]) -> anyhow::Result<()> {
