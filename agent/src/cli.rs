@@ -12,7 +12,7 @@ use crate::model::names::{BeName, PoolName};
 use crate::model::state::ResetMode;
 use crate::sys::mounts::SysMounter;
 use crate::sys::zfs::cli::ZfsCli;
-use crate::verbs::context::{Ctx, EspChoice};
+use crate::verbs::context::{Ctx, EspChoice, Facts, IndexUse};
 use crate::verbs::lifecycle::CloneOpts;
 use crate::verbs::ops::{Activation, CreateOpts};
 use crate::verbs::outcome::Outcome;
@@ -345,6 +345,33 @@ impl Command {
     }
 }
 
+impl Command {
+    /// How the verb uses the BE index (`nested`: it runs on behalf of a holder of the writers'
+    /// lock, which may change datasets after this run's listing).
+    pub fn index_use(&self, nested: bool) -> IndexUse {
+        match self {
+            Command::GrubMenu => IndexUse::Read,
+            Command::Activate { .. }
+            | Command::MarkGood { .. }
+            | Command::SyncBoot { .. }
+            | Command::Rollback { .. }
+            | Command::Rollforward => {
+                if nested {
+                    IndexUse::Read
+                } else {
+                    IndexUse::ReadWrite
+                }
+            }
+            Command::Create { .. }
+            | Command::Destroy { dry_run: false, .. }
+            | Command::Rename { .. }
+            | Command::Upgrade { .. }
+            | Command::Import { .. } => IndexUse::Forget,
+            _ => IndexUse::Ignore,
+        }
+    }
+}
+
 /// Every verb an operator types (`initramfs-tools-mount` is the initramfs's), as JSON's `verb`
 /// names it.
 pub const VERBS: [&str; 21] = [
@@ -427,7 +454,10 @@ pub fn main() -> i32 {
         runner: &runner,
         pool: cli.pool.clone(),
         esp: cli.esp.clone().map(EspChoice::Mounted),
-        facts: Default::default(),
+        facts: Facts::with_index(
+            cli.command
+                .index_use(std::env::var_os(crate::sys::lock::HELD_ENV).is_some()),
+        ),
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -533,6 +563,7 @@ fn usage_error(e: clap::Error) -> i32 {
 
 /// Runs the verb.
 fn run(cli: &Cli, ctx: &Ctx, now: u64) -> anyhow::Result<Outcome> {
+    ctx.forget_index()?;
     Ok(match &cli.command {
         Command::Status => Outcome::Status(ctx.status()?),
         Command::List => Outcome::List(ctx.list()?),

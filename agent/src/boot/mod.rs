@@ -534,6 +534,27 @@ impl Env<'_> {
             if req.erase { ", erase" } else { "" },
             req.id
         );
+        // The reset changes the BE's datasets: the BE index no longer describes them.
+        let index = self.path(STATE_MOUNT).join(crate::model::index::FILE);
+        match std::fs::remove_file(&index) {
+            Ok(()) => {
+                if let Err(e) = crate::sys::fsutil::sync_dir(&self.path(STATE_MOUNT)) {
+                    log::warn!("{e:#}");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Rescue {
+                reason: format!(
+                    "the factory reset of {} cannot start: removing the BE index {} failed: {e}",
+                    req.be,
+                    index.display()
+                ),
+                hints: vec![format!(
+                    "remove {} by hand, then type `exit` to try the boot again",
+                    index.display()
+                )],
+            }),
+        }
         let fp = |name: &str| args.failpoint.as_deref() == Some(name) && (self.failpoint)(name);
         match reset::run(self.zfs, inventory, &req, &fp) {
             Ok(outcome)

@@ -6,7 +6,7 @@ use crate::model::names::printable;
 use std::collections::BTreeMap;
 
 /// `canmount` of a filesystem.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CanMount {
     /// `on`: mounted by `zfs mount -a`.
     On,
@@ -17,7 +17,7 @@ pub enum CanMount {
 }
 
 /// `mountpoint` of a filesystem.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Mountpoint {
     /// `none`
     None,
@@ -28,7 +28,7 @@ pub enum Mountpoint {
 }
 
 /// A filesystem dataset with the properties bootenv reads.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Dataset {
     /// Full name, `<pool>/...`.
     pub name: String,
@@ -54,7 +54,7 @@ impl Dataset {
 }
 
 /// The result of listing datasets: those that parsed, and lines that did not.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Listing {
     /// Datasets whose line was read unambiguously.
     pub datasets: Vec<Dataset>,

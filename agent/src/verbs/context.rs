@@ -9,8 +9,10 @@ use crate::bootloader::bootfiles::{
     write_menu_and_env, Installed, Next,
 };
 use crate::bootloader::esp::{Esp, NoEsp};
+use crate::model::index::{self, Index};
 use crate::model::inventory::Inventory;
 use crate::model::layout::{self, PROP_LAYOUT};
+use crate::model::listing::Listing;
 use crate::model::names::{BeName, PoolName};
 use crate::model::report::Report;
 use crate::model::state::{Loaded, State};
@@ -46,6 +48,36 @@ pub struct Facts {
     report: std::cell::OnceCell<Option<Report>>,
     pool: std::cell::OnceCell<PoolName>,
     esp: std::cell::OnceCell<Result<Esp, NoEsp>>,
+    index: IndexUse,
+}
+
+impl Facts {
+    /// Facts of a run that uses the BE index as `index` says.
+    pub fn with_index(index: IndexUse) -> Facts {
+        Facts {
+            index,
+            ..Facts::default()
+        }
+    }
+}
+
+/// How a run uses the BE index ([`crate::model::index`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IndexUse {
+    /// Lists every dataset and leaves the index alone (`list`, `status`, tests).
+    #[default]
+    Ignore,
+    /// Reads the BEs from the index while it is current; a full listing otherwise
+    /// (`grub-menu`, which takes no lock, and a writer running on behalf of another).
+    Read,
+    /// [`IndexUse::Read`], and writes the index after a full listing: a writer that holds the
+    /// writers' lock and changes no dataset (`activate`, `mark-good`, `sync-boot`, `rollback`,
+    /// `rollforward`), so no one changes the datasets between its listing and its write.
+    ReadWrite,
+    /// Removes the index before anything else: a verb that changes datasets below
+    /// `<pool>/ROOT` (`create`, `destroy`, `rename`, `upgrade`, `import`, `factory-reset`,
+    /// `install`, `prepare-pool`).
+    Forget,
 }
 
 /// An ESP named by the caller.
@@ -195,11 +227,106 @@ impl Ctx<'_> {
         }
     }
 
-    /// The boot environments of the pool.
+    /// The boot environments of the pool: from the BE index when this run may use it and it is
+    /// current, else from a listing of every dataset below `<pool>/ROOT`.
     pub fn inventory(&self, pool: &PoolName) -> anyhow::Result<Inventory> {
         let bootfs = self.zfs.pool_prop(pool.as_str(), "bootfs")?;
-        let listing = self.zfs.list(&layout::root_container(pool))?;
+        let root = layout::root_container(pool);
+        let listing = match self.facts.index {
+            IndexUse::Read | IndexUse::ReadWrite => match self.indexed(pool) {
+                Some(l) => l,
+                None => {
+                    let l = self.zfs.list(&root)?;
+                    if self.facts.index == IndexUse::ReadWrite {
+                        self.keep_index(pool, &l);
+                    }
+                    l
+                }
+            },
+            IndexUse::Ignore | IndexUse::Forget => self.zfs.list(&root)?,
+        };
         Ok(Inventory::from_listing(pool, &listing, bootfs))
+    }
+
+    /// The listing the BE index holds, when it still describes the pool.
+    fn indexed(&self, pool: &PoolName) -> Option<Listing> {
+        let root = layout::root_container(pool);
+        let file = self.state_dir(pool).ok()?.join(index::FILE);
+        let bytes = match std::fs::read(&file) {
+            Ok(b) => b,
+            Err(e) => {
+                log::debug!("no BE index ({}: {e})", file.display());
+                return None;
+            }
+        };
+        let kept = index::decode(&bytes)
+            .map_err(|e| log::info!("the BE index {} is not used: {e}", file.display()))
+            .ok()?;
+        let now = self
+            .zfs
+            .children(&root)
+            .and_then(|c| Ok((c, self.zfs.list_exact(&[&root])?)))
+            .map_err(|e| log::info!("the BE index is not used: {e:#}"))
+            .ok()?;
+        let (children, top) = now;
+        let l = kept.current(
+            &root,
+            &children,
+            top.datasets.iter().find(|d| d.name == root),
+        );
+        if l.is_none() {
+            log::info!("the BE index is stale (a BE came, went or was renamed, or {root}'s properties changed): listing every dataset");
+        }
+        l
+    }
+
+    /// Writes the BE index of a complete listing; a failure costs the next run a listing.
+    fn keep_index(&self, pool: &PoolName, listing: &Listing) {
+        let root = layout::root_container(pool);
+        let written = self.state_dir(pool).and_then(|d| {
+            crate::sys::fsutil::atomic_write(
+                &d,
+                index::FILE,
+                &index::encode(&Index::of(&root, listing)),
+            )
+        });
+        if let Err(e) = written {
+            log::info!("the BE index was not written: {e:#}");
+        }
+    }
+
+    /// Removes the BE index of the pool this run works on, before a verb changes datasets
+    /// (`IndexUse::Forget`); nothing when the run may not use it. An index that cannot be
+    /// removed stops the verb: it would describe datasets that are about to change.
+    pub fn forget_index(&self) -> anyhow::Result<()> {
+        if self.facts.index != IndexUse::Forget {
+            return Ok(());
+        }
+        let Ok(pool) = self.pool() else {
+            return Ok(());
+        };
+        let ds = layout::state_dataset(&pool);
+        if !self
+            .zfs
+            .list_exact(&[&ds])?
+            .datasets
+            .iter()
+            .any(|d| d.name == ds)
+        {
+            // No state dataset: no index.
+            return Ok(());
+        }
+        let dir = self.state_dir(&pool)?;
+        match std::fs::remove_file(dir.join(index::FILE)) {
+            Ok(()) => crate::sys::fsutil::sync_dir(&dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| {
+                format!(
+                    "removing the BE index {} (remove it by hand)",
+                    dir.join(index::FILE).display()
+                )
+            }),
+        }
     }
 
     /// The state directory, with the state dataset mounted on it.

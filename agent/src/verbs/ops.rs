@@ -668,6 +668,66 @@ mod tests {
         }
     }
 
+    /// The BE index: written by a menu writer after a full listing, then used instead of one
+    /// until a BE comes, goes or is renamed behind bootenv's back or `<pool>/ROOT`'s settings
+    /// change; never written by a reader; removed by a verb that changes datasets; a damaged
+    /// one costs a listing, not an error.
+    #[test]
+    fn the_be_index_serves_the_menu_until_the_bes_change() {
+        use crate::verbs::context::{Facts, IndexUse};
+        let (d, z) = setup();
+        z.add_layout("tank");
+        for be in ["v1", "v2", "v3"] {
+            z.add_be("tank", be, &[]);
+        }
+        z.put_pool_prop("tank", "bootfs", "tank/ROOT/v1");
+        let m = FakeMounter::new();
+        let with = |u| Ctx {
+            facts: Facts::with_index(u),
+            ..ctx(d.path(), &z, &m)
+        };
+        let pool = PoolName::new("tank").unwrap();
+        let file = d.path().join("run/bootenv/state/index");
+        let full = |z: &FakeZfs| z.take_listed().iter().any(|l| l == "-r tank/ROOT");
+        let names = |i: &crate::model::inventory::Inventory| {
+            i.bes.iter().map(|b| b.name.to_string()).collect::<Vec<_>>()
+        };
+        // A reader lists and writes nothing.
+        let first = with(IndexUse::Read).inventory(&pool).unwrap();
+        assert!(full(&z) && !file.exists());
+        // A writer lists once and keeps the index; then the index serves.
+        let rw = with(IndexUse::ReadWrite);
+        assert_eq!(rw.inventory(&pool).unwrap(), first);
+        assert!(full(&z) && file.exists());
+        assert_eq!(with(IndexUse::Read).inventory(&pool).unwrap(), first);
+        assert!(!full(&z));
+        // Renamed, destroyed, made with plain zfs; a setting of ROOT changed: listed again.
+        z.rename("tank/ROOT/v2", "tank/ROOT/v9").unwrap();
+        assert_eq!(names(&rw.inventory(&pool).unwrap()), ["v1", "v9", "v3"]);
+        assert!(full(&z));
+        z.destroy("tank/ROOT/v3", true).unwrap();
+        assert_eq!(names(&rw.inventory(&pool).unwrap()), ["v1", "v9"]);
+        assert!(full(&z));
+        z.add_be("tank", "v4", &[]);
+        assert_eq!(names(&rw.inventory(&pool).unwrap()), ["v1", "v9", "v4"]);
+        assert!(full(&z));
+        z.set("tank/ROOT", &[("org.bootenv:cmdline", "quiet")])
+            .unwrap();
+        let i = rw.inventory(&pool).unwrap();
+        assert!(full(&z) && i.bes.iter().all(|b| b.cmdline.as_deref() == Some("quiet")));
+        assert_eq!(rw.inventory(&pool).unwrap(), i);
+        assert!(!full(&z));
+        // Damaged: listed, no error, written again.
+        std::fs::write(&file, b"BENVINDX\x01\x00junk").unwrap();
+        assert_eq!(rw.inventory(&pool).unwrap(), i);
+        assert!(full(&z) && crate::model::index::decode(&std::fs::read(&file).unwrap()).is_ok());
+        // A verb that changes datasets removes it first; the others leave it.
+        with(IndexUse::ReadWrite).forget_index().unwrap();
+        assert!(file.exists());
+        with(IndexUse::Forget).forget_index().unwrap();
+        assert!(!file.exists());
+    }
+
     #[test]
     fn prepare_pool_is_idempotent() {
         let (d, z) = setup();

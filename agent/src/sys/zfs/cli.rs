@@ -45,6 +45,28 @@ impl Default for ZfsCli {
     }
 }
 
+/// The channel program of [`Zfs::children`]: the names below `argv[1]`, as the keys of a table.
+const CHILDREN_PROGRAM: &str = "local a = ...\nlocal out = {}\nfor c in zfs.list.children(a[\"argv\"][1]) do out[c] = 1 end\nreturn out\n";
+
+/// Reads `zfs program -j`'s answer to [`CHILDREN_PROGRAM`]: `{"return": {"<name>": 1, ...}}`.
+pub fn parse_children(out: &str) -> anyhow::Result<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(out.trim())
+        .map_err(|e| anyhow::anyhow!("the channel program's answer is not JSON: {e}"))?;
+    let ret = v
+        .get("return")
+        .ok_or_else(|| anyhow::anyhow!("the channel program returned nothing"))?;
+    match ret {
+        serde_json::Value::Object(m) => {
+            let mut names: Vec<String> = m.keys().cloned().collect();
+            names.sort();
+            Ok(names)
+        }
+        // Lua's empty table.
+        serde_json::Value::Array(a) if a.is_empty() => Ok(Vec::new()),
+        other => anyhow::bail!("the channel program returned {other}"),
+    }
+}
+
 impl ZfsCli {
     /// `zfs list` of `datasets`, with their descendants when `recursive`.
     fn listing(&self, datasets: &[&str], recursive: bool) -> anyhow::Result<Listing> {
@@ -260,6 +282,18 @@ impl Zfs for ZfsCli {
 
     fn list_exact(&self, datasets: &[&str]) -> anyhow::Result<Listing> {
         self.listing(datasets, false)
+    }
+
+    fn children(&self, dataset: &str) -> anyhow::Result<Vec<String>> {
+        let pool = dataset.split('/').next().unwrap_or(dataset);
+        // Read-only (-n): no transaction group is waited for.
+        let out = self
+            .zfs()
+            .args(["program", "-n", "-j", pool, "/proc/self/fd/0", dataset])
+            .input(CHILDREN_PROGRAM.as_bytes().to_vec())
+            .run()
+            .with_context(|| format!("listing the names below {dataset}"))?;
+        parse_children(&out).with_context(|| format!("reading the names below {dataset}"))
     }
 
     fn create(&self, dataset: &str, props: &[(&str, &str)]) -> anyhow::Result<()> {
@@ -514,6 +548,27 @@ fn stdout_unless_missing(
 
 #[cfg(test)]
 mod tests {
+    /// `zfs program -n -j` as OpenZFS 2.1 answers the children program (captured in the
+    /// guest), an empty answer, and what is not one.
+    #[test]
+    fn children_answers_are_read() {
+        let out = "{\"return\":{\"tank/ROOT/b7\":1,\"tank/ROOT/b38\":1,\"tank/ROOT/v1\":1}}\n";
+        assert_eq!(
+            parse_children(out).unwrap(),
+            vec!["tank/ROOT/b38", "tank/ROOT/b7", "tank/ROOT/v1"]
+        );
+        assert!(parse_children("{\"return\":{}}").unwrap().is_empty());
+        assert!(parse_children("{\"return\":[]}").unwrap().is_empty());
+        for bad in [
+            "",
+            "Channel program fully executed",
+            "{\"return\":103}",
+            "{}",
+        ] {
+            assert!(parse_children(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -413,6 +413,17 @@ impl Zfs for FakeZfs {
         self.subtree(dataset)
     }
 
+    fn children(&self, dataset: &str) -> anyhow::Result<Vec<String>> {
+        let i = self.inner.borrow();
+        self.check_imported(&i, dataset)?;
+        let prefix = format!("{dataset}/");
+        Ok(i.datasets
+            .keys()
+            .filter(|n| n.strip_prefix(&prefix).is_some_and(|r| !r.contains('/')))
+            .cloned()
+            .collect())
+    }
+
     fn list_exact(&self, datasets: &[&str]) -> anyhow::Result<Listing> {
         let mut all = Listing::default();
         for d in datasets {

@@ -92,6 +92,10 @@ pub trait Zfs {
         all.tainted.retain(|t| datasets.contains(&t.as_str()));
         Ok(all)
     }
+    /// The names of the datasets directly below `dataset` and nothing else of them: a ZFS
+    /// channel program that only walks the names, several times cheaper per dataset than a
+    /// listing, which reads every property of each.
+    fn children(&self, dataset: &str) -> anyhow::Result<Vec<String>>;
     /// Creates a filesystem with the given properties (parents must exist).
     fn create(&self, dataset: &str, props: &[(&str, &str)]) -> anyhow::Result<()>;
     /// Sets properties on a dataset, all in one command.
