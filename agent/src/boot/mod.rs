@@ -543,17 +543,19 @@ impl Env<'_> {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Rescue {
-                reason: format!(
+            Err(e) => {
+                return Err(Rescue {
+                    reason: format!(
                     "the factory reset of {} cannot start: removing the BE index {} failed: {e}",
                     req.be,
                     index.display()
                 ),
-                hints: vec![format!(
-                    "remove {} by hand, then type `exit` to try the boot again",
-                    index.display()
-                )],
-            }),
+                    hints: vec![format!(
+                        "remove {} by hand, then type `exit` to try the boot again",
+                        index.display()
+                    )],
+                })
+            }
         }
         let fp = |name: &str| args.failpoint.as_deref() == Some(name) && (self.failpoint)(name);
         match reset::run(self.zfs, inventory, &req, &fp) {

@@ -188,6 +188,7 @@ fn cli_json(cx: &mut Ctx) -> anyhow::Result<()> {
         doc["action"] == "nothing-pending" && doc["changed"] == false,
         "{doc:#}"
     );
+    be_index(&mut vm)?;
     let every = bootenv::cli::VERBS;
     let missing: Vec<&str> = every
         .iter()
@@ -196,6 +197,40 @@ fn cli_json(cx: &mut Ctx) -> anyhow::Result<()> {
         .collect();
     ensure!(missing.is_empty(), "verbs not run with --json: {missing:?}");
     power_off(&mut vm)
+}
+
+/// The BE index: a menu writer keeps it, `grub-menu` then builds the menu from it without
+/// listing every dataset, and a BE renamed with plain `zfs` is seen at once (the index is stale:
+/// every dataset is listed again).
+fn be_index(vm: &mut Vm) -> anyhow::Result<()> {
+    // The command lines the runner logs with -v: a full listing ends with `-r tank/ROOT`.
+    let menu = "bootenv -v grub-menu 2>/run/gm.err >/run/gm.out; echo \"program=$(grep -c '[$] zfs program' /run/gm.err) full=$(grep -c -- '-r tank/ROOT$' /run/gm.err) v2=$(grep -c \"^menuentry 'v2:\" /run/gm.out) v2b=$(grep -c 'v2b left out of the menu' /run/gm.err)\"";
+    let out = run_in(
+        vm,
+        &format!("bootenv sync-boot >/dev/null && test -s /run/bootenv/state/index && {menu}"),
+    )?;
+    ensure!(
+        out.contains("program=1 full=0 v2=1 v2b=0"),
+        "grub-menu did not use the index: {out}"
+    );
+    let out = run_in(
+        vm,
+        &format!("zfs rename tank/ROOT/v2 tank/ROOT/v2b && {menu}"),
+    )?;
+    ensure!(
+        out.contains("program=1 full=1 v2=0 v2b=1"),
+        "grub-menu after a plain rename: {out}"
+    );
+    // Back as it was when the index was kept: the index describes the pool again.
+    let out = run_in(
+        vm,
+        &format!("zfs rename tank/ROOT/v2b tank/ROOT/v2 && {menu}"),
+    )?;
+    ensure!(
+        out.contains("program=1 full=0 v2=1 v2b=0"),
+        "grub-menu after renaming back: {out}"
+    );
+    Ok(())
 }
 
 /// Copies the running test BE (root and config) to `dir` as BE `name`, labelled `label`.
