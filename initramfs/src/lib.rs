@@ -324,6 +324,26 @@ pub fn agent_image(opts: &Options) -> anyhow::Result<Archive> {
     Ok(a)
 }
 
+/// The modules the boot-path benchmark's floor loads: the test VM's disk driver and ZFS.
+pub const FLOOR_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "zfs"];
+
+/// The floor image of `cargo xtask bench boot-path`: [`base`] (the same tools and module
+/// files) with the shell script `init` as `/init` and `/etc/floor/modules`, the load order of
+/// [`FLOOR_MODULES`] and what they need.
+pub fn floor_image(opts: &Options, init: &[u8]) -> anyhow::Result<Archive> {
+    let mut a = base(opts)?;
+    a.add("init", Kind::File(init.to_vec()), 0o755);
+    let names: Vec<String> = FLOOR_MODULES.iter().map(|s| s.to_string()).collect();
+    let mut list = String::new();
+    for m in opts.kernel.module_order(&names)? {
+        list.push_str(&m);
+        list.push('\n');
+    }
+    a.add("etc/floor", Kind::Dir, 0o755);
+    a.add("etc/floor/modules", Kind::File(list.into_bytes()), 0o644);
+    Ok(a)
+}
+
 /// Adds the tree at `src` below `dest`, keeping modes and symbolic links.
 pub fn add_tree(a: &mut Archive, dest: &str, src: &Path) -> anyhow::Result<()> {
     let meta =

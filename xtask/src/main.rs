@@ -672,7 +672,54 @@ fn bench(boots: usize, mut names: Vec<String>) -> anyhow::Result<()> {
     if !st.success() {
         bail!("mkinitramfs -o {} {release} failed ({st})", stock.display());
     }
-    let mut b = Bench::new(&art, ours, stock, boots)?;
+    // What the stock image was made with, for the results: the anchor is as configured here.
+    let conf = std::fs::read_to_string("/etc/initramfs-tools/initramfs.conf").unwrap_or_default();
+    let setting = |k: &str| {
+        conf.lines()
+            .rfind(|l| l.trim_start().starts_with(&format!("{k}=")))
+            .map(|l| l.trim().to_owned())
+            .unwrap_or_else(|| format!("{k} unset"))
+    };
+    let hooks = |d: &str| -> String {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v.join(" ")
+    };
+    let listed = Command::new("lsinitramfs")
+        .arg(&stock)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let stock_config = format!(
+        "mkinitramfs with {}, {}; hooks: {}; local hooks: [{}]; /etc/hostid in the image: {}; 2 vCPUs, 2 GiB, as every side",
+        setting("MODULES"),
+        setting("COMPRESS"),
+        hooks("/usr/share/initramfs-tools/hooks"),
+        hooks("/etc/initramfs-tools/hooks"),
+        if listed.lines().any(|l| l.trim() == "etc/hostid") { "yes" } else { "no" },
+    );
+    println!("    {stock_config}");
+    println!("==> the floor image (bootenv's, with a busybox /init) for {release}");
+    let floor_image = bootenv_initramfs::floor_image(
+        &bootenv_initramfs::Options {
+            kernel: art.kernel.clone(),
+            agent: art.agent.clone(),
+            extra_modules: Vec::new(),
+        },
+        bootenv_vmtest::bench::FLOOR_INIT.as_bytes(),
+    )?;
+    let floor = work.join(format!("bench-floor-initrd-{release}.cpio.zst"));
+    std::fs::write(
+        &floor,
+        bootenv_initramfs::compress(&floor_image.write(bootenv_initramfs::epoch()))?,
+    )?;
+    let mut b = Bench::new(&art, ours, (stock, stock_config), floor, boots)?;
     let results = root().join("tests/bench-results.md");
     let before = std::fs::read_to_string(&results).unwrap_or_default();
     let mut lines = Vec::new();

@@ -204,7 +204,7 @@ fn cli_json(cx: &mut Ctx) -> anyhow::Result<()> {
 /// every dataset is listed again).
 fn be_index(vm: &mut Vm) -> anyhow::Result<()> {
     // The command lines the runner logs with -v: a full listing ends with `-r tank/ROOT`.
-    let menu = "bootenv -v grub-menu 2>/run/gm.err >/run/gm.out; echo \"program=$(grep -c '[$] zfs program' /run/gm.err) full=$(grep -c -- '-r tank/ROOT$' /run/gm.err) v2=$(grep -c \"^menuentry 'v2:\" /run/gm.out) v2b=$(grep -c 'v2b left out of the menu' /run/gm.err)\"";
+    let menu = "bootenv -v grub-menu 2>/run/gm.err >/run/gm.out; echo \"program=$(grep -c '[$] zfs program' /run/gm.err) full=$(grep -c -- '-r tank/ROOT$' /run/gm.err) v2=$(grep -cF \"'bootenv-v2' {\" /run/gm.out) v2b=$(grep -c 'v2b left out of the menu' /run/gm.err)\"";
     let out = run_in(
         vm,
         &format!("bootenv sync-boot >/dev/null && test -s /run/bootenv/state/index && {menu}"),
