@@ -305,18 +305,14 @@ impl Ctx<'_> {
         let Ok(pool) = self.pool() else {
             return Ok(());
         };
-        let ds = layout::state_dataset(&pool);
-        if !self
-            .zfs
-            .list_exact(&[&ds])?
-            .datasets
-            .iter()
-            .any(|d| d.name == ds)
-        {
-            // No state dataset: no index.
+        // Only where the state dataset is mounted already (the booted pool's always is): a
+        // mount made here would outlive the run and keep another pool busy. An index left in an
+        // unmounted state dataset is caught on reading: every verb that changes datasets
+        // makes, renames or destroys a BE, which changes the names below ROOT it checks.
+        let dir = self.state_mount(&pool);
+        if !self.mounter.is_mountpoint(&dir) {
             return Ok(());
         }
-        let dir = self.state_dir(&pool)?;
         match std::fs::remove_file(dir.join(index::FILE)) {
             Ok(()) => crate::sys::fsutil::sync_dir(&dir),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
