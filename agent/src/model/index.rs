@@ -95,14 +95,7 @@ impl Index {
 /// Encodes an index.
 pub fn encode(index: &Index) -> Vec<u8> {
     let payload = postcard::to_stdvec(index).expect("serialising to a Vec cannot fail");
-    let mut out = Vec::with_capacity(18 + payload.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&payload);
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+    crate::model::state::frame(MAGIC, VERSION, &payload)
 }
 
 /// Decodes an index; `Err` says why it cannot be used (then bootenv lists every dataset).

@@ -217,11 +217,18 @@ impl State {
 /// Encodes a record.
 pub fn encode(state: &State) -> Vec<u8> {
     let payload = postcard::to_stdvec(state).expect("serialising to a Vec cannot fail");
+    frame(MAGIC, VERSION, &payload)
+}
+
+/// The framing of bootenv's files on the state dataset (the state record, the BE index): the
+/// magic, the version (u16 LE), the payload's length (u32 LE), the payload, and the CRC-32 (LE)
+/// of everything before it.
+pub fn frame(magic: &[u8; 8], version: u16, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(18 + payload.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(payload);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
