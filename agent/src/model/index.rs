@@ -6,19 +6,23 @@
 //! The index is a cache, never a source of truth: a missing, unreadable or stale index costs a
 //! full listing, nothing else. It is used only while it still describes the pool:
 //! - the names of the datasets directly below `<pool>/ROOT` (the BE roots, read by a channel
-//!   program that lists names only) are the ones it holds: a BE made, renamed or destroyed with
-//!   plain `zfs` commands makes it stale;
+//!   program that reads their names and [`CHECKED`] only) are the ones it holds: a BE made,
+//!   renamed or destroyed with plain `zfs` commands makes it stale;
+//! - so are their kernel command lines and labels (`org.bootenv:cmdline`, `org.bootenv:label`,
+//!   own or inherited): the properties an operator sets on a BE with `zfs set`;
 //! - `<pool>/ROOT`'s own properties (the pool-wide settings, read by name each time) are the
 //!   ones it holds.
 //!
-//! What it cannot see: a property changed with plain `zfs set` on a BE or a member, or a member
-//! made or renamed by hand. bootenv's own verbs that change datasets remove the index before
-//! they do; `bootenv list` and `status` always list every dataset and write the index afresh.
+//! What it cannot see: another property changed with plain `zfs set` on a BE root (`canmount`,
+//! `mountpoint`: the agent checks them again at boot), a property of a member, or a member made
+//! or renamed by hand. bootenv's own verbs that change datasets remove the index before they
+//! do; `bootenv list` and `status` always list every dataset.
 //!
 //! Layout: magic `BENVINDX`, version (u16 LE), payload length (u32 LE), the postcard payload
 //! ([`Index`]), CRC-32 (LE) of everything before it.
 
-use crate::model::listing::{Dataset, Listing};
+use crate::model::layout::{PROP_CMDLINE, PROP_LABEL};
+use crate::model::listing::{Child, Dataset, Listing};
 use serde::{Deserialize, Serialize};
 
 /// The file's name in the state directory.
@@ -29,6 +33,11 @@ pub const MAGIC: &[u8; 8] = b"BENVINDX";
 pub const VERSION: u16 = 1;
 /// The largest index read: a pool of 1,000 BEs with their members takes under 1 MiB.
 pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// The properties of each dataset directly below `<pool>/ROOT` that are read afresh and
+/// compared with the index each time: the ones an operator sets with plain `zfs set` on a BE
+/// and the menu carries (its kernel command line, its title).
+pub const CHECKED: [&str; 2] = [PROP_CMDLINE, PROP_LABEL];
 
 /// What the index holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,20 +68,29 @@ impl Index {
         }
     }
 
-    /// The listing, when the index still describes the pool: `children` are the names below
-    /// `root` now (any order) and `root_now` is `root` as it is now (`None`: it does not
-    /// exist). The listing returned holds `root_now` itself, so its `used` is current.
+    /// The listing, when the index still describes the pool: `children` are the datasets
+    /// below `root` now (any order) with the values of [`CHECKED`] they have, and `root_now` is
+    /// `root` as it is now (`None`: it does not exist). The listing returned holds `root_now`
+    /// itself, so its `used` is current.
     pub fn current(
         &self,
         root: &str,
-        children: &[String],
+        children: &[Child],
         root_now: Option<&Dataset>,
     ) -> Option<Listing> {
-        let mut now: Vec<&str> = children.iter().map(String::as_str).collect();
+        let mut now: Vec<&str> = children.iter().map(|c| c.name.as_str()).collect();
         now.sort_unstable();
         now.dedup();
         if now != self.children.iter().map(String::as_str).collect::<Vec<_>>() {
             return None;
+        }
+        // The properties an operator sets by hand on a BE and the menu shows: as kept. (A
+        // dataset the listing could not read one way only is not in it: listed again.)
+        for c in children {
+            let kept = self.listing.datasets.iter().find(|d| d.name == c.name)?;
+            if CHECKED.iter().any(|p| kept.user.get(*p) != c.props.get(*p)) {
+                return None;
+            }
         }
         let kept = self.listing.datasets.iter().find(|d| d.name == root);
         let same = match (kept, root_now) {
@@ -156,18 +174,47 @@ mod tests {
         let l = sample();
         let i = Index::of("tank/ROOT", &l);
         let root = l.datasets[0].clone();
-        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let now = names(&["tank/ROOT/v2", "tank/ROOT/v1"]);
+        // As the channel program reads them: v1 and v2 have the labels `one` and `two`.
+        let child = |n: &str, label: Option<&str>| Child {
+            name: n.to_string(),
+            props: label
+                .map(|v| [("org.bootenv:label".to_string(), v.to_string())].into())
+                .unwrap_or_default(),
+        };
+        let now = vec![
+            child("tank/ROOT/v2", Some("two")),
+            child("tank/ROOT/v1", Some("one")),
+        ];
         let mut grown = root.clone();
         grown.used += 4096;
         let cur = i.current("tank/ROOT", &now, Some(&grown)).unwrap();
         assert!(cur.datasets.contains(&grown) && !cur.datasets.contains(&root));
         assert_eq!(cur.datasets.len(), l.datasets.len());
-        // Renamed, destroyed, made.
+        // Renamed, destroyed, made; a label changed, a label removed, a command line set.
+        let mut cmdline = now.clone();
+        cmdline[0]
+            .props
+            .insert("org.bootenv:cmdline".into(), "quiet".into());
         for v in [
-            names(&["tank/ROOT/v1", "tank/ROOT/v3"]),
-            names(&["tank/ROOT/v1"]),
-            names(&["tank/ROOT/v1", "tank/ROOT/v2", "tank/ROOT/v3"]),
+            vec![
+                child("tank/ROOT/v1", Some("one")),
+                child("tank/ROOT/v3", Some("two")),
+            ],
+            vec![child("tank/ROOT/v1", Some("one"))],
+            vec![
+                child("tank/ROOT/v1", Some("one")),
+                child("tank/ROOT/v2", Some("two")),
+                child("tank/ROOT/v3", None),
+            ],
+            vec![
+                child("tank/ROOT/v1", Some("one")),
+                child("tank/ROOT/v2", Some("2.0")),
+            ],
+            vec![
+                child("tank/ROOT/v1", Some("one")),
+                child("tank/ROOT/v2", None),
+            ],
+            cmdline,
         ] {
             assert!(i.current("tank/ROOT", &v, Some(&root)).is_none(), "{v:?}");
         }

@@ -53,6 +53,16 @@ impl Dataset {
     }
 }
 
+/// A dataset as a walk of names reads it (`Zfs::children`): its name and the values of the
+/// few properties asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Child {
+    /// Its full name.
+    pub name: String,
+    /// The properties asked for that have a value (own or inherited).
+    pub props: BTreeMap<String, String>,
+}
+
 /// The result of listing datasets: those that parsed, and lines that did not.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Listing {

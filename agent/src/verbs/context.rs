@@ -264,7 +264,7 @@ impl Ctx<'_> {
             .ok()?;
         let now = self
             .zfs
-            .children(&root)
+            .children(&root, &index::CHECKED)
             .and_then(|c| Ok((c, self.zfs.list_exact(&[&root])?)))
             .map_err(|e| log::info!("the BE index is not used: {e:#}"))
             .ok()?;

@@ -717,6 +717,19 @@ mod tests {
         assert!(full(&z) && i.bes.iter().all(|b| b.cmdline.as_deref() == Some("quiet")));
         assert_eq!(rw.inventory(&pool).unwrap(), i);
         assert!(!full(&z));
+        // A BE's kernel command line or label set by hand: listed again.
+        z.set("tank/ROOT/v9", &[("org.bootenv:cmdline", "quiet splash")])
+            .unwrap();
+        let i = rw.inventory(&pool).unwrap();
+        assert!(full(&z));
+        let v9 = i.bes.iter().find(|b| b.name.as_str() == "v9").unwrap();
+        assert_eq!(v9.cmdline.as_deref(), Some("quiet splash"));
+        z.set("tank/ROOT/v1", &[("org.bootenv:label", "renamed")])
+            .unwrap();
+        let i = rw.inventory(&pool).unwrap();
+        assert!(full(&z) && i.bes[0].label.as_deref() == Some("renamed"));
+        assert_eq!(rw.inventory(&pool).unwrap(), i);
+        assert!(!full(&z));
         // Damaged: listed, no error, written again.
         std::fs::write(&file, b"BENVINDX\x01\x00junk").unwrap();
         assert_eq!(rw.inventory(&pool).unwrap(), i);

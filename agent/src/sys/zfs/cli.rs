@@ -1,8 +1,8 @@
 //! The real [`Zfs`]: runs `zpool` and `zfs`, machine-readable (`-H -p`) wherever they offer it.
 
 use super::{
-    classify_import_error, list_columns, parse_list, parse_scan, ImportError, Importable, Listing,
-    Zfs,
+    classify_import_error, list_columns, parse_list, parse_scan, Child, ImportError, Importable,
+    Listing, Zfs,
 };
 use crate::sys::run::Cmd;
 use anyhow::Context;
@@ -45,26 +45,47 @@ impl Default for ZfsCli {
     }
 }
 
-/// The channel program of [`Zfs::children`]: the names below `argv[1]`, as the keys of a table.
-const CHILDREN_PROGRAM: &str = "local a = ...\nlocal out = {}\nfor c in zfs.list.children(a[\"argv\"][1]) do out[c] = 1 end\nreturn out\n";
+/// The channel program of [`Zfs::children`]: for each dataset below `argv[1]`, a table of the
+/// properties named by the further arguments that have a value (a property with none is nil in
+/// Lua, and left out), keyed by the dataset's name.
+const CHILDREN_PROGRAM: &str = "local a = ...\nlocal argv = a[\"argv\"]\nlocal out = {}\nfor c in zfs.list.children(argv[1]) do\n  local p = {}\n  for i = 2, #argv do\n    local v = zfs.get_prop(c, argv[i])\n    if v ~= nil then p[argv[i]] = tostring(v) end\n  end\n  out[c] = p\nend\nreturn out\n";
 
-/// Reads `zfs program -j`'s answer to [`CHILDREN_PROGRAM`]: `{"return": {"<name>": 1, ...}}`.
-pub fn parse_children(out: &str) -> anyhow::Result<Vec<String>> {
+/// Reads `zfs program -j`'s answer to [`CHILDREN_PROGRAM`]:
+/// `{"return": {"<name>": {"<prop>": "<value>", ...}, ...}}` (an empty table may come as `[]`).
+pub fn parse_children(out: &str) -> anyhow::Result<Vec<Child>> {
     let v: serde_json::Value = serde_json::from_str(out.trim())
         .map_err(|e| anyhow::anyhow!("the channel program's answer is not JSON: {e}"))?;
     let ret = v
         .get("return")
         .ok_or_else(|| anyhow::anyhow!("the channel program returned nothing"))?;
-    match ret {
-        serde_json::Value::Object(m) => {
-            let mut names: Vec<String> = m.keys().cloned().collect();
-            names.sort();
-            Ok(names)
-        }
-        // Lua's empty table.
-        serde_json::Value::Array(a) if a.is_empty() => Ok(Vec::new()),
-        other => anyhow::bail!("the channel program returned {other}"),
+    let empty = |x: &serde_json::Value| x.as_array().is_some_and(|a| a.is_empty());
+    if empty(ret) {
+        return Ok(Vec::new());
     }
+    let map = ret
+        .as_object()
+        .ok_or_else(|| anyhow::anyhow!("the channel program returned {ret}"))?;
+    let mut children = Vec::new();
+    for (name, props) in map {
+        let mut p = std::collections::BTreeMap::new();
+        if !empty(props) {
+            let obj = props.as_object().ok_or_else(|| {
+                anyhow::anyhow!("the channel program returned {props} for {name}")
+            })?;
+            for (k, v) in obj {
+                let v = v.as_str().ok_or_else(|| {
+                    anyhow::anyhow!("the channel program returned {v} as {k} of {name}")
+                })?;
+                p.insert(k.clone(), v.to_owned());
+            }
+        }
+        children.push(Child {
+            name: name.clone(),
+            props: p,
+        });
+    }
+    children.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(children)
 }
 
 impl ZfsCli {
@@ -284,12 +305,13 @@ impl Zfs for ZfsCli {
         self.listing(datasets, false)
     }
 
-    fn children(&self, dataset: &str) -> anyhow::Result<Vec<String>> {
+    fn children(&self, dataset: &str, props: &[&str]) -> anyhow::Result<Vec<Child>> {
         let pool = dataset.split('/').next().unwrap_or(dataset);
         // Read-only (-n): no transaction group is waited for.
         let out = self
             .zfs()
             .args(["program", "-n", "-j", pool, "/proc/self/fd/0", dataset])
+            .args(props.iter().copied())
             .input(CHILDREN_PROGRAM.as_bytes().to_vec())
             .run()
             .with_context(|| format!("listing the names below {dataset}"))?;
@@ -552,11 +574,13 @@ mod tests {
     /// guest), an empty answer, and what is not one.
     #[test]
     fn children_answers_are_read() {
-        let out = "{\"return\":{\"tank/ROOT/b7\":1,\"tank/ROOT/b38\":1,\"tank/ROOT/v1\":1}}\n";
-        assert_eq!(
-            parse_children(out).unwrap(),
-            vec!["tank/ROOT/b38", "tank/ROOT/b7", "tank/ROOT/v1"]
-        );
+        let out = "{\"return\":{\"tank/ROOT/b7\":{\"org.bootenv:cmdline\":\"console=ttyS0 quiet\"},\"tank/ROOT/b38\":[],\"tank/ROOT/v1\":{\"org.bootenv:label\":\"1.0\",\"org.bootenv:cmdline\":\"quiet\"}}}\n";
+        let c = parse_children(out).unwrap();
+        let names: Vec<&str> = c.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["tank/ROOT/b38", "tank/ROOT/b7", "tank/ROOT/v1"]);
+        assert!(c[0].props.is_empty());
+        assert_eq!(c[1].props["org.bootenv:cmdline"], "console=ttyS0 quiet");
+        assert_eq!(c[2].props.len(), 2);
         assert!(parse_children("{\"return\":{}}").unwrap().is_empty());
         assert!(parse_children("{\"return\":[]}").unwrap().is_empty());
         for bad in [
@@ -564,6 +588,8 @@ mod tests {
             "Channel program fully executed",
             "{\"return\":103}",
             "{}",
+            "{\"return\":{\"tank/ROOT/v1\":1}}",
+            "{\"return\":{\"tank/ROOT/v1\":{\"p\":1}}}",
         ] {
             assert!(parse_children(bad).is_err(), "{bad}");
         }

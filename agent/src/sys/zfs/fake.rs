@@ -1,7 +1,7 @@
 //! An in-memory [`Zfs`] for tests: pools, filesystems, properties (with ZFS's inheritance of
 //! `mountpoint` and user properties), snapshots, and imports that honour the hostid.
 
-use super::{CanMount, Dataset, ImportError, Importable, Listing, Mountpoint, Zfs};
+use super::{CanMount, Child, Dataset, ImportError, Importable, Listing, Mountpoint, Zfs};
 use anyhow::{anyhow, bail};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -413,14 +413,20 @@ impl Zfs for FakeZfs {
         self.subtree(dataset)
     }
 
-    fn children(&self, dataset: &str) -> anyhow::Result<Vec<String>> {
+    fn children(&self, dataset: &str, props: &[&str]) -> anyhow::Result<Vec<Child>> {
         let i = self.inner.borrow();
         self.check_imported(&i, dataset)?;
         let prefix = format!("{dataset}/");
         Ok(i.datasets
             .keys()
             .filter(|n| n.strip_prefix(&prefix).is_some_and(|r| !r.contains('/')))
-            .cloned()
+            .map(|n| Child {
+                name: n.clone(),
+                props: props
+                    .iter()
+                    .filter_map(|p| self.effective(&i, n, p).map(|v| (p.to_string(), v)))
+                    .collect(),
+            })
             .collect())
     }
 

@@ -8,7 +8,9 @@ pub mod cli;
 #[cfg(test)]
 pub mod fake;
 
-pub use crate::model::listing::{list_columns, parse_list, CanMount, Dataset, Listing, Mountpoint};
+pub use crate::model::listing::{
+    list_columns, parse_list, CanMount, Child, Dataset, Listing, Mountpoint,
+};
 use std::fmt;
 
 /// Why a pool could not be imported.
@@ -92,10 +94,11 @@ pub trait Zfs {
         all.tainted.retain(|t| datasets.contains(&t.as_str()));
         Ok(all)
     }
-    /// The names of the datasets directly below `dataset` and nothing else of them: a ZFS
-    /// channel program that only walks the names, several times cheaper per dataset than a
-    /// listing, which reads every property of each.
-    fn children(&self, dataset: &str) -> anyhow::Result<Vec<String>>;
+    /// The datasets directly below `dataset`, each with the values of `props` (own or
+    /// inherited; unset ones left out), and nothing else of them: a ZFS channel program that
+    /// walks the names and reads only those properties, several times cheaper per dataset than
+    /// a listing, which reads every property of each.
+    fn children(&self, dataset: &str, props: &[&str]) -> anyhow::Result<Vec<Child>>;
     /// Creates a filesystem with the given properties (parents must exist).
     fn create(&self, dataset: &str, props: &[(&str, &str)]) -> anyhow::Result<()>;
     /// Sets properties on a dataset, all in one command.
