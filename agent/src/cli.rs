@@ -351,9 +351,15 @@ impl Command {
     pub fn index_use(&self, nested: bool) -> IndexUse {
         match self {
             Command::GrubMenu => IndexUse::Read,
+            Command::SyncBoot { .. } => {
+                if nested {
+                    IndexUse::Ignore
+                } else {
+                    IndexUse::Refresh
+                }
+            }
             Command::Activate { .. }
             | Command::MarkGood { .. }
-            | Command::SyncBoot { .. }
             | Command::Rollback { .. }
             | Command::Rollforward => {
                 if nested {

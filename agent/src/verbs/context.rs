@@ -71,9 +71,13 @@ pub enum IndexUse {
     /// (`grub-menu`, which takes no lock, and a writer running on behalf of another).
     Read,
     /// [`IndexUse::Read`], and writes the index after a full listing: a writer that holds the
-    /// writers' lock and changes no dataset (`activate`, `mark-good`, `sync-boot`, `rollback`,
+    /// writers' lock and changes no dataset (`activate`, `mark-good`, `rollback`,
     /// `rollforward`), so no one changes the datasets between its listing and its write.
     ReadWrite,
+    /// Lists every dataset and writes the index afresh: `sync-boot` (not nested), the verb
+    /// that brings the ESP and the menu in line with the pool, and so the way to make bootenv
+    /// see what the index does not check (a label set with `zfs set`).
+    Refresh,
     /// Removes the index before anything else: a verb that changes datasets below
     /// `<pool>/ROOT` (`create`, `destroy`, `rename`, `upgrade`, `import`, `factory-reset`,
     /// `install`, `prepare-pool`).
@@ -243,6 +247,11 @@ impl Ctx<'_> {
                     l
                 }
             },
+            IndexUse::Refresh => {
+                let l = self.zfs.list(&root)?;
+                self.keep_index(pool, &l);
+                l
+            }
             IndexUse::Ignore | IndexUse::Forget => self.zfs.list(&root)?,
         };
         Ok(Inventory::from_listing(pool, &listing, bootfs))
