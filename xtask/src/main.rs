@@ -731,6 +731,7 @@ fn bench(boots: usize, mut names: Vec<String>) -> anyhow::Result<()> {
             "boot-path" => b.boot_path(),
             "initramfs-size" => b.initramfs_size(),
             "scale-datasets" => b.scale_datasets(),
+            "data-ready" => b.data_ready(),
             "grub-menu-100" => b.grub_menu(),
             "reset-cost" => b.reset_cost(),
             _ => unreachable!("checked above"),
