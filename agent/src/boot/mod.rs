@@ -221,20 +221,31 @@ impl Env<'_> {
         let state_ds = layout::state_dataset(&pool);
         // <pool>/ROOT (the pool's settings) and the state dataset by name: a lookup by name
         // costs little, a listing costs per dataset listed (a pool may hold a hundred BEs).
-        let top = match self.zfs.list_exact(&[&root, &state_ds]) {
+        // With them, at once, the pool's bootfs and the subtree of the BE the command line
+        // names: none depends on another.
+        let asked: Vec<String> = args
+            .be
+            .iter()
+            .map(|b| layout::be_dataset(&pool, b))
+            .collect();
+        let asked_refs: Vec<&str> = asked.iter().map(String::as_str).collect();
+        let reads = self
+            .zfs
+            .boot_reads(&[&root, &state_ds], pool.as_str(), "bootfs", &asked_refs);
+        let top = match reads.exact {
             Ok(l) => l,
             Err(e) => return Err(unlisted(&pool, &e)),
         };
         let state_exists = top.datasets.iter().any(|d| d.name == state_ds);
         let (state, state_mounted) = self.mount_state(&pool, state_exists, &mut warnings);
-        let bootfs = match self.zfs.pool_prop(pool.as_str(), "bootfs") {
+        let bootfs = match reads.prop {
             Ok(v) => v,
             Err(e) => {
                 warnings.push(format!("{e:#}"));
                 None
             }
         };
-        // Then the BEs the decision looks at first; every BE only when it needs them.
+        // Then the other BEs the decision looks at first; every BE only when it needs them.
         let bootfs_be = bootfs
             .as_deref()
             .and_then(|ds| layout::be_of_root(&pool, ds))
@@ -246,10 +257,17 @@ impl Env<'_> {
             .and_then(|n| BeName::new(n).ok());
         let needed = decide::needed_bes(args, bootfs_be, last_good);
         let scope = (!needed.is_empty()).then_some(needed);
-        let inventory = match self.read_bes(&pool, &top, scope.as_deref(), bootfs) {
-            Ok(i) => i,
-            Err(e) => return Err(unlisted(&pool, &e)),
+        // A failed read of the named BE is made again with the others.
+        let listed: Vec<BeName> = match &reads.subtrees {
+            Ok(_) => args.be.iter().cloned().collect(),
+            Err(_) => Vec::new(),
         };
+        let already = reads.subtrees.unwrap_or_default();
+        let inventory =
+            match self.read_bes(&pool, &top, scope.as_deref(), bootfs, (&listed, already)) {
+                Ok(i) => i,
+                Err(e) => return Err(unlisted(&pool, &e)),
+            };
         for i in &inventory.ignored {
             log::warn!("{i}");
             warnings.push(i.clone());
@@ -267,21 +285,45 @@ impl Env<'_> {
     }
 
     /// The inventory of the BEs in `scope` (every BE when `None`), with the pool's settings
-    /// from `<pool>/ROOT` as `top` lists it (by name).
+    /// from `<pool>/ROOT` as `top` lists it (by name); `already` holds the subtrees of the BEs
+    /// it names, listed before.
     fn read_bes(
         &self,
         pool: &PoolName,
         top: &Listing,
         scope: Option<&[BeName]>,
         bootfs: Option<String>,
+        already: (&[BeName], Listing),
     ) -> anyhow::Result<Inventory> {
         let root = layout::root_container(pool);
         let listing = match scope {
             None => self.zfs.list(&root)?,
             Some(bes) => {
-                let names: Vec<String> = bes.iter().map(|b| layout::be_dataset(pool, b)).collect();
+                let (listed, before) = already;
+                let names: Vec<String> = bes
+                    .iter()
+                    .filter(|b| !listed.contains(b))
+                    .map(|b| layout::be_dataset(pool, b))
+                    .collect();
                 let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-                let mut l = self.zfs.list_many(&refs)?;
+                let mut l = if refs.is_empty() {
+                    Listing::default()
+                } else {
+                    self.zfs.list_many(&refs)?
+                };
+                // Only what is in scope: a BE listed before but not needed stays out.
+                let wanted: Vec<String> = bes.iter().map(|b| layout::be_dataset(pool, b)).collect();
+                let inside = |n: &str| {
+                    wanted.iter().any(|w| {
+                        n == w
+                            || n.strip_prefix(w.as_str())
+                                .is_some_and(|r| r.starts_with('/'))
+                    })
+                };
+                l.datasets
+                    .extend(before.datasets.into_iter().filter(|d| inside(&d.name)));
+                l.tainted
+                    .extend(before.tainted.into_iter().filter(|t| inside(t)));
                 l.datasets
                     .extend(top.datasets.iter().filter(|d| d.name == root).cloned());
                 l.tainted
@@ -300,7 +342,7 @@ impl Env<'_> {
         bootfs: Option<String>,
     ) -> anyhow::Result<Inventory> {
         let top = self.zfs.list_exact(&[&layout::root_container(pool)])?;
-        self.read_bes(pool, &top, scope, bootfs)
+        self.read_bes(pool, &top, scope, bootfs, (&[], Listing::default()))
     }
 
     fn mount_state(

@@ -52,6 +52,16 @@ pub struct Importable {
     pub state: String,
 }
 
+/// What [`Zfs::boot_reads`] read.
+pub struct BootReads {
+    /// The named datasets ([`Zfs::list_exact`]).
+    pub exact: anyhow::Result<Listing>,
+    /// The pool property ([`Zfs::pool_prop`]).
+    pub prop: anyhow::Result<Option<String>>,
+    /// The subtrees ([`Zfs::list_many`]); empty when none were asked for.
+    pub subtrees: anyhow::Result<Listing>,
+}
+
 /// What bootenv needs from ZFS. Every method names its target in its errors.
 pub trait Zfs {
     /// Pools that are imported now.
@@ -84,6 +94,22 @@ pub trait Zfs {
             all.tainted.extend(l.tainted);
         }
         Ok(all)
+    }
+    /// The boot path's first reads after the import, which do not depend on one another: the
+    /// datasets `exact` by name, the property `prop` of `pool`, and the subtrees of `subtrees`
+    /// (the BE the command line names, read before the state record says which others are
+    /// needed). One after another here; at once in the real implementation, where each is a
+    /// process start and a trip into the kernel, most of the agent's own time.
+    fn boot_reads(&self, exact: &[&str], pool: &str, prop: &str, subtrees: &[&str]) -> BootReads {
+        BootReads {
+            exact: self.list_exact(exact),
+            prop: self.pool_prop(pool, prop),
+            subtrees: if subtrees.is_empty() {
+                Ok(Listing::default())
+            } else {
+                self.list_many(subtrees)
+            },
+        }
     }
     /// The named datasets themselves (no descendants), together; missing ones list nothing.
     /// What a lookup by name costs, against a listing's cost per dataset below: the boot path
