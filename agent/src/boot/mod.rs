@@ -577,27 +577,16 @@ impl Env<'_> {
             req.id
         );
         // The reset changes the BE's datasets: the BE index no longer describes them.
-        let index = self.path(STATE_MOUNT).join(crate::model::index::FILE);
-        match std::fs::remove_file(&index) {
-            Ok(()) => {
-                if let Err(e) = crate::sys::fsutil::sync_dir(&self.path(STATE_MOUNT)) {
-                    log::warn!("{e:#}");
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Rescue {
-                    reason: format!(
-                    "the factory reset of {} cannot start: removing the BE index {} failed: {e}",
-                    req.be,
+        let dir = self.path(STATE_MOUNT);
+        if let Err(e) = crate::sys::statefile::forget_index(&dir) {
+            let index = dir.join(crate::model::index::FILE);
+            return Err(Rescue {
+                reason: format!("the factory reset of {} cannot start: {e:#}", req.be),
+                hints: vec![format!(
+                    "remove {} by hand, then type `exit` to try the boot again",
                     index.display()
-                ),
-                    hints: vec![format!(
-                        "remove {} by hand, then type `exit` to try the boot again",
-                        index.display()
-                    )],
-                })
-            }
+                )],
+            });
         }
         let fp = |name: &str| args.failpoint.as_deref() == Some(name) && (self.failpoint)(name);
         match reset::run(self.zfs, inventory, &req, &fp) {

@@ -322,16 +322,12 @@ impl Ctx<'_> {
         if !self.mounter.is_mountpoint(&dir) {
             return Ok(());
         }
-        match std::fs::remove_file(dir.join(index::FILE)) {
-            Ok(()) => crate::sys::fsutil::sync_dir(&dir),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| {
-                format!(
-                    "removing the BE index {} (remove it by hand)",
-                    dir.join(index::FILE).display()
-                )
-            }),
-        }
+        crate::sys::statefile::forget_index(&dir).with_context(|| {
+            format!(
+                "the BE index {} must go before the change (remove it by hand)",
+                dir.join(index::FILE).display()
+            )
+        })
     }
 
     /// The state directory, with the state dataset mounted on it.
