@@ -218,13 +218,22 @@ impl Esp {
                         std::fs::create_dir_all(mount_at)?;
                         // With dirsync (see mount_fat); bootenv also syncs in that order itself,
                         // for an ESP the system mounted without it.
-                        mounter.mount_fat(&dev, mount_at).with_context(|| {
-                            format!(
-                                "mounting the ESP {} at {}",
-                                dev.display(),
-                                mount_at.display()
-                            )
-                        })?;
+                        match mounter.mount_fat(&dev, mount_at) {
+                            Ok(()) => {}
+                            // Another bootenv mounted it there since we looked (at boot,
+                            // mark-good and status run side by side): use that mount.
+                            Err(e)
+                                if crate::sys::mounts::is_busy(&e)
+                                    && mounted_at(root, mounter, mount_at)
+                                        .is_some_and(|(_, d)| d == dev || on_pool_disk(&d)) => {}
+                            Err(e) => {
+                                return Err(e.context(format!(
+                                    "mounting the ESP {} at {}",
+                                    dev.display(),
+                                    mount_at.display()
+                                )))
+                            }
+                        }
                         mount_at.to_path_buf()
                     }
                 }
@@ -266,6 +275,113 @@ fn uuid_of_mount(root: &Path, dir: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::mounts::FakeMounter;
+
+    /// A mounter that loses the race: another process mounts the ESP between our look and our
+    /// mount, so ours is refused with EBUSY.
+    struct Raced(FakeMounter);
+
+    impl Mounter for Raced {
+        fn mount_zfs(&self, dataset: &str, target: &Path, readonly: bool) -> anyhow::Result<()> {
+            self.0.mount_zfs(dataset, target, readonly)
+        }
+        fn unmount(&self, target: &Path) -> anyhow::Result<()> {
+            self.0.unmount(target)
+        }
+        fn mount_fat(&self, device: &Path, target: &Path) -> anyhow::Result<()> {
+            self.0.mount_fat(device, target)?;
+            Err(anyhow::Error::new(nix::errno::Errno::EBUSY))
+        }
+        fn bind(&self, source: &Path, target: &Path) -> anyhow::Result<()> {
+            self.0.bind(source, target)
+        }
+        fn detach(&self, target: &Path) -> anyhow::Result<()> {
+            self.0.detach(target)
+        }
+        fn table(&self, root: &Path) -> Vec<crate::sys::mounts::MountEntry> {
+            self.0.table(root)
+        }
+    }
+
+    /// A root with disk `vda` whose GPT names partition 1 an ESP, `/dev/vda1` a FAT32 boot
+    /// sector of serial C0FF-EE42, and sysfs mapping the device number of `root` itself (where
+    /// the fake mounts leave the files) to `vda1`.
+    fn root_with_an_esp() -> tempfile::TempDir {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for dir in [
+            "sys/block/vda/vda1",
+            "sys/block/vda/queue",
+            "sys/dev/block",
+            "dev",
+        ] {
+            std::fs::create_dir_all(r.join(dir)).unwrap();
+        }
+        std::fs::write(r.join("sys/block/vda/queue/logical_block_size"), "512\n").unwrap();
+        std::fs::write(r.join("sys/block/vda/vda1/partition"), "1\n").unwrap();
+        let mut disk = vec![0u8; 512 * 4];
+        disk[512..520].copy_from_slice(b"EFI PART");
+        disk[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
+        disk[512 + 80..512 + 84].copy_from_slice(&4u32.to_le_bytes());
+        disk[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
+        disk[1024..1040].copy_from_slice(&ESP_TYPE);
+        std::fs::write(r.join("dev/vda"), &disk).unwrap();
+        let mut fat = vec![0u8; 512];
+        fat[510] = 0x55;
+        fat[511] = 0xaa;
+        fat[0x52..0x5a].copy_from_slice(b"FAT32   ");
+        fat[0x43..0x47].copy_from_slice(&0xc0ffee42u32.to_le_bytes());
+        std::fs::write(r.join("dev/vda1"), &fat).unwrap();
+        let dev = std::fs::metadata(r).unwrap().dev();
+        std::os::unix::fs::symlink(
+            "../../block/vda/vda1",
+            r.join(format!(
+                "sys/dev/block/{}:{}",
+                libc::major(dev),
+                libc::minor(dev)
+            )),
+        )
+        .unwrap();
+        d
+    }
+
+    /// At boot, `bootenv mark-good` and `bootenv status` run side by side and both mount the
+    /// ESP: the one refused with EBUSY uses the other's mount instead of failing; a refusal
+    /// with nothing mounted there stays an error.
+    #[test]
+    fn an_esp_mounted_by_another_bootenv_meanwhile_is_used() {
+        let d = root_with_an_esp();
+        let at = d.path().join("run/bootenv/esp");
+        let raced = Raced(FakeMounter::new());
+        let esp = Esp::open(d.path(), &raced, None, &[], &at).unwrap();
+        assert_eq!(esp.dir, at);
+        assert_eq!(esp.uuid, "C0FF-EE42");
+
+        struct Refused;
+        impl Mounter for Refused {
+            fn mount_zfs(&self, _: &str, _: &Path, _: bool) -> anyhow::Result<()> {
+                unreachable!()
+            }
+            fn unmount(&self, _: &Path) -> anyhow::Result<()> {
+                unreachable!()
+            }
+            fn mount_fat(&self, _: &Path, _: &Path) -> anyhow::Result<()> {
+                Err(anyhow::Error::new(nix::errno::Errno::EBUSY))
+            }
+            fn bind(&self, _: &Path, _: &Path) -> anyhow::Result<()> {
+                unreachable!()
+            }
+            fn detach(&self, _: &Path) -> anyhow::Result<()> {
+                unreachable!()
+            }
+            fn table(&self, _: &Path) -> Vec<crate::sys::mounts::MountEntry> {
+                Vec::new()
+            }
+        }
+        let e = Esp::open(d.path(), &Refused, None, &[], &at).unwrap_err();
+        assert!(format!("{e:#}").contains("mounting the ESP"), "{e:#}");
+    }
 
     #[test]
     fn finds_the_esp_in_a_gpt() {

@@ -6,6 +6,12 @@ use anyhow::Context;
 use nix::mount::{MntFlags, MsFlags};
 use std::path::Path;
 
+/// Whether `e` comes from a mount refused because the file system is mounted already (EBUSY).
+pub fn is_busy(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<nix::errno::Errno>() == Some(&nix::errno::Errno::EBUSY))
+}
+
 /// Mounts and unmounts datasets.
 pub trait Mounter {
     /// Mounts `dataset` at `target` (an existing directory).

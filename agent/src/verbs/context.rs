@@ -597,11 +597,7 @@ pub fn root_dataset_of(mountinfo: &str) -> Option<String> {
     found
 }
 
-/// Whether `e` comes from a mount refused because the file system is mounted already (EBUSY).
-pub(crate) fn is_busy(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| c.downcast_ref::<nix::errno::Errno>() == Some(&nix::errno::Errno::EBUSY))
-}
+use crate::sys::mounts::is_busy;
 
 #[cfg(test)]
 mod root_dataset_tests {

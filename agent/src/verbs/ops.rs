@@ -5,9 +5,10 @@ use crate::bootloader::bootfiles::Next;
 use crate::model::layout::{self, PROP_FACTORY, PROP_LABEL, PROP_LAYOUT, PROP_MEMBER, PROP_SOURCE};
 use crate::model::names::{BeName, PoolName};
 use crate::model::state::{EventKind, ResetMode, ResetRequest, Trial};
+use crate::sys::mounts::is_busy;
 use crate::sys::run::Cmd;
 use crate::sys::statefile;
-use crate::verbs::context::{is_busy, Ctx, Refresh};
+use crate::verbs::context::{Ctx, Refresh};
 use crate::verbs::outcome::{
     mode_name, Activated, ActivatedAs, Created, DatasetStep, GoodResult, KernelEntry, KernelResult,
     KernelsMissing, MarkedGood, MenuResult, MenuWrite, PoolPrepared, ResetAction, ResetOutcome,
