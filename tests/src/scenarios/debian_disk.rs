@@ -32,6 +32,14 @@ const TRIAL_DEADLINE_SECS: u64 = 300;
 /// this makes the scenarios exercise).
 const UDEV_SETTLE_DROPIN: &str = "[Service]\nExecStart=\nExecStart=/bin/true\n";
 
+/// Units of Debian's that the Debian test BEs mask: the virtual consoles' gettys (nobody logs in
+/// on them; the serial getty is masked too, the test reporter owns the console), the ext4
+/// scrub's clean-up (no ext4 here) and the periodic jobs' timers (apt, dpkg's backup, fstrim,
+/// e2scrub, tmpfiles' clean-up), which could fire in the middle of a scenario. On one virtual
+/// CPU under TCG they competed with bootenv's units at boot (the gettys and e2scrub_reap took
+/// 10 s of CPU between them) and made no scenario's subject.
+const MASKED: &str = "getty@.service getty-static.service e2scrub_reap.service apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer fstrim.timer systemd-tmpfiles-clean.timer";
+
 /// The kernel command line of the Debian test BEs: the serial console, systemd's progress, and
 /// a reboot 5 s after a panic (kernel or initramfs-tools), as an appliance would have.
 const DEBIAN_CMDLINE: &str = "--cmdline 'console=ttyS0 systemd.show_status=1 panic=5'";
@@ -124,6 +132,7 @@ fn debian_be(vm: &mut Vm, release: &str, name: &str) -> anyhow::Result<()> {
 && mkdir -p {d}/etc/systemd/system/multi-user.target.wants {d}/etc/bootenv-test \
 && ln -sf ../betest-debian.service {d}/etc/systemd/system/multi-user.target.wants/betest-debian.service \
 && ln -sf /dev/null {d}/etc/systemd/system/serial-getty@ttyS0.service \
+&& for u in {MASKED}; do ln -sf /dev/null {d}/etc/systemd/system/$u; done \
 && mkdir -p {d}/etc/systemd/system/systemd-udev-settle.service.d \
 && printf '{settle}' >{d}/etc/systemd/system/systemd-udev-settle.service.d/bootenv-test.conf \
 && echo {name} >{d}/etc/bootenv-test/name \
