@@ -311,19 +311,10 @@ impl Env<'_> {
                 } else {
                     self.zfs.list_many(&refs)?
                 };
-                // Only what is in scope: a BE listed before but not needed stays out.
-                let wanted: Vec<String> = bes.iter().map(|b| layout::be_dataset(pool, b)).collect();
-                let inside = |n: &str| {
-                    wanted.iter().any(|w| {
-                        n == w
-                            || n.strip_prefix(w.as_str())
-                                .is_some_and(|r| r.starts_with('/'))
-                    })
-                };
-                l.datasets
-                    .extend(before.datasets.into_iter().filter(|d| inside(&d.name)));
-                l.tainted
-                    .extend(before.tainted.into_iter().filter(|t| inside(t)));
+                // What was listed before is of a BE in scope: `needed_bes` always holds the
+                // BE the command line names.
+                l.datasets.extend(before.datasets);
+                l.tainted.extend(before.tainted);
                 l.datasets
                     .extend(top.datasets.iter().filter(|d| d.name == root).cloned());
                 l.tainted
