@@ -57,6 +57,10 @@ pub enum Task {
         /// Boots per side.
         #[arg(long, default_value_t = 5)]
         boots: usize,
+        /// Customer datasets in the data pool that data-ready imports. 10,000 (scale-datasets'
+        /// size) takes about 75 min to make and over 12 min per import under TCG.
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(100..=100_000))]
+        data_datasets: u64,
         /// The benchmarks (default: all).
         #[arg(value_parser = PossibleValuesParser::new(bootenv_vmtest::bench::NAMES))]
         names: Vec<String>,

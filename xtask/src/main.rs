@@ -39,7 +39,11 @@ fn main() {
         Task::VmTest { list, names } => vm_test(list, names),
         Task::Test => test(),
         Task::Demo => demo(),
-        Task::Bench { boots, names } => bench(boots, names),
+        Task::Bench {
+            boots,
+            data_datasets,
+            names,
+        } => bench(boots, data_datasets as usize, names),
         Task::Fuzz {
             runs,
             jobs,
@@ -645,7 +649,7 @@ fn demo() -> anyhow::Result<()> {
 
 /// `cargo xtask bench`: each benchmark of [`bootenv_vmtest::bench`], one line each, and the
 /// table in tests/bench-results.md.
-fn bench(boots: usize, mut names: Vec<String>) -> anyhow::Result<()> {
+fn bench(boots: usize, data_datasets: usize, mut names: Vec<String>) -> anyhow::Result<()> {
     use bootenv_vmtest::bench::{Bench, NAMES};
     if names.is_empty() {
         names = NAMES.iter().map(|n| n.to_string()).collect();
@@ -720,6 +724,7 @@ fn bench(boots: usize, mut names: Vec<String>) -> anyhow::Result<()> {
         bootenv_initramfs::compress(&floor_image.write(bootenv_initramfs::epoch()))?,
     )?;
     let mut b = Bench::new(&art, ours, (stock, stock_config), floor, boots)?;
+    b.data_datasets = data_datasets;
     let results = root().join("tests/bench-results.md");
     let before = std::fs::read_to_string(&results).unwrap_or_default();
     let mut lines = Vec::new();
