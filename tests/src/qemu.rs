@@ -100,6 +100,32 @@ fn drive_arg(p: &Path) -> String {
     format!("if=virtio,format={fmt}{ro},file={}", p.display())
 }
 
+/// The timestamped copy of the console log `log`: `<log>.times`.
+pub fn times_path(log: &Path) -> PathBuf {
+    let mut p = log.as_os_str().to_owned();
+    p.push(".times");
+    PathBuf::from(p)
+}
+
+/// Appends to `line` what `chunk` holds and writes each line it ends to `out`, after `at` in
+/// seconds (control sequences stripped, as they would scramble the columns).
+fn stamp_lines(out: &mut impl Write, line: &mut Vec<u8>, chunk: &[u8], at: Duration) {
+    for &c in chunk {
+        if c == b'\n' {
+            let text = strip_control(line);
+            let _ = writeln!(
+                out,
+                "{:9.3} {}",
+                at.as_secs_f64(),
+                String::from_utf8_lossy(&text).trim_end()
+            );
+            line.clear();
+        } else {
+            line.push(c);
+        }
+    }
+}
+
 impl VmConfig {
     /// The QEMU command line (without the outer `timeout`).
     pub fn args(&self) -> Vec<std::ffi::OsString> {
@@ -219,14 +245,22 @@ impl Vm {
         let mut stderr = child.stderr.take().expect("piped");
         let b = buf.clone();
         let echo = cfg.echo;
+        let started = Instant::now();
+        // Where the time goes (firmware, GRUB, kernel, init): each console line again, after
+        // the host's seconds since QEMU started when the line ended.
+        let mut times = std::fs::File::create(times_path(&cfg.log)).ok();
         std::thread::spawn(move || {
             let mut chunk = [0u8; 4096];
+            let mut line: Vec<u8> = Vec::new();
             loop {
                 match stdout.read(&mut chunk) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         let _ = logfile.write_all(&chunk[..n]);
                         let _ = logfile.flush();
+                        if let Some(t) = times.as_mut() {
+                            stamp_lines(t, &mut line, &chunk[..n], started.elapsed());
+                        }
                         if echo {
                             let mut o = std::io::stdout().lock();
                             let _ = o.write_all(&strip_control(&chunk[..n]));
@@ -547,6 +581,18 @@ pub fn probe_accel(kernel: &Path, initrd: &Path, marker: &str, log: &Path) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_stamped_as_they_end() {
+        let (mut out, mut line) = (Vec::new(), Vec::new());
+        stamp_lines(&mut out, &mut line, b"BdsDxe: loading\r\nGRU", Duration::from_millis(1500));
+        stamp_lines(&mut out, &mut line, b"B\x1b[2J menu\n", Duration::from_millis(4250));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "    1.500 BdsDxe: loading\n    4.250 GRUB menu\n"
+        );
+        assert!(line.is_empty());
+    }
 
     #[test]
     fn control_sequences_are_stripped() {
