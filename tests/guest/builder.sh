@@ -29,7 +29,9 @@ done
 run bootenv --pool tank install --disk /dev/vda --from /payload/v1 --name v1 --label 1.0 \
 	--esp-mib 256 --cmdline "console=ttyS0 quiet betest.interactive"
 run zpool import -N -o cachefile=none -d /dev tank
-run zfs set org.bootenv:grub-timeout=3 tank/ROOT
+# One second: long enough to show the menu, short enough not to add up over a hundred boots;
+# the scenarios that press keys in it lengthen it first (menu_timeout in scenarios/mod.rs).
+run zfs set org.bootenv:grub-timeout=1 tank/ROOT
 for be in v2 v3; do
 	run bootenv --pool tank create "$be" --rootfs "/payload/$be" --label "$(cat /payload/$be/etc/bootenv-test/label)"
 done

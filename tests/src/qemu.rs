@@ -585,8 +585,18 @@ mod tests {
     #[test]
     fn lines_are_stamped_as_they_end() {
         let (mut out, mut line) = (Vec::new(), Vec::new());
-        stamp_lines(&mut out, &mut line, b"BdsDxe: loading\r\nGRU", Duration::from_millis(1500));
-        stamp_lines(&mut out, &mut line, b"B\x1b[2J menu\n", Duration::from_millis(4250));
+        stamp_lines(
+            &mut out,
+            &mut line,
+            b"BdsDxe: loading\r\nGRU",
+            Duration::from_millis(1500),
+        );
+        stamp_lines(
+            &mut out,
+            &mut line,
+            b"B\x1b[2J menu\n",
+            Duration::from_millis(4250),
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "    1.500 BdsDxe: loading\n    4.250 GRUB menu\n"

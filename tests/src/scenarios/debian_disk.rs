@@ -119,7 +119,11 @@ fn payload_tar(cx: &Ctx, pk: &crate::images::Packages) -> anyhow::Result<PathBuf
 fn debian_be(vm: &mut Vm, release: &str, name: &str) -> anyhow::Result<()> {
     let out = run_long(vm, &format!("bootenv --pool deb install --disk /dev/vdb --from /dev/vdc --name {name} --label 12.0 --esp-mib 256 {DEBIAN_CMDLINE}"), 900)?;
     ensure!(out.contains("has no kernel yet"), "{out}");
-    run_in(vm, "zpool import -N -o cachefile=none -d /dev deb")?;
+    // A one-second menu, as on the golden disk (tests/guest/builder.sh).
+    run_in(
+        vm,
+        "zpool import -N -o cachefile=none -d /dev deb && zfs set org.bootenv:grub-timeout=1 deb/ROOT",
+    )?;
     let d = format!("/run/bootenv/mnt/{name}");
     let settle = UDEV_SETTLE_DROPIN.replace('\n', "\\n");
     run_in(vm, &format!("bootenv --pool deb mount {name} --rw"))?;

@@ -53,6 +53,7 @@ fn grub_menu_pick(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
     // Make v2 the default, so that the menu's default is not its last entry.
     let mut vm = direct_ready(cx, &disk, "v1", "")?;
+    menu_timeout(&mut vm, 30)?;
     run_in(&mut vm, "bootenv activate v2")?;
     power_off(&mut vm)?;
     let mut vm = cx.uefi(&disk)?;
@@ -69,6 +70,7 @@ fn grub_menu_pick(cx: &mut Ctx) -> anyhow::Result<()> {
         out.contains("bootenv=v1 ") && !out.contains("bootenv.trial"),
         "unexpected command line: {out}"
     );
+    menu_timeout(&mut vm, 1)?;
     power_off(&mut vm)?;
     // The pick was for that boot only.
     let mut vm = grub_boot(cx, &disk, "v2")?;

@@ -120,6 +120,7 @@ fn hostile_properties_menu(cx: &mut Ctx) -> anyhow::Result<()> {
         ) && !out.contains(" -- "),
         "unexpected command line: {out}"
     );
+    menu_timeout(&mut vm, 30)?;
     power_off(&mut vm)?;
 
     // By choice: up to v2 (the first entry), Enter. Then a trial of v2 with one try.
@@ -135,6 +136,7 @@ fn hostile_properties_menu(cx: &mut Ctx) -> anyhow::Result<()> {
             && !out.contains("bootenv.trial"),
         "unexpected command line: {out}"
     );
+    menu_timeout(&mut vm, 1)?;
     let out = run_in(&mut vm, "bootenv activate --trial=1 v2")?;
     ensure!(out.contains("v2 is on trial"), "{out}");
     power_off(&mut vm)?;

@@ -548,6 +548,20 @@ fn expect_be_within(vm: &mut Vm, name: &str, limit: Duration) -> anyhow::Result<
 pub(crate) const MENU_NEXT: &str = "\x0e";
 pub(crate) const MENU_PREV: &str = "\x10";
 
+/// Sets the GRUB menu's timeout (`org.bootenv:grub-timeout`) of the golden disk's pool and
+/// rewrites the menu, in a running BE. The fixtures keep it at 1 s; a scenario that presses
+/// keys in the menu lengthens it first, so that no key races the countdown (the first key
+/// stops it), and shortens it again for the unattended boots after.
+pub(crate) fn menu_timeout(vm: &mut Vm, secs: u32) -> anyhow::Result<()> {
+    run_in(
+        vm,
+        // sync-boot's status is not the point (hardening's BEs are left out on purpose): the
+        // menu it wrote is.
+        &format!("zfs set org.bootenv:grub-timeout={secs} tank/ROOT && {{ bootenv sync-boot >/dev/null; true; }} && grep -qx 'set timeout={secs}' /run/bootenv/esp/bootenv/grub.cfg"),
+    )?;
+    Ok(())
+}
+
 /// Presses `key` in GRUB's menu, waits until the entry matching `highlighted` is highlighted,
 /// and chooses it with Enter (after a moment for GRUB to finish redrawing).
 fn choose_in_menu(vm: &mut Vm, key: &str, highlighted: &str) -> anyhow::Result<()> {

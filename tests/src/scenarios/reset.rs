@@ -273,6 +273,7 @@ fn reset_from_grub_menu(cx: &mut Ctx) -> anyhow::Result<()> {
     let disk = cx.golden_copy("disk")?;
     let mut vm = direct_ready(cx, &disk, "v1", "")?;
     run_in(&mut vm, "echo changed=1 >>/etc/config/app.conf")?;
+    menu_timeout(&mut vm, 30)?;
     power_off(&mut vm)?;
     let mut vm = cx.uefi(&disk)?;
     vm.expect(r"\*v1: 1\.0 \(default, last known-good\)", BOOT)?;
@@ -307,6 +308,7 @@ fn reset_from_grub_menu(cx: &mut Ctx) -> anyhow::Result<()> {
         out.contains("factory reset (configuration) of v1 requested (grub)"),
         "{out}"
     );
+    menu_timeout(&mut vm, 1)?;
     power_off(&mut vm)?;
     // The request was used up: the next boot is a plain one.
     let mut vm = grub_boot(cx, &disk, "v1")?;
