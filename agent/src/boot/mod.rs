@@ -229,15 +229,36 @@ impl Env<'_> {
             .map(|b| layout::be_dataset(&pool, b))
             .collect();
         let asked_refs: Vec<&str> = asked.iter().map(String::as_str).collect();
-        let reads = self
-            .zfs
-            .boot_reads(&[&root, &state_ds], pool.as_str(), "bootfs", &asked_refs);
+        // Meanwhile the state dataset is mounted: it nearly always exists, and its mount
+        // costs as much as the reads (the first ZFS mount of the boot); what the listing says
+        // of it decides after.
+        let dir = self.path(STATE_MOUNT);
+        let mounter = self.mounter;
+        let (reads, early) = std::thread::scope(|s| {
+            let m = s.spawn(|| {
+                std::fs::create_dir_all(&dir)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| mounter.mount_zfs(&state_ds, &dir, false))
+            });
+            let reads =
+                self.zfs
+                    .boot_reads(&[&root, &state_ds], pool.as_str(), "bootfs", &asked_refs);
+            let early = m.join().unwrap_or_else(|_| {
+                Err(anyhow::anyhow!("the thread mounting {state_ds} panicked"))
+            });
+            (reads, early)
+        });
         let top = match reads.exact {
             Ok(l) => l,
-            Err(e) => return Err(unlisted(&pool, &e)),
+            Err(e) => {
+                if early.is_ok() {
+                    self.release_state();
+                }
+                return Err(unlisted(&pool, &e));
+            }
         };
         let state_exists = top.datasets.iter().any(|d| d.name == state_ds);
-        let (state, state_mounted) = self.mount_state(&pool, state_exists, &mut warnings);
+        let (state, state_mounted) = self.mount_state(&pool, state_exists, early, &mut warnings);
         let bootfs = match reads.prop {
             Ok(v) => v,
             Err(e) => {
@@ -336,23 +357,26 @@ impl Env<'_> {
         self.read_bes(pool, &top, scope, bootfs, (&[], Listing::default()))
     }
 
+    /// The state record, from the state dataset as `mounted` (the attempt made while the
+    /// listing ran) left it and as the listing says it `exists`.
     fn mount_state(
         &self,
         pool: &PoolName,
         exists: bool,
+        mounted: anyhow::Result<()>,
         warnings: &mut Vec<String>,
     ) -> (Loaded, bool) {
         let ds = layout::state_dataset(pool);
         let dir = self.path(STATE_MOUNT);
         if !exists {
+            if mounted.is_ok() {
+                self.release_state();
+            }
             let w = format!("{ds} does not exist: no last known-good record (create it with `bootenv prepare-pool {pool}`)");
             log::warn!("{w}");
             warnings.push(w);
             return (Loaded::Missing, false);
         }
-        let mounted = std::fs::create_dir_all(&dir)
-            .map_err(anyhow::Error::from)
-            .and_then(|()| self.mounter.mount_zfs(&ds, &dir, false));
         if let Err(e) = mounted {
             let w = format!(
                 "state dataset not mounted, booting without the last known-good record: {e:#}"
@@ -1230,6 +1254,38 @@ mod tests {
         assert!(
             matches!(&ready.plan.choice, Choice::Fallback { reason, .. } if reason.contains("init /sbin/init does not exist"))
         );
+    }
+
+    #[test]
+    fn without_the_state_dataset_the_boot_goes_on_and_leaves_nothing_of_it_mounted() {
+        let d = tempfile::tempdir().unwrap();
+        let z = FakeZfs::new().with_root(d.path().into());
+        z.add_pool("tank");
+        // <pool>/ROOT only: no state dataset (the fake mounter would mount any name, as the
+        // attempt made while the listing runs does).
+        z.add_fs(
+            "tank/ROOT",
+            &[
+                ("canmount", "off"),
+                ("mountpoint", "none"),
+                ("org.bootenv:layout", "1"),
+            ],
+        );
+        z.add_be("tank", "v1", &[]);
+        let m = mounter();
+        let e = env(d.path(), &z, &m);
+        let r = boot(&e, "bootenv=v1 bootenv.pool=tank").unwrap();
+        assert_eq!(r.plan.be.as_str(), "v1");
+        assert!(
+            r.report
+                .all("warning")
+                .iter()
+                .any(|w| w.contains("tank/BOOTENV does not exist")),
+            "{}",
+            r.report.render()
+        );
+        let mounted: Vec<String> = m.mounted().into_iter().map(|(ds, _)| ds).collect();
+        assert_eq!(mounted, ["tank/ROOT/v1", "tank/ROOT/v1/config"]);
     }
 
     #[test]

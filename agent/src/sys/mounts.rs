@@ -12,8 +12,9 @@ pub fn is_busy(e: &anyhow::Error) -> bool {
         .any(|c| c.downcast_ref::<nix::errno::Errno>() == Some(&nix::errno::Errno::EBUSY))
 }
 
-/// Mounts and unmounts datasets.
-pub trait Mounter {
+/// Mounts and unmounts datasets. `Sync`: the boot path mounts the state dataset while its
+/// ZFS reads run.
+pub trait Mounter: Sync {
     /// Mounts `dataset` at `target` (an existing directory).
     fn mount_zfs(&self, dataset: &str, target: &Path, readonly: bool) -> anyhow::Result<()>;
     /// Unmounts whatever is mounted at `target`.

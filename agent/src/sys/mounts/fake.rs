@@ -3,9 +3,9 @@
 
 use super::Mounter;
 use anyhow::Context;
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// A fake [`Mounter`]: "mounting" a dataset writes the files registered for it into the
 /// target, plus whatever was in the target when it was last unmounted; unmounting moves the
@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 pub struct FakeMounter {
     contents: BTreeMap<String, Vec<(String, Vec<u8>, u32)>>,
     failing: BTreeMap<String, String>,
-    mounted: RefCell<Vec<(String, PathBuf)>>,
+    mounted: Mutex<Vec<(String, PathBuf)>>,
     /// Per dataset, a directory holding its content while it is not mounted.
-    stored: RefCell<BTreeMap<String, tempfile_dir::Dir>>,
+    stored: Mutex<BTreeMap<String, tempfile_dir::Dir>>,
 }
 
 /// A directory removed when dropped, for the fake's stored dataset contents.
@@ -80,7 +80,7 @@ impl FakeMounter {
 
     /// What is mounted now, in mount order.
     pub fn mounted(&self) -> Vec<(String, PathBuf)> {
-        self.mounted.borrow().clone()
+        self.mounted.lock().expect("not poisoned").clone()
     }
 }
 
@@ -92,7 +92,13 @@ impl Mounter for FakeMounter {
             "mounting {dataset} at {}: no such directory",
             target.display()
         );
-        if self.mounted.borrow().iter().any(|(d, _)| d == dataset) {
+        if self
+            .mounted
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .any(|(d, _)| d == dataset)
+        {
             // As the kernel answers: a ZFS file system mounts once.
             return Err(
                 anyhow::Error::new(nix::errno::Errno::EBUSY).context(format!(
@@ -106,7 +112,7 @@ impl Mounter for FakeMounter {
         }
         // The registered files are the dataset's content the first time; after that it is
         // whatever was there when it was last unmounted.
-        match self.stored.borrow_mut().remove(dataset) {
+        match self.stored.lock().expect("not poisoned").remove(dataset) {
             Some(dir) => move_entries(dir.path(), target)?,
             None => {
                 for (rel, content, mode) in self.contents.get(dataset).into_iter().flatten() {
@@ -118,17 +124,22 @@ impl Mounter for FakeMounter {
             }
         }
         self.mounted
-            .borrow_mut()
+            .lock()
+            .expect("not poisoned")
             .push((dataset.into(), target.into()));
         Ok(())
     }
 
     fn is_mountpoint(&self, target: &Path) -> bool {
-        self.mounted.borrow().iter().any(|(_, t)| t == target)
+        self.mounted
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .any(|(_, t)| t == target)
     }
 
     fn unmount(&self, target: &Path) -> anyhow::Result<()> {
-        let mut m = self.mounted.borrow_mut();
+        let mut m = self.mounted.lock().expect("not poisoned");
         let at = m
             .iter()
             .rposition(|(_, t)| t == target)
@@ -139,14 +150,18 @@ impl Mounter for FakeMounter {
         }
         let dir = tempfile_dir::Dir::new()?;
         move_entries(target, dir.path())?;
-        self.stored.borrow_mut().insert(dataset, dir);
+        self.stored
+            .lock()
+            .expect("not poisoned")
+            .insert(dataset, dir);
         Ok(())
     }
 
     fn mount_fat(&self, device: &Path, target: &Path) -> anyhow::Result<()> {
         anyhow::ensure!(target.is_dir(), "{} is not a directory", target.display());
         self.mounted
-            .borrow_mut()
+            .lock()
+            .expect("not poisoned")
             .push((format!("{OTHER}vfat {}", device.display()), target.into()));
         Ok(())
     }
@@ -154,7 +169,8 @@ impl Mounter for FakeMounter {
     fn bind(&self, source: &Path, target: &Path) -> anyhow::Result<()> {
         anyhow::ensure!(target.is_dir(), "{} is not a directory", target.display());
         self.mounted
-            .borrow_mut()
+            .lock()
+            .expect("not poisoned")
             .push((format!("{OTHER}bind {}", source.display()), target.into()));
         Ok(())
     }
@@ -177,7 +193,8 @@ impl FakeMounter {
     /// reach.
     pub fn table_of(&self, root: &Path) -> Vec<super::MountEntry> {
         self.mounted
-            .borrow()
+            .lock()
+            .expect("not poisoned")
             .iter()
             .filter_map(|(what, target)| {
                 let (fstype, source) = match what.strip_prefix(OTHER) {
