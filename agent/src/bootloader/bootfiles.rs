@@ -12,7 +12,7 @@ use crate::model::inventory::Inventory;
 use crate::model::names::{printable, BeName};
 use crate::model::state::{State, Trial};
 use crate::sys::fsutil::{
-    atomic_write, create_dirs_synced, resolve_in_root, sync_dir, sync_renamed,
+    atomic_write, create_dirs_synced, resolve_in_root, sync_dir, sync_renamed, write_if_changed,
 };
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
@@ -634,7 +634,9 @@ pub fn write_menu_and_env(
     let dir = esp.bootenv_dir();
     create_dirs_synced(&esp.dir, &dir)?;
     let mut notes = Vec::new();
-    atomic_write(&dir, MENU, menu.render().as_bytes())?;
+    // Most calls (mark-good at every boot) change nothing: the ESP is written only when the
+    // menu or the block differ.
+    write_if_changed(&dir, MENU, menu.render().as_bytes())?;
     if let Err(why) = current {
         if let Ok(old) = std::fs::read(dir.join(ENV)) {
             let _ = atomic_write(&dir, crate::model::paths::ESP_ENV_DAMAGED, &old);
@@ -644,10 +646,7 @@ pub fn write_menu_and_env(
             printable(why)
         ));
     }
-    let bytes = env.render();
-    if std::fs::read(dir.join(ENV)).ok().as_deref() != Some(&bytes[..]) {
-        atomic_write(&dir, ENV, &bytes)?;
-    }
+    write_if_changed(&dir, ENV, &env.render())?;
     Ok(notes)
 }
 

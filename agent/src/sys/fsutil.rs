@@ -30,6 +30,17 @@ pub fn atomic_write(dir: &Path, name: &str, data: &[u8]) -> anyhow::Result<()> {
     sync_renamed(&dest)
 }
 
+/// [`atomic_write`], unless `dir/name` already holds exactly `data`: then nothing is written
+/// (every write to the ESP is one more a power cut can meet, and FAT has no journal). Returns
+/// whether it wrote. A file that cannot be read is written.
+pub fn write_if_changed(dir: &Path, name: &str, data: &[u8]) -> anyhow::Result<bool> {
+    if fs::read(dir.join(name)).ok().as_deref() == Some(data) {
+        return Ok(false);
+    }
+    atomic_write(dir, name, data)?;
+    Ok(true)
+}
+
 /// Makes a rename to `dest` (a file or a directory) durable: syncs `dest` itself, then its
 /// directory. Syncing the directory alone is not enough on FAT (the ESP): Linux's vfat writes
 /// a renamed file's directory entry (its first cluster and size) only when the renamed inode is
@@ -115,6 +126,24 @@ fn components(p: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn an_unchanged_file_is_not_written_again() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        assert!(write_if_changed(d.path(), "f", b"one").unwrap());
+        let before = fs::metadata(d.path().join("f")).unwrap();
+        assert!(!write_if_changed(d.path(), "f", b"one").unwrap());
+        let after = fs::metadata(d.path().join("f")).unwrap();
+        assert_eq!(before.ino(), after.ino(), "replaced by a rename");
+        assert!(write_if_changed(d.path(), "f", b"two").unwrap());
+        assert_eq!(fs::read(d.path().join("f")).unwrap(), b"two");
+        fs::write(d.path().join("f"), b"tw").unwrap();
+        assert!(
+            write_if_changed(d.path(), "f", b"two").unwrap(),
+            "a cut file is rewritten"
+        );
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {
