@@ -14,8 +14,9 @@
 //!   system pool with 100 BEs beside a data pool of 10,000 customer datasets) against the same
 //!   layout with 3 BEs and 10 datasets.
 //! - `data-ready`: on that layout (1,000 datasets unless `--data-datasets` says otherwise), in
-//!   one guest, the time until the data pool is imported and its datasets mounted by `bootenv data-pools import` (what the boot's unit runs) against a
-//!   plain `zpool import` of the same pool, the data pool exported between runs.
+//!   one guest, the time until the data pool is imported and its datasets mounted by `bootenv
+//!   data-pools import` (what the boot's unit runs) against a plain `zpool import` of the same
+//!   pool, the data pool exported between runs.
 //! - `grub-menu-100`: `bootenv grub-menu` for 100 BEs (a system pool beside a data pool, the
 //!   layout bootenv recommends) against a grub.d-style scan that mounts every BE
 //!   ([`MENU_ANCHOR`]).
@@ -48,6 +49,17 @@ const BOOTENV_RUNS: usize = 5;
 /// The most imports per side in data-ready: importing and mounting thousands of datasets (and
 /// the export between) takes minutes each under TCG.
 const DATA_READY_RUNS: usize = 3;
+
+/// data-ready's anchor, also its unmeasured first import. The test BE runs no udev: without
+/// the variable, libzfs waits 30 s for device links that never come (the agent sets it too;
+/// with udev running the links are there and nothing is waited for), which is no cost of ZFS's
+/// own: measured without it, the anchor took 107 to 112 s against bootenv's 71 to 86 s (1,000
+/// datasets).
+const PLAIN_IMPORT: &str = "ZPOOL_IMPORT_UDEV_TIMEOUT_MS=0 zpool import -o cachefile=none data";
+
+/// Where [`Bench::agent_disk`]'s agent is copied to in the guest. Not below /run/bootenv: that
+/// is the agent's own directory (its report, the ESP's mount).
+const BENCH_AGENT: &str = "/run/bench-bootenv";
 
 /// `b` grown with zeros to a whole number of 512-byte sectors, to be a raw disk.
 fn pad(mut b: Vec<u8>) -> Vec<u8> {
@@ -720,38 +732,29 @@ s=$(i=4; while [ $i -le {bes} ]; do zfs list tank/ROOT/b$i@bench >/dev/null 2>&1
             disk::overlay(base, &d)?;
             disks.push(d);
         }
-        let (agent_disk, agent_len) = self.agent_disk()?;
+        let (agent_disk, copy_agent) = self.agent_disk("/dev/vdc")?;
         let mut vm = self.session(&disks[0], &[&disks[1], &agent_disk])?;
         // Registered with mount policy all by the fixture; nothing imported it at boot (the test
         // BE runs no units).
         let reg = run_in(
             &mut vm,
             &format!(
-                "head -c {agent_len} /dev/vdc >/run/bench-bootenv && chmod 755 /run/bench-bootenv && /run/bench-bootenv --version >&2 && \
+                "{copy_agent} >&2 && \
 zfs get -H -o value org.bootenv:data-pools tank/ROOT; ! zpool list data 2>/dev/null"
             ),
         )?;
         println!("    org.bootenv:data-pools: {}", reg.trim());
-        let sides = [
-            (
-                "bootenv data-pools import",
-                "/run/bench-bootenv data-pools import",
-            ),
-            // The test BE runs no udev: without this, libzfs waits 30 s for device links
-            // that never come (the agent sets it too; with udev running the links are there
-            // and nothing is waited for), which is no cost of ZFS's own: measured without it,
-            // the anchor took 107 to 112 s against bootenv's 71 to 86 s (1,000 datasets).
-            (
-                "zpool import",
-                "ZPOOL_IMPORT_UDEV_TIMEOUT_MS=0 zpool import -o cachefile=none data",
-            ),
+        let ours = format!("{BENCH_AGENT} data-pools import");
+        let sides: [(&str, &str); 2] = [
+            ("bootenv data-pools import", &ours),
+            ("zpool import", PLAIN_IMPORT),
         ];
         // One import and export first, not measured: the first import of the session reads
         // the pool's metadata from the disk, the later ones find it in the host's page cache
         // (it cost the side that came first 15 to 20 s more).
         run_long(
             &mut vm,
-            "ZPOOL_IMPORT_UDEV_TIMEOUT_MS=0 zpool import -o cachefile=none data && zpool export data",
+            &format!("{PLAIN_IMPORT} && zpool export data"),
             4 * 3600,
         )?;
         let runs = DATA_READY_RUNS.min(self.boots).max(1);
@@ -793,7 +796,7 @@ e=$(cut -d' ' -f1 /proc/uptime); echo DATA-READY $s $e $(grep -c ' /srv/bench/' 
             limit: None,
             extra: Vec::new(),
             detail: format!(
-                "guest seconds until the data pool ({n} datasets, canmount=on, mountpoints set) is imported and every dataset mounted, in the same guest, after one import not measured, exported between runs: `bootenv data-pools import` [{}]; `ZPOOL_IMPORT_UDEV_TIMEOUT_MS=0 zpool import -o cachefile=none data` [{}]",
+                "guest seconds until the data pool ({n} datasets, canmount=on, mountpoints set) is imported and every dataset mounted, in the same guest, after one import not measured, exported between runs: `bootenv data-pools import` [{}]; `{PLAIN_IMPORT}` [{}]",
                 list(&out[0]),
                 list(&out[1]),
             ),
@@ -801,14 +804,17 @@ e=$(cut -d' ' -f1 /proc/uptime); echo DATA-READY $s $e $(grep -c ' /srv/bench/' 
     }
 
     /// This build's agent as a raw disk of its own (the console takes one line; a cached
-    /// pool's BEs may hold an older agent), and its length: the guest copies it with
-    /// `head -c LEN /dev/vdX`. Not to /run/bootenv: that is the agent's own directory.
-    fn agent_disk(&self) -> anyhow::Result<(PathBuf, usize)> {
+    /// pool's BEs may hold an older agent), and the guest command that copies it from `dev`
+    /// (the disk's name in the guest) to [`BENCH_AGENT`] and prints its version.
+    fn agent_disk(&self, dev: &str) -> anyhow::Result<(PathBuf, String)> {
         let agent = std::fs::read(&self.art.agent)?;
         let len = agent.len();
         let path = self.dir.join("agent.img");
         std::fs::write(&path, pad(agent))?;
-        Ok((path, len))
+        let copy = format!(
+            "head -c {len} {dev} >{BENCH_AGENT} && chmod 755 {BENCH_AGENT} && {BENCH_AGENT} --version"
+        );
+        Ok((path, copy))
     }
 
     /// grub-menu-100: `bootenv grub-menu` for 100 BEs against the grub.d-style scan.
@@ -824,19 +830,19 @@ e=$(cut -d' ' -f1 /proc/uptime); echo DATA-READY $s $e $(grep -c ' /srv/bench/' 
         // ([`Bench::agent_disk`]).
         let script = self.dir.join("menu-scan-anchor.img");
         std::fs::write(&script, pad(MENU_ANCHOR.as_bytes().to_vec()))?;
-        let (agent_disk, agent_len) = self.agent_disk()?;
+        let (agent_disk, copy_agent) = self.agent_disk("/dev/vdd")?;
         let mut vm = self.session(&d, &[&d2, &script, &agent_disk])?;
         run_in(
             &mut vm,
             &format!("tr -d '\\000' </dev/vdc >/run/menu-scan-anchor && chmod 755 /run/menu-scan-anchor \
-&& head -c {agent_len} /dev/vdd >/run/bench-bootenv && chmod 755 /run/bench-bootenv && /run/bench-bootenv --version"),
+&& {copy_agent}"),
         )?;
         // Every BE's kernel on the ESP, as this build keeps them (one shared copy): the cached
         // pool's BEs were made by the agent of their day.
         let t = std::time::Instant::now();
         let out = run_long(
             &mut vm,
-            "/run/bench-bootenv sync-boot >/run/sync.out; rc=$?; grep -c 'kernel' /run/sync.out; tail -2 /run/sync.out; ls /run/bootenv/esp/bootenv/_kernels | wc -l; df -k /run/bootenv/esp | tail -1; exit $rc",
+            &format!("{BENCH_AGENT} sync-boot >/run/sync.out; rc=$?; grep -c 'kernel' /run/sync.out; tail -2 /run/sync.out; ls /run/bootenv/esp/bootenv/_kernels | wc -l; df -k /run/bootenv/esp | tail -1; exit $rc"),
             3600,
         )?;
         println!(
@@ -857,10 +863,10 @@ e=$(cut -d' ' -f1 /proc/uptime); echo DATA-READY $s $e $(grep -c ' /srv/bench/' 
         // `zfs` and `zpool` commands, for a floor.
         let prof = run_long(
             &mut vm,
-            "s=$(cut -d' ' -f1 /proc/uptime); /run/bench-bootenv -v grub-menu 2>/run/prof.err >/dev/null; e=$(cut -d' ' -f1 /proc/uptime); \
+            &format!("s=$(cut -d' ' -f1 /proc/uptime); {BENCH_AGENT} -v grub-menu 2>/run/prof.err >/dev/null; e=$(cut -d' ' -f1 /proc/uptime); \
 grep -E '[$] |-> ' /run/prof.err | cut -c1-200; echo BENCH-PROF grub-menu $s $e; \
-for c in '/run/bench-bootenv --version' 'zfs list -H -o name tank' 'zpool list -H -o name'; do \
-s=$(cut -d' ' -f1 /proc/uptime); $c >/dev/null; e=$(cut -d' ' -f1 /proc/uptime); echo BENCH-PROF \"$c\" $s $e; done",
+for c in '{BENCH_AGENT} --version' 'zfs list -H -o name tank' 'zpool list -H -o name'; do \
+s=$(cut -d' ' -f1 /proc/uptime); $c >/dev/null; e=$(cut -d' ' -f1 /proc/uptime); echo BENCH-PROF \"$c\" $s $e; done"),
             1800,
         )?;
         println!("    where one `bootenv -v grub-menu` spends its time, and floors (start, end uptime):\n{prof}");
@@ -885,7 +891,7 @@ s=$(cut -d' ' -f1 /proc/uptime); $c >/dev/null; e=$(cut -d' ' -f1 /proc/uptime);
             &mut vm,
             "test -s /run/bootenv/state/index && mv /run/bootenv/state/index /run/index.kept",
         )?;
-        let (unindexed, _) = timed(&mut vm, "/run/bench-bootenv grub-menu")?;
+        let (unindexed, _) = timed(&mut vm, &format!("{BENCH_AGENT} grub-menu"))?;
         run_in(&mut vm, "mv /run/index.kept /run/bootenv/state/index")?;
         let (mut b, mut a) = (Vec::new(), Vec::new());
         let (mut b_entries, mut a_entries) = (0, 0);
@@ -894,7 +900,7 @@ s=$(cut -d' ' -f1 /proc/uptime); $c >/dev/null; e=$(cut -d' ' -f1 /proc/uptime);
         let runs = self.boots.max(BOOTENV_RUNS);
         for i in 0..runs {
             println!("    run {}/{runs}", i + 1);
-            let (t, n) = timed(&mut vm, "/run/bench-bootenv grub-menu")?;
+            let (t, n) = timed(&mut vm, &format!("{BENCH_AGENT} grub-menu"))?;
             b.push(t);
             b_entries = n;
             if i < self.boots {

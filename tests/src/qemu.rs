@@ -101,7 +101,7 @@ fn drive_arg(p: &Path) -> String {
 }
 
 /// The timestamped copy of the console log `log`: `<log>.times`.
-pub fn times_path(log: &Path) -> PathBuf {
+fn times_path(log: &Path) -> PathBuf {
     let mut p = log.as_os_str().to_owned();
     p.push(".times");
     PathBuf::from(p)
@@ -293,7 +293,7 @@ impl Vm {
             buf,
             cursor: 0,
             log: cfg.log.clone(),
-            started: Instant::now(),
+            started,
             exit: None,
             fatal,
         })
